@@ -1,0 +1,33 @@
+# Every target bootstraps .venv on first use; nothing needs installing by hand.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: help run test lint unit bench clean
+
+help: ## list the targets
+	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-6s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+run: $(STAMP) ## start the whole cluster on an embedded nats-server and train (Ctrl-C stops it)
+	$(BIN)/ringmaster up
+
+test: $(STAMP) lint ## lint, then every test against a real nats-server
+	$(BIN)/pytest -q -p no:cacheprovider
+
+lint: $(STAMP) ## ruff and mypy --strict
+	$(BIN)/ruff check shared services workloads tests bench
+	$(BIN)/ruff format --check shared services workloads tests bench
+	$(BIN)/mypy
+
+bench: $(STAMP) ## run the benchmarks and rewrite bench/RESULTS.md
+	$(BIN)/python -m bench
+
+clean: ## remove the virtual environment and local cluster data
+	rm -rf $(VENV) .ringmaster

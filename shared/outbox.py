@@ -1,0 +1,177 @@
+"""A bounded, ordered outbox that gets every event acknowledged by JetStream.
+
+``emit`` never raises into the caller. Events are published in order, pipelined in
+windows, each with a ``Nats-Msg-Id`` so a retry after a lost acknowledgment is
+de-duplicated by the stream. When a publish fails (server away, timeout) the
+flusher backs off and retries from the first unacknowledged event, so order is
+kept. When the outbox is full a new event is dropped and counted: the one loss
+mode left, and a visible one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from dataclasses import dataclass, field
+
+import anyio
+import msgspec
+import nats.errors
+from anyio.abc import TaskStatus
+from nats.js.api import PubAck
+from nats.js.client import JetStreamContext
+
+log = logging.getLogger("ringmaster.outbox")
+
+
+class OutboxStats(msgspec.Struct, frozen=True):
+    """Counters shown in health details."""
+
+    emitted: int
+    acked: int
+    dropped: int
+    failed_attempts: int
+    pending: int
+    last_error: str
+
+
+@dataclass(eq=False)
+class _Entry:
+    subject: str
+    payload: bytes
+    msg_id: str
+    settled: anyio.Event = field(default_factory=anyio.Event)
+    acked: bool = False
+
+
+class Outbox:
+    """Ordered, acknowledged publishing of events to JetStream."""
+
+    def __init__(
+        self,
+        js: JetStreamContext,
+        *,
+        capacity: int = 10_000,
+        window: int = 512,
+        ack_timeout: float = 5.0,
+        max_backoff: float = 2.0,
+    ) -> None:
+        self._js = js
+        self._capacity = capacity
+        self._window = window
+        self._ack_timeout = ack_timeout
+        self._max_backoff = max_backoff
+        self._queue: deque[_Entry] = deque()
+        self._wake = anyio.Event()
+        self._emitted = self._acked = self._dropped = self._failed = 0
+        self._last_error = ""
+        self._drained = anyio.Event()
+        self.failing = False
+        self.last_drop_at: float | None = None
+
+    def put(self, subject: str, payload: bytes, msg_id: str) -> _Entry | None:
+        """Queue one event; None (and counted) when the outbox is full."""
+        self._emitted += 1
+        if len(self._queue) >= self._capacity:
+            self._dropped += 1
+            self.last_drop_at = time.monotonic()
+            if self._dropped == 1 or self._dropped % 1000 == 0:
+                log.error(
+                    "outbox full (%d): dropped %d events so far", self._capacity, self._dropped
+                )
+            return None
+        entry = _Entry(subject, payload, msg_id)
+        self._queue.append(entry)
+        self._wake.set()
+        return entry
+
+    async def publish(self, subject: str, payload: bytes, msg_id: str) -> bool:
+        """Queue one event and wait until it is acknowledged or its first try failed."""
+        entry = self.put(subject, payload, msg_id)
+        if entry is None:
+            return False
+        await entry.settled.wait()
+        return entry.acked
+
+    @property
+    def pending(self) -> int:
+        """Events not yet acknowledged."""
+        return len(self._queue)
+
+    def stats(self) -> OutboxStats:
+        """Current counters."""
+        return OutboxStats(
+            emitted=self._emitted,
+            acked=self._acked,
+            dropped=self._dropped,
+            failed_attempts=self._failed,
+            pending=len(self._queue),
+            last_error=self._last_error,
+        )
+
+    async def flush(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds for the outbox to empty; True if it did."""
+        with anyio.move_on_after(timeout):
+            while self._queue:
+                self._drained = anyio.Event()
+                await self._drained.wait()
+        return not self._queue
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """The flusher; runs until cancelled."""
+        task_status.started()
+        backoff = 0.05
+        while True:
+            if not self._queue:
+                self._drained.set()
+                self._wake = anyio.Event()
+                await self._wake.wait()
+                continue
+            if await self._send_window():
+                self.failing = False
+                backoff = 0.05
+            else:
+                await anyio.sleep(backoff)
+                backoff = min(backoff * 2, self._max_backoff)
+
+    async def _send_window(self) -> bool:
+        batch = [self._queue[i] for i in range(min(self._window, len(self._queue)))]
+        futures: list[asyncio.Future[PubAck]] = []
+        try:
+            for entry in batch:
+                fut = await self._js.publish_async(
+                    entry.subject, entry.payload, headers={"Nats-Msg-Id": entry.msg_id}
+                )
+                futures.append(fut)
+        except (OSError, nats.errors.Error) as exc:
+            self._note_failure(exc)
+        for index, fut in enumerate(futures):
+            try:
+                with anyio.fail_after(self._ack_timeout):
+                    await fut
+            except (TimeoutError, nats.errors.Error) as exc:
+                self._note_failure(exc)
+                for rest in futures[index:]:
+                    rest.cancel()
+                break
+            entry = self._queue.popleft()
+            entry.acked = True
+            entry.settled.set()
+            self._acked += 1
+        else:
+            if len(futures) == len(batch):
+                return True
+        # Whatever is left waits for the retry; its callers learn it is not yet acked.
+        for entry in batch:
+            entry.settled.set()
+        return False
+
+    def _note_failure(self, exc: BaseException) -> None:
+        self.failing = True
+        self._failed += 1
+        text = f"{type(exc).__name__}: {exc}"
+        if text != self._last_error:
+            log.warning("event publish failed, will retry in order: %s", text)
+        self._last_error = text

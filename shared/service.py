@@ -1,0 +1,390 @@
+"""The Service base class: one manager, one process, one lifecycle.
+
+``running()`` is the lifecycle as one async context manager:
+
+    connect (bounded) -> provision the event stream -> setup() (subclass:
+    provision, subscribe, endpoints, loops) -> control subjects -> micro service
+    -> loops and beacons -> SERVICE_STARTED -> ready
+
+and it stops in a fixed order: stop intake (endpoints and subscriptions), wait for
+in-flight handlers up to ``shutdown_timeout``, teardown() (subclass finishes its
+work), SERVICE_STOPPED, flush the outbox, leave the micro service, cancel loops,
+drain the connection with a short timeout.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from contextlib import asynccontextmanager
+from typing import Any, ClassVar, Generic, Self, TypeVar
+
+import anyio
+from anyio.abc import TaskGroup, TaskStatus
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+from nats.js.client import JetStreamContext
+
+import shared
+from shared.bus import BusStats, connect
+from shared.circuit_breaker import CircuitBreaker
+from shared.codec import encode
+from shared.config import BaseConfig
+from shared.contracts import Beacon, Empty, HealthCheckResult, ServiceMetrics, ServiceStatus
+from shared.control import start_control
+from shared.events import EventData, ServiceStarted, ServiceStopped, build_event
+from shared.health import combine_health, service_metrics
+from shared.intake import Intake
+from shared.loops import Loop
+from shared.micro import MicroService
+from shared.outbox import Outbox
+from shared.provision import ensure_stream, events_stream_config
+from shared.subjects import Subjects
+from shared.window import SlidingWindow
+
+log = logging.getLogger("ringmaster.service")
+
+C = TypeVar("C", bound=BaseConfig)
+T = TypeVar("T")
+
+
+class Service(Generic[C]):
+    """Base of every manager. Subclasses set ``name`` and override the hooks."""
+
+    name: ClassVar[str] = ""
+    description: ClassVar[str] = ""
+    version: ClassVar[str] = shared.__version__
+    config_type: ClassVar[type[BaseConfig]] = BaseConfig
+
+    def __init__(self, config: C, *, reload_config: Callable[[], C] | None = None) -> None:
+        if not self.name:
+            raise TypeError(f"{type(self).__name__} must set name")
+        self.config = config
+        self.reload_config = reload_config
+        self.subjects = Subjects(config.prefix)
+        self.instance = config.instance
+        self.host = socket.gethostname()
+        self.pid = os.getpid()
+        self.started_at = time.time()
+        self.bus_stats = BusStats()
+        self.window = SlidingWindow(config.health_window_s)
+        self.intake = Intake(
+            window=self.window,
+            max_bytes=config.max_message_bytes,
+            concurrency=config.handler_concurrency,
+        )
+        self.breakers: list[CircuitBreaker] = []
+        self.loops: list[Loop] = []
+        self.status = ServiceStatus.STARTING
+        self.paused = False
+        self.draining = False
+        self.stop_reason = ""
+        self._stop_requested = anyio.Event()
+        self._beacon_wake = anyio.Event()
+        self._beacon_seq = 0
+        self._event_seq = 0
+        self._subscriptions: list[Subscription] = []
+        self._control_subs: list[Subscription] = []
+        self._nc: Client | None = None
+        self._js: JetStreamContext | None = None
+        self._tg: TaskGroup | None = None
+        self._outbox: Outbox | None = None
+        self._micro: MicroService | None = None
+
+    # -- hooks for subclasses ------------------------------------------------------
+    async def setup(self) -> None:
+        """Provision, subscribe, add endpoints and loops. Runs before ready."""
+
+    async def teardown(self) -> None:
+        """Finish in-flight work and stop watchers. Runs after intake stopped."""
+
+    def health(self) -> HealthCheckResult:
+        """The service's own view of its health; the framework adds its checks."""
+        return HealthCheckResult.ok()
+
+    def custom_metrics(self) -> dict[str, float]:
+        """Numbers for the ``metrics`` endpoint and Prometheus."""
+        return {}
+
+    async def on_pause(self) -> None:
+        """Stop taking new work (the framework pauses the loops)."""
+
+    async def on_resume(self) -> None:
+        """Take work again."""
+
+    async def on_drain(self) -> None:
+        """Finish or hand back in-flight work before the service stops."""
+
+    async def on_reload(self, old: C) -> None:
+        """Apply a reloaded config (``self.config`` is already the new one)."""
+
+    # -- what subclasses use -------------------------------------------------------
+    @property
+    def nc(self) -> Client:
+        """The NATS connection (only while running)."""
+        if self._nc is None:
+            raise RuntimeError(f"{self.name} is not running")
+        return self._nc
+
+    @property
+    def js(self) -> JetStreamContext:
+        """The JetStream context (only while running)."""
+        if self._js is None:
+            raise RuntimeError(f"{self.name} is not running")
+        return self._js
+
+    @property
+    def tg(self) -> TaskGroup:
+        """The service's task group (only while running)."""
+        if self._tg is None:
+            raise RuntimeError(f"{self.name} is not running")
+        return self._tg
+
+    @property
+    def outbox(self) -> Outbox:
+        """The event outbox (only while running)."""
+        if self._outbox is None:
+            raise RuntimeError(f"{self.name} is not running")
+        return self._outbox
+
+    async def subscribe(
+        self,
+        subject: str,
+        msg_type: type[T],
+        handler: Callable[[T, Msg], Awaitable[None]],
+        *,
+        kind: str | None = None,
+        queue: str = "",
+    ) -> Subscription:
+        """Subscribe with a typed decoder; bad messages are counted, never fatal."""
+        callback = self.intake.message_handler(kind or subject, msg_type, handler)
+        sub = await self.nc.subscribe(subject, queue=queue, cb=callback)
+        self._subscriptions.append(sub)
+        return sub
+
+    async def add_endpoint(
+        self,
+        method: str,
+        request_type: type[T],
+        handler: Callable[[T], Awaitable[Any]],
+        *,
+        per_instance: bool = False,
+    ) -> None:
+        """A micro endpoint on ``P.api.<service>.<method>`` (load-balanced by queue group)."""
+        micro = self._micro
+        if micro is None:
+            raise RuntimeError("endpoints are added in setup()")
+        if per_instance:
+            subject = self.subjects.instance_api(self.name, self.instance, method)
+        else:
+            subject = self.subjects.api(self.name, method)
+        name = f"{method}-instance" if per_instance else method
+        callback = self.intake.request_handler(
+            method, request_type, handler, lambda: micro.endpoints.get(name)
+        )
+        await micro.add_endpoint(name, subject, callback, queue_group=None if per_instance else "q")
+
+    def add_loop(self, loop: Loop) -> Loop:
+        """Run ``loop`` in the task group while the service runs (add in setup())."""
+        self.loops.append(loop)
+        return loop
+
+    def add_breaker(self, breaker: CircuitBreaker) -> CircuitBreaker:
+        """Show ``breaker`` in health; an open one makes the service DEGRADED."""
+        self.breakers.append(breaker)
+        return breaker
+
+    def spawn(self, func: Callable[[], Coroutine[Any, Any, None]]) -> None:
+        """Run long work in the service's task group, off the subscription's callback."""
+        self.tg.start_soon(func)
+
+    def _event_bytes(self, data: EventData, subject: str | None) -> tuple[str, bytes, str]:
+        self._event_seq += 1
+        event = build_event(
+            self.subjects.prefix, self.name, self.instance, self._event_seq, data, subject
+        )
+        return self.subjects.event(self.name, data.TYPE), encode(event), event.id
+
+    async def emit(self, data: EventData, *, subject: str | None = None) -> bool:
+        """Publish an event and wait for its ack; never raises. False: queued for retry."""
+        return await self.outbox.publish(*self._event_bytes(data, subject))
+
+    def emit_nowait(self, data: EventData, *, subject: str | None = None) -> bool:
+        """Queue an event for acknowledged publishing; False if the outbox is full."""
+        return self.outbox.put(*self._event_bytes(data, subject)) is not None
+
+    def request_stop(self, reason: str = "") -> None:
+        """Ask the service to stop in order."""
+        if not self._stop_requested.is_set():
+            self.stop_reason = reason
+            self._stop_requested.set()
+
+    def health_check(self) -> HealthCheckResult:
+        """The service's health with the framework's checks folded in."""
+        return combine_health(self)
+
+    def effective_status(self, health: HealthCheckResult | None = None) -> ServiceStatus:
+        """What the beacon reports: lifecycle states first, then health."""
+        if self.status in (ServiceStatus.STARTING, ServiceStatus.STOPPING, ServiceStatus.STOPPED):
+            return self.status
+        if self.draining:
+            return ServiceStatus.DRAINING
+        if self.paused:
+            return ServiceStatus.PAUSED
+        return (health or self.health_check()).status
+
+    # -- lifecycle -------------------------------------------------------------------
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Run until a stop is requested (signal, control command or request_stop)."""
+        async with self.running():
+            task_status.started()
+            await self._stop_requested.wait()
+
+    @asynccontextmanager
+    async def running(self) -> AsyncIterator[Self]:
+        """Start the service, yield it ready, and stop it in order on exit."""
+        cfg = self.config
+        self._nc = await connect(
+            cfg.nats_url,
+            name=f"{self.name}:{self.instance}",
+            connect_timeout=cfg.connect_timeout,
+            stats=self.bus_stats,
+            credentials_file=cfg.credentials_file,
+        )
+        try:
+            self._js = self._nc.jetstream()
+            await ensure_stream(self._js, events_stream_config(self.subjects, cfg))
+            async with anyio.create_task_group() as tg:
+                self._tg = tg
+                self.intake.bind(tg)
+                self._outbox = Outbox(
+                    self._js, capacity=cfg.outbox_size, ack_timeout=cfg.ack_timeout
+                )
+                await tg.start(self._outbox.run)
+                await self._start_micro()
+                await self.setup()
+                self._control_subs = await start_control(self)
+                for loop in self.loops:
+                    await tg.start(loop.run)
+                await tg.start(self._beacon_loop)
+                self.status = ServiceStatus.RUNNING
+                await self.emit(
+                    ServiceStarted(
+                        service=self.name,
+                        instance=self.instance,
+                        version=self.version,
+                        host=self.host,
+                        pid=self.pid,
+                    )
+                )
+                log.info("%s %s ready", self.name, self.instance)
+                try:
+                    yield self
+                finally:
+                    with anyio.CancelScope(shield=True):
+                        await self._shutdown()
+                    tg.cancel_scope.cancel()
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self._close()
+
+    async def _start_micro(self) -> None:
+        self._micro = MicroService(
+            self.nc,
+            name=self.name,
+            instance_id=self.instance,
+            version=self.version,
+            description=self.description or self.name,
+            metadata={
+                "prefix": self.subjects.prefix,
+                "instance": self.instance,
+                "host": self.host,
+                "pid": str(self.pid),
+            },
+        )
+        await self._micro.start()
+        await self.add_endpoint("metrics", Empty, self._metrics_reply, per_instance=True)
+
+    async def _metrics_reply(self, _: Empty) -> ServiceMetrics:
+        return service_metrics(self)
+
+    async def _shutdown(self) -> None:
+        self.status = ServiceStatus.STOPPING
+        self._beacon_wake.set()
+        self.intake.accepting = False
+        if self._micro is not None:
+            await self._micro.stop_endpoints()
+        for sub in self._subscriptions:
+            await sub.unsubscribe()
+        self._subscriptions.clear()
+        for sub in self._control_subs:
+            await sub.unsubscribe()
+        self._control_subs = []
+        if not await self.intake.wait_idle(self.config.shutdown_timeout):
+            log.warning(
+                "%s: %d handlers still running at shutdown", self.name, self.intake.inflight
+            )
+        await self.teardown()
+        await self.emit(
+            ServiceStopped(service=self.name, instance=self.instance, reason=self.stop_reason)
+        )
+        if not await self.outbox.flush(self.config.shutdown_timeout):
+            log.error("%s: %d events not acknowledged at stop", self.name, self.outbox.pending)
+        if self._micro is not None:
+            await self._micro.stop()
+        self.status = ServiceStatus.STOPPED
+        await self.publish_beacon()
+
+    async def _close(self) -> None:
+        nc = self._nc
+        if nc is None or nc.is_closed:
+            return
+        self.bus_stats.connected = False  # leaving on purpose: not a disconnect to report
+        try:
+            with anyio.fail_after(self.config.drain_timeout):
+                await nc.drain()
+        except (TimeoutError, OSError) as exc:
+            log.warning("%s: drain did not finish (%r); closing", self.name, exc)
+        if not nc.is_closed:
+            await nc.close()
+
+    # -- beacons ---------------------------------------------------------------------
+    async def publish_beacon(self) -> None:
+        """Publish one beacon now."""
+        health = self.health_check()
+        self._beacon_seq += 1
+        beacon = Beacon(
+            service=self.name,
+            instance=self.instance,
+            version=self.version,
+            host=self.host,
+            pid=self.pid,
+            status=self.effective_status(health),
+            healthy=health.healthy,
+            message=health.message,
+            details=health.details,
+            started_at=self.started_at,
+            sent_at=time.time(),
+            seq=self._beacon_seq,
+            interval_s=self.config.beacon_interval,
+        )
+        if self._nc is not None and self._nc.is_connected:
+            await self._nc.publish(self.subjects.beacon(self.name, self.instance), encode(beacon))
+
+    def wake_beacon(self) -> None:
+        """Publish a beacon at once (status changed)."""
+        self._beacon_wake.set()
+
+    async def _beacon_loop(
+        self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
+        task_status.started()
+        while True:
+            await self.publish_beacon()
+            with anyio.move_on_after(self.config.beacon_interval):
+                await self._beacon_wake.wait()
+            self._beacon_wake = anyio.Event()
