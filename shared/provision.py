@@ -49,3 +49,46 @@ def events_stream_config(subjects: Subjects, config: BaseConfig) -> StreamConfig
         num_replicas=config.replicas,
         duplicate_window=120.0,
     )
+
+
+#: KV buckets of the catalogue: short name -> (history, ttl seconds or None).
+BUCKET_SPECS: dict[str, tuple[int, float | None]] = {
+    "jobs": (5, None),
+    "nodes": (1, None),
+    "models": (10, None),
+    "scheduler": (5, None),
+    "manifests": (5, None),
+    "leases": (1, None),
+    "state": (5, None),
+    "loops": (1, None),
+}
+
+
+def jobs_stream_config(subjects: Subjects, config: BaseConfig) -> StreamConfig:
+    """``P_JOBS``: job dispatches, work-queue retention (a message lives until acked)."""
+    return StreamConfig(
+        name=subjects.jobs_stream,
+        subjects=[subjects.all_jobs],
+        retention=RetentionPolicy.WORK_QUEUE,
+        storage=StorageType.FILE,
+        discard=DiscardPolicy.OLD,
+        num_replicas=config.replicas,
+        duplicate_window=120.0,
+    )
+
+
+async def provision_all(js: JetStreamContext, subjects: Subjects, config: BaseConfig) -> None:
+    """Every stream, bucket and the object store of the catalogue, idempotently."""
+    from shared.blobs import ensure_store
+    from shared.kv import bucket_config, ensure_bucket
+
+    await ensure_stream(js, events_stream_config(subjects, config))
+    await ensure_stream(js, jobs_stream_config(subjects, config))
+    for name, (history, ttl) in BUCKET_SPECS.items():
+        await ensure_bucket(
+            js,
+            bucket_config(
+                subjects.bucket(name), history=history, ttl=ttl, replicas=config.replicas
+            ),
+        )
+    await ensure_store(js, subjects.data_store, replicas=config.replicas)

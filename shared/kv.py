@@ -1,0 +1,136 @@
+"""KV buckets: provisioning, typed compare-and-set updates, and single-writer leases.
+
+Every change to a record is a compare-and-set on its revision, so two writers can
+never silently overwrite each other. A lease (for duties that must have one owner)
+is a key taken with ``create`` and renewed with ``update(last=revision)``; the
+revision it holds is its fencing token.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import TypeVar
+
+import msgspec
+from nats.js.api import KeyValueConfig, StorageType
+from nats.js.client import JetStreamContext
+from nats.js.errors import (
+    BucketNotFoundError,
+    KeyDeletedError,
+    KeyNotFoundError,
+    KeyWrongLastSequenceError,
+)
+from nats.js.kv import KeyValue
+
+from shared.codec import decode, encode
+from shared.errors import Conflict
+
+log = logging.getLogger("ringmaster.kv")
+
+T = TypeVar("T")
+
+
+async def ensure_bucket(js: JetStreamContext, config: KeyValueConfig) -> KeyValue:
+    """Open the bucket, creating it when missing (idempotent across services)."""
+    try:
+        return await js.key_value(config.bucket)
+    except BucketNotFoundError:
+        kv = await js.create_key_value(config)
+        log.info("created KV bucket %s", config.bucket)
+        return kv
+
+
+def bucket_config(
+    name: str, *, history: int = 1, ttl: float | None = None, replicas: int = 1
+) -> KeyValueConfig:
+    """A file-backed bucket's config."""
+    return KeyValueConfig(
+        bucket=name, history=history, ttl=ttl, replicas=replicas, storage=StorageType.FILE
+    )
+
+
+async def read(kv: KeyValue, key: str, tp: type[T]) -> tuple[T, int] | None:
+    """The record at ``key`` and its revision, or None when there is none."""
+    try:
+        entry = await kv.get(key)
+    except (KeyNotFoundError, KeyDeletedError):
+        return None
+    if not entry.value:
+        return None
+    return decode(tp, entry.value), entry.revision or 0
+
+
+async def cas_update(
+    kv: KeyValue,
+    key: str,
+    tp: type[T],
+    change: Callable[[T], T | None],
+    *,
+    attempts: int = 5,
+) -> tuple[T, int] | None:
+    """Apply ``change`` to the current record with compare-and-set, retrying on races.
+
+    ``change`` returns the new record, or None to leave it as it is. Returns the record
+    written and its new revision; None when the key is missing or nothing changed.
+    """
+    for _ in range(attempts):
+        current = await read(kv, key, tp)
+        if current is None:
+            return None
+        value, revision = current
+        new = change(value)
+        if new is None:
+            return None
+        try:
+            new_revision = await kv.update(key, encode(new), last=revision)
+        except KeyWrongLastSequenceError:
+            continue
+        return new, new_revision
+    raise Conflict(f"{key}: too many concurrent updates")
+
+
+class LeaseRecord(msgspec.Struct, frozen=True):
+    """Who holds a lease and until when (wall clock, for display only)."""
+
+    holder: str
+    expires_at: float
+
+
+class Lease:
+    """A single-writer duty held in a KV bucket, renewed by compare-and-set."""
+
+    def __init__(self, kv: KeyValue, key: str, holder: str, ttl_s: float) -> None:
+        self._kv = kv
+        self.key = key
+        self.holder = holder
+        self.ttl_s = ttl_s
+        self.revision: int | None = None
+        self._renewed_at = 0.0
+
+    @property
+    def held(self) -> bool:
+        """True while we hold it and our last renewal is within the ttl."""
+        return self.revision is not None and time.monotonic() - self._renewed_at < self.ttl_s
+
+    async def acquire_or_renew(self) -> bool:
+        """Take the lease if free or lapsed, or renew it if ours; True when held."""
+        record = encode(LeaseRecord(self.holder, time.time() + self.ttl_s))
+        try:
+            if self.revision is not None:
+                self.revision = await self._kv.update(self.key, record, last=self.revision)
+            else:
+                current = await read(self._kv, self.key, LeaseRecord)
+                if current is None:
+                    self.revision = await self._kv.create(self.key, record)
+                elif current[0].holder == self.holder or current[0].expires_at < time.time():
+                    self.revision = await self._kv.update(self.key, record, last=current[1])
+                else:
+                    return False
+        except (KeyWrongLastSequenceError, msgspec.ValidationError) as exc:
+            log.info("lease %s lost or contended: %s", self.key, exc)
+            self.revision = None
+            return False
+        self._renewed_at = time.monotonic()
+        return True

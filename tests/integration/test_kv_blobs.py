@@ -1,0 +1,94 @@
+"""KV compare-and-set, leases, blobs and provisioning against a real server."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import anyio
+import msgspec
+import pytest
+from nats.aio.client import Client
+
+from shared.blobs import BlobError, BlobStore, ensure_store
+from shared.config import BaseConfig, convert_config
+from shared.jobs import DataRef
+from shared.kv import Lease, bucket_config, cas_update, ensure_bucket, read
+from shared.provision import BUCKET_SPECS, provision_all
+from shared.subjects import Subjects
+
+pytestmark = pytest.mark.anyio
+
+
+class Counter(msgspec.Struct, frozen=True):
+    """A record that concurrent writers increment."""
+
+    n: int
+
+
+async def test_cas_update_never_loses_a_concurrent_increment(nc: Client, prefix: str) -> None:
+    kv = await ensure_bucket(nc.jetstream(), bucket_config(f"{prefix}_cas"))
+    await kv.create("c", msgspec.json.encode(Counter(0)))
+
+    async def bump() -> None:
+        await cas_update(kv, "c", Counter, lambda c: Counter(c.n + 1), attempts=50)
+
+    async with anyio.create_task_group() as tg:
+        for _ in range(20):
+            tg.start_soon(bump)
+    value = await read(kv, "c", Counter)
+    assert value is not None and value[0] == Counter(20)
+    assert await cas_update(kv, "missing", Counter, lambda c: c) is None
+
+
+async def test_lease_has_one_holder_and_passes_on_when_it_lapses(nc: Client, prefix: str) -> None:
+    kv = await ensure_bucket(nc.jetstream(), bucket_config(f"{prefix}_leases"))
+    first = Lease(kv, "duty", "a", ttl_s=0.3)
+    second = Lease(kv, "duty", "b", ttl_s=0.3)
+    assert await first.acquire_or_renew()
+    assert not await second.acquire_or_renew()
+    assert await first.acquire_or_renew()  # renewal by the holder
+    await anyio.sleep(0.4)  # the holder stops renewing: its record expires
+    assert await second.acquire_or_renew()
+    assert not await first.acquire_or_renew()  # its revision is stale: fenced off
+    assert not first.held and second.held
+
+
+async def test_blobs_are_content_addressed_and_verified(
+    nc: Client, prefix: str, tmp_path: Path
+) -> None:
+    store = await ensure_store(nc.jetstream(), f"{prefix}_data")
+    blobs = BlobStore(store, cache_dir=tmp_path / "cache")
+    ref = await blobs.put_bytes("games.bin", b"x" * 1000)
+    assert ref.sha256 == hashlib.sha256(b"x" * 1000).hexdigest()
+    assert (await blobs.put_bytes("again.bin", b"x" * 1000)).sha256 == ref.sha256
+    out = await blobs.fetch(ref, tmp_path / "job" / "games.bin")
+    assert out.read_bytes() == b"x" * 1000
+    source = tmp_path / "model.npz"
+    source.write_bytes(b"model-bytes")
+    file_ref = await blobs.put_file(source)
+    assert await blobs.get_bytes(file_ref) == b"model-bytes"
+    # Bytes stored under a name that is not their hash are refused on read.
+    fake = hashlib.sha256(b"what was promised").hexdigest()
+    await store.put(fake, b"something else")
+    with pytest.raises(BlobError, match="does not match"):
+        await blobs.get_bytes(DataRef(name="bad", sha256=fake, size=17))
+    with pytest.raises(BlobError, match="missing"):
+        await blobs.get_bytes(DataRef(name="gone", sha256="0" * 64, size=1))
+
+
+async def test_provision_all_is_idempotent(nc: Client, prefix: str) -> None:
+    js = nc.jetstream()
+    subjects = Subjects(prefix)
+    config = convert_config(BaseConfig, {"prefix": prefix})
+    await provision_all(js, subjects, config)
+    before = {
+        name: (await js.stream_info(f"KV_{subjects.bucket(name)}")).config for name in BUCKET_SPECS
+    }
+    jobs_before = (await js.stream_info(subjects.jobs_stream)).config
+    await provision_all(js, subjects, config)
+    after = {
+        name: (await js.stream_info(f"KV_{subjects.bucket(name)}")).config for name in BUCKET_SPECS
+    }
+    assert before == after
+    assert (await js.stream_info(subjects.jobs_stream)).config == jobs_before
