@@ -118,6 +118,7 @@ class ServiceRestarted(EventData, frozen=True, kw_only=True):
 
     TYPE: ClassVar[str] = "SERVICE_RESTARTED"
     service: str
+    instance: str = ""
     exit_code: int | None
     restarts: int
     delay_s: float
@@ -128,6 +129,7 @@ class ServiceGaveUp(EventData, frozen=True, kw_only=True):
 
     TYPE: ClassVar[str] = "SERVICE_GAVE_UP"
     service: str
+    instance: str = ""
     restarts: int
     window_s: float
     last_exit_code: int | None

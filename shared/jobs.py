@@ -183,3 +183,23 @@ class SelectReply(msgspec.Struct, frozen=True, kw_only=True):
     """Ranked node ids, best first (possibly fewer than asked)."""
 
     nodes: list[str]
+
+
+class NodeView(msgspec.Struct, frozen=True, kw_only=True):
+    """One node as the node selector sees it (``P.api.node_selector.nodes``)."""
+
+    info: NodeInfo
+    alive: bool
+    age_s: float
+    unhealthy: bool = False
+    unhealthy_until: float | None = None
+    recent_failures: int = 0
+    gpu_power: float = 0.0
+
+
+class NodeList(msgspec.Struct, frozen=True, kw_only=True):
+    """Every node the selector knows, by node id, with counts."""
+
+    nodes: list[NodeView]
+    alive: int
+    unhealthy: int

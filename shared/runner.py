@@ -72,12 +72,27 @@ def run_service(service_cls: type[Service[C]], config: C, argv: Sequence[str] | 
         return load_config(type(config), service_cls.name, argv)
 
     service = service_cls(config, reload_config=reload)
+    prog = f"ringmaster service {service_cls.name}"
     try:
         anyio.run(serve, service)
-    except BusError as exc:
-        return fail(f"ringmaster service {service_cls.name}", str(exc), 1)
-    except ConfigError as exc:
-        return fail(f"ringmaster service {service_cls.name}", str(exc), 2)
-    except KeyboardInterrupt:
-        return 0
+    except BaseException as exc:
+        error = unwrap(exc)
+        if isinstance(error, BusError):
+            return fail(prog, str(error), 1)
+        if isinstance(error, ConfigError):
+            return fail(prog, str(error), 2)
+        if isinstance(error, KeyboardInterrupt):
+            return 0
+        raise
     return 0
+
+
+def unwrap(exc: BaseException) -> BaseException:
+    """The one error inside (nested) single-member exception groups, else ``exc``.
+
+    Task groups wrap what fails inside them; an expected startup failure must still
+    reach the user as its own one-line message.
+    """
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    return exc

@@ -1,0 +1,1 @@
+"""The orchestrator: registry of instances from beacons, and supervisor of `ringmaster up`."""

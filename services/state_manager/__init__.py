@@ -1,0 +1,1 @@
+"""The state manager: provisioning, schema and epoch, snapshots, validation, state API."""

@@ -1,0 +1,1 @@
+"""The status metrics collector: cluster-wide metrics on NATS and for Prometheus."""

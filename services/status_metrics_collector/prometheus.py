@@ -1,0 +1,168 @@
+"""Prometheus exposition of the latest round, from the collector's own registry.
+
+The exported families are built from the latest ClusterMetrics at scrape time (a
+custom prometheus-client collector), so an instance that left the cluster drops out
+of ``/metrics`` with the next round instead of lingering as a stale labelled gauge.
+The HTTP server runs in prometheus-client's daemon thread; it only reads immutable
+snapshots that the event loop swaps in.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+from wsgiref.simple_server import WSGIServer
+
+import anyio
+import msgspec
+from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+
+from services.status_metrics_collector.policy import NUMERIC_FIELDS, instance_key
+from shared.collector import CollectorStats
+from shared.contracts import ClusterMetrics
+
+log = logging.getLogger("ringmaster.status_metrics_collector.prometheus")
+
+_LABELS = ["service", "instance"]
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """What one scrape shows: the latest round and the collector's own counters."""
+
+    latest: ClusterMetrics | None
+    stats: CollectorStats
+    publish_errors: int
+    discover_errors: int
+
+
+class ClusterCollector:
+    """A prometheus-client collector over the latest :class:`Snapshot`."""
+
+    def __init__(self, snapshot: Callable[[], Snapshot]) -> None:
+        self._snapshot = snapshot
+
+    def collect(self) -> Iterator[Metric]:
+        """Yield every family for one scrape."""
+        snap = self._snapshot()
+        yield from self._own(snap)
+        if snap.latest is not None:
+            yield from self._instances(snap.latest)
+
+    def _own(self, snap: Snapshot) -> Iterator[Metric]:
+        calls = CounterMetricFamily(
+            "ringmaster_collector_calls", "metrics calls by outcome", labels=["outcome"]
+        )
+        calls.add_metric(["success"], snap.stats.successes)
+        calls.add_metric(["timeout"], snap.stats.timeouts)
+        calls.add_metric(["failure"], snap.stats.failures)
+        yield calls
+        yield CounterMetricFamily(
+            "ringmaster_collector_rounds", "collection rounds", value=snap.stats.rounds
+        )
+        yield CounterMetricFamily(
+            "ringmaster_collector_publish_errors",
+            "ClusterMetrics publishes that failed",
+            value=snap.publish_errors,
+        )
+        yield CounterMetricFamily(
+            "ringmaster_collector_discover_errors",
+            "$SRV.STATS replies that did not decode",
+            value=snap.discover_errors,
+        )
+        yield GaugeMetricFamily(
+            "ringmaster_collector_last_round_seconds",
+            "duration of the latest round",
+            value=snap.stats.last_elapsed_s,
+        )
+
+    def _instances(self, latest: ClusterMetrics) -> Iterator[Metric]:
+        up = GaugeMetricFamily(
+            "ringmaster_instance_up",
+            "1 if the instance answered its metrics call in the latest round",
+            labels=_LABELS,
+        )
+        answered = {instance_key(m.service, m.instance) for m in latest.instances}
+        requests = GaugeMetricFamily(
+            "ringmaster_instance_srv_requests",
+            "requests over all endpoints ($SRV.STATS)",
+            labels=_LABELS,
+        )
+        errors = GaugeMetricFamily(
+            "ringmaster_instance_srv_errors",
+            "errors over all endpoints ($SRV.STATS)",
+            labels=_LABELS,
+        )
+        for srv in latest.srv_stats:
+            labels = [srv.service, srv.instance]
+            up.add_metric(labels, 1.0 if instance_key(*labels) in answered else 0.0)
+            requests.add_metric(labels, srv.requests)
+            errors.add_metric(labels, srv.errors)
+        yield from (up, requests, errors)
+        families = {
+            field: GaugeMetricFamily(
+                f"ringmaster_instance_{field}", f"ServiceMetrics.{field}", labels=_LABELS
+            )
+            for field in NUMERIC_FIELDS
+        }
+        # Custom metrics are free-form names: a label keeps them valid and collision-free.
+        custom = GaugeMetricFamily(
+            "ringmaster_instance_custom",
+            "custom metrics of each instance, by name",
+            labels=[*_LABELS, "name"],
+        )
+        for m in latest.instances:
+            labels = [m.service, m.instance]
+            for field, family in families.items():
+                family.add_metric(labels, float(getattr(m, field)))
+            for name, value in sorted(m.custom.items()):
+                custom.add_metric([*labels, name], value)
+        yield from families.values()
+        yield custom
+
+
+class PrometheusEndpoint:
+    """``/metrics`` over HTTP, on prometheus-client's server thread."""
+
+    def __init__(self, snapshot: Callable[[], Snapshot]) -> None:
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(ClusterCollector(snapshot))
+        self.port: int | None = None
+        self._server: WSGIServer | None = None
+        self._thread: threading.Thread | None = None
+
+    def start(self, host: str, port: int) -> int:
+        """Bind and serve; returns the bound port (``port`` 0 picks a free one)."""
+        server, thread = start_http_server(port, host, registry=self.registry)
+        self._server, self._thread = server, thread
+        self.port = int(server.server_address[1])
+        log.info("Prometheus metrics on http://%s:%d/metrics", host, self.port)
+        return self.port
+
+    async def stop(self) -> None:
+        """Stop serving (off the event loop: shutdown waits for the serve loop)."""
+        server, thread = self._server, self._thread
+        self._server = self._thread = None
+        if server is None:
+            return
+        await anyio.to_thread.run_sync(server.shutdown)
+        server.server_close()
+        if thread is not None:
+            await anyio.to_thread.run_sync(thread.join, 2.0)
+
+    def details(self) -> dict[str, Any]:
+        """For health details."""
+        return {"port": self.port, "serving": self._server is not None}
+
+
+def snapshot_details(snap: Snapshot) -> dict[str, Any]:
+    """The collector's counters as builtins, for health details."""
+    return {
+        **msgspec.to_builtins(snap.stats),
+        "publish_errors": snap.publish_errors,
+        "discover_errors": snap.discover_errors,
+    }

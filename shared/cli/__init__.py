@@ -1,0 +1,93 @@
+"""The ``ringmaster`` command line: run, watch and extend a cluster.
+
+::
+
+    ringmaster up [--cluster FILE] [--no-live]    the whole cluster until Ctrl-C
+    ringmaster service NAME [ARGS...]             one service in the foreground
+    ringmaster status [--json]                    the orchestrator's view; exit 0 if all is well
+    ringmaster watch [--service S] [--failed]     events (and beacons) as they happen
+    ringmaster probe NAME [--readiness]           liveness/readiness exit codes for Kubernetes
+    ringmaster new-service NAME                   the skeleton of a new manager and its tests
+    ringmaster nats-server                        the embedded nats-server alone
+
+Each subcommand lives in its own module with ``add_arguments(parser)`` and
+``run(args) -> int``. Services are imported by name at run time only
+(``services.<name>.__main__``): ``shared`` never depends on ``services``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+from types import ModuleType
+
+from shared.cli import nats_server, probe, scaffold, service, status, up, watch
+from shared.cli.client import CliError, add_common_options
+
+__all__ = ["build_parser", "main"]
+
+PROG = "ringmaster"
+
+# name -> (module, one-line help, whether it talks to NATS through the common options)
+COMMANDS: dict[str, tuple[ModuleType, str, bool]] = {
+    "up": (up, "run the cluster of a cluster file until Ctrl-C", False),
+    "service": (service, "run one service in the foreground (container entrypoint)", False),
+    "status": (status, "show the cluster as the orchestrator sees it", True),
+    "watch": (watch, "print events (and beacons) as they happen", True),
+    "probe": (probe, "liveness or readiness of a service, as an exit code", True),
+    "new-service": (scaffold, "write the skeleton of a new service and its tests", False),
+    "nats-server": (nats_server, "run the embedded nats-server alone", False),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The parser of every subcommand; each sets ``args.run`` to its entry point."""
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="Control plane for self-play training clusters, on NATS.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, (module, help_text, uses_nats) in COMMANDS.items():
+        child = sub.add_parser(
+            name,
+            help=help_text,
+            description=help_text,
+            epilog=getattr(module, "EPILOG", None),
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        module.add_arguments(child)
+        if uses_nats:
+            add_common_options(child)
+        run: Callable[[argparse.Namespace], int] = module.run
+        child.set_defaults(run=run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``ringmaster`` with ``argv`` (default: the process's arguments); the exit code."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # usage errors (2) and --help (0) from argparse
+        return _exit_code(exc)
+    try:
+        code: int = args.run(args)
+    except CliError as exc:
+        print(f"{PROG} {args.command}: error: {exc.message}", file=sys.stderr)
+        return exc.code
+    except SystemExit as exc:  # a service's own config parser, inside `ringmaster service`
+        return _exit_code(exc)
+    except KeyboardInterrupt:
+        # A Ctrl-C that arrived before a command installed its own handling.
+        return 130
+    return code
+
+
+def _exit_code(exc: SystemExit) -> int:
+    if exc.code is None:
+        return 0
+    if isinstance(exc.code, int):
+        return exc.code
+    print(exc.code, file=sys.stderr)
+    return 1

@@ -1,0 +1,1 @@
+"""Templates that ``ringmaster new-service`` fills in (``*.tmpl``, shipped as package data)."""
