@@ -2,8 +2,8 @@
 
 Jobs move PENDING -> DISPATCHED -> RUNNING -> COMPLETED | FAILED | CANCELLED; every
 transition is a compare-and-set on the job's record in the jobs bucket, written only by
-the job manager. Each attempt carries a fencing token (the record's KV revision when the
-attempt was dispatched): a report that names an older token is ignored and counted.
+the job manager. Each dispatch carries a fencing token (a counter that grows with every
+dispatch of the job): a report that names an older token is refused and counted.
 """
 
 from __future__ import annotations

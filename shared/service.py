@@ -272,6 +272,7 @@ class Service(Generic[C]):
                     await tg.start(loop.run)
                 await tg.start(self._beacon_loop)
                 self.status = ServiceStatus.RUNNING
+                self.wake_beacon()
                 await self.emit(
                     ServiceStarted(
                         service=self.name,

@@ -38,13 +38,18 @@ def service_config(cls: type[Service[Any]], nats_url: str, prefix: str, **overri
         "beacon_interval": 0.2,
         "connect_timeout": 5.0,
         "shutdown_timeout": 5.0,
+        # JetStream reserves a stream's max_bytes up front: keep each test's small so
+        # hundreds of tests fit on one server.
+        "events_max_bytes": 16 << 20,
     }
     values.update(overrides)
     return convert_config(cls.config_type, values)
 
 
 @pytest.fixture
-async def start_service(nats_url: str, prefix: str) -> AsyncIterator[ServiceFactory]:
+async def start_service(
+    nats_url: str, prefix: str, prefix_cleanup: None
+) -> AsyncIterator[ServiceFactory]:
     """``await start_service(Cls, **config)``: a running service, stopped at teardown."""
     async with AsyncExitStack() as stack:
 
@@ -57,10 +62,35 @@ async def start_service(nats_url: str, prefix: str) -> AsyncIterator[ServiceFact
 
 
 @pytest.fixture
-async def nc(nats_url: str) -> AsyncIterator[Client]:
+async def nc(nats_url: str, prefix_cleanup: None) -> AsyncIterator[Client]:
     """A plain NATS client for the test to observe and poke with."""
     client = await nats.connect(nats_url, connect_timeout=5)
     try:
         yield client
+    finally:
+        await client.close()
+
+
+@pytest.fixture
+async def prefix_cleanup(nats_url: str, prefix: str) -> AsyncIterator[None]:
+    """Removes the test's streams after everything else using them has stopped."""
+    yield
+    await remove_prefix_streams(nats_url, prefix)
+
+
+async def remove_prefix_streams(nats_url: str, prefix: str) -> None:
+    """Delete every stream, bucket and object store of one test's prefix.
+
+    The session server is shared by every test; each leaves what it made behind
+    otherwise, and JetStream's storage reservations would fill up.
+    """
+    client = await nats.connect(nats_url, connect_timeout=5)
+    try:
+        js = client.jetstream()
+        names = await js.streams_info()
+        for info in names:
+            name = info.config.name or ""
+            if name.startswith((f"{prefix}_", f"KV_{prefix}_", f"OBJ_{prefix}_")):
+                await js.delete_stream(name)
     finally:
         await client.close()

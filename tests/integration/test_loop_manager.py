@@ -70,7 +70,7 @@ async def test_list_and_trigger_emit_started_and_completed(
     data = decode_data(completed)
     assert isinstance(data, LoopCompleted) and data.loop == USAGE and data.duration_s >= 0
     assert data.result["stream"] == f"{prefix}_EVENTS"
-    assert data.result["messages"] >= 1 and data.result["max_bytes"] == 1 << 30
+    assert data.result["messages"] >= 1 and data.result["max_bytes"] == svc.config.events_max_bytes
     assert data.result["warnings"] == []
     assert svc.health_check().status is ServiceStatus.RUNNING
     listed = decode(LoopList, encode(await call(nc, prefix, "list", Empty())))

@@ -95,14 +95,17 @@ async def test_provisioning_twice_changes_nothing(
     before = await catalogue_infos(nc, prefix)
     # A second instance and a direct call both provision again; neither may change a thing.
     await start_service(StateManagerService)
-    config = convert_config(StateManagerConfig, {"nats_url": nats_url, "prefix": prefix})
+    config = convert_config(
+        StateManagerConfig,
+        {"nats_url": nats_url, "prefix": prefix, "events_max_bytes": 16 << 20},
+    )
     await provision_all(nc.jetstream(), Subjects(prefix), config)
     after = await catalogue_infos(nc, prefix)
     assert after.keys() == before.keys()
     for name, info in before.items():
         assert after[name].config == info.config, name
         assert after[name].created == info.created, name  # not deleted and re-created
-    assert before[Subjects(prefix).events_stream].config.max_bytes == 1 << 30
+    assert before[Subjects(prefix).events_stream].config.max_bytes == 16 << 20
 
 
 async def test_export_then_import_into_a_fresh_prefix_round_trips(

@@ -116,7 +116,9 @@ async def test_kill_9_is_restarted_at_once_under_the_same_instance(tmp_path: Pat
         assert again.running and again.pid != first.pid and again.restarts == 1
         assert again.last_exit_code == -signal.SIGKILL
         assert rec.of(ServiceRestarted) == [
-            ServiceRestarted(service="sleeper", exit_code=-9, restarts=1, delay_s=0.0)
+            ServiceRestarted(
+                service="sleeper", instance="sleeper-0", exit_code=-9, restarts=1, delay_s=0.0
+            )
         ]
         # The second run has the same instance name and appends to the same log.
         await eventually(lambda: log.read_text().count("instance=sleeper-0") == 2, what="log")
@@ -165,7 +167,9 @@ async def test_six_crashes_in_the_period_give_up(tmp_path: Path) -> None:
         assert len(delays) == 5 and delays[0] == 0.0
         assert all(0 < d <= SETTINGS.max_restart_delay_s for d in delays[1:])
         assert rec.of(ServiceGaveUp) == [
-            ServiceGaveUp(service="crasher", restarts=5, window_s=60.0, last_exit_code=3)
+            ServiceGaveUp(
+                service="crasher", instance="crasher-0", restarts=5, window_s=60.0, last_exit_code=3
+            )
         ]
         # Each run left a grandchild behind in its group; the supervisor swept them all.
         grands = grandchild_pids(tmp_path / "crasher-0.log")

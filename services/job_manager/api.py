@@ -1,0 +1,197 @@
+"""The job manager's endpoints: submit, get, list, cancel and the agents' report.
+
+Every change is a compare-and-set on the job's record. Submit is idempotent by key:
+the key ``idem-<sha256>`` is created (atomically) before the record, so every submit
+with the same key names the same job_id and only the one that creates the record
+announces JOB_SUBMITTED. Reports are judged by ``reports.apply_report``; a refusal is
+a 409 the agent acts on (it drops or kills that attempt), counted by kind.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections import Counter
+from collections.abc import Awaitable, Callable
+
+import msgspec
+from nats.js.errors import KeyWrongLastSequenceError
+from nats.js.kv import KeyValue
+
+from services.job_manager import policy
+from services.job_manager.config import JobManagerConfig
+from services.job_manager.dispatcher import Dispatcher
+from services.job_manager.index import JobIndex, scan, select_jobs
+from services.job_manager.reaper import Reaper
+from services.job_manager.reports import REPORT_PHASES, Refusal, apply_report
+from shared.codec import encode
+from shared.errors import BadRequest, Conflict, NotFound
+from shared.events import EventData, JobCancelled, JobCompleted, JobStarted, JobSubmitted
+from shared.jobs import TERMINAL, JobList, JobQuery, JobRecord, JobRef, JobReport, JobSpec
+from shared.kv import cas_update, read
+
+
+class Refused(Conflict):
+    """A report refused by the state machine (409); ``kind`` says why."""
+
+    def __init__(self, refusal: Refusal) -> None:
+        super().__init__(refusal.message)
+        self.kind = refusal.kind
+
+
+class JobApi:
+    """Request handlers over the jobs bucket; counters shared with the service."""
+
+    def __init__(
+        self,
+        *,
+        kv: KeyValue,
+        config: JobManagerConfig,
+        index: JobIndex,
+        dispatcher: Dispatcher,
+        reaper: Reaper,
+        emit: Callable[[EventData], Awaitable[bool]],
+        paused: Callable[[], bool],
+        counts: Counter[str],
+    ) -> None:
+        self.kv = kv
+        self.config = config
+        self.index = index
+        self.dispatcher = dispatcher
+        self.reaper = reaper
+        self.emit = emit
+        self.paused = paused
+        self.counts = counts
+        self.refused: Counter[str] = Counter()
+
+    async def submit(self, spec: JobSpec) -> JobRecord:
+        """Create the job (or find it by its idempotency key) and dispatch it."""
+        problem = policy.requirements_problem(spec.requirements)
+        if problem:
+            self.counts["bad_submits"] += 1
+            raise BadRequest(problem)
+        job_id = uuid.uuid4().hex
+        if spec.idempotency_key:
+            job_id, existing = await self._claim_key(spec.idempotency_key, job_id)
+            if existing is not None:
+                self.counts["duplicate_submits"] += 1
+                return existing
+        record = policy.new_record(job_id, spec, time.time())
+        self.dispatcher.busy.add(job_id)  # the reaper leaves it to the dispatch below
+        try:
+            try:
+                revision = await self.kv.create(job_id, encode(record))
+            except KeyWrongLastSequenceError:
+                # A concurrent submit with the same key created it first: that is the job.
+                self.counts["duplicate_submits"] += 1
+                return await self.read(job_id)
+            self.index.apply(record, revision)
+            self.counts["submitted_total"] += 1
+            await self.emit(
+                JobSubmitted(job_id=job_id, type=spec.type, idempotency_key=spec.idempotency_key)
+            )
+            if self.paused():
+                return record  # kept PENDING: the reaper dispatches it once resumed
+            return await self.dispatcher.safely(job_id) or record
+        finally:
+            self.dispatcher.busy.discard(job_id)
+
+    async def _claim_key(self, key: str, job_id: str) -> tuple[str, JobRecord | None]:
+        """The job_id an idempotency key names (``job_id`` if first), and its record."""
+        idem = policy.idem_key(key)
+        try:
+            await self.kv.create(idem, job_id.encode())
+            return job_id, None
+        except KeyWrongLastSequenceError:
+            entry = await self.kv.get(idem)
+        owner = (entry.value or b"").decode()
+        found = await read(self.kv, owner, JobRecord)
+        # No record yet: its first submitter is between the two writes, or died there.
+        # Creating the record under the same id is race-free: kv.create lets one win.
+        return owner, found[0] if found else None
+
+    async def read(self, job_id: str) -> JobRecord:
+        """The job's record, or a 404."""
+        found = await read(self.kv, job_id, JobRecord)
+        if found is None:
+            raise NotFound(f"no job {job_id!r}")
+        return found[0]
+
+    async def get(self, ref: JobRef) -> JobRecord:
+        """``get``: one job's record."""
+        return await self.read(ref.job_id)
+
+    async def list(self, query: JobQuery) -> JobList:
+        """``list``: the jobs matching the query, newest first (scans the bucket)."""
+        return select_jobs(await scan(self.kv, self.index.stats), query)
+
+    async def cancel(self, ref: JobRef) -> JobRecord:
+        """``cancel``: CANCELLED from any non-terminal state; 409 when already terminal."""
+        now = time.time()
+
+        def change(rec: JobRecord) -> JobRecord | None:
+            if rec.state in TERMINAL:
+                raise Conflict(f"job {rec.job_id} is already {rec.state}")
+            return policy.cancelled(rec, now, ref.reason)
+
+        written = await cas_update(self.kv, ref.job_id, JobRecord, change)
+        if written is None:
+            raise NotFound(f"no job {ref.job_id!r}")
+        self.index.apply(*written)
+        self.counts["cancelled_total"] += 1
+        await self.emit(JobCancelled(job_id=ref.job_id, reason=ref.reason))
+        await self.dispatcher.discard(ref.job_id)
+        return written[0]
+
+    async def report(self, report: JobReport) -> JobRecord:
+        """``report``: an agent's word on an attempt; 409 when stale or cancelled."""
+        if report.phase not in REPORT_PHASES:
+            self.counts["bad_reports"] += 1
+            raise BadRequest(f"unknown phase {report.phase!r}; one of {sorted(REPORT_PHASES)}")
+        now = time.time()
+
+        def change(rec: JobRecord) -> JobRecord | None:
+            delay = self.dispatcher.retry_delay(rec.attempt)
+            outcome = apply_report(rec, report, now, lease_s=self.config.lease_s, retry_delay=delay)
+            if isinstance(outcome, Refusal):
+                raise Refused(outcome)
+            return outcome
+
+        try:
+            written = await cas_update(self.kv, report.job_id, JobRecord, change)
+        except Refused as exc:
+            self.refused[exc.kind] += 1
+            raise
+        if written is None:  # no such job (404), or a repeated report already applied
+            current = await self.read(report.job_id)
+            self.counts["duplicate_reports"] += 1
+            return current
+        self.index.apply(*written)
+        await self._announce(written[0], report.phase, now)
+        return written[0]
+
+    async def _announce(self, rec: JobRecord, phase: str, now: float) -> None:
+        if phase == "started":
+            await self.emit(
+                JobStarted(
+                    job_id=rec.job_id, type=rec.spec.type, attempt=rec.attempt, node_id=rec.node_id
+                )
+            )
+        elif phase == "completed":
+            self.counts["completed_total"] += 1
+            self.dispatcher.forget(rec.job_id)  # the agent acks its message itself
+            result = rec.result
+            await self.emit(
+                JobCompleted(
+                    job_id=rec.job_id,
+                    type=rec.spec.type,
+                    attempt=rec.attempt,
+                    node_id=rec.node_id,
+                    outputs=[msgspec.to_builtins(o) for o in result.outputs] if result else [],
+                    result=result.result if result else {},
+                    labels=rec.spec.labels,
+                )
+            )
+        elif phase == "failed":
+            self.dispatcher.forget(rec.job_id)
+            await self.reaper.announce_failure(rec, rec.error, now)

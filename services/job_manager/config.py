@@ -1,0 +1,42 @@
+"""Configuration of the job manager."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import msgspec
+
+from shared.config import BaseConfig, Positive
+
+
+class JobManagerConfig(BaseConfig, kw_only=True, forbid_unknown_fields=True):
+    """Job manager settings (seconds unless named otherwise)."""
+
+    #: A RUNNING attempt whose agent has not reported for this long is failed.
+    lease_s: Positive = 30.0
+    #: A DISPATCHED attempt that no agent started within this long is failed.
+    dispatch_timeout_s: Positive = 60.0
+    #: A node whose NodeInfo stopped for this long is LOST; its attempts are failed.
+    node_lost_after_s: Positive = 5.0
+    #: How often the reaper looks at the non-terminal jobs.
+    reaper_interval: Positive = 0.5
+    #: The reaper lease (one reaper among instances) lapses this long after its holder died.
+    reaper_lease_ttl_s: Positive = 5.0
+    #: Retry backoff: first delay, doubling per attempt up to the cap (with jitter).
+    retry_base_s: Positive = 1.0
+    retry_max_s: Positive = 30.0
+    #: How long to wait for the node selector before falling back to the capability pool.
+    select_timeout_s: Positive = 0.5
+    #: Consecutive selector failures that open its breaker, and how long it stays open.
+    selector_failure_threshold: Annotated[int, msgspec.Meta(ge=1)] = 5
+    selector_recovery_s: Positive = 10.0
+    #: The KV watch behind the index of non-terminal jobs is renewed this often.
+    index_resync_s: Positive = 120.0
+    #: Dispatches the reaper runs at once (each may wait on the selector).
+    dispatch_concurrency: Annotated[int, msgspec.Meta(ge=1)] = 16
+
+    def __post_init__(self) -> None:
+        if self.retry_max_s < self.retry_base_s:
+            raise ValueError("retry_max_s must be >= retry_base_s")
+        if self.reaper_lease_ttl_s <= self.reaper_interval:
+            raise ValueError("reaper_lease_ttl_s must be > reaper_interval")

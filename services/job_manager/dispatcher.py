@@ -1,0 +1,221 @@
+"""Dispatch: choose a pool (asking the node selector through a breaker), then PENDING ->
+DISPATCHED by compare-and-set, then publish the JobDispatch into ``P_JOBS`` and await
+the stream's ack.
+
+The record is written before the message is published, so an agent can never report
+on an attempt the record does not know. A publish that fails puts the record back to
+PENDING (the attempt given back, the fencing token not) for the reaper to try again.
+The message id ``<job_id>-<fencing>`` makes a re-sent publish a no-op in the stream.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections import Counter
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+import anyio
+import msgspec
+import nats.errors
+from nats.aio.client import Client
+from nats.js.client import JetStreamContext
+from nats.js.kv import KeyValue
+
+from services.job_manager import policy
+from services.job_manager.config import JobManagerConfig
+from services.job_manager.index import JobIndex
+from shared.circuit_breaker import CircuitBreaker
+from shared.codec import decode, encode
+from shared.errors import RequestError, Unavailable
+from shared.intake import ERROR_CODE_HEADER
+from shared.jobs import JobDispatch, JobRecord, JobState, SelectReply, SelectRequest
+from shared.kv import cas_update, read
+from shared.subjects import Subjects
+
+log = logging.getLogger("ringmaster.job_manager.dispatch")
+
+SELECTOR = "node_selector"
+
+
+class SelectorError(Unavailable):
+    """The node selector answered with an error."""
+
+
+class Dispatcher:
+    """Sends PENDING jobs to a pool; remembers each live dispatch's stream sequence."""
+
+    def __init__(
+        self,
+        *,
+        spawn: Callable[[Callable[[], Coroutine[Any, Any, None]]], None],
+        nc: Client,
+        js: JetStreamContext,
+        kv: KeyValue,
+        subjects: Subjects,
+        config: JobManagerConfig,
+        index: JobIndex,
+        breaker: CircuitBreaker,
+    ) -> None:
+        self.nc = nc
+        self.js = js
+        self.kv = kv
+        self.subjects = subjects
+        self.config = config
+        self.index = index
+        self.breaker = breaker
+        self.stats: Counter[str] = Counter()
+        #: Consecutive failed publishes; above zero the service is DEGRADED.
+        self.failing = 0
+        #: job_id -> (fencing, stream sequence) of its latest dispatch message.
+        self.messages: dict[str, tuple[int, int]] = {}
+        self._rng = random.Random()
+        self._spawn = spawn
+        #: Jobs with a dispatch under way: the reaper leaves them alone.
+        self.busy: set[str] = set()
+        self._slots = anyio.Semaphore(config.dispatch_concurrency)
+
+    def soon(self, job_id: str) -> None:
+        """Dispatch ``job_id`` in the background unless a dispatch of it is under way."""
+        if job_id in self.busy:
+            return
+        self.busy.add(job_id)
+
+        async def run() -> None:
+            try:
+                async with self._slots:
+                    await self.safely(job_id)
+            finally:
+                self.busy.discard(job_id)
+
+        self._spawn(run)
+
+    async def safely(self, job_id: str) -> JobRecord | None:
+        """:meth:`dispatch`, its failures counted: the job stays PENDING for the reaper."""
+        try:
+            return await self.dispatch(job_id)
+        except (nats.errors.Error, TimeoutError, RequestError) as exc:
+            self.stats["errors"] += 1
+            log.warning("dispatch of %s failed: %r", job_id, exc)
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            self.stats["undecodable_records"] += 1
+            log.error("job %s: record does not decode: %s", job_id, exc)
+        return None
+
+    async def dispatch(self, job_id: str) -> JobRecord | None:
+        """Dispatch ``job_id`` if it is PENDING; the record written, or None."""
+        found = await read(self.kv, job_id, JobRecord)
+        if found is None or found[0].state is not JobState.PENDING:
+            return None
+        rec = found[0]
+        req = rec.spec.requirements
+        selected = await self.select(rec) if policy.needs_selector(req) else None
+        pool = policy.choose_pool(req, selected)
+        now = time.time()
+        written = await cas_update(
+            self.kv, job_id, JobRecord, lambda r: policy.dispatched(r, now, pool)
+        )
+        if written is None:
+            return None
+        new, revision = written
+        self.index.apply(new, revision)
+        message = JobDispatch(
+            job_id=job_id,
+            attempt=new.attempt,
+            fencing=new.fencing,
+            spec=new.spec,
+            dispatched_at=now,
+        )
+        try:
+            ack = await self.js.publish(
+                self.subjects.jobs(pool),
+                encode(message),
+                stream=self.subjects.jobs_stream,
+                headers={"Nats-Msg-Id": f"{job_id}-{new.fencing}"},
+            )
+        except (nats.errors.Error, TimeoutError) as exc:
+            return await self._give_back(new, exc)
+        self.failing = 0
+        self.stats["dispatched"] += 1
+        self.stats[f"to_{pool.partition('.')[0]}"] += 1
+        self.messages[job_id] = (new.fencing, ack.seq)
+        return new
+
+    async def _give_back(self, new: JobRecord, exc: BaseException) -> JobRecord | None:
+        self.failing += 1
+        self.stats["publish_failures"] += 1
+        log.warning("dispatch of %s (attempt %d) failed: %r", new.job_id, new.attempt, exc)
+        retry_at = time.time() + self.config.retry_base_s
+        back = await cas_update(
+            self.kv,
+            new.job_id,
+            JobRecord,
+            lambda r: policy.undispatched(r, new.fencing, time.time(), retry_at),
+        )
+        if back is None:
+            return None
+        self.index.apply(*back)
+        return back[0]
+
+    async def select(self, rec: JobRecord) -> str | None:
+        """The selector's best node for ``rec``, or None (down, open breaker, no node)."""
+        request = SelectRequest(
+            requirement=rec.spec.requirements,
+            count=1,
+            exclude=[rec.node_id] if rec.node_id else [],
+        )
+        try:
+            nodes = await self.breaker.call(self._ask, request)
+        except (nats.errors.Error, TimeoutError, RequestError) as exc:
+            self.stats["select_failed"] += 1
+            log.debug("selector unavailable for %s: %r", rec.job_id, exc)
+            return None
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            self.stats["select_unreadable"] += 1
+            return None
+        if not nodes:
+            self.stats["select_empty"] += 1
+            return None
+        self.stats["selected"] += 1
+        return nodes[0]
+
+    async def _ask(self, request: SelectRequest) -> list[str]:
+        reply = await self.nc.request(
+            self.subjects.api(SELECTOR, "select"),
+            encode(request),
+            timeout=self.config.select_timeout_s,
+        )
+        code = (reply.headers or {}).get(ERROR_CODE_HEADER)
+        if code is not None:
+            raise SelectorError(f"node selector answered error {code}")
+        return decode(SelectReply, reply.data).nodes
+
+    async def discard(self, job_id: str, fencing: int | None = None) -> None:
+        """Delete the dispatch message of ``job_id`` (of ``fencing`` if given) if still queued.
+
+        Best effort: a message an agent already took is refused by fencing anyway; this
+        only keeps dead attempts from waiting in a pool (a lost node's is never pulled).
+        """
+        known = self.messages.get(job_id)
+        if known is None or (fencing is not None and known[0] != fencing):
+            return
+        del self.messages[job_id]
+        try:
+            await self.js.delete_msg(self.subjects.jobs_stream, known[1])
+            self.stats["messages_discarded"] += 1
+        except (nats.errors.Error, TimeoutError):
+            # Already acked or termed and gone: nothing left to remove.
+            self.stats["discard_missed"] += 1
+
+    def forget(self, job_id: str) -> None:
+        """The attempt finished normally: the agent acks its message itself."""
+        self.messages.pop(job_id, None)
+
+    def retry_delay(self, attempt: int) -> float:
+        """The jittered backoff after failed ``attempt``."""
+        cfg = self.config
+        return policy.backoff(
+            attempt, base=cfg.retry_base_s, cap=cfg.retry_max_s, u=self._rng.random()
+        )

@@ -1,0 +1,220 @@
+"""The job manager's rules as pure functions: no I/O, the clock and randomness passed in.
+
+- the state machine: which phase (a report, a dispatch, a reap, a cancel) may act on a
+  record in which state, and the record each phase produces (reports: ``reports.py``);
+- retry backoff: exponential from a base, capped, with jitter;
+- where a job goes: a pinned node, a capability pool, or the selector's best node;
+- the reaper's decision for one record given the time and its node's last NodeInfo.
+
+``fencing`` rises with every dispatch, ``attempt`` only with dispatches that count: a
+dispatch whose publish failed gives its attempt back but never its fencing token, so a
+ghost message of it can never be mistaken for a later attempt.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from typing import NamedTuple
+
+import msgspec
+
+from shared.jobs import JobRecord, JobSpec, JobState, Requirements
+
+S = JobState
+
+#: Every phase and the states it may act on; anything else is refused.
+TRANSITIONS: dict[str, frozenset[S]] = {
+    "dispatch": frozenset({S.PENDING}),
+    "started": frozenset({S.DISPATCHED}),
+    "progress": frozenset({S.RUNNING}),
+    "completed": frozenset({S.RUNNING}),
+    "failed": frozenset({S.DISPATCHED, S.RUNNING}),
+    "reap": frozenset({S.DISPATCHED, S.RUNNING}),
+    "cancel": frozenset({S.PENDING, S.DISPATCHED, S.RUNNING}),
+}
+
+_TOKEN = re.compile(r"^[A-Za-z0-9_-]+$")
+
+
+def allowed(state: S, phase: str) -> bool:
+    """Whether ``phase`` may act on a record in ``state``."""
+    return state in TRANSITIONS.get(phase, frozenset())
+
+
+def is_token(value: str) -> bool:
+    """Whether ``value`` can be one subject token (a node id or a capability)."""
+    return bool(_TOKEN.match(value))
+
+
+def idem_key(idempotency_key: str) -> str:
+    """The jobs-bucket key that maps an idempotency key to its job_id."""
+    return "idem-" + hashlib.sha256(idempotency_key.encode()).hexdigest()[:40]
+
+
+def backoff(attempt: int, *, base: float, cap: float, u: float) -> float:
+    """Delay before retrying after failed ``attempt`` (1-based); ``u`` is uniform in [0, 1].
+
+    ``base * 2**(attempt-1)`` capped at ``cap``, then jittered into its upper half so
+    retries of many jobs failed together spread out but never wait less than half.
+    """
+    raw = min(cap, base * 2.0 ** min(max(attempt, 1) - 1, 60))
+    return raw * (0.5 + 0.5 * min(max(u, 0.0), 1.0))
+
+
+# -- where a job goes ---------------------------------------------------------------
+
+
+def requirements_problem(req: Requirements) -> str | None:
+    """Why ``req`` cannot become a pool subject, or None when it can."""
+    if not is_token(req.capability):
+        return f"requirements.capability {req.capability!r} must be one subject token"
+    if req.node_id and not is_token(req.node_id):
+        return f"requirements.node_id {req.node_id!r} must be one subject token"
+    return None
+
+
+def needs_selector(req: Requirements) -> bool:
+    """Whether the node selector is asked: neither pinned to a node nor pooled."""
+    return not req.node_id and not req.pooled
+
+
+def choose_pool(req: Requirements, selected: str | None) -> str:
+    """The pool: the pinned node, else the pool if asked for, else the selected node.
+
+    No usable selection (selector down or no node fits) falls back to the capability
+    pool: late binding, the first free agent serving the capability takes it.
+    """
+    if req.node_id:
+        return f"node.{req.node_id}"
+    if req.pooled or not selected or not is_token(selected):
+        return f"cap.{req.capability}"
+    return f"node.{selected}"
+
+
+def pool_node(pool: str) -> str:
+    """The node a pool names (``node.<id>``), or "" for a capability pool."""
+    kind, _, rest = pool.partition(".")
+    return rest if kind == "node" else ""
+
+
+# -- records --------------------------------------------------------------------------
+
+
+def new_record(job_id: str, spec: JobSpec, now: float) -> JobRecord:
+    """A freshly submitted job."""
+    return JobRecord(job_id=job_id, spec=spec, state=S.PENDING, submitted_at=now, updated_at=now)
+
+
+def dispatched(rec: JobRecord, now: float, pool: str) -> JobRecord | None:
+    """PENDING -> DISPATCHED as a new attempt with a new fencing token; None if not PENDING."""
+    if not allowed(rec.state, "dispatch"):
+        return None
+    return msgspec.structs.replace(
+        rec,
+        state=S.DISPATCHED,
+        attempt=rec.attempt + 1,
+        fencing=rec.fencing + 1,
+        pool=pool,
+        node_id=pool_node(pool),
+        updated_at=now,
+        started_at=None,
+        lease_expires_at=None,
+        retry_at=None,
+        progress=0.0,
+    )
+
+
+def undispatched(rec: JobRecord, fencing: int, now: float, retry_at: float) -> JobRecord | None:
+    """The publish of dispatch ``fencing`` failed: PENDING again, the attempt given back."""
+    if rec.state is not S.DISPATCHED or rec.fencing != fencing:
+        return None
+    return msgspec.structs.replace(
+        rec, state=S.PENDING, attempt=rec.attempt - 1, pool="", updated_at=now, retry_at=retry_at
+    )
+
+
+def fail_attempt(rec: JobRecord, now: float, error: str, delay: float) -> JobRecord:
+    """The live attempt failed: PENDING for a retry after ``delay``, or FAILED for good."""
+    if rec.attempt < rec.spec.max_attempts:
+        return msgspec.structs.replace(
+            rec,
+            state=S.PENDING,
+            error=error,
+            updated_at=now,
+            lease_expires_at=None,
+            retry_at=now + delay,
+        )
+    return msgspec.structs.replace(
+        rec,
+        state=S.FAILED,
+        error=error,
+        permanent=True,
+        updated_at=now,
+        finished_at=now,
+        lease_expires_at=None,
+        retry_at=None,
+    )
+
+
+def cancelled(rec: JobRecord, now: float, reason: str) -> JobRecord | None:
+    """Any non-terminal state -> CANCELLED; None when already terminal."""
+    if not allowed(rec.state, "cancel"):
+        return None
+    return msgspec.structs.replace(
+        rec,
+        state=S.CANCELLED,
+        error=reason or "cancelled",
+        updated_at=now,
+        finished_at=now,
+        lease_expires_at=None,
+        retry_at=None,
+    )
+
+
+# -- the reaper -------------------------------------------------------------------------
+
+
+class Reap(NamedTuple):
+    """What the reaper does with a record: ``dispatch`` it, or ``fail`` its attempt."""
+
+    action: str
+    reason: str = ""
+
+
+def reap_action(
+    rec: JobRecord,
+    now: float,
+    node_last_seen: float | None,
+    *,
+    dispatch_timeout_s: float,
+    node_lost_after_s: float,
+    lease_s: float,
+) -> Reap | None:
+    """The reaper's decision for ``rec``; None when there is nothing to do.
+
+    A node counts as lost only once it was seen and then went silent: a node never
+    heard of is left to the lease and the dispatch timeout, never declared dead.
+    """
+    lost = (
+        bool(rec.node_id)
+        and node_last_seen is not None
+        and now - node_last_seen > node_lost_after_s
+    )
+    if rec.state is S.PENDING:
+        return Reap("dispatch") if rec.retry_at is None or rec.retry_at <= now else None
+    if rec.state is S.DISPATCHED:
+        if lost:
+            return Reap("fail", "node lost")
+        if now - rec.updated_at > dispatch_timeout_s:
+            return Reap("fail", "not started")
+        return None
+    if rec.state is S.RUNNING:
+        if lost:
+            return Reap("fail", "node lost")
+        if rec.lease_expires_at is not None and rec.lease_expires_at < now:
+            return Reap("fail", "lease expired")
+        # A backstop behind the agent's own timeout, one lease later.
+        if rec.started_at is not None and now > rec.started_at + rec.spec.timeout_s + lease_s:
+            return Reap("fail", "timed out")
+    return None

@@ -1,0 +1,81 @@
+"""The node agent's health: DEGRADED below a safety floor; details for operators.
+
+Details show the running jobs with their progress, the floors' state, the job counters
+(run, completed, failed, killed, handed back) and the invalid progress lines seen.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from shared.contracts import HealthCheckResult
+
+if TYPE_CHECKING:
+    from services.node_agent.service import NodeAgentService
+
+#: Running jobs listed in health details at most (a hollow agent may hold thousands).
+MAX_LISTED = 50
+
+
+def _running(agent: NodeAgentService) -> tuple[int, list[dict[str, Any]]]:
+    count, listed = 0, []
+    if agent.real is not None:
+        count = len(agent.real.running)
+        listed = [job.view() for job in list(agent.real.running.values())[:MAX_LISTED]]
+    for node in agent.hollow_nodes:
+        count += len(node.running)
+        for job in list(node.running.values())[: max(0, MAX_LISTED - len(listed))]:
+            d = job.dispatch
+            listed.append({"job_id": d.job_id, "attempt": d.attempt, "node_id": node.node_id})
+    return count, listed
+
+
+def agent_health(agent: NodeAgentService) -> HealthCheckResult:
+    """The agent's own view of its health."""
+    cfg, sample, floors = agent.config, agent.sample, agent.floors
+    count, listed = _running(agent)
+    free = sum(node.free() for node in agent.nodes)
+    details: dict[str, Any] = {
+        "node_id": agent.node_id,
+        "hollow": len(agent.hollow_nodes),
+        "running_jobs": count,
+        "running": listed,
+        "slots": cfg.capacity * len(agent.nodes),
+        "free_slots": free,
+        "floors": {
+            "accepting": floors.accepting,
+            "reason": floors.reason,
+            "disk_free_mb": sample.disk_free_mb,
+            "min_free_disk_mb": cfg.min_free_disk_mb,
+            "memory_available_mb": sample.memory_available_mb,
+            "min_memory_mb": cfg.min_memory_mb,
+            "max_jobs": cfg.max_jobs,
+        },
+        "not_taking": agent.not_taking(),
+        "jobs": agent.stats.as_dict(),
+        "gpus": {
+            "source": agent.probe.gpus.source if agent.probe else "none",
+            "count": len(sample.gpus),
+        },
+        "sample_errors": list(sample.errors),
+    }
+    if not floors.accepting:
+        return HealthCheckResult.degraded(f"taking no work: {floors.reason}", **details)
+    return HealthCheckResult.ok(f"{count} jobs running, {free} slots free", **details)
+
+
+def agent_metrics(agent: NodeAgentService) -> dict[str, float]:
+    """Numbers for the metrics endpoint."""
+    stats = agent.stats
+    count, _ = _running(agent)
+    return {
+        "running_jobs": count,
+        "jobs_run": stats.run,
+        "jobs_completed": stats.completed,
+        "jobs_failed": stats.failed,
+        "jobs_killed": stats.killed,
+        "jobs_handed_back": stats.handed_back,
+        "invalid_progress_lines": stats.invalid_progress_lines,
+        "reports_lost": stats.reports_lost,
+        "accepting": float(agent.floors.accepting),
+    }

@@ -1,0 +1,79 @@
+"""A job held by a node, and the reasons a job is stopped before it ends.
+
+A RunningJob lives from its dispatch message until the final ack; ``kill`` takes its
+whole process group down at once, from any task (cancel, timeout, drain, stop).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import nats.errors
+from nats.aio.msg import Msg
+
+from services.node_agent.process import kill_group
+from services.node_agent.reports import AgentStats
+from shared.jobs import JobDispatch
+
+#: Seconds a dispatch waits before redelivery when the job manager did not answer.
+DEFER_S = 2.0
+
+
+@dataclass(frozen=True)
+class Kill:
+    """Why a job was stopped, whether that is reported as a failed attempt, and how
+    it is counted (``killed`` or ``handed_back``)."""
+
+    error: str
+    report: bool
+    counter: str = "killed"
+
+
+CANCELLED = Kill("cancelled", report=False)
+SUPERSEDED = Kill("superseded: the job manager refused a progress report", report=False)
+DRAINING = Kill("handed back: agent draining", report=True, counter="handed_back")
+STOPPING = Kill("killed: agent stopping", report=True)
+
+
+@dataclass
+class RunningJob:
+    """A job this node holds: from its dispatch message until its final ack."""
+
+    dispatch: JobDispatch
+    msg: Msg
+    key: str
+    started: float = field(default_factory=time.monotonic)
+    progress: float = 0.0
+    pid: int | None = None
+    killed: Kill | None = None
+
+    def kill(self, why: Kill) -> None:
+        """Stop the job now (its whole process group); the first reason given sticks."""
+        if self.killed is None:
+            self.killed = why
+        if self.pid is not None:
+            kill_group(self.pid)
+
+    def view(self) -> dict[str, Any]:
+        """The job for health details."""
+        d = self.dispatch
+        return {
+            "job_id": d.job_id,
+            "attempt": d.attempt,
+            "type": d.spec.type,
+            "progress": self.progress,
+            "pid": self.pid,
+            "running_s": round(time.monotonic() - self.started, 1),
+        }
+
+
+async def settle(action: Callable[[], Awaitable[None]], stats: AgentStats, what: str) -> None:
+    """Ack, nak, term or in-progress a message; a lost connection is counted, not raised."""
+    try:
+        await action()
+    except (nats.errors.Error, OSError) as exc:
+        stats.settle_errors += 1
+        stats.last_error = f"{what}: {exc!r}"

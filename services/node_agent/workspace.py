@@ -1,0 +1,107 @@
+"""A job's working directory: inputs fetched in, outputs uploaded out.
+
+``<work_dir>/<job_id>-<attempt>/`` holds ``inputs/`` (each input under its DataRef
+name, checked against its sha256 by the blob store) and ``outputs/`` (every file but
+``result.json`` becomes a DataRef named by its relative path; ``result.json`` is the
+job's result).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import anyio.to_thread
+import nats.errors
+
+from services.node_agent.policy import safe_relative_name
+from shared.blobs import BlobError, BlobStore
+from shared.jobs import DataRef
+
+RESULT_FILE = "result.json"
+
+
+class InputError(Exception):
+    """An input could not be had intact; the job must not run."""
+
+
+class OutputError(Exception):
+    """The job's outputs or its result could not be read or stored."""
+
+
+@dataclass(frozen=True)
+class Workspace:
+    """A job's directories."""
+
+    root: Path
+    inputs: Path
+    outputs: Path
+
+    @classmethod
+    def create(cls, work_dir: Path, key: str) -> Workspace:
+        """A fresh directory for one attempt (leftovers of a crashed run are removed)."""
+        root = (work_dir / key).resolve()
+        if root.exists():
+            shutil.rmtree(root)
+        workspace = cls(root=root, inputs=root / "inputs", outputs=root / "outputs")
+        workspace.inputs.mkdir(parents=True)
+        workspace.outputs.mkdir()
+        return workspace
+
+    def remove(self) -> None:
+        """Delete the directory (blocking)."""
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+async def fetch_inputs(blobs: BlobStore, refs: list[DataRef], inputs: Path) -> None:
+    """Fetch every input, verified; raises InputError naming the first that fails."""
+    for ref in refs:
+        if not safe_relative_name(ref.name):
+            raise InputError(f"input name {ref.name!r} is not a relative path inside inputs/")
+        try:
+            await blobs.fetch(ref, inputs / ref.name)
+        except BlobError as exc:
+            raise InputError(f"input {ref.name}: {exc}") from exc
+        except (nats.errors.Error, OSError) as exc:
+            raise InputError(f"input {ref.name}: cannot fetch: {exc!r}") from exc
+
+
+def output_files(outputs: Path) -> list[tuple[Path, str]]:
+    """Every regular file under ``outputs`` but the result, with its relative name."""
+    found = []
+    for path in sorted(outputs.rglob("*")):
+        # Symbolic links are skipped: a job could point one anywhere on the host.
+        if path.is_symlink() or not path.is_file():
+            continue
+        name = path.relative_to(outputs).as_posix()
+        if name != RESULT_FILE:
+            found.append((path, name))
+    return found
+
+
+def read_result(outputs: Path) -> dict[str, Any]:
+    """The JSON object in ``result.json``; empty when there is none."""
+    path = outputs / RESULT_FILE
+    if not path.is_file():
+        return {}
+    try:
+        value = json.loads(path.read_bytes())
+    except (OSError, ValueError) as exc:
+        raise OutputError(f"{RESULT_FILE} unreadable: {exc}") from exc
+    if not isinstance(value, dict):
+        raise OutputError(f"{RESULT_FILE} holds a {type(value).__name__}, not a JSON object")
+    return value
+
+
+async def upload_outputs(blobs: BlobStore, outputs: Path) -> tuple[list[DataRef], dict[str, Any]]:
+    """Store every output file; returns their DataRefs and the job's result."""
+    try:
+        result = await anyio.to_thread.run_sync(read_result, outputs)
+        files = await anyio.to_thread.run_sync(output_files, outputs)
+        refs = [await blobs.put_file(path, name) for path, name in files]
+    except (nats.errors.Error, OSError) as exc:
+        raise OutputError(f"uploading outputs failed: {exc!r}") from exc
+    return refs, result

@@ -1,0 +1,46 @@
+"""Configuration of the orchestrator."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import msgspec
+
+from shared.cluster import load_cluster
+from shared.config import BaseConfig, Positive, PositiveInt
+
+
+class OrchestratorConfig(BaseConfig, kw_only=True, forbid_unknown_fields=True):
+    """Orchestrator settings: liveness sweep, probes, HTTP and (optionally) supervision."""
+
+    #: Address of the HTTP ``/healthz`` and ``/status`` server.
+    http_host: str = "127.0.0.1"
+    #: Its port: 0 picks a free one, -1 runs no HTTP server.
+    http_port: Annotated[int, msgspec.Meta(ge=-1, le=65535)] = 8780
+    #: Seconds between liveness sweeps of the registry.
+    check_interval: Positive = 0.25
+    #: Seconds a direct probe (a ``health`` control command) waits before LOST.
+    probe_timeout: Positive = 0.5
+    #: Probes in flight at once, so a mass silence does not become a request storm.
+    max_probes: PositiveInt = 64
+    #: Seconds a LOST instance stays listed before it is dropped.
+    forget_lost_after_s: Positive = 300.0
+    #: A cluster file (ringmaster.toml); when set, supervise the services in it.
+    cluster_file: str = ""
+    #: Where supervised children's logs go (``<data_dir>/logs``).
+    data_dir: str = ".ringmaster"
+    #: Seconds teardown waits for the supervisor to stop every child.
+    supervisor_stop_timeout: Positive = 30.0
+    #: Seconds one HTTP client gets to send its request and read the answer.
+    http_timeout: Positive = 5.0
+    #: Largest HTTP request head accepted (request line and headers).
+    http_max_request_bytes: Annotated[int, msgspec.Meta(ge=256)] = 8192
+    #: HTTP connections served at once; more are answered 503 and closed.
+    http_max_connections: PositiveInt = 64
+
+    def __post_init__(self) -> None:
+        # A bad cluster file is a configuration error: refuse it at load, with the
+        # file's own message (ConfigError), rather than after connecting.
+        if self.cluster_file:
+            load_cluster(Path(self.cluster_file))

@@ -1,0 +1,184 @@
+"""Liveness and event rules of the registry, as pure functions (no I/O, no clock).
+
+An instance's state is three values: its liveness, the status its last beacon
+reported, and ``trouble`` (what was last wrong with it, so that a recovery can say
+what it recovered from). The registry feeds three kinds of input through here:
+
+- a beacon arrived (``on_beacon``): the instance is ALIVE again;
+- time passed without one (``on_silence``): ALIVE -> SUSPECT past 2 intervals;
+- a direct probe finished (``on_probe``): SUSPECT -> LOST only when it went
+  unanswered after 3 silent intervals. A probe that answers keeps it SUSPECT.
+
+Each returns the new state and the changes to announce. Two steps before LOST, one
+of them a direct question, is the rule that keeps a slow beacon from becoming a
+false death. What counts as a valid beacon in the first place is here too
+(``BeaconReader``): decoding bytes is as pure as the rest.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import NamedTuple
+
+import msgspec
+
+from shared.contracts import Liveness, ServiceStatus
+from shared.subjects import Subjects
+
+#: Silent intervals after which an instance is SUSPECT.
+SUSPECT_AFTER = 2.0
+#: Silent intervals after which a SUSPECT instance is probed; unanswered, it is LOST.
+LOST_AFTER = 3.0
+
+#: Statuses that announce SERVICE_DEGRADED when an instance moves into them.
+BAD_STATUSES = frozenset({ServiceStatus.DEGRADED, ServiceStatus.ERROR})
+
+
+class Change(StrEnum):
+    """What a transition announces; the registry turns each into an event."""
+
+    REGISTERED = "REGISTERED"
+    SUSPECT = "SUSPECT"
+    LOST = "LOST"
+    DEGRADED = "DEGRADED"
+    RECOVERED = "RECOVERED"
+    #: Left in order (a STOPPED beacon): removed from the registry, no event.
+    LEFT = "LEFT"
+
+
+class State(NamedTuple):
+    """What the registry knows of one instance, for the rules here."""
+
+    liveness: Liveness
+    status: ServiceStatus
+    #: What was last wrong ("SUSPECT", "LOST", "DEGRADED", "ERROR"), "" when nothing.
+    trouble: str = ""
+
+
+NO_CHANGES: tuple[Change, ...] = ()
+
+
+def on_beacon(prev: State | None, status: ServiceStatus) -> tuple[State | None, tuple[Change, ...]]:
+    """A beacon with ``status`` arrived; ``prev`` is None for an instance not seen yet.
+
+    Returns None as the state when the instance left in order (STOPPED).
+    """
+    if status is ServiceStatus.STOPPED:
+        return None, (Change.LEFT,)
+    if prev is None:
+        if status in BAD_STATUSES:
+            return State(Liveness.ALIVE, status, status.value), (
+                Change.REGISTERED,
+                Change.DEGRADED,
+            )
+        return State(Liveness.ALIVE, status), (Change.REGISTERED,)
+    if prev.liveness is Liveness.ALIVE and prev.status is status:
+        # The common case, every beacon of a steady instance: nothing to announce.
+        return prev, NO_CHANGES
+    changes: list[Change] = []
+    trouble = prev.trouble
+    if status in BAD_STATUSES and status is not prev.status:
+        changes.append(Change.DEGRADED)
+        trouble = status.value
+    if status is ServiceStatus.RUNNING and trouble:
+        changes.append(Change.RECOVERED)
+        trouble = ""
+    return State(Liveness.ALIVE, status, trouble), tuple(changes)
+
+
+def on_silence(prev: State, silent_s: float, interval_s: float) -> tuple[State, tuple[Change, ...]]:
+    """No beacon for ``silent_s`` seconds: ALIVE becomes SUSPECT past 2 intervals.
+
+    Silence alone never makes an instance LOST; only an unanswered probe does.
+    """
+    if prev.liveness is Liveness.ALIVE and silent_s > SUSPECT_AFTER * interval_s:
+        return State(Liveness.SUSPECT, prev.status, Liveness.SUSPECT.value), (Change.SUSPECT,)
+    return prev, NO_CHANGES
+
+
+def needs_probe(state: State, silent_s: float, interval_s: float) -> bool:
+    """Whether a SUSPECT instance has been silent long enough to ask it directly."""
+    return state.liveness is Liveness.SUSPECT and silent_s > LOST_AFTER * interval_s
+
+
+def on_probe(prev: State, answered: bool) -> tuple[State, tuple[Change, ...]]:
+    """A direct probe of a SUSPECT instance finished.
+
+    Answered: it stays SUSPECT (the caller refreshes its last-seen time, so the next
+    probe waits another 3 intervals). Unanswered: LOST. For an instance that is not
+    SUSPECT any more (a beacon came while the probe was out) the probe says nothing.
+    """
+    if prev.liveness is not Liveness.SUSPECT or answered:
+        return prev, NO_CHANGES
+    return State(Liveness.LOST, prev.status, Liveness.LOST.value), (Change.LOST,)
+
+
+def should_forget(state: State, silent_s: float, forget_after_s: float) -> bool:
+    """Whether a LOST instance has been gone long enough to drop from the registry."""
+    return state.liveness is Liveness.LOST and silent_s > forget_after_s
+
+
+def is_troubled(state: State) -> bool:
+    """Whether the instance needs attention: not ALIVE, or reporting DEGRADED/ERROR."""
+    return state.liveness is not Liveness.ALIVE or state.status in BAD_STATUSES
+
+
+# -- what a valid beacon is -----------------------------------------------------------
+
+
+class BeaconHead(msgspec.Struct, frozen=True, kw_only=True, gc=False):
+    """A Beacon without its ``details``: what the registry keeps of each beacon.
+
+    Decoding into it skips ``details`` without building it, several times cheaper
+    than the whole Beacon, and its instances are invisible to the garbage collector
+    (no containers inside), so thousands of entries cost the collector nothing. The
+    fields are the Beacon's own, names and types (a unit test holds them to it).
+    """
+
+    service: str
+    instance: str
+    version: str
+    host: str
+    pid: int
+    status: ServiceStatus
+    healthy: bool
+    message: str = ""
+    started_at: float
+    sent_at: float
+    seq: int
+    interval_s: float
+
+
+class InvalidBeacon(Exception):
+    """A beacon message that cannot be taken in; ``kind`` labels its counter."""
+
+    def __init__(self, kind: str, detail: str) -> None:
+        super().__init__(f"{kind}: {detail}")
+        self.kind = kind
+        self.detail = detail
+
+
+class BeaconReader:
+    """Decodes and checks beacon messages with one decoder made up front."""
+
+    def __init__(self, subjects: Subjects, max_bytes: int) -> None:
+        self._subjects = subjects
+        self._max_bytes = max_bytes
+        self._decoder = msgspec.json.Decoder(BeaconHead)
+
+    def read(self, subject: str, data: bytes) -> BeaconHead:
+        """The beacon in ``data`` received on ``subject``; InvalidBeacon if it is not one."""
+        if len(data) > self._max_bytes:
+            raise InvalidBeacon("oversized", f"{len(data)} bytes")
+        try:
+            beacon = self._decoder.decode(data)
+        except msgspec.ValidationError as exc:
+            raise InvalidBeacon("wrong_schema", str(exc)) from None
+        except msgspec.DecodeError as exc:
+            raise InvalidBeacon("malformed" if data else "empty", str(exc)) from None
+        # A beacon must come from where it says it does, or it could shadow another.
+        if subject != self._subjects.beacon(beacon.service, beacon.instance):
+            raise InvalidBeacon("subject_mismatch", subject)
+        if not beacon.interval_s > 0:
+            raise InvalidBeacon("bad_interval", str(beacon.interval_s))
+        return beacon

@@ -1,0 +1,250 @@
+"""The orchestrator: a registry of every instance from its beacons, a status API, HTTP
+``/healthz`` and ``/status``, and (with a cluster file) the supervisor of its children.
+
+It keeps no state that beacons cannot rebuild. The beacon handler is the hot path
+(every instance, every interval): a raw callback that decodes with one pre-made
+decoder and does O(1) work, no task per message. A liveness sweep every
+``check_interval`` marks silent instances SUSPECT and probes them directly before
+calling them LOST; while the orchestrator itself is cut off from NATS it judges
+nobody, since the silence would be its own. Events are queued (``emit_nowait``),
+not awaited: the outbox publishes them in order until acknowledged, and neither the
+beacon callback nor the sweep waits on JetStream.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import anyio
+import nats.errors
+from anyio.abc import TaskStatus
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+
+from services.orchestrator.config import OrchestratorConfig
+from services.orchestrator.http import HttpServer
+from services.orchestrator.policy import BeaconReader, InvalidBeacon
+from services.orchestrator.registry import Key, Registry
+from services.orchestrator.supervisor import Supervisor
+from shared.cluster import load_cluster
+from shared.codec import encode
+from shared.contracts import (
+    ClusterStatus,
+    ControlCommand,
+    Empty,
+    HealthCheckResult,
+    ServiceStatus,
+)
+from shared.loops import Loop
+from shared.service import Service
+
+log = logging.getLogger("ringmaster.orchestrator")
+
+_SERVING = (ServiceStatus.RUNNING, ServiceStatus.DEGRADED)
+
+
+class OrchestratorService(Service[OrchestratorConfig]):
+    """Registry, liveness, status API and HTTP; supervisor when given a cluster file."""
+
+    name = "orchestrator"
+    description = "registry of instances from beacons, cluster status, process supervisor"
+    config_type = OrchestratorConfig
+
+    def __init__(self, config: OrchestratorConfig, **kwargs: Any) -> None:
+        super().__init__(config, **kwargs)
+        self.registry = Registry(forget_after_s=config.forget_lost_after_s)
+        self.beacons_ingested = 0
+        self.probes: Counter[str] = Counter()
+        self.blind_sweeps = 0
+        self.http: HttpServer | None = None
+        self.supervisor: Supervisor | None = None
+        self._reader = BeaconReader(self.subjects, config.max_message_bytes)
+        self._probe_cmd = encode(ControlCommand(command="health", reason="liveness probe"))
+        self._probe_limiter = anyio.CapacityLimiter(config.max_probes)
+        self._beacon_sub: Subscription | None = None
+        self._blind = False
+        self._logged: set[str] = set()
+        # Made in setup(): a cancel scope cannot be made outside the event loop.
+        self._supervisor_scope: anyio.CancelScope | None = None
+        self._supervisor_done = anyio.Event()
+
+    # -- lifecycle -----------------------------------------------------------------
+    async def setup(self) -> None:
+        """Subscribe to beacons, add the status endpoint, sweep loop, HTTP, supervisor."""
+        cfg = self.config
+        cluster = load_cluster(Path(cfg.cluster_file)) if cfg.cluster_file else None
+        self._beacon_sub = await self.nc.subscribe(self.subjects.beacons, cb=self._on_beacon)
+        await self.add_endpoint("status", Empty, self._status)
+        self.add_loop(Loop("liveness", self._sweep, interval=cfg.check_interval))
+        if cfg.http_port >= 0:
+            self.http = HttpServer(
+                cfg.http_host,
+                cfg.http_port,
+                {"/healthz": self._http_healthz, "/status": self._http_status},
+                timeout=cfg.http_timeout,
+                max_request_bytes=cfg.http_max_request_bytes,
+                max_connections=cfg.http_max_connections,
+            )
+            await self.tg.start(self.http.run)
+        if cluster is not None:
+            self.supervisor = Supervisor(
+                cluster, nats_url=cfg.nats_url, emit=self.emit, log_dir=Path(cfg.data_dir) / "logs"
+            )
+            await self.tg.start(self._supervise)
+
+    async def teardown(self) -> None:
+        """Stop taking beacons, then stop every supervised child."""
+        if self._beacon_sub is not None:
+            await self._beacon_sub.unsubscribe()
+            self._beacon_sub = None
+        if self._supervisor_scope is not None:
+            self._supervisor_scope.cancel()
+            with anyio.move_on_after(self.config.supervisor_stop_timeout):
+                await self._supervisor_done.wait()
+            if not self._supervisor_done.is_set():
+                log.error(
+                    "supervisor did not stop its children within %.0fs",
+                    self.config.supervisor_stop_timeout,
+                )
+
+    async def _supervise(
+        self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
+        assert self.supervisor is not None
+        self._supervisor_scope = anyio.CancelScope()
+        try:
+            with self._supervisor_scope:
+                await self.supervisor.run(task_status=task_status)
+        finally:
+            self._supervisor_done.set()
+
+    # -- beacons (the hot path) ------------------------------------------------------
+    async def _on_beacon(self, msg: Msg) -> None:
+        try:
+            beacon = self._reader.read(msg.subject, msg.data)
+            events = self.registry.observe(beacon, time.monotonic())
+        except InvalidBeacon as exc:
+            self.intake.invalid[f"beacon:{exc.kind}"] += 1
+            self._log_once(exc.kind, "invalid beacon (%s): %s", exc.kind, exc.detail[:200])
+            return
+        except Exception as exc:  # noqa: BLE001 - a bug: counted, logged once, never fatal
+            self.intake.errors["beacon"] += 1
+            self._log_once(f"bug:{type(exc).__name__}", "beacon handler failed: %r", exc)
+            return
+        self.beacons_ingested += 1
+        for event in events:
+            self.emit_nowait(event)
+
+    def _log_once(self, key: str, text: str, *args: object) -> None:
+        if key not in self._logged:
+            self._logged.add(key)
+            log.warning(text + " (further ones are only counted)", *args)
+
+    # -- liveness --------------------------------------------------------------------
+    async def _sweep(self) -> None:
+        now = time.monotonic()
+        if not self.nc.is_connected:
+            self._blind = True
+            self.blind_sweeps += 1
+            return
+        if self._blind:
+            # Nobody could be heard while we were cut off: restart every silence count.
+            self._blind = False
+            self.registry.pardon(now)
+        events, probes = self.registry.sweep(now)
+        for event in events:
+            self.emit_nowait(event)
+        for key in probes:
+            self.spawn(functools.partial(self._probe, key))
+
+    async def _probe(self, key: Key) -> None:
+        service, instance = key
+        async with self._probe_limiter:
+            started = time.monotonic()
+            self.probes["sent"] += 1
+            answered: bool | None = True
+            try:
+                await self.nc.request(
+                    self.subjects.ctl(service, instance),
+                    self._probe_cmd,
+                    timeout=self.config.probe_timeout,
+                )
+            except (TimeoutError, nats.errors.Error, OSError):
+                # Our own connection failing says nothing about the instance.
+                answered = False if self.nc.is_connected else None
+        self.probes[{True: "answered", False: "unanswered", None: "inconclusive"}[answered]] += 1
+        for event in self.registry.probe_result(key, answered, started, time.monotonic()):
+            self.emit_nowait(event)
+
+    # -- status and health -----------------------------------------------------------
+    def cluster_status(self) -> ClusterStatus:
+        """The registry (and supervised children) as one ClusterStatus."""
+        return ClusterStatus(
+            prefix=self.subjects.prefix,
+            orchestrator=self.instance,
+            generated_at=time.time(),
+            services=self.registry.views(time.monotonic(), time.time()),
+            children=self.supervisor.snapshot() if self.supervisor is not None else [],
+        )
+
+    async def _status(self, _: Empty) -> ClusterStatus:
+        return self.cluster_status()
+
+    def _http_status(self) -> tuple[int, bytes]:
+        return 200, encode(self.cluster_status())
+
+    def _http_healthz(self) -> tuple[int, bytes]:
+        health = self.health_check()
+        status = self.effective_status(health)
+        ok = status in _SERVING
+        body = {"ok": ok, "status": status, "message": health.message, "instance": self.instance}
+        return (200 if ok else 503), encode(body)
+
+    def health(self) -> HealthCheckResult:
+        """ERROR when a child was given up on; DEGRADED when an instance needs attention."""
+        details: dict[str, Any] = {
+            "registry": self.registry.counts(),
+            "beacons": {"ingested": self.beacons_ingested, "invalid": self._invalid_beacons()},
+            "probes": dict(self.probes),
+            "blind_sweeps": self.blind_sweeps,
+        }
+        if self.http is not None:
+            details["http"] = {"url": self.http.url, **self.http.stats}
+        if self.supervisor is not None:
+            details["supervisor"] = {
+                "children": len(self.supervisor.snapshot()),
+                "gave_up": self.supervisor.gave_up,
+            }
+            if self.supervisor.gave_up:
+                return HealthCheckResult.error(
+                    f"gave up restarting {', '.join(self.supervisor.gave_up)}", **details
+                )
+        troubled = self.registry.troubled(status_ignored_for=self.name)
+        if troubled:
+            shown = "; ".join(troubled[:5]) + (" ..." if len(troubled) > 5 else "")
+            return HealthCheckResult.degraded(
+                f"{len(troubled)} instances need attention: {shown}",
+                troubled=troubled[:50],
+                **details,
+            )
+        return HealthCheckResult.ok(**details)
+
+    def _invalid_beacons(self) -> dict[str, int]:
+        return {k: v for k, v in self.intake.invalid.items() if k.startswith("beacon:")}
+
+    def custom_metrics(self) -> dict[str, float]:
+        """Beacon, registry and probe counters."""
+        counts = self.registry.counts()
+        metrics: dict[str, float] = {
+            "beacons_ingested": self.beacons_ingested,
+            "beacons_invalid": sum(self._invalid_beacons().values()),
+            "instances": counts["instances"],
+        }
+        metrics.update({f"instances_{k.lower()}": n for k, n in counts["liveness"].items()})
+        metrics.update({f"probes_{k}": n for k, n in self.probes.items()})
+        return metrics

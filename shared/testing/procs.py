@@ -1,0 +1,75 @@
+"""Running ``ringmaster`` and services as real processes in tests, and reading their output."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import anyio
+from anyio.abc import ByteReceiveStream, Process
+
+REPO = Path(__file__).resolve().parents[2]
+CLI = [sys.executable, "-m", "shared.cli"]
+#: A generous bound that catches a hang; it measures nothing.
+WAIT = 30.0
+
+
+class Lines:
+    """Reads a process's output stream line by line, keeping everything it read."""
+
+    def __init__(self, stream: ByteReceiveStream | None) -> None:
+        assert stream is not None
+        self.stream = stream
+        self.buffer = b""
+        self.seen: list[str] = []
+
+    async def until(self, pattern: str, timeout: float = WAIT) -> re.Match[str]:
+        """Read lines until one matches ``pattern``; fail on EOF or after ``timeout``."""
+        regex = re.compile(pattern)
+        with anyio.fail_after(timeout):
+            while True:
+                while b"\n" in self.buffer:
+                    raw, self.buffer = self.buffer.split(b"\n", 1)
+                    line = raw.decode()
+                    self.seen.append(line)
+                    match = regex.search(line)
+                    if match:
+                        return match
+                try:
+                    self.buffer += await self.stream.receive()
+                except anyio.EndOfStream:
+                    raise AssertionError(f"EOF before {pattern!r}; read: {self.seen}") from None
+
+    async def rest(self, timeout: float = WAIT) -> list[str]:
+        """Every remaining line up to EOF."""
+        with anyio.fail_after(timeout):
+            while True:
+                try:
+                    self.buffer += await self.stream.receive()
+                except anyio.EndOfStream:
+                    break
+        lines = [line.decode() for line in self.buffer.splitlines()]
+        self.buffer = b""
+        self.seen += lines
+        return lines
+
+
+@asynccontextmanager
+async def spawn(
+    *argv: str, env: dict[str, str] | None = None, cwd: Path = REPO
+) -> AsyncIterator[Process]:
+    """A CLI subprocess, killed at the end if the test left it running."""
+    async with await anyio.open_process(
+        [*CLI, *argv], env=env, cwd=cwd, start_new_session=True
+    ) as proc:
+        try:
+            yield proc
+        finally:
+            if proc.returncode is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                await proc.wait()
