@@ -41,7 +41,7 @@ class ClusterSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     nats_host: str = "127.0.0.1"
     nats_port: Annotated[int, msgspec.Meta(ge=1, le=65535)] = 4222
     http_host: str = "127.0.0.1"
-    http_port: Annotated[int, msgspec.Meta(ge=0, le=65535)] = 8780
+    http_port: Annotated[int, msgspec.Meta(ge=-1, le=65535)] = 8780  # 0: any free, -1: none
     restart_intensity: Annotated[int, msgspec.Meta(ge=1)] = 5
     restart_period_s: Annotated[float, msgspec.Meta(gt=0)] = 60.0
     max_restart_delay_s: Annotated[float, msgspec.Meta(gt=0)] = 30.0

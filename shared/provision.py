@@ -20,6 +20,14 @@ log = logging.getLogger("ringmaster.provision")
 _COMPARED = ("subjects", "retention", "max_age", "max_bytes", "num_replicas", "duplicate_window")
 
 
+# What the server reports for a limit left unset in the config we sent.
+_UNSET = {"max_age": 0.0, "max_bytes": -1, "duplicate_window": 120.0}
+
+
+def _norm(field: str, value: object) -> object:
+    return _UNSET.get(field, value) if value is None else value
+
+
 async def ensure_stream(js: JetStreamContext, config: StreamConfig) -> bool:
     """Create or update the stream; True when something changed."""
     try:
@@ -29,7 +37,7 @@ async def ensure_stream(js: JetStreamContext, config: StreamConfig) -> bool:
         log.info("created stream %s", config.name)
         return True
     current = info.config
-    if all(getattr(current, f) == getattr(config, f) for f in _COMPARED):
+    if all(_norm(f, getattr(current, f)) == _norm(f, getattr(config, f)) for f in _COMPARED):
         return False
     await js.update_stream(config)
     log.info("updated stream %s", config.name)

@@ -71,10 +71,13 @@ def run_service(service_cls: type[Service[C]], config: C, argv: Sequence[str] | 
     def reload() -> C:
         return load_config(type(config), service_cls.name, argv)
 
-    service = service_cls(config, reload_config=reload)
+    async def build_and_serve() -> None:
+        # Built inside the event loop: a service may make loop-bound objects in __init__.
+        await serve(service_cls(config, reload_config=reload))
+
     prog = f"ringmaster service {service_cls.name}"
     try:
-        anyio.run(serve, service)
+        anyio.run(build_and_serve)
     except BaseException as exc:
         error = unwrap(exc)
         if isinstance(error, BusError):

@@ -81,7 +81,11 @@ class NodeAgentConfig(BaseConfig, kw_only=True, forbid_unknown_fields=True):
 
     def __post_init__(self) -> None:
         if not self.node_id:
-            self.node_id = default_node_id()
+            # Several supervised agents on one host (node_agent-0, node_agent-1, ...) are
+            # several nodes: each gets the host name with its instance number.
+            supervised = re.fullmatch(r"node_agent-(\d+)", self.instance)
+            suffix = f"-{supervised.group(1)}" if supervised else ""
+            self.node_id = default_node_id() + suffix
         check_token(self.node_id, "config field 'node_id'")
         if not self.capabilities:
             raise ValueError("capabilities: a node serves at least one capability")

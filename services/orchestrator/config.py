@@ -20,6 +20,8 @@ class OrchestratorConfig(BaseConfig, kw_only=True, forbid_unknown_fields=True):
     http_port: Annotated[int, msgspec.Meta(ge=-1, le=65535)] = 8780
     #: Seconds between liveness sweeps of the registry.
     check_interval: Positive = 0.25
+    #: Seconds between refreshes of the active jobs shown in the status.
+    jobs_view_interval: Positive = 1.0
     #: Seconds a direct probe (a ``health`` control command) waits before LOST.
     probe_timeout: Positive = 0.5
     #: Probes in flight at once, so a mass silence does not become a request storm.

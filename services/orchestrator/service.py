@@ -26,6 +26,7 @@ from anyio.abc import TaskStatus
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
+from services.orchestrator.cluster_view import ClusterView
 from services.orchestrator.config import OrchestratorConfig
 from services.orchestrator.http import HttpServer
 from services.orchestrator.policy import BeaconReader, InvalidBeacon
@@ -40,6 +41,7 @@ from shared.contracts import (
     HealthCheckResult,
     ServiceStatus,
 )
+from shared.jobs import NodeInfo
 from shared.loops import Loop
 from shared.service import Service
 
@@ -72,6 +74,7 @@ class OrchestratorService(Service[OrchestratorConfig]):
         # Made in setup(): a cancel scope cannot be made outside the event loop.
         self._supervisor_scope: anyio.CancelScope | None = None
         self._supervisor_done = anyio.Event()
+        self.view = ClusterView(self.subjects)
 
     # -- lifecycle -----------------------------------------------------------------
     async def setup(self) -> None:
@@ -81,6 +84,8 @@ class OrchestratorService(Service[OrchestratorConfig]):
         self._beacon_sub = await self.nc.subscribe(self.subjects.beacons, cb=self._on_beacon)
         await self.add_endpoint("status", Empty, self._status)
         self.add_loop(Loop("liveness", self._sweep, interval=cfg.check_interval))
+        await self.subscribe(self.subjects.nodes, NodeInfo, self._on_node, kind="node_info")
+        self.add_loop(Loop("jobs_view", self._refresh_jobs, interval=cfg.jobs_view_interval))
         if cfg.http_port >= 0:
             self.http = HttpServer(
                 cfg.http_host,
@@ -190,7 +195,15 @@ class OrchestratorService(Service[OrchestratorConfig]):
             generated_at=time.time(),
             services=self.registry.views(time.monotonic(), time.time()),
             children=self.supervisor.snapshot() if self.supervisor is not None else [],
+            nodes=self.view.nodes(),
+            jobs=self.view.jobs(),
         )
+
+    async def _on_node(self, info: NodeInfo, _msg: Msg) -> None:
+        self.view.observe_node(info)
+
+    async def _refresh_jobs(self) -> None:
+        await self.view.refresh_jobs(self.nc, timeout=self.config.probe_timeout)
 
     async def _status(self, _: Empty) -> ClusterStatus:
         return self.cluster_status()
@@ -212,6 +225,7 @@ class OrchestratorService(Service[OrchestratorConfig]):
             "beacons": {"ingested": self.beacons_ingested, "invalid": self._invalid_beacons()},
             "probes": dict(self.probes),
             "blind_sweeps": self.blind_sweeps,
+            "job_queries": dict(self.view.job_queries),
         }
         if self.http is not None:
             details["http"] = {"url": self.http.url, **self.http.stats}

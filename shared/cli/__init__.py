@@ -9,6 +9,10 @@
     ringmaster probe NAME [--readiness]           liveness/readiness exit codes for Kubernetes
     ringmaster new-service NAME                   the skeleton of a new manager and its tests
     ringmaster nats-server                        the embedded nats-server alone
+    ringmaster submit [--wait] -- CMD ARGS...     run a job on the cluster
+    ringmaster jobs [--state S]                   list jobs
+    ringmaster cancel JOB_ID                      cancel a job
+    ringmaster state export|import FILE           back up or restore all KV state
 
 Each subcommand lives in its own module with ``add_arguments(parser)`` and
 ``run(args) -> int``. Services are imported by name at run time only
@@ -22,7 +26,7 @@ import sys
 from collections.abc import Callable, Sequence
 from types import ModuleType
 
-from shared.cli import nats_server, probe, scaffold, service, status, up, watch
+from shared.cli import jobs, nats_server, probe, scaffold, service, state, status, up, watch
 from shared.cli.client import CliError, add_common_options
 
 __all__ = ["build_parser", "main"]
@@ -38,6 +42,17 @@ COMMANDS: dict[str, tuple[ModuleType, str, bool]] = {
     "probe": (probe, "liveness or readiness of a service, as an exit code", True),
     "new-service": (scaffold, "write the skeleton of a new service and its tests", False),
     "nats-server": (nats_server, "run the embedded nats-server alone", False),
+    "submit": (jobs, "submit a job (for shell jobs: the command after --)", True),
+    "jobs": (jobs, "list jobs, newest first", True),
+    "cancel": (jobs, "cancel a job", True),
+    "state": (state, "export or import all KV state (backup and restore)", True),
+}
+
+# Commands that share a module name their own entry points.
+_ENTRY = {
+    "submit": ("add_submit_arguments", "run_submit"),
+    "jobs": ("add_jobs_arguments", "run_jobs"),
+    "cancel": ("add_cancel_arguments", "run_cancel"),
 }
 
 
@@ -56,10 +71,11 @@ def build_parser() -> argparse.ArgumentParser:
             epilog=getattr(module, "EPILOG", None),
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
-        module.add_arguments(child)
+        add_name, run_name = _ENTRY.get(name, ("add_arguments", "run"))
+        getattr(module, add_name)(child)
         if uses_nats:
             add_common_options(child)
-        run: Callable[[argparse.Namespace], int] = module.run
+        run: Callable[[argparse.Namespace], int] = getattr(module, run_name)
         child.set_defaults(run=run)
     return parser
 

@@ -153,7 +153,8 @@ def render(status: ClusterStatus) -> RenderableType:
     if status.nodes:
         parts.append(_records_table("nodes", status.nodes))
     if status.jobs:
-        parts.append(_mapping_table("jobs", status.jobs))
+        counts = status.jobs.get("counts", {})
+        parts.append(jobs_table(status.jobs.get("active", []), title=f"jobs {short(counts, 100)}"))
     if status.models:
         parts.append(_records_table("models", status.models))
     age = max(0.0, time.time() - status.generated_at)
@@ -185,3 +186,35 @@ def changes(before: dict[str, str], after: dict[str, str]) -> list[str]:
     lines = [f"{key}: {state}" for key, state in after.items() if before.get(key) != state]
     lines += [f"{key}: gone" for key in before if key not in after]
     return lines
+
+
+def _bar(progress: float, width: int = 10) -> str:
+    filled = max(0, min(width, round(progress * width)))
+    return "█" * filled + "░" * (width - filled) + f" {progress:4.0%}"
+
+
+def jobs_table(jobs: list[Any], title: str = "jobs") -> Table:
+    """Jobs (JobRecords or their dicts): id, type, state, attempt, node, progress, error."""
+    table = Table(title=title, title_justify="left")
+    for column in ("job", "type", "state", "attempt", "node", "progress", "error"):
+        table.add_column(column, overflow="fold")
+    for job in jobs:
+        record = job if isinstance(job, dict) else msgspec.to_builtins(job)
+        spec = record.get("spec") or {}
+        table.add_row(
+            str(record.get("job_id", ""))[:12],
+            str(spec.get("type", record.get("type", ""))),
+            str(record.get("state", "")),
+            str(record.get("attempt", "")),
+            str(record.get("node_id", "")),
+            _bar(float(record.get("progress") or 0.0)),
+            short(record.get("error", ""), 50),
+        )
+    return table
+
+
+def print_table(table: RenderableType) -> None:
+    """Print a table at the terminal's width (wide when piped)."""
+    from rich.console import Console
+
+    Console().print(table)

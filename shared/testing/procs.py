@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -71,5 +72,6 @@ async def spawn(
             yield proc
         finally:
             if proc.returncode is None:
-                os.killpg(proc.pid, signal.SIGKILL)
+                with contextlib.suppress(ProcessLookupError):  # the group already ended
+                    os.killpg(proc.pid, signal.SIGKILL)
                 await proc.wait()

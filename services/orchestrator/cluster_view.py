@@ -1,0 +1,101 @@
+"""Nodes and jobs for the status view, rebuilt from NodeInfo and the job manager's API.
+
+The orchestrator keeps nothing here that the bus cannot give back: the latest NodeInfo
+of each node (forgotten after a long silence) and the last answer of the job manager
+to "what is running". A missing job manager only leaves the jobs table empty.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import msgspec
+import nats.errors
+from nats.aio.client import Client
+
+from shared.codec import decode, encode
+from shared.jobs import JobList, JobQuery, JobRecord, JobState, NodeInfo
+from shared.subjects import Subjects
+
+ACTIVE = (JobState.RUNNING, JobState.DISPATCHED, JobState.PENDING)
+
+
+class ClusterView:
+    """Latest NodeInfo per node and the active jobs, for ClusterStatus."""
+
+    def __init__(self, subjects: Subjects, *, forget_after_s: float = 600.0) -> None:
+        self._subjects = subjects
+        self._forget_after_s = forget_after_s
+        self._nodes: dict[str, tuple[NodeInfo, float]] = {}
+        self._jobs: dict[str, Any] = {}
+        self.job_queries = {"answered": 0, "unanswered": 0}
+
+    def observe_node(self, info: NodeInfo) -> None:
+        """Keep the node's latest NodeInfo."""
+        self._nodes[info.node_id] = (info, time.monotonic())
+
+    def nodes(self) -> list[dict[str, Any]]:
+        """One row per node: alive while its NodeInfo is fresher than 3.5 intervals."""
+        now = time.monotonic()
+        rows = []
+        for node_id, (info, seen) in sorted(self._nodes.items()):
+            age = now - seen
+            if age > self._forget_after_s:
+                del self._nodes[node_id]
+                continue
+            rows.append(
+                {
+                    "node": node_id,
+                    "alive": age <= 3.5 * info.interval_s,
+                    "slots": f"{info.free_slots}/{info.slots}",
+                    "gpus": len(info.gpus),
+                    "load": round(info.load_1m, 2),
+                    "jobs": len(info.running_jobs),
+                    "accepting": "yes" if info.accepting else f"no: {info.reason}",
+                }
+            )
+        return rows
+
+    def jobs(self) -> dict[str, Any]:
+        """Counts per active state and the active jobs (as dicts), from the last query."""
+        return self._jobs
+
+    async def refresh_jobs(self, nc: Client, timeout: float = 0.5) -> None:
+        """Ask the job manager for the active jobs; keep the last good answer."""
+        counts: dict[str, int] = {}
+        active: list[dict[str, Any]] = []
+        try:
+            for state in ACTIVE:
+                query = JobQuery(state=state, limit=20)
+                reply = await nc.request(
+                    self._subjects.api("job_manager", "list"), encode(query), timeout=timeout
+                )
+                if reply.headers and "Nats-Service-Error-Code" in reply.headers:
+                    raise ValueError(reply.headers["Nats-Service-Error-Code"])
+                listing = decode(JobList, reply.data)
+                counts[state.value.lower()] = listing.total
+                active += [_row(job) for job in listing.jobs]
+        except (
+            TimeoutError,
+            nats.errors.Error,
+            ValueError,
+            msgspec.DecodeError,
+            msgspec.ValidationError,
+        ):
+            self.job_queries["unanswered"] += 1
+            return
+        self.job_queries["answered"] += 1
+        self._jobs = {"counts": counts, "active": active}
+
+
+def _row(job: JobRecord) -> dict[str, Any]:
+    return {
+        "job_id": job.job_id,
+        "type": job.spec.type,
+        "state": job.state.value,
+        "attempt": job.attempt,
+        "node_id": job.node_id,
+        "progress": job.progress,
+        "error": job.error,
+    }
