@@ -139,8 +139,7 @@ async def test_cannot_reach_nats_fails_within_connect_timeout(prefix: str) -> No
     from shared.embedded import free_port
     from shared.errors import ConnectError
 
-    config = service_config(Garbage, f"nats://127.0.0.1:{free_port()}", prefix,
-                            connect_timeout=1.0)
+    config = service_config(Garbage, f"nats://127.0.0.1:{free_port()}", prefix, connect_timeout=1.0)
     with pytest.raises(ConnectError, match=r"cannot reach NATS at nats://127\.0\.0\.1:"):
         async with Garbage(config).running():
             pass
