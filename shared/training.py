@@ -1,0 +1,109 @@
+"""Contracts of the self-play loop: game configs, models, champions, data manifests.
+
+The selfplay scheduler, sync planner and training coordinator share these records
+through the bus and the KV buckets (``models`` written only by the training
+coordinator, ``manifests`` only by the sync planner, ``scheduler`` only by the
+selfplay scheduler). Job kinds travel in ``JobSpec.labels``: ``kind`` is one of
+``selfplay``, ``train``, ``evaluate``, ``prefetch`` and ``config`` names the game.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+import msgspec
+
+from shared.jobs import DataRef
+
+#: m,n,k-games the reference workload plays: board m x n, k in a row wins.
+MNK_CONFIGS: dict[str, tuple[int, int, int]] = {
+    "3x3k3": (3, 3, 3),
+    "4x4k3": (4, 4, 3),
+    "5x5k4": (5, 5, 4),
+}
+
+ConfigName = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_-]+$")]
+JobKind = Literal["selfplay", "train", "evaluate", "prefetch"]
+ModelStatus = Literal["champion", "candidate", "rejected", "archived"]
+
+#: File names jobs use for their model inputs and outputs.
+MODEL_FILE = "model.npz"
+CANDIDATE_FILE = "candidate.npz"
+CHAMPION_FILE = "champion.npz"
+GAMES_FILE = "games.npz"
+
+
+class ModelRecord(msgspec.Struct, frozen=True, kw_only=True):
+    """One model in the models bucket (key ``model.<config>.<model_id>``)."""
+
+    config: ConfigName
+    model_id: str
+    ref: DataRef
+    generation: int
+    status: ModelStatus
+    elo: float = 0.0
+    parent: str = ""
+    created_at: float
+    training_job: str = ""
+    decided_at: float | None = None
+    evaluation: dict[str, float] = msgspec.field(default_factory=dict)
+
+
+class Champion(msgspec.Struct, frozen=True, kw_only=True):
+    """The current best model of a config (key ``champion.<config>``), switched by CAS."""
+
+    config: ConfigName
+    model_id: str
+    ref: DataRef
+    generation: int
+    elo: float
+    since: float
+
+
+class ManifestEntry(msgspec.Struct, frozen=True, kw_only=True):
+    """One blob of selfplay games."""
+
+    ref: DataRef
+    games: int
+    job_id: str
+    model_id: str = ""
+    created_at: float
+
+
+class Manifest(msgspec.Struct, frozen=True, kw_only=True):
+    """The game data of one config (key ``<config>`` in the manifests bucket)."""
+
+    config: ConfigName
+    games_total: int = 0
+    entries: list[ManifestEntry] = msgspec.field(default_factory=list)
+    updated_at: float = 0.0
+
+
+class TrainingDataRequest(msgspec.Struct, frozen=True, kw_only=True):
+    """Ask the sync planner for the recent window of a config's data."""
+
+    config: ConfigName
+    max_games: Annotated[int, msgspec.Meta(ge=1)] = 20_000
+
+
+class TrainingData(msgspec.Struct, frozen=True, kw_only=True):
+    """The newest blobs of a config adding up to at most ``max_games`` games."""
+
+    config: ConfigName
+    refs: list[DataRef]
+    games: int
+    games_total: int
+
+
+class PrefetchRequest(msgspec.Struct, frozen=True, kw_only=True):
+    """Ask the sync planner to put blobs in a node's cache before a job needs them."""
+
+    config: ConfigName
+    node_id: str
+    refs: list[DataRef]
+
+
+class ConfigRef(msgspec.Struct, frozen=True, kw_only=True):
+    """Names one config in a request (empty: every config)."""
+
+    config: str = ""
