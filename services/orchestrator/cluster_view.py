@@ -8,15 +8,21 @@ to "what is running". A missing job manager only leaves the jobs table empty.
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, TypeVar
 
 import msgspec
 import nats.errors
 from nats.aio.client import Client
+from nats.js.client import JetStreamContext
+from nats.js.errors import BucketNotFoundError, NoKeysError
 
 from shared.codec import decode, encode
 from shared.jobs import JobList, JobQuery, JobRecord, JobState, NodeInfo
+from shared.kv import read
 from shared.subjects import Subjects
+from shared.training import Champion, Manifest
+
+T = TypeVar("T")
 
 ACTIVE = (JobState.RUNNING, JobState.DISPATCHED, JobState.PENDING)
 
@@ -30,6 +36,8 @@ class ClusterView:
         self._nodes: dict[str, tuple[NodeInfo, float]] = {}
         self._jobs: dict[str, Any] = {}
         self.job_queries = {"answered": 0, "unanswered": 0}
+        self._models: list[dict[str, Any]] = []
+        self.model_reads = {"ok": 0, "failed": 0}
 
     def observe_node(self, info: NodeInfo) -> None:
         """Keep the node's latest NodeInfo."""
@@ -87,6 +95,54 @@ class ClusterView:
             return
         self.job_queries["answered"] += 1
         self._jobs = {"counts": counts, "active": active}
+
+    def models(self) -> list[dict[str, Any]]:
+        """Each config's champion, Elo and game count, from the last read."""
+        return self._models
+
+    async def refresh_models(self, js: JetStreamContext) -> None:
+        """Read the champions (models bucket) and game counts (manifests bucket)."""
+        try:
+            champions = await _values(js, self._subjects.bucket("models"), "champion.>", Champion)
+            manifests = await _values(js, self._subjects.bucket("manifests"), ">", Manifest)
+        except (TimeoutError, nats.errors.Error, msgspec.DecodeError, msgspec.ValidationError):
+            self.model_reads["failed"] += 1
+            return
+        self.model_reads["ok"] += 1
+        games = {m.config: m.games_total for m in manifests}
+        configs = sorted({c.config for c in champions} | set(games))
+        by_config = {c.config: c for c in champions}
+        rows = []
+        for config in configs:
+            champion = by_config.get(config)
+            rows.append(
+                {
+                    "config": config,
+                    "champion": champion.model_id if champion else "-",
+                    "generation": champion.generation if champion else 0,
+                    "elo": round(champion.elo, 1) if champion else 0.0,
+                    "games": games.get(config, 0),
+                }
+            )
+        self._models = rows
+
+
+async def _values(js: JetStreamContext, bucket: str, pattern: str, tp: type[T]) -> list[T]:
+    """Every value under ``pattern`` in ``bucket`` (none when the bucket does not exist)."""
+    try:
+        kv = await js.key_value(bucket)
+    except BucketNotFoundError:
+        return []
+    try:
+        keys = await kv.keys(filters=[pattern])
+    except NoKeysError:
+        return []
+    found = []
+    for key in keys:
+        entry = await read(kv, key, tp)
+        if entry is not None:
+            found.append(entry[0])
+    return found
 
 
 def _row(job: JobRecord) -> dict[str, Any]:

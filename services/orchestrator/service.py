@@ -197,6 +197,7 @@ class OrchestratorService(Service[OrchestratorConfig]):
             children=self.supervisor.snapshot() if self.supervisor is not None else [],
             nodes=self.view.nodes(),
             jobs=self.view.jobs(),
+            models=self.view.models(),
         )
 
     async def _on_node(self, info: NodeInfo, _msg: Msg) -> None:
@@ -204,6 +205,7 @@ class OrchestratorService(Service[OrchestratorConfig]):
 
     async def _refresh_jobs(self) -> None:
         await self.view.refresh_jobs(self.nc, timeout=self.config.probe_timeout)
+        await self.view.refresh_models(self.js)
 
     async def _status(self, _: Empty) -> ClusterStatus:
         return self.cluster_status()
@@ -226,6 +228,7 @@ class OrchestratorService(Service[OrchestratorConfig]):
             "probes": dict(self.probes),
             "blind_sweeps": self.blind_sweeps,
             "job_queries": dict(self.view.job_queries),
+            "model_reads": dict(self.view.model_reads),
         }
         if self.http is not None:
             details["http"] = {"url": self.http.url, **self.http.stats}
