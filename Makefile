@@ -22,8 +22,8 @@ test: $(STAMP) lint ## lint, then every test against a real nats-server
 	$(BIN)/pytest -q -p no:cacheprovider
 
 lint: $(STAMP) ## ruff and mypy --strict
-	$(BIN)/ruff check shared services workloads tests bench
-	$(BIN)/ruff format --check shared services workloads tests bench
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
 bench: $(STAMP) ## run the benchmarks and rewrite bench/RESULTS.md
