@@ -5,9 +5,12 @@ reported, and ``trouble`` (what was last wrong with it, so that a recovery can s
 what it recovered from). The registry feeds three kinds of input through here:
 
 - a beacon arrived (``on_beacon``): the instance is ALIVE again;
-- time passed without one (``on_silence``): ALIVE -> SUSPECT past 2 intervals;
-- a direct probe finished (``on_probe``): SUSPECT -> LOST only when it went
-  unanswered after 3 silent intervals. A probe that answers keeps it SUSPECT.
+- time passed without one (``on_silence``): ALIVE -> SUSPECT past 2 intervals, and
+  SUSPECT -> LOST past 3 intervals once a direct probe went unanswered;
+- a direct probe finished (``on_probe``). The probe is sent as soon as an instance is
+  SUSPECT, so its answer is in by the time 3 intervals have passed: LOST needs both
+  the silence and the unanswered probe, and still comes at 3 intervals, not later.
+  A probe that answers keeps it SUSPECT (and restarts its silence).
 
 Each returns the new state and the changes to announce. Two steps before LOST, one
 of them a direct question, is the rule that keeps a slow beacon from becoming a
@@ -27,7 +30,7 @@ from shared.subjects import Subjects
 
 #: Silent intervals after which an instance is SUSPECT.
 SUSPECT_AFTER = 2.0
-#: Silent intervals after which a SUSPECT instance is probed; unanswered, it is LOST.
+#: Silent intervals after which a SUSPECT instance whose probe went unanswered is LOST.
 LOST_AFTER = 3.0
 
 #: Statuses that announce SERVICE_DEGRADED when an instance moves into them.
@@ -53,6 +56,8 @@ class State(NamedTuple):
     status: ServiceStatus
     #: What was last wrong ("SUSPECT", "LOST", "DEGRADED", "ERROR"), "" when nothing.
     trouble: str = ""
+    #: A direct probe of this SUSPECT instance went unanswered.
+    probe_failed: bool = False
 
 
 NO_CHANGES: tuple[Change, ...] = ()
@@ -87,30 +92,50 @@ def on_beacon(prev: State | None, status: ServiceStatus) -> tuple[State | None, 
 
 
 def on_silence(prev: State, silent_s: float, interval_s: float) -> tuple[State, tuple[Change, ...]]:
-    """No beacon for ``silent_s`` seconds: ALIVE becomes SUSPECT past 2 intervals.
+    """No beacon for ``silent_s`` seconds: SUSPECT past 2 intervals, LOST past 3.
 
-    Silence alone never makes an instance LOST; only an unanswered probe does.
+    Silence alone never makes an instance LOST: it also needs an unanswered probe.
     """
     if prev.liveness is Liveness.ALIVE and silent_s > SUSPECT_AFTER * interval_s:
         return State(Liveness.SUSPECT, prev.status, Liveness.SUSPECT.value), (Change.SUSPECT,)
+    if _lost(prev, silent_s, interval_s):
+        return State(Liveness.LOST, prev.status, Liveness.LOST.value), (Change.LOST,)
     return prev, NO_CHANGES
 
 
+def _lost(state: State, silent_s: float, interval_s: float) -> bool:
+    return (
+        state.liveness is Liveness.SUSPECT
+        and state.probe_failed
+        and silent_s > LOST_AFTER * interval_s
+    )
+
+
 def needs_probe(state: State, silent_s: float, interval_s: float) -> bool:
-    """Whether a SUSPECT instance has been silent long enough to ask it directly."""
-    return state.liveness is Liveness.SUSPECT and silent_s > LOST_AFTER * interval_s
+    """Whether to ask a SUSPECT instance directly (once per silence, right away)."""
+    return (
+        state.liveness is Liveness.SUSPECT
+        and not state.probe_failed
+        and silent_s > SUSPECT_AFTER * interval_s
+    )
 
 
-def on_probe(prev: State, answered: bool) -> tuple[State, tuple[Change, ...]]:
+def on_probe(
+    prev: State, answered: bool, silent_s: float = 0.0, interval_s: float = 1.0
+) -> tuple[State, tuple[Change, ...]]:
     """A direct probe of a SUSPECT instance finished.
 
     Answered: it stays SUSPECT (the caller refreshes its last-seen time, so the next
-    probe waits another 3 intervals). Unanswered: LOST. For an instance that is not
-    SUSPECT any more (a beacon came while the probe was out) the probe says nothing.
+    probe waits for another 2 silent intervals). Unanswered: marked, and LOST as soon
+    as it has been silent 3 intervals (at once, if that is already so). For an
+    instance that is not SUSPECT any more the probe says nothing.
     """
     if prev.liveness is not Liveness.SUSPECT or answered:
         return prev, NO_CHANGES
-    return State(Liveness.LOST, prev.status, Liveness.LOST.value), (Change.LOST,)
+    marked = prev._replace(probe_failed=True)
+    if _lost(marked, silent_s, interval_s):
+        return State(Liveness.LOST, prev.status, Liveness.LOST.value), (Change.LOST,)
+    return marked, NO_CHANGES
 
 
 def should_forget(state: State, silent_s: float, forget_after_s: float) -> bool:

@@ -185,7 +185,7 @@ async def test_silent_instance_that_answers_the_probe_is_not_lost(
         await eventually(lambda: sent() >= 3)
         await eventually(lambda: find(nc, prefix, "quiet"))
     await eventually(lambda: _liveness_is(nc, prefix, "quiet", Liveness.SUSPECT))
-    # Several probe rounds (each after 3 silent intervals), all answered.
+    # Several probe rounds (each after 2 silent intervals), all answered.
     await eventually(lambda: orch.probes["answered"] >= 3, what="three answered probes")
     view = await find(nc, prefix, "quiet")
     assert view is not None and view.liveness is Liveness.SUSPECT

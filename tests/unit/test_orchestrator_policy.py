@@ -66,9 +66,9 @@ def test_on_silence(prev: State, silent: float, state: State, changes: tuple[Cha
 @pytest.mark.parametrize(
     ("state", "silent", "probe"),
     [
-        (State(S, RUN, "SUSPECT"), 2.5, False),
-        (State(S, RUN, "SUSPECT"), 3.0, False),
-        (State(S, RUN, "SUSPECT"), 3.01, True),
+        (State(S, RUN, "SUSPECT"), 2.0, False),
+        (State(S, RUN, "SUSPECT"), 2.01, True),  # asked as soon as it is SUSPECT
+        (State(S, RUN, "SUSPECT", True), 5.0, False),  # asked already: unanswered
         (State(A, RUN), 10.0, False),  # the sweep makes it SUSPECT first
         (State(L, RUN, "LOST"), 10.0, False),
     ],
@@ -78,16 +78,29 @@ def test_needs_probe(state: State, silent: float, probe: bool) -> None:
 
 
 @pytest.mark.parametrize(
-    ("prev", "answered", "state", "changes"),
+    ("prev", "answered", "silent", "state", "changes"),
     [
-        (State(S, RUN, "SUSPECT"), True, State(S, RUN, "SUSPECT"), ()),
-        (State(S, RUN, "SUSPECT"), False, State(L, RUN, "LOST"), (Change.LOST,)),
-        (State(A, RUN), False, State(A, RUN), ()),  # a beacon came meanwhile
-        (State(L, RUN, "LOST"), False, State(L, RUN, "LOST"), ()),
+        (State(S, RUN, "SUSPECT"), True, 2.5, State(S, RUN, "SUSPECT"), ()),
+        # Unanswered before 3 intervals: marked; the sweep at 3 intervals declares LOST.
+        (State(S, RUN, "SUSPECT"), False, 2.5, State(S, RUN, "SUSPECT", True), ()),
+        # Unanswered after 3 intervals already: LOST at once.
+        (State(S, RUN, "SUSPECT"), False, 3.5, State(L, RUN, "LOST"), (Change.LOST,)),
+        (State(A, RUN), False, 3.5, State(A, RUN), ()),  # a beacon came meanwhile
+        (State(L, RUN, "LOST"), False, 3.5, State(L, RUN, "LOST"), ()),
     ],
 )
-def test_on_probe(prev: State, answered: bool, state: State, changes: tuple[Change, ...]) -> None:
-    assert policy.on_probe(prev, answered) == (state, changes)
+def test_on_probe(
+    prev: State, answered: bool, silent: float, state: State, changes: tuple[Change, ...]
+) -> None:
+    assert policy.on_probe(prev, answered, silent, 1.0) == (state, changes)
+
+
+def test_lost_needs_both_silence_and_an_unanswered_probe() -> None:
+    marked = State(S, RUN, "SUSPECT", True)
+    assert policy.on_silence(marked, 3.01, 1.0) == (State(L, RUN, "LOST"), (Change.LOST,))
+    assert policy.on_silence(marked, 2.9, 1.0) == (marked, ())
+    unasked = State(S, RUN, "SUSPECT")
+    assert policy.on_silence(unasked, 100.0, 1.0) == (unasked, ())
 
 
 def test_forget_and_troubled() -> None:
@@ -136,7 +149,8 @@ def test_any_sequence_keeps_the_promises(
         elif kind == "silence":
             assert isinstance(arg, float)
             new, changes = policy.on_silence(prev, arg, 1.0)
-            assert Change.LOST not in changes  # only an unanswered probe makes it LOST
+            if Change.LOST in changes:  # only silence plus an unanswered probe
+                assert prev.probe_failed and arg > policy.LOST_AFTER
         else:
             new, changes = policy.on_probe(prev, bool(arg))
             if changes:
@@ -174,11 +188,11 @@ def test_registry_silent_instance_goes_suspect_then_lost_then_recovers() -> None
     assert reg.observe(beacon(seq=2), now=1.0) == []
     assert reg.sweep(2.9) == ([], [])
     events, probes = reg.sweep(3.1)
-    assert [type(e) for e in events] == [ServiceSuspect] and probes == []
-    events, probes = reg.sweep(4.1)
-    assert events == [] and probes == [("demo", "i1")]
-    assert reg.sweep(4.2) == ([], [])  # one probe at a time
-    events = reg.probe_result(("demo", "i1"), False, started=4.1, now=4.6)
+    assert [type(e) for e in events] == [ServiceSuspect] and probes == [("demo", "i1")]
+    assert reg.sweep(3.2) == ([], [])  # one probe at a time
+    assert reg.probe_result(("demo", "i1"), False, started=3.1, now=3.6) == []
+    assert reg.sweep(3.9) == ([], [])  # unanswered, but not yet 3 silent intervals
+    events, _ = reg.sweep(4.1)
     assert [type(e) for e in events] == [ServiceLost]
     assert reg.views(5.0, 1005.0)[0].liveness is L
     events = reg.observe(beacon(seq=3), now=6.0)
@@ -189,26 +203,24 @@ def test_registry_silent_instance_goes_suspect_then_lost_then_recovers() -> None
 def test_registry_answered_probe_keeps_suspect_and_restarts_the_count() -> None:
     reg = Registry()
     reg.observe(beacon(), now=0.0)
-    reg.sweep(2.5)
-    _, probes = reg.sweep(3.5)
+    _, probes = reg.sweep(2.5)
     assert probes == [("demo", "i1")]
-    assert reg.probe_result(probes[0], True, started=3.5, now=3.6) == []
+    assert reg.probe_result(probes[0], True, started=2.5, now=2.6) == []
     entry = reg.get("demo", "i1")
-    assert entry is not None and entry.state.liveness is S and entry.seen == 3.6
-    assert reg.sweep(6.5) == ([], [])  # silent 2.9 intervals since the answer
-    assert reg.sweep(6.7)[1] == [("demo", "i1")]
+    assert entry is not None and entry.state.liveness is S and entry.seen == 2.6
+    assert reg.sweep(4.5) == ([], [])  # silent 1.9 intervals since the answer
+    assert reg.sweep(4.7)[1] == [("demo", "i1")]
     # Inconclusive (our own connection down): no verdict, the next sweep asks again.
-    assert reg.probe_result(("demo", "i1"), None, started=6.7, now=6.8) == []
-    assert reg.sweep(6.9)[1] == [("demo", "i1")]
+    assert reg.probe_result(("demo", "i1"), None, started=4.7, now=4.8) == []
+    assert reg.sweep(4.9)[1] == [("demo", "i1")]
 
 
 def test_registry_probe_overtaken_by_a_beacon_says_nothing() -> None:
     reg = Registry()
     reg.observe(beacon(), now=0.0)
-    reg.sweep(2.5)
-    _, probes = reg.sweep(3.5)
-    reg.observe(beacon(seq=2), now=3.7)
-    assert reg.probe_result(probes[0], False, started=3.5, now=4.0) == []
+    _, probes = reg.sweep(2.5)
+    reg.observe(beacon(seq=2), now=2.7)
+    assert reg.probe_result(probes[0], False, started=2.5, now=3.0) == []
     assert reg.views(4.0, 4.0)[0].liveness is A
 
 
@@ -218,9 +230,9 @@ def test_registry_orderly_stop_removes_and_lost_is_forgotten() -> None:
     reg.observe(beacon(instance="b"), now=0.0)
     assert reg.observe(beacon(STOPPED, instance="a"), now=0.5) == []
     assert [v.instance for v in reg.views(1.0, 1.0)] == ["b"] and reg.left == 1
-    reg.sweep(2.5)
-    _, probes = reg.sweep(3.5)
-    reg.probe_result(probes[0], False, started=3.5, now=4.0)
+    _, probes = reg.sweep(2.5)
+    reg.probe_result(probes[0], False, started=2.5, now=2.6)
+    assert [type(e) for e in reg.sweep(3.5)[0]] == [ServiceLost]
     reg.sweep(9.0)
     assert len(reg) == 1
     reg.sweep(10.5)
