@@ -11,10 +11,11 @@ mode left, and a visible one.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import anyio
 import msgspec
@@ -42,8 +43,13 @@ class _Entry:
     subject: str
     payload: bytes
     msg_id: str
-    settled: anyio.Event = field(default_factory=anyio.Event)
+    # Made only for callers that wait (publish); emit_nowait's entries need none.
+    settled: anyio.Event | None = None
     acked: bool = False
+
+    def settle(self) -> None:
+        if self.settled is not None:
+            self.settled.set()
 
 
 class Outbox:
@@ -92,6 +98,7 @@ class Outbox:
         entry = self.put(subject, payload, msg_id)
         if entry is None:
             return False
+        entry.settled = anyio.Event()
         await entry.settled.wait()
         return entry.acked
 
@@ -137,7 +144,7 @@ class Outbox:
                 backoff = min(backoff * 2, self._max_backoff)
 
     async def _send_window(self) -> bool:
-        batch = [self._queue[i] for i in range(min(self._window, len(self._queue)))]
+        batch = list(itertools.islice(self._queue, self._window))
         futures: list[asyncio.Future[PubAck]] = []
         try:
             for entry in batch:
@@ -147,25 +154,27 @@ class Outbox:
                 futures.append(fut)
         except (OSError, nats.errors.Error) as exc:
             self._note_failure(exc)
-        for index, fut in enumerate(futures):
-            try:
-                with anyio.fail_after(self._ack_timeout):
+        acked = 0
+        try:
+            # One deadline for the whole window: a timer per ack costs more than the ack.
+            with anyio.fail_after(self._ack_timeout):
+                for fut in futures:
                     await fut
-            except (TimeoutError, nats.errors.Error) as exc:
-                self._note_failure(exc)
-                for rest in futures[index:]:
-                    rest.cancel()
-                break
+                    acked += 1
+        except (TimeoutError, nats.errors.Error) as exc:
+            self._note_failure(exc)
+            for rest in futures[acked:]:
+                rest.cancel()
+        for _ in range(acked):
             entry = self._queue.popleft()
             entry.acked = True
-            entry.settled.set()
-            self._acked += 1
-        else:
-            if len(futures) == len(batch):
-                return True
-        # Whatever is left waits for the retry; its callers learn it is not yet acked.
-        for entry in batch:
-            entry.settled.set()
+            entry.settle()
+        self._acked += acked
+        if acked == len(batch):
+            return True
+        # What is left waits for the retry; its callers learn it is not acked yet.
+        for entry in batch[acked:]:
+            entry.settle()
         return False
 
     def _note_failure(self, exc: BaseException) -> None:
