@@ -1,0 +1,1 @@
+"""Benchmarks of the foundation: ``python -m bench`` (``make bench``) rewrites RESULTS.md."""
