@@ -52,14 +52,14 @@ NAME = "jobs"
 PREFIX = "benchjobs"
 HOLLOW = 100
 WARMUP_JOBS = 200
-POOLED_JOBS = 2_000
-TARGETED_JOBS = 600
+POOLED_JOBS = 1_500
+TARGETED_JOBS = 400
 IN_FLIGHT = 64
 PACED_RATE = 200.0
-PACED_POOLED = 1_000
-PACED_TARGETED = 400
+PACED_POOLED = 800
+PACED_TARGETED = 300
 #: Seconds of the paced round at half the pooled throughput.
-LIGHT_S = 6
+LIGHT_S = 5
 #: Seconds of idle CPU measured before the rounds.
 IDLE_S = 3.0
 RR_IN_FLIGHT = 32
@@ -80,9 +80,9 @@ class _Submitted(msgspec.Struct):
 
 @dataclass
 class Watch:
-    """JOB_STARTED and JOB_COMPLETED as they arrive: job_id -> [(monotonic, attempt, node)]."""
+    """The first JOB_STARTED (monotonic, attempt, node) and JOB_COMPLETED of each job."""
 
-    started: dict[str, list[tuple[float, int, str]]] = field(default_factory=dict)
+    started: dict[str, tuple[float, int, str]] = field(default_factory=dict)
     completed: dict[str, float] = field(default_factory=dict)
     changed: anyio.Event = field(default_factory=anyio.Event)
 
@@ -90,7 +90,7 @@ class Watch:
         """Record one JOB_STARTED."""
         data = decode(Event, msg.data).data
         seen = (time.monotonic(), int(data["attempt"]), str(data["node_id"]))
-        self.started.setdefault(str(data["job_id"]), []).append(seen)
+        self.started.setdefault(str(data["job_id"]), seen)
         self.changed.set()
 
     async def on_completed(self, msg: Msg) -> None:
@@ -144,13 +144,13 @@ def start_agent(ctx: Ctx, url: str, prefix: str, node_id: str, **extra: object) 
     )
 
 
-def start_managers(ctx: Ctx, url: str, prefix: str, **jm: object) -> list[Proc]:
+def start_managers(ctx: Ctx, url: str, prefix: str) -> list[Proc]:
     """The job manager and the node selector, as processes."""
     return [
         ctx.python(
             "job_manager",
             ["-m", "services.job_manager"],
-            env("job_manager", url, prefix, "jm-0", **jm),
+            env("job_manager", url, prefix, "jm-0"),
         ),
         ctx.python(
             "node_selector",
@@ -201,6 +201,18 @@ def cpu_text(cpu: dict[str, float]) -> str:
     return ", ".join(parts) + f" (total {sum(cpu.values()):.2f}) ms CPU per job"
 
 
+def lat_text(values: list[float]) -> str:
+    """p50 / p99 / max in milliseconds."""
+    p50, p99 = percentile(values, 0.5) * 1000, percentile(values, 0.99) * 1000
+    return f"p50 {p50:.1f} ms, p99 {p99:.1f} ms, max {max(values) * 1000:.1f} ms"
+
+
+def spread(rnd: Round) -> str:
+    """How the round's jobs spread over the nodes."""
+    top, n = rnd.nodes.most_common(1)[0]
+    return f"ran on {len(rnd.nodes)} nodes, {n / rnd.jobs:.0%} of them on {top}"
+
+
 @dataclass
 class Round:
     """One throughput round: jobs/s, CPU ms per job per process, server messages per job."""
@@ -241,7 +253,7 @@ async def throughput(
     end = max(watch.completed[i] for i in ids)
     cpu = per_job_ms(before, cpu_seconds(probe.pids), n)
     in_, out = await anyio.to_thread.run_sync(varz, probe.port)
-    nodes = Counter(watch.started[i][0][2] for i in ids)
+    nodes = Counter(watch.started[i][2] for i in ids)
     return Round(n / (end - start), cpu, n, ((in_ - msgs[0]) / n, (out - msgs[1]) / n), nodes)
 
 
@@ -263,7 +275,7 @@ async def paced(
             await anyio.sleep(max(0.0, start + i / rate - time.monotonic()))
             tg.start_soon(one)
     await watch.until(lambda: len(watch.completed) >= target, 120, "all jobs COMPLETED")
-    return [watch.started[j][0][0] - at for j, at in sent.items()]
+    return [watch.started[j][0] - at for j, at in sent.items()]
 
 
 @dataclass
@@ -356,9 +368,11 @@ async def rounds(ctx: Ctx, nc: Client, procs: list[Proc], probe: Probe) -> Resul
     idle = {k: v / IDLE_S / 10 for k, v in idle.items()}  # ms per s -> % of a core
     await throughput(nc, subjects, watch, POOLED, WARMUP_JOBS, probe)  # warm every path up
     pooled = await throughput(nc, subjects, watch, POOLED, POOLED_JOBS, probe)
-    ctx.log(f"    pooled: {pooled.rate:,.0f} jobs/s; {cpu_text(pooled.cpu)}")
+    ctx.log(f"    pooled: {pooled.rate:,.0f} jobs/s; {cpu_text(pooled.cpu)}; {spread(pooled)}")
     targeted = await throughput(nc, subjects, watch, TARGETED, TARGETED_JOBS, probe)
-    ctx.log(f"    targeted: {targeted.rate:,.0f} jobs/s; {cpu_text(targeted.cpu)}")
+    ctx.log(
+        f"    targeted: {targeted.rate:,.0f} jobs/s; {cpu_text(targeted.cpu)}; {spread(targeted)}"
+    )
     lat_pooled = await paced(nc, subjects, watch, POOLED, PACED_POOLED, PACED_RATE)
     ctx.log(f"    submit -> running, pooled at {PACED_RATE:g}/s: {lat_text(lat_pooled)}")
     lat_targeted = await paced(nc, subjects, watch, TARGETED, PACED_TARGETED, PACED_RATE)
@@ -395,15 +409,17 @@ def report(ctx: Ctx, res: Results) -> list[Row]:
     rr_p50, rr_p99 = percentile(raw.rr_times, 0.5), percentile(raw.rr_times, 0.99)
     jm, total = pooled.cpu["job_manager"], sum(pooled.cpu.values())
     ctx.context(NAME, "JetStream publish pipelined (400 B)", raw.js_rate, "/s")
-    ctx.context(NAME, "request/reply one by one, p50", rr_p50, "s")
-    ctx.context(NAME, "request/reply, client CPU per round trip (32 in flight)", raw.rr_cpu, "s")
-    ctx.context(NAME, "pooled: job manager CPU per job", jm / 1000, "s")
-    ctx.context(NAME, "pooled: CPU per job, all processes", total / 1000, "s")
+    ctx.context(NAME, "request/reply one by one, p50", rr_p50 * 1e6, "µs")
+    ctx.context(
+        NAME, "request/reply, client CPU per round trip (32 in flight)", raw.rr_cpu * 1e6, "µs"
+    )
+    ctx.context(NAME, "pooled: job manager CPU per job", jm, "ms")
+    ctx.context(NAME, "pooled: CPU per job, all processes", total, "ms")
     ctx.context(NAME, "pooled: nats-server messages in per job", pooled.msgs[0], "msgs")
     ctx.context(NAME, "pooled: nats-server messages out per job", pooled.msgs[1], "msgs")
     light = f"submit -> JOB_STARTED pooled at {res.light_rate:g}/s"
-    ctx.context(NAME, f"{light}, p50", percentile(res.lat_light, 0.5), "s")
-    ctx.context(NAME, f"{light}, p99", percentile(res.lat_light, 0.99), "s")
+    ctx.context(NAME, f"{light}, p50", percentile(res.lat_light, 0.5) * 1e3, "ms")
+    ctx.context(NAME, f"{light}, p99", percentile(res.lat_light, 0.99) * 1e3, "ms")
     setup = (
         f"1 job manager, 1 node selector, 1 node agent with --hollow {HOLLOW} (2 slots each, "
         "capabilities [cpu]), jobs of duration_s 0, every service on its defaults; "
@@ -417,7 +433,6 @@ def report(ctx: Ctx, res: Results) -> list[Row]:
     )
     rows = []
     for label, rnd in (("pooled (cap.cpu)", pooled), ("targeted (selector)", res.targeted)):
-        top, top_n = rnd.nodes.most_common(1)[0]
         rows.append(
             Row(
                 key=NAME,
@@ -431,8 +446,7 @@ def report(ctx: Ctx, res: Results) -> list[Row]:
                 notes=[
                     setup,
                     f"{rnd.jobs:,} jobs, {IN_FLIGHT} submits in flight; first submit -> last "
-                    f"JOB_COMPLETED; they ran on {len(rnd.nodes)} nodes, {top_n / rnd.jobs:.0%} "
-                    f"on {top}",
+                    f"JOB_COMPLETED; {spread(rnd)}",
                     f"CPU per job: {cpu_text(rnd.cpu)}; nats-server messages per job: "
                     f"{rnd.msgs[0]:.1f} in, {rnd.msgs[1]:.1f} out",
                     ceiling,
