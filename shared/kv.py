@@ -46,8 +46,14 @@ def bucket_config(
     name: str, *, history: int = 1, ttl: float | None = None, replicas: int = 1
 ) -> KeyValueConfig:
     """A file-backed bucket's config."""
+    # Direct gets: a read is served by any replica without a JetStream API request.
     return KeyValueConfig(
-        bucket=name, history=history, ttl=ttl, replicas=replicas, storage=StorageType.FILE
+        bucket=name,
+        history=history,
+        ttl=ttl,
+        replicas=replicas,
+        storage=StorageType.FILE,
+        direct=True,
     )
 
 
