@@ -54,6 +54,8 @@ class Candidate(msgspec.Struct, frozen=True, kw_only=True):
     info: NodeInfo
     alive: bool = True
     unhealthy: bool = False
+    #: Picks handed out since the node's NodeInfo last reported its free slots.
+    pending: int = 0
 
 
 @lru_cache(maxsize=1024)
@@ -94,10 +96,15 @@ def matches(candidate: Candidate, requirement: Requirements, exclude: Collection
 
 
 def rank_key(
-    info: NodeInfo, requirement: Requirements, power: float
+    info: NodeInfo, requirement: Requirements, power: float, pending: int = 0
 ) -> tuple[float, float, float, str]:
-    """The sort key of a candidate (smaller is better); see the module docstring."""
-    free_ratio = info.free_slots / info.slots if info.slots > 0 else 0.0
+    """The sort key of a candidate (smaller is better); see the module docstring.
+
+    ``pending`` picks count against the node's free slots until its next NodeInfo, so
+    a burst of selections between two reports spreads over equal nodes.
+    """
+    free = max(info.free_slots - pending, 0)
+    free_ratio = free / info.slots if info.slots > 0 else 0.0
     load_per_cpu = info.load_1m / max(info.cpu_count, 1)
     return (-power if requirement.gpu else power, -free_ratio, load_per_cpu, info.node_id)
 
@@ -111,7 +118,15 @@ def rank(
     """The ids of the best ``request.count`` matching nodes, best first."""
     exclude = frozenset(request.exclude)
     keyed = [
-        (rank_key(c.info, request.requirement, node_gpu_power(c.info, table, default_power)), c)
+        (
+            rank_key(
+                c.info,
+                request.requirement,
+                node_gpu_power(c.info, table, default_power),
+                c.pending,
+            ),
+            c,
+        )
         for c in candidates
         if matches(c, request.requirement, exclude)
     ]

@@ -64,6 +64,7 @@ class NodeSelectorService(Service[NodeSelectorConfig]):
         self.last_gpu_miss: float | None = None
         self._seen: OrderedDict[str, None] = OrderedDict()
         self._alive: set[str] = set()
+        self._picks: dict[str, int] = {}
 
     async def setup(self) -> None:
         """Read the nodes bucket, subscribe to NodeInfo and failures, add the API."""
@@ -97,6 +98,7 @@ class NodeSelectorService(Service[NodeSelectorConfig]):
     # -- intake ----------------------------------------------------------------------
     async def _on_node_info(self, info: NodeInfo, _: Msg) -> None:
         now = time.monotonic()
+        self._picks.pop(info.node_id, None)  # its free slots are fresh again
         if self.view.observe(info, now):
             self._alive.add(info.node_id)
             log.info("node %s alive", info.node_id)
@@ -148,6 +150,7 @@ class NodeSelectorService(Service[NodeSelectorConfig]):
                 info=entry.info,
                 alive=self.view.is_alive(node_id, now),
                 unhealthy=self.overlay.is_unhealthy(node_id),
+                pending=self._picks.get(node_id, 0),
             )
             for node_id, entry in self.view.entries.items()
         ]
@@ -158,7 +161,9 @@ class NodeSelectorService(Service[NodeSelectorConfig]):
             self._candidates(now), request, self.power_table, self.config.default_gpu_power
         )
         self.counts["selects"] += 1
-        if not nodes:
+        if nodes:
+            self._picks[nodes[0]] = self._picks.get(nodes[0], 0) + 1
+        else:
             self.counts["selects_empty"] += 1
             if request.requirement.gpu:
                 self.last_gpu_miss = now

@@ -235,3 +235,29 @@ def test_overlay_needs_enough_failures_within_the_window() -> None:
     assert overlay.sweep(182.0) == ["n"] and not overlay.is_unhealthy("n")
     assert overlay.recent_failures("n", 182.0) == 0  # a clean slate after recovery
     assert overlay.record_failure("other", 200.0) is None and overlay.unhealthy == []
+
+
+def test_pending_picks_spread_a_burst_over_equal_nodes() -> None:
+    from services.node_selector.policy import Candidate, rank
+    from shared.jobs import NodeInfo, SelectRequest
+
+    def node(node_id: str) -> NodeInfo:
+        return NodeInfo(
+            node_id=node_id,
+            hostname="h",
+            version="1",
+            capabilities=["cpu"],
+            slots=4,
+            free_slots=4,
+            cpu_count=4,
+            load_1m=0.0,
+            memory_total_mb=1000,
+            memory_available_mb=1000,
+            disk_free_mb=1000,
+        )
+
+    request = SelectRequest()
+    fresh = [Candidate(info=node("a")), Candidate(info=node("b"))]
+    assert rank(fresh, request) == ["a"]
+    after_two_picks = [Candidate(info=node("a"), pending=2), Candidate(info=node("b"))]
+    assert rank(after_two_picks, request) == ["b"]
