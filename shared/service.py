@@ -30,11 +30,12 @@ from nats.aio.subscription import Subscription
 from nats.js.client import JetStreamContext
 
 import shared
+from shared.beacons import Beacons
 from shared.bus import BusStats, connect
 from shared.circuit_breaker import CircuitBreaker
 from shared.codec import encode
 from shared.config import BaseConfig
-from shared.contracts import Beacon, Empty, HealthCheckResult, ServiceMetrics, ServiceStatus
+from shared.contracts import Empty, HealthCheckResult, ServiceMetrics, ServiceStatus
 from shared.control import start_control
 from shared.events import EventData, ServiceStarted, ServiceStopped, build_event
 from shared.health import combine_health, service_metrics
@@ -84,8 +85,7 @@ class Service(Generic[C]):
         self.draining = False
         self.stop_reason = ""
         self._stop_requested = anyio.Event()
-        self._beacon_wake = anyio.Event()
-        self._beacon_seq = 0
+        self.beacons = Beacons(self)
         self._event_seq = 0
         self._subscriptions: list[Subscription] = []
         self._control_subs: list[Subscription] = []
@@ -270,7 +270,7 @@ class Service(Generic[C]):
                 self._control_subs = await start_control(self)
                 for loop in self.loops:
                     await tg.start(loop.run)
-                await tg.start(self._beacon_loop)
+                await tg.start(self.beacons.run)
                 self.status = ServiceStatus.RUNNING
                 self.wake_beacon()
                 await self.emit(
@@ -315,7 +315,7 @@ class Service(Generic[C]):
 
     async def _shutdown(self) -> None:
         self.status = ServiceStatus.STOPPING
-        self._beacon_wake.set()
+        self.wake_beacon()
         self.intake.accepting = False
         if self._micro is not None:
             await self._micro.stop_endpoints()
@@ -356,36 +356,8 @@ class Service(Generic[C]):
     # -- beacons ---------------------------------------------------------------------
     async def publish_beacon(self) -> None:
         """Publish one beacon now."""
-        health = self.health_check()
-        self._beacon_seq += 1
-        beacon = Beacon(
-            service=self.name,
-            instance=self.instance,
-            version=self.version,
-            host=self.host,
-            pid=self.pid,
-            status=self.effective_status(health),
-            healthy=health.healthy,
-            message=health.message,
-            details=health.details,
-            started_at=self.started_at,
-            sent_at=time.time(),
-            seq=self._beacon_seq,
-            interval_s=self.config.beacon_interval,
-        )
-        if self._nc is not None and self._nc.is_connected:
-            await self._nc.publish(self.subjects.beacon(self.name, self.instance), encode(beacon))
+        await self.beacons.publish()
 
     def wake_beacon(self) -> None:
         """Publish a beacon at once (status changed)."""
-        self._beacon_wake.set()
-
-    async def _beacon_loop(
-        self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED
-    ) -> None:
-        task_status.started()
-        while True:
-            await self.publish_beacon()
-            with anyio.move_on_after(self.config.beacon_interval):
-                await self._beacon_wake.wait()
-            self._beacon_wake = anyio.Event()
+        self.beacons.wake()
