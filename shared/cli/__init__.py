@@ -13,6 +13,7 @@
     ringmaster jobs [--state S]                   list jobs
     ringmaster cancel JOB_ID                      cancel a job
     ringmaster state export|import FILE           back up or restore all KV state
+    ringmaster models                             the Elo table of every config
 
 Each subcommand lives in its own module with ``add_arguments(parser)`` and
 ``run(args) -> int``. Services are imported by name at run time only
@@ -26,7 +27,7 @@ import sys
 from collections.abc import Callable, Sequence
 from types import ModuleType
 
-from shared.cli import jobs, nats_server, probe, scaffold, service, state, status, up, watch
+from shared.cli import jobs, models, nats_server, probe, scaffold, service, state, status, up, watch
 from shared.cli.client import CliError, add_common_options
 
 __all__ = ["build_parser", "main"]
@@ -46,6 +47,7 @@ COMMANDS: dict[str, tuple[ModuleType, str, bool]] = {
     "jobs": (jobs, "list jobs, newest first", True),
     "cancel": (jobs, "cancel a job", True),
     "state": (state, "export or import all KV state (backup and restore)", True),
+    "models": (models, "each config's champions and their Elo", True),
 }
 
 # Commands that share a module name their own entry points.

@@ -91,6 +91,7 @@ def _args(pairs: list[str], command: list[str]) -> dict[str, object]:
 
 async def _submit(args: argparse.Namespace) -> tuple[JobRecord, int]:
     subs = subjects(args)
+    job_args = _args(args.arg, args.argv)  # bad --arg values fail before any connection
     for path in args.input:
         if not path.is_file():
             raise CliError(f"--input {path}: no such file", 2)
@@ -102,7 +103,7 @@ async def _submit(args: argparse.Namespace) -> tuple[JobRecord, int]:
         try:
             spec = JobSpec(
                 type=args.type,
-                args=_args(args.arg, args.argv),
+                args=job_args,
                 inputs=inputs,
                 requirements=Requirements(
                     capability=args.capability, gpu=args.gpu, pooled=args.pooled, node_id=args.node
