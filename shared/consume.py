@@ -84,7 +84,7 @@ class EventConsumer:
             while True:
                 try:
                     msgs = await sub.fetch(self._batch, timeout=1.0)
-                except nats.errors.TimeoutError:
+                except TimeoutError:  # nats-py raises its own subclass, or the builtin
                     continue
                 except (nats.js.errors.NotFoundError, nats.errors.Error) as exc:
                     self.counts["rebinds"] += 1

@@ -330,7 +330,9 @@ class Service(Generic[C]):
                 "%s: %d handlers still running at shutdown", self.name, self.intake.inflight
             )
         await self.teardown()
-        await self.emit(
+        # Queued, not awaited: when a failing task took the task group down, the outbox's
+        # flusher is gone, and the bounded flush below is all the waiting there may be.
+        self.emit_nowait(
             ServiceStopped(service=self.name, instance=self.instance, reason=self.stop_reason)
         )
         if not await self.outbox.flush(self.config.shutdown_timeout):

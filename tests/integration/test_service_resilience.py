@@ -158,3 +158,27 @@ async def test_metrics_endpoint_reports_counters(start_service: ServiceFactory, 
     assert metrics.events_acked >= 1
     assert metrics.rss_bytes > 0
     await eventually(lambda: svc.outbox.pending == 0, what="outbox drained")
+
+
+class Crashy(Service[BaseConfig]):
+    """A service one of whose tasks fails: a bug that must stop it, not hang it."""
+
+    name = "crashy"
+
+    async def setup(self) -> None:
+        async def boom() -> None:
+            await anyio.sleep(0.2)
+            raise RuntimeError("a bug in a background task")
+
+        self.spawn(boom)
+
+
+async def test_a_failing_task_stops_the_service_in_order_instead_of_hanging(
+    nats_url: str, nc: Client, prefix: str
+) -> None:
+    svc = Crashy(service_config(Crashy, nats_url, prefix, shutdown_timeout=2.0))
+    with pytest.raises(BaseExceptionGroup) as caught:
+        async with svc.running():
+            await anyio.sleep(60)  # cancelled by the failure
+    assert caught.group_contains(RuntimeError, match="a bug in a background task")
+    assert svc.status is ServiceStatus.STOPPED
