@@ -177,6 +177,8 @@ class SelectRequest(msgspec.Struct, frozen=True, kw_only=True):
     requirement: Requirements = msgspec.field(default_factory=Requirements)
     count: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 1
     exclude: list[str] = msgspec.field(default_factory=list)
+    #: A preference, not a need: the caller has a fallback, so no answer means no wait.
+    preference: bool = False
 
 
 class SelectReply(msgspec.Struct, frozen=True, kw_only=True):

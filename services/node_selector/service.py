@@ -165,7 +165,7 @@ class NodeSelectorService(Service[NodeSelectorConfig]):
             self._picks[nodes[0]] = self._picks.get(nodes[0], 0) + 1
         else:
             self.counts["selects_empty"] += 1
-            if request.requirement.gpu:
+            if request.requirement.gpu and not request.preference:
                 self.last_gpu_miss = now
         return SelectReply(nodes=nodes)
 

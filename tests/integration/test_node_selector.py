@@ -212,6 +212,10 @@ async def test_health_follows_the_nodes(
     assert health.status is ServiceStatus.ERROR and "no node alive" in health.message
     await announce(nc, prefix, info("cpu"))
     assert svc.health_check().status is ServiceStatus.RUNNING
+    # A caller that only prefers a GPU (it falls back to a CPU node) leaves no GPU work waiting.
+    preferred = SelectRequest(requirement=Requirements(gpu=True), preference=True)
+    assert (await call(nc, prefix, "select", preferred, SelectReply)).nodes == []
+    assert svc.health_check().status is ServiceStatus.RUNNING
     assert await select(nc, prefix, gpu=True) == []
     health = svc.health_check()
     assert health.status is ServiceStatus.DEGRADED and "GPU work waits" in health.message
