@@ -1,0 +1,1 @@
+"""The training coordinator: readiness, training, SPRT evaluation, promotion, Elo table."""

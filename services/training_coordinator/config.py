@@ -1,0 +1,92 @@
+"""Configuration of the training coordinator."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import msgspec
+
+from shared.config import BaseConfig, Positive, PositiveInt
+from shared.subjects import check_token
+from shared.training import MNK_CONFIGS
+
+Probability = Annotated[float, msgspec.Meta(gt=0, lt=1)]
+NonNegative = Annotated[float, msgspec.Meta(ge=0)]
+
+
+def _default_min_new_games() -> dict[str, int]:
+    # Bigger boards need more games before another training run is worth it.
+    return {"3x3k3": 600, "4x4k3": 2_000, "5x5k4": 5_000}
+
+
+class TrainingCoordinatorConfig(BaseConfig, kw_only=True, forbid_unknown_fields=True):
+    """Training coordinator settings (seconds unless named otherwise)."""
+
+    #: The game configs this coordinator trains (default: every m,n,k config).
+    configs: list[str] = msgspec.field(default_factory=lambda: sorted(MNK_CONFIGS))
+    #: Least new games since the last training, per config (others: ``default_min_new_games``).
+    min_new_games: dict[str, PositiveInt] = msgspec.field(default_factory=_default_min_new_games)
+    default_min_new_games: PositiveInt = 1_000
+    #: The threshold grows with the cluster: at least this many new games per alive node.
+    games_per_node: Annotated[int, msgspec.Meta(ge=0)] = 100
+    #: Least time between two trainings of one config.
+    cooldown_s: NonNegative = 60.0
+    #: How often readiness (and recovery of interrupted steps) is checked.
+    interval_s: Positive = 1.0
+    #: Games of one evaluation batch, the cap of one evaluation, and the fallback rule
+    #: (accept iff the score reaches it) when the cap is hit without an SPRT decision.
+    eval_batch_games: PositiveInt = 40
+    max_eval_games: PositiveInt = 400
+    fallback_win_rate: Probability = 0.55
+    #: SPRT hypotheses (Elo) and error rates.
+    elo0: float = 0.0
+    elo1: float = 35.0
+    alpha: Probability = 0.05
+    beta: Probability = 0.05
+    #: Largest Elo change one promotion can record (a perfect score has no finite Elo).
+    max_elo_step: Positive = 400.0
+    #: Job timeouts, attempts, and the capabilities their nodes must serve.
+    train_timeout_s: Positive = 3600.0
+    eval_timeout_s: Positive = 1800.0
+    job_max_attempts: Annotated[int, msgspec.Meta(ge=1, le=100)] = 3
+    train_capability: str = "train"
+    eval_capability: str = "evaluate"
+    #: Training epochs passed to the train job (0: the workload's default).
+    train_epochs: Annotated[int, msgspec.Meta(ge=0)] = 0
+    #: Newest games a training run reads.
+    train_window_games: PositiveInt = 20_000
+    #: A node whose NodeInfo stopped this long ago does not count as alive.
+    node_alive_s: Positive = 5.0
+    #: Requests to the job manager, sync planner and node selector wait this long.
+    request_timeout_s: Positive = 2.0
+    #: Consecutive failures that open a dependency's breaker, and how long it stays open.
+    breaker_failures: PositiveInt = 5
+    breaker_recovery_s: Positive = 10.0
+    #: A decision left unfinished by another instance is taken over after this long.
+    takeover_after_s: Positive = 30.0
+    #: Ack wait of the durable event consumer (an unacked event comes back after it).
+    consumer_ack_wait_s: Positive = 30.0
+    #: The longest one step (a config's tick, or one event) may take; a step cut
+    #: short leaves a consistent state (every change is a CAS) and is redone later.
+    step_timeout_s: Positive = 25.0
+
+    def __post_init__(self) -> None:
+        if not self.configs:
+            raise ValueError("configs: at least one game config")
+        for name in self.configs:
+            check_token(name, "config field 'configs'")
+        if len(set(self.configs)) != len(self.configs):
+            raise ValueError("configs: a config is listed twice")
+        check_token(self.train_capability, "config field 'train_capability'")
+        check_token(self.eval_capability, "config field 'eval_capability'")
+        if self.elo1 <= self.elo0:
+            raise ValueError("elo1 must be greater than elo0")
+        if self.max_eval_games < self.eval_batch_games:
+            raise ValueError("max_eval_games must be >= eval_batch_games")
+        if self.step_timeout_s >= self.consumer_ack_wait_s:
+            # Else an event still being handled would be handed out a second time.
+            raise ValueError("step_timeout_s must be < consumer_ack_wait_s")
+
+    def threshold_base(self, config: str) -> int:
+        """The least new games for ``config`` before the cluster scaling applies."""
+        return self.min_new_games.get(config, self.default_min_new_games)

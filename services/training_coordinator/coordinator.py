@@ -1,0 +1,118 @@
+"""The per-config cycle, driven by two inputs: a periodic tick and job events.
+
+``advance`` redoes whatever step the state says is pending (a training or an
+evaluation batch submitted but not recorded, a decision not yet applied), so a crash
+anywhere is repaired by the next tick of this or another instance. ``handle`` routes
+the job manager's events (JOB_COMPLETED, JOB_FAILED, JOB_CANCELLED) to the training
+or the evaluation they belong to; anything else is ignored and counted.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import msgspec
+
+from services.training_coordinator.context import Context
+from services.training_coordinator.evaluation import Evaluator
+from services.training_coordinator.records import CoordinatorState
+from services.training_coordinator.training import Trainer
+from shared.contracts import Event
+from shared.errors import RequestError
+from shared.events import JobCancelled, JobCompleted, JobFailed, decode_data
+from shared.training import Champion
+
+log = logging.getLogger("ringmaster.training_coordinator")
+
+
+class Coordinator:
+    """Training and evaluation of every configured game config."""
+
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+        self.trainer = Trainer(ctx)
+        self.evaluator = Evaluator(ctx)
+        #: The latest state and champion seen per config, for health details.
+        self.states: dict[str, CoordinatorState] = {}
+        self.champions: dict[str, Champion | None] = {}
+
+    async def advance(self, config: str) -> CoordinatorState:
+        """Redo the pending step of ``config``'s state, if any; the state seen."""
+        state = await self.ctx.store.state(config)
+        self.states[config] = state
+        if state.phase == "training" and not state.training_job:
+            self.ctx.counts["resumed_training"] += 1
+            await self.trainer.submit(state)
+        elif state.phase == "evaluating" and state.decision:
+            if self.evaluator.decider.may_finish(state, time.time()):
+                self.ctx.counts["resumed_decisions"] += 1
+                await self.evaluator.decider.finish(state)
+        elif state.phase == "evaluating" and not state.eval_job:
+            await self.evaluator.submit_batch(state)
+        return state
+
+    async def tick(self, config: str) -> None:
+        """Repair, then start a training run when the config is ready for one."""
+        state = await self.advance(config)
+        if state.phase == "idle":
+            await self.trainer.maybe_train(state)
+        await self.refresh(config)
+
+    async def refresh(self, config: str) -> None:
+        """Note the config's state and champion for health details."""
+        self.states[config] = await self.ctx.store.state(config)
+        self.champions[config] = await self.ctx.store.champion(config)
+
+    async def handle(self, event: Event) -> None:
+        """Route one job event; raises only for errors worth a redelivery."""
+        try:
+            data = decode_data(event)
+        except msgspec.ValidationError as exc:
+            self.ctx.counts["events_invalid"] += 1
+            log.warning("%s %s does not decode: %s", event.type, event.id, exc)
+            return
+        if isinstance(data, JobCompleted):
+            await self._completed(data)
+        elif isinstance(data, JobFailed):
+            if data.permanent:
+                await self._ended(data.job_id, data.error)
+        elif isinstance(data, JobCancelled):
+            await self._ended(data.job_id, f"cancelled: {data.reason or 'no reason given'}")
+
+    async def _completed(self, event: JobCompleted) -> None:
+        kind, config = event.labels.get("kind"), event.labels.get("config", "")
+        if kind not in ("train", "evaluate") or config not in self.ctx.config.configs:
+            return  # selfplay and other configs' jobs: not ours
+        state = await self.ctx.store.state(config)
+        if kind == "train" and self.trainer.matches(state, event.job_id, event.labels):
+            await self.trainer.completed(state, event)
+        elif kind == "evaluate" and self.evaluator.matches(state, event.job_id, event.labels):
+            await self.evaluator.completed(state, event)
+        else:
+            self.ctx.counts[f"{kind}_events_stale"] += 1
+            return
+        await self._advance_quietly(config)
+
+    async def _ended(self, job_id: str, error: str) -> None:
+        # JOB_FAILED and JOB_CANCELLED carry no labels: find the state waiting on the job.
+        for config in self.ctx.config.configs:
+            state = await self.ctx.store.state(config)
+            if state.phase == "training" and state.training_job == job_id:
+                await self.trainer.failed(state, job_id, error)
+            elif state.phase == "evaluating" and state.eval_job == job_id:
+                await self.evaluator.fail_closed(state, job_id, error)
+            else:
+                continue
+            await self._advance_quietly(config)
+            return
+
+    async def _advance_quietly(self, config: str) -> None:
+        # The event's own effect is recorded; a next step that cannot be taken now
+        # (a dependency down) is left to the tick, so the event is not redelivered.
+        try:
+            await self.advance(config)
+            await self.refresh(config)
+        except RequestError as exc:
+            self.ctx.counts["next_step_deferred"] += 1
+            log.info("%s: next step deferred to the tick: %s", config, exc)

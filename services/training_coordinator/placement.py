@@ -1,0 +1,93 @@
+"""Where a training run gets its data and its node.
+
+The data window comes from the sync planner; when the planner cannot answer, from the
+config's manifest (read-only: the planner serves from the same record). The node is
+the selector's best GPU node for the train capability, else its best CPU node, else
+none (the job goes to the capability pool and binds late). The prefetch to the chosen
+node is a head start only: a failure is counted and logged, never fatal.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from services.training_coordinator import policy
+from services.training_coordinator.context import Context
+from shared.errors import Unavailable
+from shared.jobs import DataRef, Requirements
+from shared.kv import read
+from shared.training import Manifest, PrefetchRequest, TrainingDataRequest
+
+log = logging.getLogger("ringmaster.training_coordinator.placement")
+
+#: Prefetches remembered (a few per config are ever live).
+PREFETCH_MEMORY = 256
+
+
+class Placement:
+    """Data window, node choice and prefetch of a training run."""
+
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+        #: (training key, node) pairs already prefetched: a submit retried every tick
+        #: while the job manager is away must not ask for the same prefetch each time.
+        self._prefetched: set[tuple[str, str]] = set()
+
+    async def manifest(self, config: str) -> Manifest | None:
+        """The config's manifest, if the sync planner wrote one."""
+        found = await read(self.ctx.manifests, config, Manifest)
+        return found[0] if found is not None else None
+
+    async def games_total(self, config: str) -> int:
+        """Games recorded for the config so far."""
+        manifest = await self.manifest(config)
+        return manifest.games_total if manifest is not None else 0
+
+    async def window(self, config: str) -> tuple[list[DataRef], int]:
+        """The newest data blobs to train on and the games they hold."""
+        request = TrainingDataRequest(config=config, max_games=self.ctx.config.train_window_games)
+        try:
+            data = await self.ctx.peers.training_data(request)
+            return data.refs, data.games
+        except Unavailable as exc:
+            # The manifest is the truth the planner serves from: read the window there.
+            self.ctx.counts["window_from_manifest"] += 1
+            log.info("%s: sync planner unavailable (%s); window from the manifest", config, exc)
+        manifest = await self.manifest(config)
+        if manifest is None:
+            return [], 0
+        return policy.window_from_manifest(manifest, request.max_games)
+
+    async def pick_node(self) -> str | None:
+        """The best GPU node, else the best CPU node, for training; None: bind late."""
+        capability = self.ctx.config.train_capability
+        for gpu in (True, False):
+            try:
+                # A GPU is preferred, not needed: its absence is not GPU work waiting.
+                node = await self.ctx.peers.select(
+                    Requirements(capability=capability, gpu=gpu), preference=gpu
+                )
+            except Unavailable as exc:
+                self.ctx.counts["select_failed"] += 1
+                log.info("node selector unavailable (%s): the pool will bind late", exc)
+                return None
+            if node is not None:
+                return node
+        self.ctx.counts["select_empty"] += 1
+        return None
+
+    async def prefetch(self, key: str, config: str, node: str, refs: list[DataRef]) -> None:
+        """Ask the sync planner to cache ``refs`` on ``node``, once per training ``key``."""
+        if (key, node) in self._prefetched:
+            return
+        try:
+            await self.ctx.peers.prefetch(PrefetchRequest(config=config, node_id=node, refs=refs))
+        except Unavailable as exc:
+            # Only a head start: the node fetches its inputs anyway.
+            self.ctx.counts["prefetch_failed"] += 1
+            log.info("%s: prefetch to %s failed: %s", config, node, exc)
+            return
+        if len(self._prefetched) >= PREFETCH_MEMORY:
+            self._prefetched.clear()
+        self._prefetched.add((key, node))
+        self.ctx.counts["prefetched"] += 1

@@ -1,0 +1,253 @@
+"""The training coordinator service: the models bucket's one writer.
+
+Per config: readiness (new games since the last training against a threshold scaled
+to the alive nodes, a cooldown, nothing in flight) -> a train job on the node the
+selector picks -> evaluation batches gated by SPRT -> promotion by one CAS of the
+champion, or rejection. Job events come through a durable consumer of ``P_EVENTS``;
+every step is a CAS on ``state.<config>``, so restarts and second instances never act
+twice. API on ``P.api.training_coordinator.<method>``: ``models`` and ``elo``
+(ConfigRef -> ModelsReply / EloReply).
+
+One lock serializes the steps of this instance (ticks and events), and stopping takes
+it, so an instance never stops halfway through a step: what it did not start, the
+next instance finds in the state or in the consumer.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+
+import anyio
+import msgspec
+import nats.errors
+from anyio.abc import TaskStatus
+from nats.aio.msg import Msg
+from nats.js.kv import KeyValue
+
+from services.training_coordinator.api import ModelsApi, config_details
+from services.training_coordinator.config import TrainingCoordinatorConfig
+from services.training_coordinator.context import Context
+from services.training_coordinator.coordinator import Coordinator
+from services.training_coordinator.peers import PEERS, Peers
+from services.training_coordinator.store import ModelStore
+from shared.blobs import BlobStore, ensure_store
+from shared.circuit_breaker import CircuitBreaker
+from shared.codec import decode
+from shared.consume import EventConsumer
+from shared.contracts import Event, HealthCheckResult
+from shared.errors import RingmasterError, Unavailable
+from shared.events import JobCancelled, JobCompleted, JobFailed
+from shared.jobs import NodeInfo
+from shared.kv import bucket_config, ensure_bucket
+from shared.loops import Loop
+from shared.provision import BUCKET_SPECS
+from shared.service import Service
+from shared.snapshot import read_all
+from shared.training import ConfigRef
+
+log = logging.getLogger("ringmaster.training_coordinator")
+
+DURABLE = "training_coordinator"
+
+
+class Stopping(Unavailable):
+    """The instance is stopping: the event goes back to the stream for the next one."""
+
+
+class TrainingCoordinatorService(Service[TrainingCoordinatorConfig]):
+    """Readiness, training, SPRT evaluation, promotion and the Elo table per config."""
+
+    name = "training_coordinator"
+    description = "trains, evaluates (SPRT) and promotes models per game config"
+    config_type = TrainingCoordinatorConfig
+
+    def __init__(
+        self,
+        config: TrainingCoordinatorConfig,
+        *,
+        reload_config: Callable[[], TrainingCoordinatorConfig] | None = None,
+    ) -> None:
+        super().__init__(config, reload_config=reload_config)
+        self._lock = anyio.Lock()
+        self._stopping = False
+        self._consumer_scope = anyio.CancelScope()
+        self._nodes: dict[str, float] = {}
+        self._errors: dict[str, str] = {}
+        self._coordinator: Coordinator | None = None
+        self.consumer: EventConsumer | None = None
+
+    @property
+    def coordinator(self) -> Coordinator:
+        """The cycle of every config (once set up)."""
+        if self._coordinator is None:
+            raise RuntimeError("the training coordinator is not set up")
+        return self._coordinator
+
+    async def _bucket(self, name: str) -> KeyValue:
+        history, ttl = BUCKET_SPECS[name]
+        config = bucket_config(
+            self.subjects.bucket(name), history=history, ttl=ttl, replicas=self.config.replicas
+        )
+        return await ensure_bucket(self.js, config)
+
+    async def setup(self) -> None:
+        """Provision, build the cycle, then nodes, events, the API and the tick."""
+        cfg = self.config
+        store = ModelStore(await self._bucket("models"))
+        breakers = {
+            peer: self.add_breaker(
+                CircuitBreaker(
+                    peer,
+                    failure_threshold=cfg.breaker_failures,
+                    recovery_timeout=cfg.breaker_recovery_s,
+                )
+            )
+            for peer in PEERS
+        }
+        data = await ensure_store(self.js, self.subjects.data_store, replicas=cfg.replicas)
+        ctx = Context(
+            config=cfg,
+            store=store,
+            peers=Peers(self.nc, self.subjects, breakers, timeout_s=cfg.request_timeout_s),
+            blobs=BlobStore(data),
+            manifests=await self._bucket("manifests"),
+            emit=self.emit,
+            instance=self.instance,
+            alive_nodes=self.alive_nodes,
+        )
+        self._coordinator = Coordinator(ctx)
+        for config in cfg.configs:
+            await store.state(config)
+        await self._seed_nodes()
+        await self.subscribe(self.subjects.nodes, NodeInfo, self._on_node, kind="node")
+        event = self.subjects.event
+        self.consumer = EventConsumer(
+            self.js,
+            stream=self.subjects.events_stream,
+            durable=DURABLE,
+            filter_subjects=[
+                event("job_manager", JobCompleted.TYPE),
+                event("job_manager", JobFailed.TYPE),
+                event("job_manager", JobCancelled.TYPE),
+            ],
+            handler=self._on_event,
+            ack_wait_s=cfg.consumer_ack_wait_s,
+        )
+        await self.tg.start(self._consume)
+        api = ModelsApi(self._coordinator)
+        await self.add_endpoint("models", ConfigRef, api.models)
+        await self.add_endpoint("elo", ConfigRef, api.elo)
+        self.add_loop(
+            Loop("readiness", self._tick, interval=cfg.interval_s, max_backoff=cfg.interval_s * 10)
+        )
+
+    async def teardown(self) -> None:
+        """Refuse new steps, wait for the one under way, then stop consuming."""
+        # Set before taking the lock: events arriving meanwhile are handed back at once
+        # (nak) instead of waiting behind us and being cancelled unacknowledged.
+        self._stopping = True
+        with anyio.move_on_after(self.config.step_timeout_s):
+            async with self._lock:
+                pass
+        self._consumer_scope.cancel()
+
+    # -- nodes -----------------------------------------------------------------------
+    async def _seed_nodes(self) -> None:
+        # Nodes that published recently count at once, so a restarted coordinator does
+        # not see an empty cluster (and a lower threshold) for its first seconds.
+        now, wall = time.monotonic(), time.time()
+        for key, (raw, _) in (await read_all(await self._bucket("nodes"))).items():
+            try:
+                info = decode(NodeInfo, raw)
+            except (msgspec.DecodeError, msgspec.ValidationError):
+                self.coordinator.ctx.counts["nodes_invalid"] += 1
+                continue
+            self._nodes[key] = now - max(0.0, wall - info.sent_at)
+
+    async def _on_node(self, info: NodeInfo, _: Msg) -> None:
+        self._nodes[info.node_id] = time.monotonic()
+
+    def alive_nodes(self) -> int:
+        """Nodes heard from within ``node_alive_s``."""
+        cutoff = time.monotonic() - self.config.node_alive_s
+        return sum(1 for seen in self._nodes.values() if seen >= cutoff)
+
+    # -- the cycle -------------------------------------------------------------------
+    async def _consume(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        assert self.consumer is not None
+        with self._consumer_scope:
+            await self.consumer.run(task_status=task_status)
+
+    async def _on_event(self, event: Event) -> None:
+        if self._stopping:
+            raise Stopping("stopping: left for the next instance")
+        async with self._lock:
+            if self._stopping:
+                raise Stopping("stopping: left for the next instance")
+            # A step never holds the lock for long: cut short, the event comes back.
+            with anyio.fail_after(self.config.step_timeout_s):
+                await self.coordinator.handle(event)
+
+    async def _tick(self) -> None:
+        for config in self.config.configs:
+            async with self._lock:
+                if self._stopping:
+                    return
+                try:
+                    with anyio.fail_after(self.config.step_timeout_s):
+                        await self.coordinator.tick(config)
+                except (
+                    RingmasterError,
+                    nats.errors.Error,
+                    msgspec.ValidationError,
+                    OSError,
+                    TimeoutError,
+                ) as exc:
+                    # One config's trouble must not starve the others: counted, shown.
+                    self.coordinator.ctx.counts["tick_errors"] += 1
+                    self._errors[config] = f"{type(exc).__name__}: {exc}"
+                    log.info("%s: tick failed: %s", config, self._errors[config])
+                else:
+                    self._errors.pop(config, None)
+
+    # -- health ----------------------------------------------------------------------
+    def health(self) -> HealthCheckResult:
+        """DEGRADED while a config's tick keeps failing; breakers are the framework's."""
+        if self._coordinator is None:
+            return HealthCheckResult.ok("starting")
+        ctx = self.coordinator.ctx
+        configs = {
+            c: config_details(self.coordinator, c, self._errors.get(c, ""))
+            for c in self.config.configs
+        }
+        details = {
+            "configs": configs,
+            "consumer": self.consumer.stats() if self.consumer else {},
+            "counts": dict(ctx.counts),
+            "requests": dict(ctx.peers.counts),
+            "breakers": {b.name: b.state.value for b in self.breakers},
+            "alive_nodes": self.alive_nodes(),
+        }
+        if self._errors:
+            failing = ", ".join(sorted(self._errors))
+            return HealthCheckResult.degraded(f"failing configs: {failing}", **details)
+        phases = [d["phase"] for d in configs.values()]
+        busy = sum(p != "idle" for p in phases)
+        return HealthCheckResult.ok(f"{busy}/{len(phases)} configs in a cycle", **details)
+
+    def custom_metrics(self) -> dict[str, float]:
+        """Per config generation and champion Elo; promotions and rejections of this instance."""
+        metrics: dict[str, float] = {}
+        if self._coordinator is None:
+            return metrics
+        for config in self.config.configs:
+            state = self.coordinator.states.get(config)
+            champion = self.coordinator.champions.get(config)
+            metrics[f"generation_{config}"] = float(state.generation if state else 0)
+            metrics[f"champion_elo_{config}"] = champion.elo if champion else 0.0
+        counts = self.coordinator.ctx.counts
+        for name in ("promotions", "rejections", "trainings_failed", "evaluations_failed"):
+            metrics[f"{name}_total"] = float(counts[name])
+        return metrics

@@ -1,0 +1,151 @@
+"""Self-play games on disk (``games.npz``) and the positions they pass through.
+
+A games file holds, for G games on a board of C cells:
+
+- ``config`` (string), ``model_id`` (string, ``""`` for the initial model), ``version`` (1);
+- ``moves`` int8 (G, C): the cells played in order, padded with -1;
+- ``lengths`` int16 (G,): moves per game;
+- ``outcomes`` int8 (G,): 1 when X (the first player) won, -1 when O won, 0 for a draw;
+- ``explored`` bool (G, C): which moves were exploration (random) rather than greedy.
+
+Replaying is vectorised over all games at once, one ply at a time.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from numpy.typing import NDArray
+
+from workloads.mnk.game import Boards, Game, make_game
+from workloads.mnk.npzio import FormatError, read_npz, scalar_str, write_npz
+
+VERSION = 1
+
+
+@dataclass(frozen=True)
+class Games:
+    """A batch of finished games of one config."""
+
+    config: str
+    model_id: str
+    moves: NDArray[np.int8]
+    lengths: NDArray[np.int16]
+    outcomes: NDArray[np.int8]
+    explored: NDArray[np.bool_]
+
+    def __len__(self) -> int:
+        return len(self.outcomes)
+
+    @classmethod
+    def build(
+        cls,
+        game: Game,
+        model_id: str,
+        records: list[tuple[list[int], int, list[bool]]],
+    ) -> Games:
+        """Pack (moves, winner, explored flags) records into arrays."""
+        g, c = len(records), game.cells
+        moves = np.full((g, c), -1, dtype=np.int8)
+        explored = np.zeros((g, c), dtype=np.bool_)
+        for i, (played, _, flags) in enumerate(records):
+            moves[i, : len(played)] = played
+            explored[i, : len(flags)] = flags
+        lengths = np.array([len(r[0]) for r in records], dtype=np.int16)
+        outcomes = np.array([r[1] for r in records], dtype=np.int8)
+        return cls(game.name, model_id, moves, lengths, outcomes, explored)
+
+    def save(self, path: Path) -> None:
+        """Write the games file."""
+        write_npz(
+            path,
+            {
+                "config": np.array(self.config),
+                "model_id": np.array(self.model_id),
+                "version": np.array(VERSION, dtype=np.int64),
+                "moves": self.moves,
+                "lengths": self.lengths,
+                "outcomes": self.outcomes,
+                "explored": self.explored,
+            },
+        )
+
+    @classmethod
+    def load(cls, path: Path, config: str | None = None) -> Games:
+        """Read and check a games file (FormatError says what is wrong with it)."""
+        need = {"config": "U", "model_id": "U", "moves": "i", "lengths": "i", "outcomes": "i"}
+        arrays = read_npz(path, need)
+        name = scalar_str(arrays, "config", path)
+        if config is not None and name != config:
+            raise FormatError(f"{path.name}: {name} games, not {config}")
+        try:
+            game = make_game(name)
+        except KeyError as exc:
+            raise FormatError(f"{path.name}: {exc.args[0]}") from None
+        moves, lengths, outcomes = arrays["moves"], arrays["lengths"], arrays["outcomes"]
+        explored = arrays.get("explored", np.zeros(moves.shape, dtype=np.bool_))
+        g = len(outcomes)
+        if moves.shape != (g, game.cells) or lengths.shape != (g,) or explored.shape != moves.shape:
+            raise FormatError(f"{path.name}: array shapes do not match {g} games of {name}")
+        if g and (lengths.min() < 1 or lengths.max() > game.cells or np.abs(outcomes).max() > 1):
+            raise FormatError(f"{path.name}: lengths or outcomes out of range")
+        if ((moves < -1) | (moves >= game.cells)).any():
+            raise FormatError(f"{path.name}: a move is off the board")
+        return cls(
+            name,
+            scalar_str(arrays, "model_id", path),
+            moves.astype(np.int8),
+            lengths.astype(np.int16),
+            outcomes.astype(np.int8),
+            explored.astype(np.bool_),
+        )
+
+    def counts(self) -> dict[str, int]:
+        """Games and how they ended (the selfplay result's tallies)."""
+        return {
+            "games": len(self),
+            "x_wins": int((self.outcomes == 1).sum()),
+            "o_wins": int((self.outcomes == -1).sum()),
+            "draws": int((self.outcomes == 0).sum()),
+        }
+
+
+@dataclass(frozen=True)
+class Positions:
+    """Every non-terminal position of a set of games, in the order played."""
+
+    boards: Boards
+    #: Final outcome seen by the player to move in that position (1: they went on to win).
+    outcomes: NDArray[np.float32]
+    game_index: NDArray[np.intp]
+    ply: NDArray[np.intp]
+
+
+def replay(games: Games) -> Positions:
+    """The positions before each move of each game (FormatError on an illegal move)."""
+    g = len(games)
+    cells = games.moves.shape[1]
+    boards = np.zeros((g, cells), dtype=np.int8)
+    seen: list[Boards] = []
+    index: list[NDArray[np.intp]] = []
+    plies: list[NDArray[np.intp]] = []
+    for t in range(int(games.lengths.max(initial=0))):
+        rows = np.flatnonzero(games.lengths > t)
+        cols = games.moves[rows, t].astype(np.intp)
+        if (cols < 0).any() or (boards[rows, cols] != 0).any():
+            raise FormatError(f"games of {games.config}: illegal move at ply {t}")
+        seen.append(boards[rows].copy())
+        index.append(rows)
+        plies.append(np.full(len(rows), t, dtype=np.intp))
+        boards[rows, cols] = 1 if t % 2 == 0 else -1
+    if not seen:
+        empty = np.zeros((0, cells), dtype=np.int8)
+        none = np.zeros(0, dtype=np.intp)
+        return Positions(empty, np.zeros(0, dtype=np.float32), none, none)
+    all_index = np.concatenate(index)
+    all_ply = np.concatenate(plies)
+    to_move = np.where(all_ply % 2 == 0, 1, -1)
+    outcomes = (games.outcomes[all_index] * to_move).astype(np.float32)
+    return Positions(np.concatenate(seen), outcomes, all_index, all_ply)
