@@ -1,0 +1,89 @@
+"""The whole self-play loop as processes: selfplay -> sync -> train -> evaluate -> promote."""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+
+import anyio
+import nats
+import pytest
+
+from shared.embedded import free_port
+from shared.testing.helpers import stream_events
+from shared.testing.procs import WAIT, Lines, spawn
+
+pytestmark = [pytest.mark.anyio, pytest.mark.e2e]
+
+#: A generous bound on a whole cycle on a loaded 2-core machine; it measures nothing.
+CYCLE_BOUND = 240.0
+
+CLUSTER = """
+[cluster]
+prefix = '{prefix}'
+beacon_interval = 0.5
+data_dir = 'data'
+nats_port = {port}
+http_port = -1
+[services.state_manager]
+[services.node_selector]
+[services.job_manager]
+[services.sync_planner]
+[services.selfplay_scheduler]
+[services.selfplay_scheduler.config]
+configs = ["3x3k3"]
+interval_s = 0.5
+[services.selfplay_scheduler.config.games_per_job]
+3x3k3 = 150
+[services.training_coordinator]
+[services.training_coordinator.config]
+configs = ["3x3k3"]
+cooldown_s = 1.0
+interval_s = 0.5
+[services.training_coordinator.config.min_new_games]
+3x3k3 = 300
+[services.node_agent]
+instances = 2
+[services.node_agent.config]
+capabilities = ["selfplay", "train", "evaluate", "prefetch"]
+slots = 1
+min_free_disk_mb = 1
+min_memory_mb = 1
+[services.node_agent.config.commands]
+selfplay = ["{{python}}", "-m", "workloads.mnk", "selfplay"]
+train = ["{{python}}", "-m", "workloads.mnk", "train"]
+evaluate = ["{{python}}", "-m", "workloads.mnk", "evaluate"]
+prefetch = ["{{python}}", "-m", "workloads.mnk", "prefetch"]
+"""
+
+
+async def test_a_short_run_promotes_a_3x3_champion(tmp_path: Path, prefix: str) -> None:
+    port = free_port()
+    cluster = tmp_path / "ringmaster.toml"
+    cluster.write_text(CLUSTER.format(prefix=prefix, port=port))
+    env = {k: v for k, v in os.environ.items() if k != "NATS_URL"}
+    async with spawn("up", "--cluster", str(cluster), "--no-live", env=env) as up:
+        await Lines(up.stdout).until(r"NATS:\s+nats://")
+        nc = await nats.connect(f"nats://127.0.0.1:{port}")
+        try:
+            sub = await nc.subscribe(f"{prefix}.event.training_coordinator.model.promoted")
+            promoted = await sub.next_msg(timeout=CYCLE_BOUND)
+            assert b"3x3k3" in promoted.data
+            types = [e.type for e in await stream_events(nc, f"{prefix}_EVENTS")]
+        finally:
+            await nc.close()
+        up.send_signal(signal.SIGINT)
+        with anyio.fail_after(WAIT * 2):
+            assert await up.wait() == 0
+    # The cycle, in the order it must happen, each step through its own service.
+    cycle = [
+        "DATA_AVAILABLE",
+        "TRAINING_STARTED",
+        "TRAINING_COMPLETED",
+        "EVALUATION_STARTED",
+        "EVALUATION_COMPLETED",
+        "MODEL_PROMOTED",
+    ]
+    positions = [types.index(t) for t in cycle]
+    assert positions == sorted(positions), types
