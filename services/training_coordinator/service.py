@@ -16,7 +16,7 @@ next instance finds in the state or in the consumer.
 from __future__ import annotations
 
 import logging
-import time
+from collections import Counter
 from collections.abc import Callable
 
 import anyio
@@ -30,11 +30,11 @@ from services.training_coordinator.api import ModelsApi, config_details
 from services.training_coordinator.config import TrainingCoordinatorConfig
 from services.training_coordinator.context import Context
 from services.training_coordinator.coordinator import Coordinator
+from services.training_coordinator.nodes import AliveNodes
 from services.training_coordinator.peers import PEERS, Peers
 from services.training_coordinator.store import ModelStore
 from shared.blobs import BlobStore, ensure_store
 from shared.circuit_breaker import CircuitBreaker
-from shared.codec import decode
 from shared.consume import EventConsumer
 from shared.contracts import Event, HealthCheckResult
 from shared.errors import RingmasterError, Unavailable
@@ -44,7 +44,6 @@ from shared.kv import bucket_config, ensure_bucket
 from shared.loops import Loop
 from shared.provision import BUCKET_SPECS
 from shared.service import Service
-from shared.snapshot import read_all
 from shared.training import ConfigRef
 
 log = logging.getLogger("ringmaster.training_coordinator")
@@ -73,7 +72,7 @@ class TrainingCoordinatorService(Service[TrainingCoordinatorConfig]):
         self._lock = anyio.Lock()
         self._stopping = False
         self._consumer_scope = anyio.CancelScope()
-        self._nodes: dict[str, float] = {}
+        self.nodes = AliveNodes(config.node_alive_s, Counter())
         self._errors: dict[str, str] = {}
         self._coordinator: Coordinator | None = None
         self.consumer: EventConsumer | None = None
@@ -115,12 +114,13 @@ class TrainingCoordinatorService(Service[TrainingCoordinatorConfig]):
             manifests=await self._bucket("manifests"),
             emit=self.emit,
             instance=self.instance,
-            alive_nodes=self.alive_nodes,
+            alive_nodes=self.nodes.count,
+            counts=self.nodes.counts,
         )
         self._coordinator = Coordinator(ctx)
         for config in cfg.configs:
             await store.state(config)
-        await self._seed_nodes()
+        await self.nodes.seed(await self._bucket("nodes"))
         await self.subscribe(self.subjects.nodes, NodeInfo, self._on_node, kind="node")
         event = self.subjects.event
         self.consumer = EventConsumer(
@@ -153,26 +153,8 @@ class TrainingCoordinatorService(Service[TrainingCoordinatorConfig]):
                 pass
         self._consumer_scope.cancel()
 
-    # -- nodes -----------------------------------------------------------------------
-    async def _seed_nodes(self) -> None:
-        # Nodes that published recently count at once, so a restarted coordinator does
-        # not see an empty cluster (and a lower threshold) for its first seconds.
-        now, wall = time.monotonic(), time.time()
-        for key, (raw, _) in (await read_all(await self._bucket("nodes"))).items():
-            try:
-                info = decode(NodeInfo, raw)
-            except (msgspec.DecodeError, msgspec.ValidationError):
-                self.coordinator.ctx.counts["nodes_invalid"] += 1
-                continue
-            self._nodes[key] = now - max(0.0, wall - info.sent_at)
-
     async def _on_node(self, info: NodeInfo, _: Msg) -> None:
-        self._nodes[info.node_id] = time.monotonic()
-
-    def alive_nodes(self) -> int:
-        """Nodes heard from within ``node_alive_s``."""
-        cutoff = time.monotonic() - self.config.node_alive_s
-        return sum(1 for seen in self._nodes.values() if seen >= cutoff)
+        self.nodes.saw(info.node_id)
 
     # -- the cycle -------------------------------------------------------------------
     async def _consume(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
@@ -228,7 +210,7 @@ class TrainingCoordinatorService(Service[TrainingCoordinatorConfig]):
             "counts": dict(ctx.counts),
             "requests": dict(ctx.peers.counts),
             "breakers": {b.name: b.state.value for b in self.breakers},
-            "alive_nodes": self.alive_nodes(),
+            "alive_nodes": self.nodes.count(),
         }
         if self._errors:
             failing = ", ".join(sorted(self._errors))

@@ -61,7 +61,7 @@ def result_of(out_dir: Path) -> dict[str, Any]:
     return result
 
 
-@pytest.mark.parametrize(("config", "games"), [("3x3k3", 200), ("4x4k3", 40)])
+@pytest.mark.parametrize(("config", "games"), [("3x3k3", 100), ("4x4k3", 30)])
 def test_selfplay_train_evaluate(tmp_path: Path, config: str, games: int) -> None:
     args = {"config": config, "games": games, "seed": 5, "exploration": 0.2}
     proc, played = run("selfplay", args, tmp_path / "selfplay")
@@ -102,15 +102,23 @@ def test_selfplay_train_evaluate(tmp_path: Path, config: str, games: int) -> Non
     assert result["opponent"] == candidate.model_id
 
 
-def test_evaluate_against_random_stops_early_when_decided(tmp_path: Path) -> None:
-    proc, played = run("selfplay", {"config": "3x3k3", "games": 300, "seed": 1}, tmp_path / "s")
+@pytest.fixture(scope="module")
+def trained_3x3(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 3x3 table trained on 300 games of the initial model's self-play."""
+    root = tmp_path_factory.mktemp("trained")
+    proc, played = run("selfplay", {"config": "3x3k3", "games": 300, "seed": 1}, root / "s")
     assert proc.returncode == 0, proc.stderr
-    proc, trained = run(
-        "train", {"config": "3x3k3"}, tmp_path / "t", {"data-0.npz": played / "games.npz"}
-    )
+    inputs = {"data-0.npz": played / "games.npz"}
+    proc, trained = run("train", {"config": "3x3k3"}, root / "t", inputs)
     assert proc.returncode == 0, proc.stderr
+    return trained / "model.npz"
+
+
+def test_evaluate_against_random_stops_early_when_decided(
+    tmp_path: Path, trained_3x3: Path
+) -> None:
     args = {"config": "3x3k3", "games": 400, "seed": 1}
-    proc, judged = run("evaluate", args, tmp_path / "e", {"candidate.npz": trained / "model.npz"})
+    proc, judged = run("evaluate", args, tmp_path / "e", {"candidate.npz": trained_3x3})
     assert proc.returncode == 0, proc.stderr
     result = result_of(judged)
     assert result["opponent"] == "random"
@@ -165,14 +173,8 @@ def test_prefetch_is_a_no_op(tmp_path: Path) -> None:
     assert result_of(out) == {"config": "5x5k4", "files": 1, "bytes": 10}
 
 
-def test_measuring_commands_print_json(tmp_path: Path) -> None:
-    proc, played = run("selfplay", {"config": "3x3k3", "games": 300, "seed": 2}, tmp_path / "s")
-    assert proc.returncode == 0, proc.stderr
-    proc, trained = run(
-        "train", {"config": "3x3k3"}, tmp_path / "t", {"data-0.npz": played / "games.npz"}
-    )
-    assert proc.returncode == 0, proc.stderr
-    model = str(trained / "model.npz")
+def test_measuring_commands_print_json(trained_3x3: Path) -> None:
+    model = str(trained_3x3)
     solved = subprocess.run(
         [sys.executable, "-m", "workloads.mnk", "solve", "--model", model],
         capture_output=True,
@@ -182,9 +184,10 @@ def test_measuring_commands_print_json(tmp_path: Path) -> None:
     report = json.loads(solved.stdout)
     assert report["losses"] == report["as_x"]["losses"] + report["as_o"]["losses"]
     assert report["never_loses"] == (report["losses"] == 0)
+    assert report["as_x"]["games"] > 0 and report["as_o"]["games"] > 0
+    command = ["vs-random", "--model", model, "--config", "3x3k3", "--games", "50"]
     versus = subprocess.run(
-        [sys.executable, "-m", "workloads.mnk", "vs-random", "--model", model, "--config"]
-        + ["3x3k3", "--games", "50"],
+        [sys.executable, "-m", "workloads.mnk", *command],
         capture_output=True,
         text=True,
         check=True,

@@ -60,7 +60,7 @@ def test_load_refuses_bad_files(tmp_path: Path) -> None:
     with pytest.raises(FormatError, match="does not match model_id"):
         load_model(tampered)
     (tmp_path / "text.npz").write_text("not a model")
-    with pytest.raises(FormatError, match="not an .npz"):
+    with pytest.raises(FormatError, match=r"not an \.npz"):
         load_model(tmp_path / "text.npz")
     with pytest.raises(FormatError, match="no such file"):
         load_model(tmp_path / "missing.npz")

@@ -3,8 +3,9 @@
 It calls the same job functions a node agent runs, with the same files in the same
 directories, so it shows the workload learns on its own and tunes it quickly. Each
 generation prints one JSON line: the selfplay tallies, the training losses, the
-evaluation and whether the candidate was promoted, and the champion's strength (3x3:
-losses against perfect play; bigger boards: win rate against the random player).
+evaluation and whether the candidate was promoted, the candidate's and the champion's
+strength (3x3: losses against perfect play; bigger boards: win rate against the random
+player) and the loop's seconds so far (wall and CPU, measuring left out).
 A candidate is promoted when the evaluation's SPRT accepts it, or, undecided at the
 game budget, when it scored at least ``PROMOTE_SCORE`` (the cluster's training
 coordinator applies its own rule to the same tallies).
@@ -58,8 +59,9 @@ def strength(config: str, model_path: Path | None, solver: Solver | None) -> dic
     return {"vs_random_win": round(tally.wins / tally.games, 3), "vs_random": tally.as_dict()}
 
 
-def run_loop(opts: argparse.Namespace) -> list[dict[str, Any]]:
-    """Run ``opts.generations`` generations; prints and returns one record per generation."""
+def run_loop(opts: argparse.Namespace) -> tuple[list[dict[str, Any]], Path | None]:
+    """Run ``opts.generations`` generations: prints one record per generation; returns
+    the records and the final champion's file (under ``opts.workdir``, when given)."""
     config: str = opts.config
     with contextlib.ExitStack() as stack:
         work: Path = opts.workdir or Path(stack.enter_context(tempfile.TemporaryDirectory()))
@@ -68,8 +70,10 @@ def run_loop(opts: argparse.Namespace) -> list[dict[str, Any]]:
         champion: Path | None = None
         data: list[Path] = []
         records = []
-        started = time.monotonic()
+        # The loop's own time: measuring the models (solver, random games) is left out.
+        wall = cpu = 0.0
         for gen in range(1, opts.generations + 1):
+            started, started_cpu = time.monotonic(), time.process_time()
             seed = opts.seed * 1000 + gen
             inputs = {MODEL_FILE: champion} if champion else {}
             play = run_job_quietly(
@@ -103,6 +107,8 @@ def run_loop(opts: argparse.Namespace) -> list[dict[str, Any]]:
             )
             if promoted:
                 champion = candidate
+            wall += time.monotonic() - started
+            cpu += time.process_time() - started_cpu
             record = {
                 "generation": gen,
                 "selfplay": {k: play[k] for k in ("x_wins", "o_wins", "draws", "seconds")},
@@ -113,11 +119,12 @@ def run_loop(opts: argparse.Namespace) -> list[dict[str, Any]]:
                 "promoted": promoted,
                 "candidate": strength(config, candidate, solver),
                 "champion": strength(config, champion, solver),
-                "elapsed": round(time.monotonic() - started, 2),
+                "elapsed": round(wall, 2),
+                "cpu": round(cpu, 2),
             }
             print(json.dumps(record), flush=True)
             records.append(record)
-        return records
+        return records, champion
 
 
 def _score(result: dict[str, Any]) -> float:

@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 import numpy as np
 from numpy.typing import NDArray
 
-from workloads.mnk.game import Board, Game
+from workloads.mnk.game import Board, Boards, Game
 from workloads.mnk.models import Model
-from workloads.mnk.play import BLUNDER, TIE, best_moves, move_scores, play_game
+from workloads.mnk.play import BLUNDER, TIE, best_moves, move_scores, play_game, score_matrix
 
 #: Informative positions an opening is picked from (see disagreement_opening).
 ENOUGH = 6
@@ -44,19 +44,47 @@ def disagreement_opening(
     ones. Without any, a random opening of ``fallback`` plies.
     """
     found: dict[int, list[int]] = {}
+    batch = not (a.exact_ties or b.exact_ties)
     for _ in range(tries):
         if len(found) >= ENOUGH:
             break
-        board, moves = game.empty(), list[int]()
-        while not game.terminal(board)[0]:
-            if informative(game, a, b, board):
-                found.setdefault(game.key(board), list(moves))
-            move = int(rng.choice(game.legal_moves(board)))
-            board[move] = game.to_move(board)
-            moves.append(move)
+        moves, boards = _random_walk(game, rng)
+        if batch:
+            # Networks: judge the whole walk in two batched passes, not position by position.
+            flags = informative_batch(game, a, b, np.stack(boards))
+        else:
+            flags = np.array([informative(game, a, b, board) for board in boards])
+        for i in np.flatnonzero(flags):
+            found.setdefault(game.key(boards[i]), moves[:i])
     if found:
         return list(found.values())[int(rng.integers(len(found)))]
     return random_opening(game, fallback, rng)
+
+
+def _random_walk(game: Game, rng: np.random.Generator) -> tuple[list[int], list[Board]]:
+    """Random moves to the end of a game, and the position before each of them."""
+    board, moves, boards = game.empty(), list[int](), list[Board]()
+    while not game.terminal(board)[0]:
+        boards.append(board.copy())
+        move = int(rng.choice(game.legal_moves(board)))
+        board[move] = game.to_move(board)
+        moves.append(move)
+    return moves, boards
+
+
+def informative_batch(game: Game, a: Model, b: Model, boards: Boards) -> NDArray[np.bool_]:
+    """``informative`` for many positions, from two score matrices (ties: no trap search)."""
+    score_a, score_b = score_matrix(game, a, boards), score_matrix(game, b, boards)
+    best_a, best_b = score_a.max(axis=1), score_b.max(axis=1)
+    chosen_a = score_a >= best_a[:, None] - TIE
+    chosen_b = score_b >= best_b[:, None] - TIE
+    # How each judges the worst of the other's choices.
+    a_on_b = np.where(chosen_b, score_a, np.inf).min(axis=1)
+    b_on_a = np.where(chosen_a, score_b, np.inf).min(axis=1)
+    blunder = (a_on_b < best_a - BLUNDER) | (b_on_a < best_b - BLUNDER)
+    bounds = np.stack([a.bounds(boards), b.bounds(boards)])
+    proven = ((bounds[:, :, 0] > 0.5) | (bounds[:, :, 1] < -0.5)).any(axis=0)
+    return np.asarray(blunder & ~proven)
 
 
 def informative(game: Game, a: Model, b: Model, board: Board) -> bool:

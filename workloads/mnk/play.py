@@ -2,9 +2,13 @@
 
 A model player scores each legal move by the position it leads to: 1 for a move that
 wins at once, 0 for one that fills the board, else minus the model's value of the
-afterstate (the opponent is to move there). It plays a best-scoring move, ties broken
-by its random generator; with probability ``epsilon`` it plays a random move instead
-(self-play exploration). ``None`` in place of a model is the uniformly random player.
+afterstate (the opponent is to move there; see Model.play_values). It plays a
+best-scoring move; a model with exact ties (the table) prefers among equals the move
+that leaves the opponent the most ways to blunder, then its random generator decides.
+In self-play (``explore``) the model ranks moves by what it may still hope for, and with
+probability ``epsilon`` it plays a random move into a position it is not sure of.
+``None`` in place of a model is the uniformly random player. No search beyond one ply,
+and never the solver: what a player knows, it learned from games.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
-from workloads.mnk.game import EMPTY, Board, Game
+from workloads.mnk.game import EMPTY, Board, Boards, Game
 from workloads.mnk.models import Model
 
 #: Scores this close count as a tie.
@@ -49,6 +53,26 @@ def _move_scores(
         if rest.any():
             scores[rest] = -model.play_values(after[rest], explore)
     return moves, scores
+
+
+def score_matrix(game: Game, model: Model, boards: Boards) -> NDArray[np.float64]:
+    """``move_scores`` of many positions at once, shape (b, cells); -inf where occupied."""
+    rows, cells = boards.shape
+    player = np.where(np.count_nonzero(boards, axis=1) % 2 == 0, 1, -1).astype(np.int8)
+    after = np.repeat(boards, cells, axis=0)
+    index, cell = np.arange(len(after)), np.tile(np.arange(cells), rows)
+    legal = after[index, cell] == EMPTY
+    after[index, cell] = np.repeat(player, cells)
+    sums = after[:, game.lines].sum(axis=2, dtype=np.int16)
+    wins = (sums == (np.repeat(player, cells).astype(np.int16) * game.k)[:, None]).any(axis=1)
+    full = ~(after == EMPTY).any(axis=1)
+    scores = np.zeros(len(after), dtype=np.float64)
+    scores[wins] = 1.0
+    rest = ~wins & ~full & legal
+    if rest.any():
+        scores[rest] = -model.play_values(after[rest])
+    scores[~legal] = -np.inf
+    return scores.reshape(rows, cells)
 
 
 def best_moves(game: Game, model: Model, board: Board, explore: bool = False) -> NDArray[np.intp]:

@@ -22,6 +22,7 @@ from workloads.mnk.data import Games, Positions, replay
 from workloads.mnk.game import Boards, Game
 from workloads.mnk.mlp import Adam, MlpModel, features
 from workloads.mnk.models import Model
+from workloads.mnk.play import score_matrix
 from workloads.mnk.table import TableModel, train_table
 
 Progress = Callable[[float], None]
@@ -85,26 +86,10 @@ def _concat(parts: list[Positions], game: Game) -> Positions:
 
 def net_backup(model: MlpModel, boards: Boards, chunk: int = 2048) -> NDArray[np.float32]:
     """The one-ply value of each position: its best move's score under ``model``."""
-    game = model.game
     out = np.empty(len(boards), dtype=np.float32)
     for start in range(0, len(boards), chunk):
         part = boards[start : start + chunk]
-        rows, cells = part.shape
-        player = np.where(np.count_nonzero(part, axis=1) % 2 == 0, 1, -1).astype(np.int8)
-        after = np.repeat(part, cells, axis=0)
-        cell = np.tile(np.arange(cells), rows)
-        legal = after[np.arange(len(after)), cell] == 0
-        after[np.arange(len(after)), cell] = np.repeat(player, cells)
-        sums = after[:, game.lines].sum(axis=2, dtype=np.int16)
-        wins = (sums == (np.repeat(player, cells) * game.k)[:, None]).any(axis=1)
-        full = ~(after == 0).any(axis=1)
-        scores = np.zeros(len(after), dtype=np.float32)
-        scores[wins] = 1.0
-        rest = ~wins & ~full & legal
-        if rest.any():
-            scores[rest] = -model.forward(features(after[rest]))[0]
-        scores[~legal] = -np.inf
-        out[start : start + rows] = scores.reshape(rows, cells).max(axis=1)
+        out[start : start + len(part)] = score_matrix(model.game, model, part).max(axis=1)
     return out
 
 
