@@ -294,7 +294,11 @@ async def test_a_silent_node_gets_its_job_retried(
                 lambda: _in_state(nc, prefix, rec.job_id, S.FAILED), what="FAILED"
             )
     assert (final.error, final.attempt, final.permanent) == ("node lost", 2, True)
-    assert svc.health_check().details["reaped"]["node lost"] == 2
+    # The reaper counts after its write lands: wait for the count, not just the record.
+    await eventually(
+        lambda: svc.health_check().details["reaped"].get("node lost") == 2,
+        what="two node-lost reapings counted",
+    )
     # Dead attempts' messages were taken out of the lost node's pool.
     info_ = await nc.jetstream().stream_info(f"{prefix}_JOBS")
     assert info_.state.messages == 0
