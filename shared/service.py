@@ -28,6 +28,7 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from nats.js.client import JetStreamContext
+from nats.js.kv import KeyValue
 
 import shared
 from shared.beacons import Beacons
@@ -187,6 +188,17 @@ class Service(Generic[C]):
             method, request_type, handler, lambda: micro.endpoints.get(name)
         )
         await micro.add_endpoint(name, subject, callback, queue_group=None if per_instance else "q")
+
+    async def bucket(self, name: str) -> KeyValue:
+        """The catalogue's KV bucket ``name`` (short name), created as specified if missing."""
+        from shared.kv import bucket_config, ensure_bucket
+        from shared.provision import BUCKET_SPECS
+
+        history, ttl = BUCKET_SPECS[name]
+        config = bucket_config(
+            self.subjects.bucket(name), history=history, ttl=ttl, replicas=self.config.replicas
+        )
+        return await ensure_bucket(self.js, config)
 
     def add_loop(self, loop: Loop) -> Loop:
         """Run ``loop`` in the task group while the service runs (add in setup())."""

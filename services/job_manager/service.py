@@ -30,9 +30,8 @@ from services.job_manager.reaper import MaxDeliveries, Reaper, max_deliveries_su
 from shared.circuit_breaker import CircuitBreaker
 from shared.contracts import HealthCheckResult
 from shared.jobs import JobQuery, JobRef, JobReport, JobSpec, NodeInfo
-from shared.kv import bucket_config, ensure_bucket
 from shared.loops import Loop
-from shared.provision import BUCKET_SPECS, ensure_stream, jobs_stream_config
+from shared.provision import ensure_stream, jobs_stream_config
 from shared.service import Service
 
 log = logging.getLogger("ringmaster.job_manager")
@@ -65,18 +64,11 @@ class JobManagerService(Service[JobManagerConfig]):
             raise RuntimeError("the job manager is not set up")
         return self._api
 
-    async def _bucket(self, name: str) -> KeyValue:
-        history, ttl = BUCKET_SPECS[name]
-        config = bucket_config(
-            self.subjects.bucket(name), history=history, ttl=ttl, replicas=self.config.replicas
-        )
-        return await ensure_bucket(self.js, config)
-
     async def setup(self) -> None:
         """Provision, load the index, then subscribe, add endpoints and the reaper."""
         cfg = self.config
         await ensure_stream(self.js, jobs_stream_config(self.subjects, cfg))
-        self.kv = await self._bucket("jobs")
+        self.kv = await self.bucket("jobs")
         breaker = self.add_breaker(
             CircuitBreaker(
                 SELECTOR,
@@ -97,7 +89,7 @@ class JobManagerService(Service[JobManagerConfig]):
         reaper = Reaper(
             kv=self.kv,
             js=self.js,
-            leases=await self._bucket("leases"),
+            leases=await self.bucket("leases"),
             holder=self.instance,
             subjects=self.subjects,
             config=cfg,
@@ -140,7 +132,7 @@ class JobManagerService(Service[JobManagerConfig]):
     async def _seed_nodes(self) -> None:
         # A node the nodes bucket knows gets node_lost_after_s from now to be heard
         # again, so a restarted manager also reaps the jobs of nodes that died meanwhile.
-        nodes = await self._bucket("nodes")
+        nodes = await self.bucket("nodes")
         try:
             for node_id in await nodes.keys():
                 self.index.saw_node(node_id)

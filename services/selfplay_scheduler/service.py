@@ -25,7 +25,6 @@ from collections.abc import Callable
 from typing import Any
 
 from nats.aio.msg import Msg
-from nats.js.kv import KeyValue
 
 from services.selfplay_scheduler.api import OverrideRequest, Overrides, Priorities
 from services.selfplay_scheduler.config import SelfplaySchedulerConfig
@@ -39,9 +38,7 @@ from shared.circuit_breaker import BreakerState, CircuitBreaker
 from shared.consume import EventConsumer
 from shared.contracts import Empty, Event, HealthCheckResult
 from shared.jobs import NodeInfo
-from shared.kv import bucket_config, ensure_bucket
 from shared.loops import Loop
-from shared.provision import BUCKET_SPECS
 from shared.service import Service
 
 log = logging.getLogger("ringmaster.selfplay_scheduler")
@@ -81,10 +78,10 @@ class SelfplaySchedulerService(Service[SelfplaySchedulerConfig]):
 
     async def setup(self) -> None:
         """Open the buckets, restore state, then listen to nodes and events; add the API."""
-        self.store = Store(await self._bucket("scheduler"), self.config.configs)
+        self.store = Store(await self.bucket("scheduler"), self.config.configs)
         await self.store.restore()
         self.records = Records(
-            await self._bucket("models"), await self._bucket("manifests"), self.counts
+            await self.bucket("models"), await self.bucket("manifests"), self.counts
         )
         self.jobs = JobManagerClient(
             self.nc, self.subjects, self.breaker, timeout_s=self.config.request_timeout_s
@@ -123,13 +120,6 @@ class SelfplaySchedulerService(Service[SelfplaySchedulerConfig]):
                 timeout=timeout,
                 run_at_start=False,
             )
-        )
-
-    async def _bucket(self, short: str) -> KeyValue:
-        history, ttl = BUCKET_SPECS[short]
-        name = self.subjects.bucket(short)
-        return await ensure_bucket(
-            self.js, bucket_config(name, history=history, ttl=ttl, replicas=self.config.replicas)
         )
 
     async def on_reload(self, old: SelfplaySchedulerConfig) -> None:

@@ -17,8 +17,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from nats.js.kv import KeyValue
-
 from services.sync_planner import policy
 from services.sync_planner.config import SyncPlannerConfig
 from services.sync_planner.ingest import Ingest
@@ -32,9 +30,7 @@ from shared.consume import EventConsumer
 from shared.contracts import HealthCheckResult
 from shared.errors import BadRequest
 from shared.jobs import JobRecord
-from shared.kv import bucket_config, ensure_bucket
 from shared.loops import Loop
-from shared.provision import BUCKET_SPECS
 from shared.service import Service
 from shared.training import ConfigRef, Manifest, PrefetchRequest, TrainingData, TrainingDataRequest
 
@@ -59,19 +55,12 @@ class SyncPlannerService(Service[SyncPlannerConfig]):
         self._parts: tuple[ManifestStore, Ingest, Prefetcher, Retention] | None = None
         self.consumer: EventConsumer | None = None
 
-    async def _bucket(self, name: str) -> KeyValue:
-        history, ttl = BUCKET_SPECS[name]
-        config = bucket_config(
-            self.subjects.bucket(name), history=history, ttl=ttl, replicas=self.config.replicas
-        )
-        return await ensure_bucket(self.js, config)
-
     async def setup(self) -> None:
         """Provision, wire the parts, start the consumer, add endpoints and retention."""
         cfg = self.config
         store = await ensure_store(self.js, self.subjects.data_store, replicas=cfg.replicas)
-        jobs, models = await self._bucket("jobs"), await self._bucket("models")
-        manifests = ManifestStore(await self._bucket("manifests"))
+        jobs, models = await self.bucket("jobs"), await self.bucket("models")
+        manifests = ManifestStore(await self.bucket("manifests"))
         breaker = self.add_breaker(
             CircuitBreaker(
                 JOB_MANAGER,
@@ -95,7 +84,7 @@ class SyncPlannerService(Service[SyncPlannerConfig]):
             manifests=manifests,
             references=References(jobs=jobs, models=models, handouts=self.handouts),
             store=store,
-            leases=await self._bucket("leases"),
+            leases=await self.bucket("leases"),
             holder=self.instance,
             retain_games=cfg.retain_games,
             lease_ttl_s=max(3 * cfg.retention_interval_s, 10.0),

@@ -24,7 +24,6 @@ import msgspec
 import nats.errors
 from anyio.abc import TaskStatus
 from nats.aio.msg import Msg
-from nats.js.kv import KeyValue
 
 from services.training_coordinator.api import ModelsApi, config_details
 from services.training_coordinator.config import TrainingCoordinatorConfig
@@ -40,9 +39,7 @@ from shared.contracts import Event, HealthCheckResult
 from shared.errors import RingmasterError, Unavailable
 from shared.events import JobCancelled, JobCompleted, JobFailed
 from shared.jobs import NodeInfo
-from shared.kv import bucket_config, ensure_bucket
 from shared.loops import Loop
-from shared.provision import BUCKET_SPECS
 from shared.service import Service
 from shared.training import ConfigRef
 
@@ -84,17 +81,10 @@ class TrainingCoordinatorService(Service[TrainingCoordinatorConfig]):
             raise RuntimeError("the training coordinator is not set up")
         return self._coordinator
 
-    async def _bucket(self, name: str) -> KeyValue:
-        history, ttl = BUCKET_SPECS[name]
-        config = bucket_config(
-            self.subjects.bucket(name), history=history, ttl=ttl, replicas=self.config.replicas
-        )
-        return await ensure_bucket(self.js, config)
-
     async def setup(self) -> None:
         """Provision, build the cycle, then nodes, events, the API and the tick."""
         cfg = self.config
-        store = ModelStore(await self._bucket("models"))
+        store = ModelStore(await self.bucket("models"))
         breakers = {
             peer: self.add_breaker(
                 CircuitBreaker(
@@ -111,7 +101,7 @@ class TrainingCoordinatorService(Service[TrainingCoordinatorConfig]):
             store=store,
             peers=Peers(self.nc, self.subjects, breakers, timeout_s=cfg.request_timeout_s),
             blobs=BlobStore(data),
-            manifests=await self._bucket("manifests"),
+            manifests=await self.bucket("manifests"),
             emit=self.emit,
             instance=self.instance,
             alive_nodes=self.nodes.count,
@@ -120,7 +110,7 @@ class TrainingCoordinatorService(Service[TrainingCoordinatorConfig]):
         self._coordinator = Coordinator(ctx)
         for config in cfg.configs:
             await store.state(config)
-        await self.nodes.seed(await self._bucket("nodes"))
+        await self.nodes.seed(await self.bucket("nodes"))
         await self.subscribe(self.subjects.nodes, NodeInfo, self._on_node, kind="node")
         event = self.subjects.event
         self.consumer = EventConsumer(
