@@ -32,13 +32,13 @@ from shared.jobs import (
     JobResult,
     JobSpec,
     JobState,
-    NodeInfo,
     Requirements,
     SelectReply,
     SelectRequest,
 )
 from shared.provision import jobs_stream_config
 from shared.subjects import Subjects
+from shared.testing.builders import node_info
 from shared.testing.fixtures import ServiceFactory, service_config
 from shared.testing.helpers import eventually, stream_events
 
@@ -257,19 +257,7 @@ async def test_a_silent_node_gets_its_job_retried(
     start_service: ServiceFactory, nc: Client, prefix: str
 ) -> None:
     svc = await start_service(JobManagerService, node_lost_after_s=0.5, **FAST)
-    info = NodeInfo(
-        node_id="ghost",
-        hostname="ghost",
-        version="0",
-        capabilities=["cpu"],
-        slots=1,
-        free_slots=1,
-        cpu_count=1,
-        load_1m=0.0,
-        memory_total_mb=1024,
-        memory_available_mb=1024,
-        disk_free_mb=1024,
-    )
+    info = node_info("ghost", slots=1, free_slots=1)
     silent = anyio.Event()
 
     async def beat() -> None:

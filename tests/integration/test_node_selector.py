@@ -15,9 +15,10 @@ from services.node_selector.service import NodeSelectorService
 from shared.codec import decode, encode
 from shared.contracts import Empty, ServiceStatus
 from shared.events import JobFailed, NodeRecovered, NodeUnhealthy, build_event, decode_data
-from shared.jobs import GpuInfo, NodeInfo, NodeList, Requirements, SelectReply, SelectRequest
+from shared.jobs import NodeInfo, NodeList, Requirements, SelectReply, SelectRequest
 from shared.kv import bucket_config, ensure_bucket
 from shared.subjects import Subjects
+from shared.testing.builders import node_info
 from shared.testing.fixtures import ServiceFactory
 from shared.testing.helpers import eventually, stream_events
 
@@ -29,23 +30,14 @@ FAST = {"sweep_interval_s": 0.1}
 def info(
     node_id: str, *, gpus: tuple[str, ...] = (), interval_s: float = 30.0, **kw: Any
 ) -> NodeInfo:
-    values: dict[str, Any] = {
-        "hostname": node_id,
-        "version": "t",
+    fields: dict[str, Any] = {
         "capabilities": ["cpu", "train"],
-        "slots": 4,
-        "free_slots": 4,
-        "cpu_count": 4,
         "load_1m": 0.5,
-        "memory_total_mb": 16_000,
-        "memory_available_mb": 8_000,
-        "disk_free_mb": 50_000,
-        "gpus": [GpuInfo(index=i, name=n, memory_total_mb=24_000) for i, n in enumerate(gpus)],
         "sent_at": time.time(),
         "interval_s": interval_s,
     }
-    values.update(kw)
-    return NodeInfo(node_id=node_id, **values)
+    fields.update(kw)
+    return node_info(node_id, gpus=gpus, gpu_memory_mb=24_000, **fields)
 
 
 async def call(nc: Client, prefix: str, method: str, request: Any, reply_type: type[Any]) -> Any:

@@ -30,6 +30,7 @@ from shared.jobs import DataRef, JobList, JobQuery, JobRecord, JobRef, JobState,
 from shared.kv import bucket_config, ensure_bucket
 from shared.provision import BUCKET_SPECS
 from shared.subjects import Subjects
+from shared.testing.builders import node_info as build_node
 from shared.testing.fixtures import ServiceFactory, service_config
 from shared.testing.helpers import eventually, stream_events
 from shared.training import Champion
@@ -78,18 +79,12 @@ async def event_data(nc: Client, prefix: str, kind: str) -> list[dict[str, Any]]
 
 
 def node_info(node_id: str, free: int) -> NodeInfo:
-    return NodeInfo(
-        node_id=node_id,
-        hostname=node_id,
-        version="t",
+    return build_node(
+        node_id,
         capabilities=["selfplay", "cpu"],
         slots=8,
         free_slots=free,
         cpu_count=8,
-        load_1m=0.0,
-        memory_total_mb=16_000,
-        memory_available_mb=8_000,
-        disk_free_mb=100_000,
         sent_at=time.time(),
         interval_s=0.2,
     )

@@ -35,6 +35,7 @@ from shared.snapshot import (
     read_all,
 )
 from shared.subjects import Subjects
+from shared.testing.builders import node_info as build_node
 from shared.testing.fixtures import ServiceFactory
 from shared.testing.helpers import eventually, stream_events
 from shared.testing.server import new_prefix
@@ -45,19 +46,7 @@ MODULE = [sys.executable, "-m", "services.state_manager"]
 
 
 def node_info(node_id: str) -> NodeInfo:
-    return NodeInfo(
-        node_id=node_id,
-        hostname=f"{node_id}.local",
-        version="test",
-        capabilities=["cpu"],
-        slots=2,
-        free_slots=2,
-        cpu_count=4,
-        load_1m=0.5,
-        memory_total_mb=8000,
-        memory_available_mb=4000,
-        disk_free_mb=10000,
-    )
+    return build_node(node_id, hostname=f"{node_id}.local", slots=2, free_slots=2, load_1m=0.5)
 
 
 def job(job_id: str, state: JobState, node_id: str = "") -> JobRecord:

@@ -20,25 +20,12 @@ from services.node_selector.policy import (
     rank_key,
 )
 from services.node_selector.view import LiveView, UnhealthyOverlay
-from shared.jobs import GpuInfo, NodeInfo, Requirements, SelectRequest
+from shared.jobs import NodeInfo, Requirements, SelectRequest
+from shared.testing.builders import node_info
 
 
 def node(node_id: str, *, gpus: tuple[str, ...] = (), **fields: Any) -> NodeInfo:
-    values: dict[str, Any] = {
-        "hostname": node_id,
-        "version": "t",
-        "capabilities": ["cpu"],
-        "slots": 4,
-        "free_slots": 4,
-        "cpu_count": 4,
-        "load_1m": 0.0,
-        "memory_total_mb": 16_000,
-        "memory_available_mb": 8_000,
-        "disk_free_mb": 100_000,
-        "gpus": [GpuInfo(index=i, name=n, memory_total_mb=16_000) for i, n in enumerate(gpus)],
-    }
-    values.update(fields)
-    return NodeInfo(node_id=node_id, **values)
+    return node_info(node_id, gpus=gpus, **fields)
 
 
 def ranked(
@@ -239,22 +226,10 @@ def test_overlay_needs_enough_failures_within_the_window() -> None:
 
 def test_pending_picks_spread_a_burst_over_equal_nodes() -> None:
     from services.node_selector.policy import Candidate, rank
-    from shared.jobs import NodeInfo, SelectRequest
+    from shared.jobs import SelectRequest
 
     def node(node_id: str) -> NodeInfo:
-        return NodeInfo(
-            node_id=node_id,
-            hostname="h",
-            version="1",
-            capabilities=["cpu"],
-            slots=4,
-            free_slots=4,
-            cpu_count=4,
-            load_1m=0.0,
-            memory_total_mb=1000,
-            memory_available_mb=1000,
-            disk_free_mb=1000,
-        )
+        return node_info(node_id, memory_total_mb=1000, memory_available_mb=1000)
 
     request = SelectRequest()
     fresh = [Candidate(info=node("a")), Candidate(info=node("b"))]

@@ -34,27 +34,16 @@ from shared.events import (
     TrainingStarted,
 )
 from shared.jobs import NodeInfo
+from shared.testing.builders import node_info
 
 W = PriorityWeights()
 ELO_TARGET = 1000.0
 
 
 def node(node_id: str, free: int, **fields: Any) -> NodeInfo:
-    values: dict[str, Any] = {
-        "hostname": node_id,
-        "version": "t",
-        "capabilities": ["selfplay"],
-        "slots": 4,
-        "free_slots": free,
-        "cpu_count": 4,
-        "load_1m": 0.0,
-        "memory_total_mb": 16_000,
-        "memory_available_mb": 8_000,
-        "disk_free_mb": 100_000,
-        "interval_s": 1.0,
-    }
+    values: dict[str, Any] = {"capabilities": ["selfplay"], "free_slots": free}
     values.update(fields)
-    return NodeInfo(node_id=node_id, **values)
+    return node_info(node_id, **values)
 
 
 # -- priority terms ------------------------------------------------------------------

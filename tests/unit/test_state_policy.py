@@ -11,7 +11,7 @@ from services.state_manager.policy import (
     validate_state,
 )
 from shared.codec import encode
-from shared.jobs import JobRecord, JobSpec, JobState, NodeInfo
+from shared.jobs import JobRecord, JobSpec, JobState
 from shared.snapshot import (
     SCHEMA_VERSION,
     SchemaError,
@@ -22,24 +22,11 @@ from shared.snapshot import (
     decode_snapshot,
     encode_snapshot,
 )
+from shared.testing.builders import node_info
 
 
 def node(node_id: str) -> bytes:
-    return encode(
-        NodeInfo(
-            node_id=node_id,
-            hostname="h",
-            version="v",
-            capabilities=["cpu"],
-            slots=1,
-            free_slots=1,
-            cpu_count=1,
-            load_1m=0.0,
-            memory_total_mb=1,
-            memory_available_mb=1,
-            disk_free_mb=1,
-        )
-    )
+    return encode(node_info(node_id, slots=1, free_slots=1))
 
 
 def job(state: JobState, node_id: str = "", pool: str = "") -> JobRecord:

@@ -1,0 +1,37 @@
+"""Builders of valid messages for tests: one place that knows every required field.
+
+A test names only the fields it is about; everything else gets a plausible default,
+so a new required field in a contract changes this file, not thirty tests.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from shared.jobs import GpuInfo, NodeInfo
+
+
+def gpu_list(names: tuple[str, ...], memory_mb: int = 16_000) -> list[GpuInfo]:
+    """GpuInfo entries indexed in order, one per model name."""
+    return [GpuInfo(index=i, name=name, memory_total_mb=memory_mb) for i, name in enumerate(names)]
+
+
+def node_info(
+    node_id: str, *, gpus: tuple[str, ...] = (), gpu_memory_mb: int = 16_000, **fields: Any
+) -> NodeInfo:
+    """A healthy 4-slot CPU node, all slots free; ``fields`` override any NodeInfo field."""
+    values: dict[str, Any] = {
+        "hostname": node_id,
+        "version": "test",
+        "capabilities": ["cpu"],
+        "slots": 4,
+        "free_slots": 4,
+        "cpu_count": 4,
+        "load_1m": 0.0,
+        "memory_total_mb": 16_000,
+        "memory_available_mb": 8_000,
+        "disk_free_mb": 100_000,
+        "gpus": gpu_list(gpus, gpu_memory_mb),
+    }
+    values.update(fields)
+    return NodeInfo(node_id=node_id, **values)
