@@ -14,9 +14,9 @@ from collections import Counter
 import msgspec
 import nats.errors
 from nats.js.client import JetStreamContext
-from nats.js.errors import BucketNotFoundError, NoKeysError
+from nats.js.errors import BucketNotFoundError
 
-from shared.kv import read
+from shared.kv import keys_matching, read
 from shared.subjects import Subjects
 from shared.training import ModelRecord
 
@@ -48,9 +48,10 @@ class EloHistory:
         """Read the model records not read before (or not settled yet)."""
         try:
             kv = await js.key_value(self._bucket)
-            keys = await kv.keys(filters=["model.>"])
-        except (BucketNotFoundError, NoKeysError):
-            return  # no bucket or no model yet: nothing to draw
+            keys = await keys_matching(kv, "model.>")
+        except BucketNotFoundError:
+            self.reads["no_bucket"] += 1  # the state manager has not made it yet
+            return
         except (TimeoutError, nats.errors.Error) as exc:
             self.reads[f"failed:{type(exc).__name__}"] += 1
             return

@@ -12,12 +12,18 @@ import pytest
 from anyio.abc import SocketStream
 from nats.aio.client import Client
 
+from services.orchestrator.cluster_view import ClusterView
+from services.orchestrator.elo import EloHistory
 from services.orchestrator.service import OrchestratorService
+from services.orchestrator.sse import SseHub
 from shared.codec import encode
 from shared.events import JobFailed, JobProgress, ServiceLost, build_event
+from shared.jobs import DataRef
+from shared.kv import bucket_config, ensure_bucket, keys_matching
 from shared.subjects import Subjects
 from shared.testing.fixtures import ServiceFactory
 from shared.testing.helpers import eventually
+from shared.training import Champion, ModelRecord
 
 pytestmark = pytest.mark.anyio
 
@@ -176,8 +182,6 @@ async def test_stays_bounded_through_many_events_and_clients(
 
 async def test_a_client_that_does_not_read_drops_frames_not_memory() -> None:
     """``publish`` never queues more than the per-client buffer; the rest is counted."""
-    from services.orchestrator.sse import SseHub
-
     hub = SseHub(list, buffer=4)
     send, receive = anyio.create_memory_object_stream[bytes](hub.buffer)
     hub._clients[0] = send  # a client whose socket has stopped taking frames
@@ -187,3 +191,64 @@ async def test_a_client_that_does_not_read_drops_frames_not_memory() -> None:
         assert receive.statistics().current_buffer_used == 4
         assert hub.stats["dropped_frames"] == 996
         assert hub.health()["dropped_frames"] == 996
+
+
+def record(model_id: str, generation: int, status: str, elo: float) -> bytes:
+    ref = DataRef(name=f"{model_id}.npz", sha256="0" * 64, size=1)
+    return encode(
+        ModelRecord(
+            config="3x3k3",
+            model_id=model_id,
+            ref=ref,
+            generation=generation,
+            status=status,  # type: ignore[arg-type]
+            elo=elo,
+            created_at=1.0,
+        )
+    )
+
+
+async def test_elo_curves_and_champions_from_the_models_bucket(nc: Client, prefix: str) -> None:
+    subjects = Subjects(prefix)
+    js = nc.jetstream()
+    history = EloHistory(subjects, max_points=3)
+    await history.refresh(js)  # no bucket yet: nothing, counted
+    assert history.configs() == [] and history.reads["no_bucket"] == 1
+    kv = await ensure_bucket(js, bucket_config(subjects.bucket("models")))
+    assert await keys_matching(kv, "model.>") == []
+    await kv.put("model.3x3k3.a", record("a", 1, "archived", 120.0))
+    await kv.put("model.3x3k3.b", record("b", 2, "rejected", 0.0))
+    await kv.put("model.3x3k3.c", record("c", 3, "candidate", 0.0))
+    await kv.put("state.3x3k3", b"{}")
+    champion = Champion(
+        config="3x3k3",
+        model_id="a",
+        ref=DataRef(name="a", sha256="0" * 64, size=1),
+        generation=1,
+        elo=120.0,
+        since=1.0,
+    )
+    await kv.put("champion.3x3k3", encode(champion))
+    # Subject patterns, filtered by the server (not substrings of the key).
+    assert sorted(await keys_matching(kv, "model.>")) == [
+        "model.3x3k3.a",
+        "model.3x3k3.b",
+        "model.3x3k3.c",
+    ]
+    assert await keys_matching(kv, "champion.>") == ["champion.3x3k3"]
+    await history.refresh(js)
+    assert history.curve("3x3k3") == [(1, 120.0)] and history.reads["records"] == 3
+    # Only the undecided candidate is read again; once crowned, it joins the curve.
+    await kv.put("model.3x3k3.c", record("c", 3, "champion", 180.5))
+    await history.refresh(js)
+    assert history.curve("3x3k3") == [(1, 120.0), (3, 180.5)] and history.reads["records"] == 4
+    for gen in range(4, 8):
+        await kv.put(f"model.3x3k3.g{gen}", record(f"g{gen}", gen, "archived", 200.0 + gen))
+    await history.refresh(js)
+    assert [g for g, _ in history.curve("3x3k3")] == [5, 6, 7]  # the newest max_points
+    # The status view (what the dashboard's snapshot starts from) lists the champion.
+    view = ClusterView(subjects)
+    await view.refresh_models(js)
+    assert [(m["config"], m["champion"], m["elo"]) for m in view.models()] == [
+        ("3x3k3", "a", 120.0)
+    ]

@@ -65,7 +65,7 @@ function renderNodes(nodes) {
     const used = total ? (total - free) / total : 0;
     return `<tr data-node="${esc(n.node)}" class="${n.alive ? "" : "dead"}">` +
       `<td>${esc(n.node)}${n.alive ? "" : " " + badge("SILENT", "lost")}</td>` +
-      `<td>${bar(used, n.slots)}</td><td>${esc(n.gpus)}</td><td>${esc(n.load)}</td>` +
+      `<td>${bar(used, `${total - free}/${total}`)}</td><td>${esc(n.gpus)}</td><td>${esc(n.load)}</td>` +
       `<td>${esc(n.jobs)}</td><td>${esc(n.accepting)}</td></tr>`;
   }));
   $("nodes-count").textContent = `${nodes.length}`;
@@ -91,7 +91,8 @@ function eventRow(e) {
   const kind = /FAILED|LOST|GAVE_UP|UNHEALTHY/.test(e.type) ? "bad" :
     /DEGRADED|SUSPECT|RETRIED/.test(e.type) ? "warn" : "";
   return `<tr class="${kind}"><td>${clock(e.time)}</td><td>${esc(e.type)}</td>` +
-    `<td>${esc(e.source)}</td><td class="msg" title="${esc(e.text)}">${esc(e.text)}</td></tr>`;
+    `<td title="${esc(e.source)}">${esc(String(e.source).split("/").pop())}</td>` +
+    `<td class="msg" title="${esc(e.text)}">${esc(e.text)}</td></tr>`;
 }
 
 function curveSvg(points) {
