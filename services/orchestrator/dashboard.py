@@ -20,10 +20,12 @@ import msgspec
 from nats.aio.msg import Msg
 from nats.js.client import JetStreamContext
 
+from services.orchestrator.config import OrchestratorConfig
 from services.orchestrator.elo import EloHistory
 from services.orchestrator.http import Page
 from services.orchestrator.sse import SseHub, frame
 from shared.contracts import ClusterStatus, Event
+from shared.subjects import Subjects
 
 #: Event subjects (``<noun>.<phase>`` at their end) counted but not tailed.
 QUIET = (".job.progress", ".metrics.collected")
@@ -80,6 +82,22 @@ class Dashboard:
         self._snapshot_at = 0.0
         self._decoder = msgspec.json.Decoder(Event)
         self._encoder = msgspec.json.Encoder()
+
+    @classmethod
+    def for_config(
+        cls, config: OrchestratorConfig, subjects: Subjects, status: Callable[[], ClusterStatus]
+    ) -> Dashboard:
+        """The orchestrator's dashboard, sized by its config."""
+        return cls(
+            status,
+            EloHistory(subjects),
+            tail=config.dashboard_tail,
+            failures=config.dashboard_failures,
+            max_event_bytes=config.max_message_bytes,
+            max_clients=config.dashboard_max_clients,
+            send_timeout=config.http_timeout,
+            interval=config.dashboard_interval,
+        )
 
     # -- events ------------------------------------------------------------------------
     async def on_event(self, msg: Msg) -> None:
@@ -167,18 +185,6 @@ class Dashboard:
                     "restarts": child.restarts if child else None,
                 }
             )
-        models = [
-            {**row, "curve": self.elo.curve(row["config"])}
-            for row in status.models
-            if isinstance(row, dict) and "config" in row
-        ]
-        listed = {m["config"] for m in models}
-        models += [
-            {"config": c, "champion": "-", "generation": 0, "elo": 0.0, "games": 0,
-             "curve": self.elo.curve(c)}
-            for c in self.elo.configs()
-            if c not in listed
-        ]  # fmt: skip
         return {
             "prefix": status.prefix,
             "orchestrator": status.orchestrator,
@@ -186,10 +192,25 @@ class Dashboard:
             "services": services,
             "nodes": status.nodes,
             "jobs": status.jobs,
-            "models": models,
+            "models": self._models(status.models),
             "failures": list(self.failures),
             "clients": self.hub.clients,
         }
+
+    def _models(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Each config's champion row (from the status view) with its Elo curve."""
+        by_config = {r["config"]: r for r in rows if isinstance(r, dict) and "config" in r}
+        blank = {"champion": "-", "generation": 0, "elo": 0.0, "games": 0}
+        return [
+            {
+                **blank,
+                **by_config.get(config, {}),
+                "config": config,
+                "curve": self.elo.curve(config),
+                "trimmed": config in self.elo.trimmed,
+            }
+            for config in sorted({*by_config, *self.elo.configs()})
+        ]
 
     def health(self) -> dict[str, Any]:
         """Clients, frames dropped, events tailed or skipped: for the health details."""

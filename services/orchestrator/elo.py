@@ -34,6 +34,8 @@ class EloHistory:
         #: config -> generation -> Elo of the champion of that generation.
         self._points: dict[str, dict[int, float]] = {}
         self._settled: set[str] = set()
+        #: Configs whose oldest champions were dropped for ``max_points``.
+        self.trimmed: set[str] = set()
         self.reads: Counter[str] = Counter()
 
     def curve(self, config: str) -> list[tuple[int, float]]:
@@ -82,3 +84,4 @@ class EloHistory:
         points[record.generation] = round(record.elo, 1)
         while len(points) > self.max_points:
             del points[min(points)]
+            self.trimmed.add(record.config)

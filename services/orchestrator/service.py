@@ -30,7 +30,6 @@ from nats.aio.subscription import Subscription
 from services.orchestrator.cluster_view import ClusterView
 from services.orchestrator.config import OrchestratorConfig
 from services.orchestrator.dashboard import Dashboard, pages
-from services.orchestrator.elo import EloHistory
 from services.orchestrator.http import HttpServer
 from services.orchestrator.policy import BeaconReader, InvalidBeacon
 from services.orchestrator.registry import Key, Registry
@@ -78,16 +77,7 @@ class OrchestratorService(Service[OrchestratorConfig]):
         self._supervisor_scope: anyio.CancelScope | None = None
         self._supervisor_done = anyio.Event()
         self.view = ClusterView(self.subjects)
-        self.dashboard = Dashboard(
-            self.cluster_status,
-            EloHistory(self.subjects),
-            tail=config.dashboard_tail,
-            failures=config.dashboard_failures,
-            max_event_bytes=config.max_message_bytes,
-            max_clients=config.dashboard_max_clients,
-            send_timeout=config.http_timeout,
-            interval=config.dashboard_interval,
-        )
+        self.dashboard = Dashboard.for_config(config, self.subjects, self.cluster_status)
 
     # -- lifecycle -----------------------------------------------------------------
     async def setup(self) -> None:

@@ -246,6 +246,7 @@ async def test_elo_curves_and_champions_from_the_models_bucket(nc: Client, prefi
         await kv.put(f"model.3x3k3.g{gen}", record(f"g{gen}", gen, "archived", 200.0 + gen))
     await history.refresh(js)
     assert [g for g, _ in history.curve("3x3k3")] == [5, 6, 7]  # the newest max_points
+    assert history.trimmed == {"3x3k3"}
     # The status view (what the dashboard's snapshot starts from) lists the champion.
     view = ClusterView(subjects)
     await view.refresh_models(js)

@@ -95,7 +95,7 @@ function eventRow(e) {
     `<td class="msg" title="${esc(e.text)}">${esc(e.text)}</td></tr>`;
 }
 
-function curveSvg(points) {
+function curveSvg(points, fromStart) {
   const w = 320, h = 130, left = 44, right = 10, top = 10, bottom = 22;
   const pts = points.slice(-MAX_POINTS);
   const svg = document.createElementNS(NS, "svg");
@@ -105,6 +105,8 @@ function curveSvg(points) {
     svg.innerHTML = `<text x="${w / 2}" y="${h / 2}" class="axis" text-anchor="middle">no champion yet</text>`;
     return svg;
   }
+  // Generation 0 is the random player, Elo 0 by definition: the curve starts there.
+  if (fromStart && pts[0][0] > 0) pts.unshift([0, 0]);
   const gens = pts.map((p) => p[0]), elos = pts.map((p) => p[1]);
   const g0 = Math.min(...gens), g1 = Math.max(...gens);
   const e0 = Math.min(0, ...elos), e1 = Math.max(...elos, e0 + 1);
@@ -141,10 +143,11 @@ function renderModels(models) {
       `<strong>${esc(m.config)}</strong> champion <code>${esc(m.champion)}</code> ` +
       `gen ${esc(m.generation)} · Elo ${esc(m.elo)} · ${esc(m.games)} games`;
     const points = (m.curve || []).slice(-MAX_POINTS);
-    const signature = JSON.stringify(points);
+    const fromStart = !m.trimmed && points.length === (m.curve || []).length;
+    const signature = JSON.stringify([fromStart, points]);
     if (curves.get(m.config) !== signature) {
       curves.set(m.config, signature);
-      card.querySelector(".plot").replaceChildren(curveSvg(points));
+      card.querySelector(".plot").replaceChildren(curveSvg(points, fromStart));
     }
   }
   for (const card of [...box.children]) {
