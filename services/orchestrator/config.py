@@ -51,6 +51,9 @@ class OrchestratorConfig(BaseConfig, kw_only=True, forbid_unknown_fields=True):
     elo_interval: Positive = 5.0
 
     def __post_init__(self) -> None:
+        # Each open page holds an HTTP connection: leave room for /healthz and /status.
+        if self.dashboard_max_clients >= self.http_max_connections:
+            raise ValueError("dashboard_max_clients must be below http_max_connections")
         # A bad cluster file is a configuration error: refuse it at load, with the
         # file's own message (ConfigError), rather than after connecting.
         if self.cluster_file:
