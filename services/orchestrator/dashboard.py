@@ -32,6 +32,9 @@ QUIET = (".job.progress", ".metrics.collected")
 #: Event types listed as failures besides every ``*_FAILED``.
 FAILURES = ("SERVICE_LOST", "SERVICE_GAVE_UP", "NODE_UNHEALTHY")
 
+#: Data fields that say why, shown first in an event's line.
+_WHY = ("error", "reason", "message")
+
 _FILES = {
     "/": ("index.html", "text/html; charset=utf-8"),
     "/dashboard.js": ("dashboard.js", "text/javascript; charset=utf-8"),
@@ -46,8 +49,10 @@ def pages() -> dict[str, Page]:
 
 
 def summary(data: dict[str, Any], limit: int = 160) -> str:
-    """``key=value`` pairs of an event's data on one short line."""
-    text = " ".join(f"{k}={v}" for k, v in data.items() if v not in ("", None, [], {}))
+    """``key=value`` pairs of an event's data on one short line, what went wrong first."""
+    # A stable sort: the error (or reason) leads, so a truncated failure line still says why.
+    items = sorted(data.items(), key=lambda kv: kv[0] not in _WHY)
+    text = " ".join(f"{k}={v}" for k, v in items if v not in ("", None, [], {}))
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 

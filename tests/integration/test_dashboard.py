@@ -131,7 +131,7 @@ async def test_page_files_and_live_stream(
         )
         tested = [e for e in batch["events"] if e["source"] == "tester/tester-1"]
         assert [e["type"] for e in tested] == ["JOB_FAILED"]
-        assert "job_id=job-1" in tested[0]["text"] and "error=boom" in tested[0]["text"]
+        assert tested[0]["text"].startswith("error=boom job_id=job-1 type=shell")
         later = await client.until("snapshot", lambda d: d["failures"])
         assert [f["type"] for f in later["failures"]] == ["JOB_FAILED"]
         details = orch.health_check().details["dashboard"]
