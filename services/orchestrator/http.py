@@ -63,7 +63,7 @@ def error_body(code: int, message: str) -> bytes:
 
 
 def response_head(code: int, content_type: str, length: int | None, extra: str = "") -> bytes:
-    """The status line and headers of an answer (no Content-Length: the body runs to close)."""
+    """Status line and headers; ``length`` None leaves out Content-Length (body runs to close)."""
     head = f"HTTP/1.1 {code} {_REASONS.get(code, 'Unknown')}\r\nContent-Type: {content_type}\r\n"
     if length is not None:
         head += f"Content-Length: {length}\r\n"
@@ -86,8 +86,7 @@ def parse_head(head: bytes) -> tuple[str, str]:
 
 
 class HttpServer:
-    """Serves ``routes``, ``pages`` and ``streams`` (by path) until cancelled; run it with
-    ``tg.start``."""
+    """Serves ``routes``, ``pages`` and ``streams`` by path until cancelled (``tg.start``)."""
 
     def __init__(
         self,

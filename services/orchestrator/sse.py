@@ -11,6 +11,7 @@ the watcher sees at once, and the client leaves the registry in every case.
 from __future__ import annotations
 
 import itertools
+import logging
 from collections import Counter
 from collections.abc import Callable
 
@@ -19,6 +20,8 @@ from anyio.abc import SocketStream
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from services.orchestrator.http import error_body, response_head
+
+log = logging.getLogger("ringmaster.orchestrator.sse")
 
 #: Headers of an event stream; ``retry`` tells the browser how soon to reconnect.
 _OPEN = response_head(200, "text/event-stream; charset=utf-8", None) + b"retry: 2000\n\n"
@@ -91,10 +94,19 @@ class SseHub:
             send.close()
             self.stats["disconnects"] += 1
 
+    def _greet(self) -> bytes:
+        try:
+            return b"".join(self.greeting())
+        except Exception:  # a bug in the snapshot: counted; the next tick sends one anyway
+            self.stats["greeting_errors"] += 1
+            if self.stats["greeting_errors"] == 1:
+                log.exception("dashboard greeting failed (further ones are only counted)")
+            return b""
+
     async def _pump(self, stream: SocketStream, receive: MemoryObjectReceiveStream[bytes]) -> None:
         try:
             with anyio.fail_after(self.send_timeout):
-                await stream.send(_OPEN + b"".join(self.greeting()))
+                await stream.send(_OPEN + self._greet())
             async for data in receive:
                 with anyio.fail_after(self.send_timeout):
                     await stream.send(data)

@@ -193,6 +193,15 @@ async def test_a_client_that_does_not_read_drops_frames_not_memory() -> None:
         assert hub.health()["dropped_frames"] == 996
 
 
+def test_a_failing_greeting_is_counted_not_fatal() -> None:
+    def broken() -> list[bytes]:
+        raise KeyError("config")
+
+    hub = SseHub(broken)
+    assert hub._greet() == b"" and hub._greet() == b""
+    assert hub.health()["greeting_errors"] == 2
+
+
 def record(model_id: str, generation: int, status: str, elo: float) -> bytes:
     ref = DataRef(name=f"{model_id}.npz", sha256="0" * 64, size=1)
     return encode(
