@@ -68,6 +68,25 @@ async def read(kv: KeyValue, key: str, tp: type[T]) -> tuple[T, int] | None:
     return decode(tp, entry.value), entry.revision or 0
 
 
+async def keys_matching(kv: KeyValue, pattern: str = ">", timeout: float = 5.0) -> list[str]:
+    """Keys of ``kv`` matching the subject ``pattern`` (``"model.>"``), [] when none.
+
+    The server filters (a watcher on the pattern, values left out): nats-py's
+    ``kv.keys(filters=...)`` takes its filters as substrings of each key, so a subject
+    pattern such as ``"champion.>"`` matches nothing. TimeoutError past ``timeout``.
+    """
+    watcher = await kv.watch(pattern, meta_only=True, ignore_deletes=True)
+    found: list[str] = []
+    try:
+        while True:
+            entry = await watcher.updates(timeout=timeout)  # type: ignore[no-untyped-call]
+            if entry is None:  # the marker: every current key has been delivered
+                return found
+            found.append(entry.key)
+    finally:
+        await watcher.stop()  # type: ignore[no-untyped-call]
+
+
 async def cas_update(
     kv: KeyValue,
     key: str,

@@ -14,11 +14,11 @@ import msgspec
 import nats.errors
 from nats.aio.client import Client
 from nats.js.client import JetStreamContext
-from nats.js.errors import BucketNotFoundError, NoKeysError
+from nats.js.errors import BucketNotFoundError
 
 from shared.codec import decode, encode
 from shared.jobs import JobList, JobQuery, JobRecord, JobState, NodeInfo
-from shared.kv import read
+from shared.kv import keys_matching, read
 from shared.subjects import Subjects
 from shared.training import Champion, Manifest
 
@@ -133,12 +133,8 @@ async def _values(js: JetStreamContext, bucket: str, pattern: str, tp: type[T]) 
         kv = await js.key_value(bucket)
     except BucketNotFoundError:
         return []
-    try:
-        keys = await kv.keys(filters=[pattern])
-    except NoKeysError:
-        return []
     found = []
-    for key in keys:
+    for key in await keys_matching(kv, pattern):
         entry = await read(kv, key, tp)
         if entry is not None:
             found.append(entry[0])

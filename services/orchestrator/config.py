@@ -14,7 +14,7 @@ from shared.config import BaseConfig, Positive, PositiveInt
 class OrchestratorConfig(BaseConfig, kw_only=True, forbid_unknown_fields=True):
     """Orchestrator settings: liveness sweep, probes, HTTP and (optionally) supervision."""
 
-    #: Address of the HTTP ``/healthz`` and ``/status`` server.
+    #: Address of the HTTP server: ``/healthz``, ``/status`` and the dashboard at ``/``.
     http_host: str = "127.0.0.1"
     #: Its port: 0 picks a free one, -1 runs no HTTP server.
     http_port: Annotated[int, msgspec.Meta(ge=-1, le=65535)] = 8780
@@ -40,8 +40,20 @@ class OrchestratorConfig(BaseConfig, kw_only=True, forbid_unknown_fields=True):
     http_max_request_bytes: Annotated[int, msgspec.Meta(ge=256)] = 8192
     #: HTTP connections served at once; more are answered 503 and closed.
     http_max_connections: PositiveInt = 64
+    #: Seconds between dashboard snapshots sent to open pages (``/events``).
+    dashboard_interval: Positive = 1.0
+    #: Dashboard pages open at once; more get a 503 (each holds one HTTP connection).
+    dashboard_max_clients: PositiveInt = 16
+    #: Events kept for the dashboard's tail, and failures for its failure list.
+    dashboard_tail: PositiveInt = 200
+    dashboard_failures: PositiveInt = 50
+    #: Seconds between reads of new model records for the Elo curves (while a page is open).
+    elo_interval: Positive = 5.0
 
     def __post_init__(self) -> None:
+        # Each open page holds an HTTP connection: leave room for /healthz and /status.
+        if self.dashboard_max_clients >= self.http_max_connections:
+            raise ValueError("dashboard_max_clients must be below http_max_connections")
         # A bad cluster file is a configuration error: refuse it at load, with the
         # file's own message (ConfigError), rather than after connecting.
         if self.cluster_file:

@@ -1,9 +1,13 @@
-"""A tiny HTTP/1.1 server for ``/healthz`` and ``/status``, with no extra dependency.
+"""A tiny HTTP/1.1 server for ``/healthz``, ``/status`` and the dashboard, with no extra
+dependency.
 
-One request per connection (``Connection: close``), GET and HEAD only. A client can
-never hurt the service: the request head is bounded in size, reading it and writing
-the answer are bounded in time, and connections past the limit get a 503 at once.
-Every outcome is counted in ``stats`` for the service's health details.
+One request per connection (``Connection: close``), GET and HEAD only. Three kinds of
+path: routes (a function answering JSON), pages (fixed bytes with their content type,
+the dashboard's files) and streams (a handler that takes the connection over after the
+request head, for server-sent events). A client can never hurt the service: the
+request head is bounded in size, reading it and writing the answer are bounded in
+time, and connections past the limit get a 503 at once. Every outcome is counted in
+``stats`` for the service's health details.
 """
 
 from __future__ import annotations
@@ -11,7 +15,7 @@ from __future__ import annotations
 import logging
 import re
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 
 import anyio
 from anyio.abc import SocketAttribute, SocketStream, TaskStatus
@@ -23,6 +27,12 @@ log = logging.getLogger("ringmaster.orchestrator.http")
 
 #: A route answers with a status code and a JSON body.
 Route = Callable[[], tuple[int, bytes]]
+#: A page: its content type and its bytes, served as they are.
+Page = tuple[str, bytes]
+#: A stream handler owns the connection once the request head is read (GET only).
+Stream = Callable[[SocketStream], Awaitable[None]]
+
+JSON = "application/json"
 
 _REASONS = {
     200: "OK",
@@ -52,6 +62,14 @@ def error_body(code: int, message: str) -> bytes:
     return encode(ErrorReply(ErrorBody(code=code, message=message)))
 
 
+def response_head(code: int, content_type: str, length: int | None, extra: str = "") -> bytes:
+    """Status line and headers; ``length`` None leaves out Content-Length (body runs to close)."""
+    head = f"HTTP/1.1 {code} {_REASONS.get(code, 'Unknown')}\r\nContent-Type: {content_type}\r\n"
+    if length is not None:
+        head += f"Content-Length: {length}\r\n"
+    return (head + f"Cache-Control: no-store\r\nConnection: close\r\n{extra}\r\n").encode()
+
+
 def parse_head(head: bytes) -> tuple[str, str]:
     """Method and path (query dropped) of a request head; BadRequest if malformed."""
     try:
@@ -68,7 +86,7 @@ def parse_head(head: bytes) -> tuple[str, str]:
 
 
 class HttpServer:
-    """Serves ``routes`` (path -> Route) until cancelled; run it with ``tg.start``."""
+    """Serves ``routes``, ``pages`` and ``streams`` by path until cancelled (``tg.start``)."""
 
     def __init__(
         self,
@@ -76,6 +94,8 @@ class HttpServer:
         port: int,
         routes: Mapping[str, Route],
         *,
+        pages: Mapping[str, Page] | None = None,
+        streams: Mapping[str, Stream] | None = None,
         timeout: float = 5.0,
         max_request_bytes: int = 8192,
         max_connections: int = 64,
@@ -83,6 +103,8 @@ class HttpServer:
         self.host = host
         self.requested_port = port
         self.routes = dict(routes)
+        self.pages = dict(pages or {})
+        self.streams = dict(streams or {})
         self.timeout = timeout
         self.max_request_bytes = max_request_bytes
         self.max_connections = max_connections
@@ -90,6 +112,11 @@ class HttpServer:
         self.active = 0
         self.stats: Counter[str] = Counter()
         self._logged: set[str] = set()
+
+    @property
+    def paths(self) -> set[str]:
+        """Every path served."""
+        return {*self.routes, *self.pages, *self.streams}
 
     @property
     def url(self) -> str:
@@ -103,7 +130,7 @@ class HttpServer:
         )
         async with listener:
             self.port = listener.extra(SocketAttribute.local_port)
-            log.info("HTTP on %s (/healthz, /status)", self.url)
+            log.info("HTTP on %s (%s)", self.url, ", ".join(sorted(self.paths)))
             task_status.started()
             await listener.serve(self._serve_one)
 
@@ -131,8 +158,13 @@ class HttpServer:
                 self.stats["closed_early"] += 1
                 return
             method, path = parse_head(head)
-            code, body = self._route(method, path)
-            await self._send(stream, code, body, method == "HEAD")
+            handler = self.streams.get(path)
+            if handler is not None and method == "GET":
+                self.stats["streams"] += 1
+                await handler(stream)
+                return
+            code, body, content_type = self._route(method, path)
+            await self._send(stream, code, body, method == "HEAD", content_type)
         except BadRequest as exc:
             await self._send(stream, exc.code, error_body(exc.code, exc.message), False)
         except TimeoutError:
@@ -158,31 +190,38 @@ class HttpServer:
             if len(buf) > self.max_request_bytes:
                 raise BadRequest(431, "request head too large")
 
-    def _route(self, method: str, path: str) -> tuple[int, bytes]:
+    def _route(self, method: str, path: str) -> tuple[int, bytes, str]:
         if method not in ("GET", "HEAD"):
             raise BadRequest(405, f"method {method} not allowed")
+        page = self.pages.get(path)
+        if page is not None:
+            return 200, page[1], page[0]
+        if path in self.streams:
+            raise BadRequest(405, f"{path} is a stream: GET only")
         route = self.routes.get(path)
         if route is None:
             raise BadRequest(404, f"no such path {path}")
         try:
-            return route()
+            return *route(), JSON
         except Exception as exc:  # a bug in a route: counted and answered, never fatal
             self.stats["route_errors"] += 1
             if path not in self._logged:
                 self._logged.add(path)
                 log.exception("HTTP route %s failed (further ones are only counted)", path)
-            return 500, error_body(500, f"internal error: {type(exc).__name__}")
+            return 500, error_body(500, f"internal error: {type(exc).__name__}"), JSON
 
-    async def _send(self, stream: SocketStream, code: int, body: bytes, head_only: bool) -> None:
+    async def _send(
+        self,
+        stream: SocketStream,
+        code: int,
+        body: bytes,
+        head_only: bool,
+        content_type: str = JSON,
+    ) -> None:
         self.stats[str(code)] += 1
-        header = (
-            f"HTTP/1.1 {code} {_REASONS.get(code, 'Unknown')}\r\n"
-            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
-            "Cache-Control: no-store\r\nConnection: close\r\n"
-        )
-        if code == 405:
-            header += "Allow: GET, HEAD\r\n"
-        payload = header.encode() + b"\r\n" + (b"" if head_only else body)
+        extra = "Allow: GET, HEAD\r\n" if code == 405 else ""
+        header = response_head(code, content_type, len(body), extra)
+        payload = header + (b"" if head_only else body)
         try:
             with anyio.fail_after(self.timeout):
                 await stream.send(payload)

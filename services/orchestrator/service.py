@@ -1,5 +1,6 @@
 """The orchestrator: a registry of every instance from its beacons, a status API, HTTP
-``/healthz`` and ``/status``, and (with a cluster file) the supervisor of its children.
+``/healthz``, ``/status`` and the live dashboard at ``/``, and (with a cluster file)
+the supervisor of its children.
 
 It keeps no state that beacons cannot rebuild. The beacon handler is the hot path
 (every instance, every interval): a raw callback that decodes with one pre-made
@@ -28,6 +29,7 @@ from nats.aio.subscription import Subscription
 
 from services.orchestrator.cluster_view import ClusterView
 from services.orchestrator.config import OrchestratorConfig
+from services.orchestrator.dashboard import Dashboard, pages
 from services.orchestrator.http import HttpServer
 from services.orchestrator.policy import BeaconReader, InvalidBeacon
 from services.orchestrator.registry import Key, Registry
@@ -75,6 +77,7 @@ class OrchestratorService(Service[OrchestratorConfig]):
         self._supervisor_scope: anyio.CancelScope | None = None
         self._supervisor_done = anyio.Event()
         self.view = ClusterView(self.subjects)
+        self.dashboard = Dashboard.for_config(config, self.subjects, self.cluster_status)
 
     # -- lifecycle -----------------------------------------------------------------
     async def setup(self) -> None:
@@ -87,10 +90,13 @@ class OrchestratorService(Service[OrchestratorConfig]):
         await self.subscribe(self.subjects.nodes, NodeInfo, self._on_node, kind="node_info")
         self.add_loop(Loop("jobs_view", self._refresh_jobs, interval=cfg.jobs_view_interval))
         if cfg.http_port >= 0:
+            await self._start_dashboard()
             self.http = HttpServer(
                 cfg.http_host,
                 cfg.http_port,
                 {"/healthz": self._http_healthz, "/status": self._http_status},
+                pages=pages(),
+                streams={"/events": self.dashboard.hub.serve},
                 timeout=cfg.http_timeout,
                 max_request_bytes=cfg.http_max_request_bytes,
                 max_connections=cfg.http_max_connections,
@@ -101,6 +107,15 @@ class OrchestratorService(Service[OrchestratorConfig]):
                 cluster, nats_url=cfg.nats_url, emit=self.emit, log_dir=Path(cfg.data_dir) / "logs"
             )
             await self.tg.start(self._supervise)
+
+    async def _start_dashboard(self) -> None:
+        # One subscription and two loops, whatever the number of open pages.
+        await self.nc.subscribe(self.subjects.events, cb=self.dashboard.on_event)
+        self.add_loop(
+            Loop("dashboard", self.dashboard.tick, interval=self.config.dashboard_interval)
+        )
+        refresh_elo = functools.partial(self.dashboard.refresh_elo, self.js)
+        self.add_loop(Loop("elo_history", refresh_elo, interval=self.config.elo_interval))
 
     async def teardown(self) -> None:
         """Stop taking beacons, then stop every supervised child."""
@@ -232,6 +247,7 @@ class OrchestratorService(Service[OrchestratorConfig]):
         }
         if self.http is not None:
             details["http"] = {"url": self.http.url, **self.http.stats}
+            details["dashboard"] = self.dashboard.health()
         if self.supervisor is not None:
             details["supervisor"] = {
                 "children": len(self.supervisor.snapshot()),

@@ -84,10 +84,20 @@ class Plan:
     @property
     def http_url(self) -> str:
         """The orchestrator's HTTP status page."""
+        return self._http("/status")
+
+    @property
+    def dashboard_url(self) -> str:
+        """The orchestrator's live dashboard."""
+        return self._http("/")
+
+    def _http(self, path: str) -> str:
         settings = self.cluster.cluster
+        if settings.http_port < 0:
+            return "(no HTTP server: cluster.http_port = -1)"
         if settings.http_port == 0:
             return f"(HTTP on a free port of {settings.http_host}; see the orchestrator log)"
-        return f"http://{settings.http_host}:{settings.http_port}/status"
+        return f"http://{settings.http_host}:{settings.http_port}{path}"
 
 
 def load_plan(args: argparse.Namespace) -> Plan:
@@ -188,7 +198,8 @@ async def _up(args: argparse.Namespace, plan: Plan, live: bool) -> int:
             except OSError as exc:
                 raise CliError(f"cannot start the orchestrator: {exc}") from None
             print(
-                f"NATS:   {args.nats_url}\nstatus: {plan.http_url}\nlogs:   {plan.log_dir}",
+                f"NATS:      {args.nats_url}\ndashboard: {plan.dashboard_url}\n"
+                f"status:    {plan.http_url}\nlogs:      {plan.log_dir}",
                 flush=True,
             )
             with StatusView(console, live=live, header=header) as view:
