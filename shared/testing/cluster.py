@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import re
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 from types import TracebackType
 from typing import Self
@@ -79,6 +81,7 @@ class NatsCluster:
         self.base = base
         self.auth_conf = auth_conf
         self.route_ports = [free_port() for _ in range(self.size)]
+        self.http_ports = [free_port() for _ in range(self.size)]
         self.servers: list[EmbeddedServer] = []
         for i in range(self.size):
             self.servers.append(self._server(i))
@@ -88,7 +91,7 @@ class NatsCluster:
         replacements = {
             r"^server_name: \$NATS_SERVER_NAME$": f"server_name: {name}",
             STORE_DIR: STORE_DIR_FLAG,
-            r"^http_port: 8222$": f"http_port: {free_port()}",
+            r"^http_port: 8222$": f"http_port: {self.http_ports[i]}",
             r"^  listen: 0\.0\.0\.0:6222$": f"  listen: 127.0.0.1:{self.route_ports[i]}",
             r"^  port: 7422$": f"  port: {free_port()}",
         }
@@ -114,11 +117,28 @@ class NatsCluster:
         return ",".join(self.urls)
 
     def start(self) -> None:
-        """Start all three and wait until each has routes to the other two."""
+        """Start all three; wait until each is routed and JetStream has a meta leader."""
         for server in self.servers:
             server.start()
         for server in self.servers:
             self.wait_routed(server)
+        for i in range(self.size):
+            self.wait_healthy(i)
+
+    def wait_healthy(self, i: int, timeout: float = 30.0) -> None:
+        """Block until server ``i``'s ``/healthz`` says its JetStream is current."""
+        url = f"http://127.0.0.1:{self.http_ports[i]}/healthz"
+        deadline = time.monotonic() + timeout
+        last = ""
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(url, timeout=2) as reply:
+                    if reply.status == 200:
+                        return
+            except (OSError, urllib.error.URLError) as exc:  # 503 until JetStream is ready
+                last = str(exc)
+            time.sleep(0.1)
+        raise EmbeddedServerError(f"nats-{i + 1} not healthy within {timeout:g}s: {last}")
 
     def wait_routed(self, server: EmbeddedServer, timeout: float = 30.0) -> None:
         """Block until ``server``'s log shows routes to every other live server."""
@@ -157,3 +177,16 @@ class NatsCluster:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
+
+
+def generate_auth(prefix: str, secrets_dir: Path, cost: int = 4) -> str:
+    """The auth.conf ``ringmaster nats-config`` writes for ``prefix`` (user files too).
+
+    The low bcrypt cost keeps the many connects of a test run cheap; the rules are
+    the same at any cost.
+    """
+    from shared.natsconf import load_or_make_users, render
+    from shared.subjects import Subjects
+
+    subjects = Subjects(prefix)
+    return render(subjects, load_or_make_users(subjects, secrets_dir), cost).config
