@@ -239,6 +239,10 @@ def base_rules(s: Subjects, kind: str) -> list[Rule]:
         Rule("publish", s.beacon(kind, "*"), "its beacons"),
         Rule("publish", s.events_of(kind), "its events (captured by the events stream)"),
         Rule("publish", s.instance_api(kind, "*", "metrics"), "probe itself (ringmaster probe)"),
+        # allow_responses alone would do, were it not tracked by the server the request
+        # came through: a reply sent after a reconnect to another server would be
+        # refused. Replies go to unguessable inboxes nobody else can read.
+        Rule("publish", "_INBOX.>", "answer requests, also after a reconnect"),
         Rule("subscribe", s.ctl(kind, "*"), "control commands to it and to all of its kind"),
         Rule("subscribe", s.all_of("api").replace(">", f"{kind}.>"), "its own API endpoints"),
         Rule("subscribe", "$SRV.*", "answer $SRV discovery of every service"),

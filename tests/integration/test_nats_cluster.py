@@ -5,7 +5,8 @@ service runs with its own credentials and ``replicas = 3``, and each is given th
 URL of one server only (it learns the others from the cluster, as in a
 deployment). Jobs are in flight and KV records being written when one server is
 killed with SIGKILL: every job still completes, every event and record is there
-afterwards, and every service reconnects and is RUNNING.
+afterwards, and every service reconnects, never stops, and is RUNNING again once
+its health window has passed.
 """
 
 from __future__ import annotations
@@ -103,6 +104,9 @@ async def test_one_server_dies_and_nothing_is_lost(cluster: NatsCluster, tmp_pat
                 urls[server],
                 PREFIX,
                 replicas=3,
+                # Requests that fail while stream leaders move count against health;
+                # a short window lets it show the recovery within the test.
+                health_window_s=5.0,
                 credentials_file=str(secrets / f"{cls.name}.user"),
                 **extra,
             )
@@ -112,7 +116,9 @@ async def test_one_server_dies_and_nothing_is_lost(cluster: NatsCluster, tmp_pat
 
         async def watch_status() -> None:
             while True:
-                statuses.extend((s.instance, s.effective_status()) for s in services)
+                for s in services:
+                    health = s.health_check()
+                    statuses.append((f"{s.instance}: {health.message}", s.effective_status(health)))
                 await anyio.sleep(0.1)
 
         async with anyio.create_task_group() as tg:
@@ -154,7 +160,11 @@ async def test_one_server_dies_and_nothing_is_lost(cluster: NatsCluster, tmp_pat
         for service, (_, server, _) in zip(services, plan, strict=True):
             if server == VICTIM:
                 assert service.bus_stats.reconnects >= 1, service.instance
-        assert not [st for _, st in statuses if st in (ServiceStatus.ERROR, ServiceStatus.STOPPED)]
+        # No service stopped or restarted on the way. (Health may dip to DEGRADED or
+        # ERROR while requests fail during the leader elections: that is health doing
+        # its job, and it came back to RUNNING above.)
+        stopped = (ServiceStatus.STOPPING, ServiceStatus.STOPPED)
+        assert not {w for w, st in statuses if st in stopped}
 
         # No KV record lost, and the bucket is replicated three times.
         for i in range(RECORDS):
