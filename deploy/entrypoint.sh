@@ -9,8 +9,9 @@
 #   NATS_URL                     the NATS server(s), comma-separated
 #
 # Any arguments go to the service (`--help` lists them). With --probe first, it runs
-# `ringmaster probe` against this container's own instance instead (HEALTHCHECK and
-# Kubernetes probes), using the same credentials: exit 0 when ready.
+# `ringmaster probe` against this container's own instance instead, with the same
+# credentials and any further arguments: exit 0 when alive, and with --readiness
+# when ready too (HEALTHCHECK and the Kubernetes liveness and readiness probes).
 set -eu
 
 probe=""
@@ -27,7 +28,7 @@ fi
 instance="${RINGMASTER_INSTANCE:-$(uname -n | tr -c 'A-Za-z0-9_\n-' '-')}"
 
 if [ -n "$probe" ]; then
-    exec ringmaster probe "$service" --instance "$instance" --metrics --readiness "$@"
+    exec ringmaster probe "$service" --instance "$instance" --metrics "$@"
 fi
 
 set -- --instance "$instance" "$@"

@@ -154,7 +154,10 @@ def test_entrypoint_runs_every_service_from_the_image_venv(
             for kind in sorted(waiting):
                 assert procs[kind].poll() is None, (tmp_path / kind / "out.log").read_text()
                 probe = subprocess.run(
-                    [str(ENTRYPOINT), "--probe"], env=envs[kind], capture_output=True, timeout=30
+                    [str(ENTRYPOINT), "--probe", "--readiness"],
+                    env=envs[kind],
+                    capture_output=True,
+                    timeout=30,
                 )
                 if probe.returncode == 0:
                     waiting.discard(kind)

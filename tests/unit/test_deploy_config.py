@@ -155,3 +155,68 @@ def test_the_cluster_files_replicas_reach_every_child(tmp_path: Path) -> None:
     assert len(envs) == 3
     for env, name in zip(envs, ["JOB_MANAGER", "NODE_AGENT", "NODE_AGENT"], strict=True):
         assert env[f"RINGMASTER_{name}_REPLICAS"] == "3"
+
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.parametrize(
+    ("conf", "env"),
+    [
+        ("server.conf", {}),
+        ("cluster.conf", {"NATS_SERVER_NAME": "nats-1"}),
+        (
+            "leaf.conf",
+            {"NATS_SERVER_NAME": "leaf-1", "LEAF_USER": "u", "LEAF_PASSWORD": "p", "LEAF_HUB": "h"},
+        ),
+    ],
+)
+def test_shipped_nats_configs_parse_with_the_generated_users(
+    tmp_path: Path, conf: str, env: dict[str, str]
+) -> None:
+    """``nats-server -t`` checks each config file, with auth.conf beside it."""
+    import os
+    import subprocess
+
+    from shared.embedded import find_nats_server_binary
+    from shared.testing.cluster import generate_auth
+
+    (tmp_path / conf).write_text((REPO / "deploy" / "nats" / conf).read_text())
+    (tmp_path / "auth.conf").write_text(generate_auth("ringmaster", tmp_path / "secrets"))
+    done = subprocess.run(
+        [str(find_nats_server_binary()), "-t", "-c", str(tmp_path / conf)],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_compose_environments_are_valid_service_configs() -> None:
+    """Every variable compose gives a service is a field its config accepts."""
+    import importlib
+
+    import yaml
+
+    from shared.config import load_config
+
+    compose = yaml.safe_load((REPO / "deploy" / "compose.yaml").read_text())
+    kinds = set()
+    for name, spec in compose["services"].items():
+        if name.startswith("nats-"):
+            continue
+        env = {k: str(v) for k, v in spec["environment"].items()}
+        kind = env["RINGMASTER_SERVICE"]
+        kinds.add(kind)
+        module = importlib.import_module(f"services.{kind}.config")
+        (cls,) = [
+            v
+            for k, v in vars(module).items()
+            if k.endswith("Config") and v.__module__ == module.__name__
+        ]
+        config = load_config(cls, kind, [], env=env)
+        assert config.replicas == 3, name
+        assert {s["source"] for s in spec["secrets"]} == {kind}
+    assert kinds == set(KINDS)
