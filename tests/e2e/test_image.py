@@ -129,6 +129,8 @@ def container_env(venv: Path, url: str, prefix: str, secrets: Path, kind: str) -
     return env
 
 
+# Building the dependency layer downloads the wheels the first time on a machine.
+@pytest.mark.timeout(900)
 def test_entrypoint_runs_every_service_from_the_image_venv(
     image_venv: Path, server: tuple[EmbeddedServer, str, Path], tmp_path: Path
 ) -> None:

@@ -220,3 +220,40 @@ def test_compose_environments_are_valid_service_configs() -> None:
         assert config.replicas == 3, name
         assert {s["source"] for s in spec["secrets"]} == {kind}
     assert kinds == set(KINDS)
+
+
+def test_kubernetes_pods_get_valid_service_configs() -> None:
+    """Each pod's env (its own plus the ConfigMap) is a valid config of its service."""
+    import importlib
+
+    import yaml
+
+    from shared.config import load_config
+
+    k8s = REPO / "deploy" / "k8s"
+    shared_env = yaml.safe_load((k8s / "configmap.yaml").read_text())["data"]
+    docs = [*yaml.safe_load_all((k8s / "managers.yaml").read_text())]
+    docs.append(yaml.safe_load((k8s / "node-agent.yaml").read_text()))
+    kinds = set()
+    for doc in docs:
+        if doc["kind"] not in ("Deployment", "DaemonSet"):
+            continue
+        pod = doc["spec"]["template"]["spec"]
+        (container,) = pod["containers"]
+        own = {e["name"]: e.get("value", "from-field") for e in container["env"]}
+        kind = own["RINGMASTER_SERVICE"]
+        kinds.add(kind)
+        module = importlib.import_module(f"services.{kind}.config")
+        (cls,) = [
+            v
+            for k, v in vars(module).items()
+            if k.endswith("Config") and v.__module__ == module.__name__
+        ]
+        env = {**shared_env, **own, f"RINGMASTER_{kind.upper()}_INSTANCE": "pod-1"}
+        env.pop(f"RINGMASTER_{kind.upper()}_NODE_ID", None)  # from the node's name
+        assert load_config(cls, kind, [], env=env).replicas == 3
+        (volume,) = [v for v in pod["volumes"] if v["name"] == "nats-user"]
+        assert volume["secret"]["items"] == [{"key": f"{kind}.user", "path": "nats-user"}]
+        probes = (container["livenessProbe"], container["readinessProbe"])
+        assert [p["exec"]["command"][-1] for p in probes] == ["--probe", "--readiness"]
+    assert kinds == set(KINDS)
