@@ -257,3 +257,8 @@ def test_kubernetes_pods_get_valid_service_configs() -> None:
         probes = (container["livenessProbe"], container["readinessProbe"])
         assert [p["exec"]["command"][-1] for p in probes] == ["--probe", "--readiness"]
     assert kinds == set(KINDS)
+
+
+def test_probe_metrics_needs_an_instance(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["probe", "job_manager", "--metrics"]) == 2
+    assert "--metrics needs --instance" in capsys.readouterr().err
