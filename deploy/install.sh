@@ -2,9 +2,11 @@
 # Install Ringmaster into a virtual environment, in the two steps the image caches
 # apart (deploy/Dockerfile runs this script, and so does the image test):
 #
-#   install.sh deps VENV SRC   the runtime dependencies of SRC/pyproject.toml only:
-#                              a layer rebuilt only when pyproject.toml changes
-#   install.sh app  VENV SRC   Ringmaster itself from SRC, dependencies untouched,
+#   install.sh deps VENV SRC   the runtime dependencies and the build requirements of
+#                              SRC/pyproject.toml: a layer rebuilt only when
+#                              pyproject.toml changes
+#   install.sh app  VENV SRC   Ringmaster itself from SRC, dependencies untouched and
+#                              no download (it builds with what deps installed),
 #                              then `pip check` proves nothing is missing
 set -eu
 
@@ -29,12 +31,13 @@ import sys
 import tomllib
 
 with open(sys.argv[1], "rb") as f:
-    print("\n".join(tomllib.load(f)["project"]["dependencies"]))
+    project = tomllib.load(f)
+print("\n".join(project["project"]["dependencies"] + project["build-system"]["requires"]))
 PY
     $pip install --quiet -r "$requirements"
     ;;
 app)
-    $pip install --quiet --no-deps "$src"
+    $pip install --quiet --no-deps --no-build-isolation "$src"
     $pip check
     ;;
 *)

@@ -190,3 +190,24 @@ def generate_auth(prefix: str, secrets_dir: Path, cost: int = 4) -> str:
 
     subjects = Subjects(prefix)
     return render(subjects, load_or_make_users(subjects, secrets_dir), cost).config
+
+
+class AuthServer:
+    """A started server of ``server.conf`` with the generated users of ``prefix``."""
+
+    def __init__(self, base: Path, prefix: str) -> None:
+        self.secrets = base / "secrets"
+        self.server = single_server(base / "server", generate_auth(prefix, self.secrets))
+
+    @property
+    def url(self) -> str:
+        """The server's client URL."""
+        return self.server.url
+
+    def user_file(self, kind: str) -> str:
+        """Path of one kind's user file (``operator`` for everything)."""
+        return str(self.secrets / f"{kind}.user")
+
+    def stop(self) -> None:
+        """Stop the server."""
+        self.server.stop()

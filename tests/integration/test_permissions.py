@@ -1,4 +1,4 @@
-"""The generated NATS permissions: every service runs with them, and every rule denies.
+"""The generated NATS permissions: every rule denies what it should, one test each.
 
 One nats-server runs ``deploy/nats/server.conf`` with the ``auth.conf`` that
 ``ringmaster nats-config`` renders. Each denial test connects as one service kind,
@@ -9,11 +9,7 @@ everything, saw no message get through.
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator, Iterator
-from contextlib import AsyncExitStack
-from pathlib import Path
-from typing import Any
 
 import anyio
 import nats
@@ -21,24 +17,10 @@ import pytest
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
-from services.job_manager.service import JobManagerService
-from services.loop_manager.service import LoopManagerService
-from services.node_agent.service import NodeAgentService
-from services.node_selector.service import NodeSelectorService
-from services.orchestrator.service import OrchestratorService
-from services.selfplay_scheduler.service import SelfplaySchedulerService
-from services.state_manager.service import StateManagerService
-from services.status_metrics_collector.service import StatusMetricsCollectorService
-from services.sync_planner.service import SyncPlannerService
-from services.training_coordinator.service import TrainingCoordinatorService
-from shared.cli import main
 from shared.credentials import credential_options
-from shared.embedded import EmbeddedServer
 from shared.permissions import KINDS, ORCHESTRATOR
-from shared.service import Service
 from shared.subjects import Subjects
-from shared.testing.cluster import generate_auth, single_server
-from shared.testing.fixtures import service_config
+from shared.testing.cluster import AuthServer
 from shared.testing.helpers import eventually
 from shared.testing.server import new_prefix
 
@@ -49,38 +31,24 @@ S = Subjects(PREFIX)
 OTHER = "job_manager"  # the kind whose subjects the others try to take over
 
 
-class Auth:
-    """The server and the directory of user files of this module's cluster."""
-
-    def __init__(self, server: EmbeddedServer, secrets: Path) -> None:
-        self.server = server
-        self.secrets = secrets
-
-    def user_file(self, kind: str) -> str:
-        """Path of one kind's user file."""
-        return str(self.secrets / f"{kind}.user")
-
-
 @pytest.fixture(scope="module")
-def auth(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Auth]:
+def auth(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AuthServer]:
     """A nats-server of deploy/nats/server.conf with the generated users."""
-    base = tmp_path_factory.mktemp("perm")
-    conf = generate_auth(PREFIX, base / "secrets")
-    server = single_server(base / "server", conf)
+    server = AuthServer(tmp_path_factory.mktemp("perm"), PREFIX)
     try:
-        yield Auth(server, base / "secrets")
+        yield server
     finally:
         server.stop()
 
 
-async def connect_as(auth: Auth, kind: str, errors: list[Exception]) -> Client:
+async def connect_as(auth: AuthServer, kind: str, errors: list[Exception]) -> Client:
     """A plain client with one kind's credentials; async errors go to ``errors``."""
 
     async def error_cb(exc: Exception) -> None:
         errors.append(exc)
 
     return await nats.connect(
-        auth.server.url,
+        auth.url,
         error_cb=error_cb,
         connect_timeout=5,
         max_reconnect_attempts=0,
@@ -89,7 +57,7 @@ async def connect_as(auth: Auth, kind: str, errors: list[Exception]) -> Client:
 
 
 @pytest.fixture
-async def operator(auth: Auth) -> AsyncIterator[Client]:
+async def operator(auth: AuthServer) -> AsyncIterator[Client]:
     """The operator's client, which may see every subject."""
     client = await connect_as(auth, "operator", [])
     try:
@@ -132,7 +100,7 @@ PUBLISH_DENIED = [
     ids=[f"{k}-pub-{w.replace(' ', '_')}-{s}" for k, s, w in PUBLISH_DENIED],
 )
 async def test_publish_is_denied(
-    auth: Auth, operator: Client, kind: str, subject: str, what: str
+    auth: AuthServer, operator: Client, kind: str, subject: str, what: str
 ) -> None:
     got: list[Msg] = []
 
@@ -174,7 +142,7 @@ SUBSCRIBE_DENIED = [
     ids=[f"{k}-sub-{w.replace(' ', '_')}" for k, s, w in SUBSCRIBE_DENIED],
 )
 async def test_subscribe_is_denied(
-    auth: Auth, operator: Client, kind: str, subject: str, what: str
+    auth: AuthServer, operator: Client, kind: str, subject: str, what: str
 ) -> None:
     got: list[Msg] = []
     errors: list[Exception] = []
@@ -208,7 +176,7 @@ ALLOWED = [
 
 @pytest.mark.parametrize(("kind", "subject", "what"), ALLOWED, ids=[a[2] for a in ALLOWED])
 async def test_allowed_publish_arrives(
-    auth: Auth, operator: Client, kind: str, subject: str, what: str
+    auth: AuthServer, operator: Client, kind: str, subject: str, what: str
 ) -> None:
     """The other side of every denial test: the same check passes what is allowed."""
     got: list[Msg] = []
@@ -227,75 +195,3 @@ async def test_allowed_publish_arrives(
     finally:
         await client.close()
     assert not violated(errors)
-
-
-SERVICES: list[tuple[type[Service[Any]], dict[str, Any]]] = [
-    (StateManagerService, {}),
-    (OrchestratorService, {"http_port": -1}),
-    (JobManagerService, {}),
-    (NodeSelectorService, {}),
-    (SyncPlannerService, {}),
-    (SelfplaySchedulerService, {}),
-    (TrainingCoordinatorService, {}),
-    (LoopManagerService, {}),
-    (StatusMetricsCollectorService, {"prometheus_port": -1}),
-]
-
-
-async def cli(*argv: str) -> int:
-    """``ringmaster *argv`` in a worker thread (each command runs its own event loop)."""
-    return await anyio.to_thread.run_sync(main, list(argv))
-
-
-async def test_every_service_runs_with_its_own_credentials(
-    auth: Auth,
-    tmp_path: Path,
-    capsys: pytest.CaptureFixture[str],
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    url = auth.server.url
-    log = auth.server.log_file
-    assert log is not None
-    start = log.stat().st_size  # the denial tests' violations are in the log before this
-    async with AsyncExitStack() as stack:
-        running: list[Service[Any]] = []
-        agent = {
-            "node_id": "perm-node",
-            "work_dir": str(tmp_path / "node"),
-            "capabilities": ["shell"],
-            "min_free_disk_mb": 1,
-            "min_memory_mb": 1,
-        }
-        for cls, extra in [*SERVICES, (NodeAgentService, agent)]:
-            cfg = service_config(
-                cls, url, PREFIX, credentials_file=auth.user_file(cls.name), **extra
-            )
-            running.append(await stack.enter_async_context(cls(cfg).running()))
-        assert {s.name for s in running} == set(KINDS)
-
-        # A job goes through the job manager, the node agent and the object store.
-        monkeypatch.setenv("RINGMASTER_CREDENTIALS_FILE", auth.user_file("operator"))
-        source = tmp_path / "in.txt"
-        source.write_text("hello")
-        common = ["--nats-url", url, "--prefix", PREFIX]
-        script = 'tr a-z A-Z < "$RINGMASTER_INPUTS_DIR/in.txt" > "$RINGMASTER_OUTPUTS_DIR/out.txt"'
-        code = await cli(
-            "submit", *common, "--capability", "shell", "--pooled", "--wait",
-            "--input", str(source), "--json", "--", "sh", "-c", script,
-        )  # fmt: skip
-        record = json.loads(capsys.readouterr().out)
-        assert code == 0 and record["state"] == "COMPLETED", record
-
-        # Each container probes itself with its own service's credentials.
-        for service in running:
-            monkeypatch.setenv("RINGMASTER_CREDENTIALS_FILE", auth.user_file(service.name))
-            probe = ["probe", service.name, "--instance", service.instance, "--metrics"]
-            assert await cli(*probe, "--readiness", *common) == 0, capsys.readouterr()
-
-        await anyio.sleep(1.0)  # a few beacon rounds, collector and orchestrator rounds
-        for service in running:
-            assert service.health_check().status.value in ("RUNNING", "DEGRADED"), service.name
-    with log.open("rb") as f:
-        f.seek(start)
-        text = f.read().decode("utf-8", errors="replace")
-    assert [line for line in text.splitlines() if "Violation" in line] == []
