@@ -10,8 +10,9 @@ may publish control commands.
 Every service kind gets the rules of the Service base class (its beacons, its
 events, its control and API subjects, ``$SRV`` discovery, replies to its own
 inbox), JetStream API calls scoped to the streams it uses, and its own extras.
-Replies to requests it serves go out under ``allow_responses``: a service may
-answer whoever asked it, once, and nothing more.
+Replies go to ``_INBOX.>`` (unguessable subjects only the asker reads; the server's
+``allow_responses`` alone would refuse a reply sent after a reconnect to another
+server) and, under ``allow_responses``, to JetStream flow control.
 """
 
 from __future__ import annotations
