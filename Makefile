@@ -4,10 +4,10 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: help run test lint unit bench clean
+.PHONY: help run test lint lint-deploy unit bench clean
 
 help: ## list the targets
-	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-6s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,10 +21,18 @@ run: $(STAMP) ## start the whole cluster on an embedded nats-server and train (C
 test: $(STAMP) lint ## lint, then every test against a real nats-server
 	$(BIN)/pytest -q -p no:cacheprovider
 
-lint: $(STAMP) ## ruff and mypy --strict
+lint: $(STAMP) lint-deploy ## ruff, mypy --strict and the deploy files
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+
+K8S := $(filter-out deploy/k8s/kustomization.yaml deploy/k8s/nats-values.yaml,$(wildcard deploy/k8s/*.yaml))
+
+lint-deploy: $(STAMP) ## Dockerfile, compose and Kubernetes files against their schemas (no Docker)
+	$(BIN)/hadolint deploy/Dockerfile
+	$(BIN)/check-jsonschema --builtin-schema vendor.compose-spec deploy/compose.yaml
+	$(BIN)/kubernetes-validate --strict --quiet $(K8S)
+	for f in deploy/*.sh; do sh -n "$$f" || exit 1; done
 
 bench: $(STAMP) ## run the benchmarks and rewrite bench/RESULTS.md
 	$(BIN)/python -m bench

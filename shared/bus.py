@@ -7,6 +7,8 @@
   publishes are buffered by the client while the server is away.
 - Slow-consumer and other async errors are counted, never silent.
 - A server older than MIN_SERVER_VERSION is refused (per-message TTL needs 2.11).
+- Credentials (a ``.creds``, nkey seed or user file) and TLS files become connect
+  options in ``shared.credentials``; a secret never reaches a log line.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import nats
 from nats.aio.client import Client
 from nats.errors import SlowConsumerError
 
+from shared.credentials import TlsFiles, credential_options, redact_url, tls_options
 from shared.errors import ConnectError, ServerVersionError
 
 log = logging.getLogger("ringmaster.bus")
@@ -51,10 +54,16 @@ async def connect(
     connect_timeout: float = 5.0,
     stats: BusStats | None = None,
     credentials_file: str = "",
+    tls: TlsFiles | None = None,
     check_version: bool = True,
 ) -> Client:
-    """Connect to ``url`` within ``connect_timeout`` seconds or raise ConnectError."""
+    """Connect to ``url`` within ``connect_timeout`` seconds or raise ConnectError.
+
+    ``credentials_file`` and ``tls`` are read before the first attempt: a missing or
+    malformed file raises ConfigError at once.
+    """
     stats = stats if stats is not None else BusStats()
+    shown = redact_url(url)  # what logs and errors may say about the server
 
     async def error_cb(exc: Exception) -> None:
         stats.async_errors += 1
@@ -68,7 +77,7 @@ async def connect(
                 "%s: connect attempt %d to %s failed: %s",
                 name,
                 stats.connect_attempts,
-                url,
+                shown,
                 exc or type(exc).__name__,
             )
         else:
@@ -83,12 +92,11 @@ async def connect(
     async def reconnected_cb() -> None:
         stats.reconnects += 1
         stats.connected = True
-        log.info("%s: reconnected to NATS at %s", name, nc.connected_url)
+        where = nc.connected_url.netloc.rpartition("@")[2] if nc.connected_url else "?"
+        log.info("%s: reconnected to NATS at %s", name, where)
 
     nc = Client()
-    options: dict[str, Any] = {}
-    if credentials_file:
-        options["user_credentials"] = credentials_file
+    options = credential_options(credentials_file) | tls_options(tls or TlsFiles())
     try:
         with anyio.fail_after(connect_timeout):
             await nc.connect(
@@ -107,14 +115,14 @@ async def connect(
         await _close_quietly(nc)
         detail = f": last error {stats.last_error}" if stats.last_error else ""
         raise ConnectError(
-            f"cannot reach NATS at {url} within {connect_timeout:g}s{detail}"
+            f"cannot reach NATS at {shown} within {connect_timeout:g}s{detail}"
         ) from None
     except (OSError, nats.errors.Error) as exc:
         await _close_quietly(nc)
-        raise ConnectError(f"cannot connect to NATS at {url}: {exc}") from exc
+        raise ConnectError(f"cannot connect to NATS at {shown}: {exc}") from exc
     stats.connected = True
     if check_version:
-        await _check_version(nc, url)
+        await _check_version(nc, shown)
     return nc
 
 

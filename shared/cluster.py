@@ -7,6 +7,7 @@
     beacon_interval = 1.0
     data_dir = ".ringmaster"
     http_port = 8780
+    replicas = 1               # 3 on a 3-server NATS cluster
 
     [services.loop_manager]
     restart = "permanent"      # permanent | transient | temporary
@@ -45,6 +46,9 @@ class ClusterSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     restart_intensity: Annotated[int, msgspec.Meta(ge=1)] = 5
     restart_period_s: Annotated[float, msgspec.Meta(gt=0)] = 60.0
     max_restart_delay_s: Annotated[float, msgspec.Meta(gt=0)] = 30.0
+    # JetStream replicas of every stream, bucket and the object store: 3 on a
+    # 3-server NATS cluster, 1 on one server (a server cannot hold more than one).
+    replicas: Annotated[int, msgspec.Meta(ge=1, le=5)] = 1
 
 
 class ServiceEntry(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):

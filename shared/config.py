@@ -44,7 +44,10 @@ class BaseConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     replicas: Annotated[int, msgspec.Meta(ge=1, le=5)] = 1
     events_max_age_s: Positive = 7 * 24 * 3600.0
     events_max_bytes: PositiveInt = 1 << 30
-    credentials_file: str = ""
+    credentials_file: str = ""  # a .creds, nkey seed or user file (shared/credentials.py)
+    tls_ca_file: str = ""
+    tls_cert_file: str = ""
+    tls_key_file: str = ""
     log_level: str = "INFO"
 
 

@@ -38,6 +38,7 @@ from shared.codec import encode
 from shared.config import BaseConfig
 from shared.contracts import Empty, HealthCheckResult, ServiceMetrics, ServiceStatus
 from shared.control import start_control
+from shared.credentials import TlsFiles
 from shared.events import EventData, ServiceStarted, ServiceStopped, build_event
 from shared.health import combine_health, service_metrics
 from shared.intake import Intake
@@ -266,6 +267,7 @@ class Service(Generic[C]):
             connect_timeout=cfg.connect_timeout,
             stats=self.bus_stats,
             credentials_file=cfg.credentials_file,
+            tls=TlsFiles(cfg.tls_ca_file, cfg.tls_cert_file, cfg.tls_key_file),
         )
         try:
             self._js = self._nc.jetstream()

@@ -158,3 +158,39 @@ class Subjects:
         if name not in BUCKET_OWNERS:
             raise KeyError(f"unknown bucket {name!r}; known: {sorted(BUCKET_OWNERS)}")
         return f"{self.prefix}_{name}"
+
+    # -- what permissions are written in (shared/permissions.py) -------------
+    def all_of(self, kind: str) -> str:
+        """Every subject of one kind (``beacon``, ``event``, ``ctl``, ``api``, ``node``)."""
+        return f"{self.prefix}.{kind}.>"
+
+    def kv_stream(self, name: str) -> str:
+        """The stream behind KV bucket ``name`` (short name)."""
+        return f"KV_{self.bucket(name)}"
+
+    def kv_writes(self, name: str) -> str:
+        """What a put, delete or purge of any key of bucket ``name`` publishes to."""
+        return f"$KV.{self.bucket(name)}.>"
+
+    @property
+    def data_stream(self) -> str:
+        """The stream behind the object store."""
+        return f"OBJ_{self.data_store}"
+
+    @property
+    def data_writes(self) -> str:
+        """What storing an object publishes to (chunks and metadata)."""
+        return f"$O.{self.data_store}.>"
+
+    @property
+    def jobs_max_deliveries(self) -> str:
+        """The server's advisories for job messages delivered ``max_deliver`` times."""
+        return f"$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{self.jobs_stream}.>"
+
+    def user(self, kind: str) -> str:
+        """The NATS user of one service kind of this cluster."""
+        return f"{self.prefix}-{kind}"
+
+    def inbox_prefix(self, kind: str) -> str:
+        """Reply inbox prefix of one service kind, so no other kind can read its replies."""
+        return f"_INBOX.{self.user(kind)}"

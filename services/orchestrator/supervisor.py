@@ -122,6 +122,7 @@ class Supervisor:
         base.setdefault("PYTHONUNBUFFERED", "1")
         common: dict[str, object] = {"prefix": settings.prefix, "nats_url": nats_url}
         common["beacon_interval"] = settings.beacon_interval
+        common["replicas"] = settings.replicas
         for name, entry in cluster.services.items():
             for i in range(entry.instances if entry.enabled else 0):
                 instance = f"{name}-{i}"

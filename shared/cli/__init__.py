@@ -9,6 +9,7 @@
     ringmaster probe NAME [--readiness]           liveness/readiness exit codes for Kubernetes
     ringmaster new-service NAME                   the skeleton of a new manager and its tests
     ringmaster nats-server                        the embedded nats-server alone
+    ringmaster nats-config [--out D] [--secrets D] nats-server users and permissions
     ringmaster submit [--wait] -- CMD ARGS...     run a job on the cluster
     ringmaster jobs [--state S]                   list jobs
     ringmaster cancel JOB_ID                      cancel a job
@@ -27,7 +28,19 @@ import sys
 from collections.abc import Callable, Sequence
 from types import ModuleType
 
-from shared.cli import jobs, models, nats_server, probe, scaffold, service, state, status, up, watch
+from shared.cli import (
+    jobs,
+    models,
+    nats_config,
+    nats_server,
+    probe,
+    scaffold,
+    service,
+    state,
+    status,
+    up,
+    watch,
+)
 from shared.cli.client import CliError, add_common_options
 
 __all__ = ["build_parser", "main"]
@@ -43,6 +56,7 @@ COMMANDS: dict[str, tuple[ModuleType, str, bool]] = {
     "probe": (probe, "liveness or readiness of a service, as an exit code", True),
     "new-service": (scaffold, "write the skeleton of a new service and its tests", False),
     "nats-server": (nats_server, "run the embedded nats-server alone", False),
+    "nats-config": (nats_config, "write nats-server users and permissions, one per service", False),
     "submit": (jobs, "submit a job (for shell jobs: the command after --)", True),
     "jobs": (jobs, "list jobs, newest first", True),
     "cancel": (jobs, "cancel a job", True),

@@ -20,12 +20,14 @@ from nats.aio.client import Client
 from shared.bus import BusStats, connect
 from shared.codec import decode, encode
 from shared.contracts import ErrorReply
+from shared.credentials import TlsFiles
 from shared.errors import BusError, ConfigError
 from shared.subjects import DEFAULT_PREFIX, Subjects
 
 T = TypeVar("T")
 
 DEFAULT_NATS_URL = "nats://127.0.0.1:4222"
+CREDENTIALS_ENV = "RINGMASTER_CREDENTIALS_FILE"
 ERROR_CODE_HEADER = "Nats-Service-Error-Code"
 
 
@@ -55,6 +57,14 @@ def add_common_options(parser: argparse.ArgumentParser) -> None:
         "--prefix",
         default=None,
         help=f"cluster prefix (default: $RINGMASTER_PREFIX or {DEFAULT_PREFIX})",
+    )
+    group.add_argument(
+        "--credentials-file",
+        metavar="FILE",
+        default=None,
+        help="NATS credentials (.creds, nkey seed or user file; default: "
+        "$RINGMASTER_CREDENTIALS_FILE); TLS files come from $RINGMASTER_TLS_CA_FILE, "
+        "$RINGMASTER_TLS_CERT_FILE and $RINGMASTER_TLS_KEY_FILE",
     )
     group.add_argument(
         "--connect-timeout",
@@ -108,9 +118,19 @@ async def connected(args: argparse.Namespace, name: str, *, code: int = 1) -> As
     """A NATS connection for one command; unreachable NATS is a CliError with ``code``."""
     url = nats_url(args)
     stats = BusStats()
+    env = os.environ
+    credentials = getattr(args, "credentials_file", None) or env.get(CREDENTIALS_ENV, "")
+    tls = TlsFiles(*(env.get(f"RINGMASTER_TLS_{part}_FILE", "") for part in ("CA", "CERT", "KEY")))
     try:
-        nc = await connect(url, name=name, connect_timeout=args.connect_timeout, stats=stats)
-    except BusError as exc:
+        nc = await connect(
+            url,
+            name=name,
+            connect_timeout=args.connect_timeout,
+            stats=stats,
+            credentials_file=credentials,
+            tls=tls,
+        )
+    except (BusError, ConfigError) as exc:
         raise CliError(str(exc), code) from None
     try:
         yield nc

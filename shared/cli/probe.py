@@ -5,6 +5,11 @@ Meant for Kubernetes ``exec`` probes. Liveness asks the instance (or, without
 subject: an answer within the timeout means the process and its event loop work.
 Readiness also needs that answer to say RUNNING or DEGRADED, the states in which
 the service takes work.
+
+With ``--metrics`` (which needs ``--instance``) the probe asks the instance's
+``metrics`` endpoint instead: control commands are the operator's alone under the
+generated NATS permissions, and a container probes itself with its own service's
+credentials, which may call the metrics endpoints.
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ import argparse
 import anyio
 
 from shared.cli.client import CliError, connected, positive_float, request, subjects
-from shared.contracts import ControlCommand, ControlReply, ServiceStatus
+from shared.contracts import ControlCommand, ControlReply, Empty, ServiceMetrics, ServiceStatus
 from shared.errors import ConfigError
 from shared.subjects import check_token
 
@@ -45,6 +50,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=2.0,
         help="seconds to wait for the answer (default: 2)",
     )
+    parser.add_argument(
+        "--metrics",
+        action="store_true",
+        help="ask the instance's metrics endpoint, not its control subject (needs --instance)",
+    )
 
 
 async def ask_health(args: argparse.Namespace) -> ControlReply:
@@ -56,6 +66,10 @@ async def ask_health(args: argparse.Namespace) -> ControlReply:
             check_token(args.instance, "instance")
     except ConfigError as exc:
         raise CliError(str(exc), 2) from None
+    if args.metrics:
+        if args.instance is None:
+            raise CliError("--metrics needs --instance", 2)
+        return await _ask_metrics(args)
     subject = subs.ctl(args.name, args.instance) if args.instance else subs.ctl_all(args.name)
     async with connected(args, "ringmaster-probe") as nc:
         try:
@@ -68,6 +82,23 @@ async def ask_health(args: argparse.Namespace) -> ControlReply:
             )
         except CliError as exc:  # no answer, or an error answer (such as "stopping")
             raise ProbeFailed(exc.message) from None
+
+
+async def _ask_metrics(args: argparse.Namespace) -> ControlReply:
+    subject = subjects(args).instance_api(args.name, args.instance, "metrics")
+    async with connected(args, "ringmaster-probe") as nc:
+        try:
+            metrics = await request(nc, subject, Empty(), ServiceMetrics, timeout=args.timeout)
+        except CliError as exc:
+            raise ProbeFailed(exc.message) from None
+    # The same shape as a health reply, so run() judges both alike.
+    return ControlReply(
+        service=metrics.service,
+        instance=metrics.instance,
+        command="health",
+        ok=True,
+        status=metrics.status,
+    )
 
 
 def run(args: argparse.Namespace) -> int:

@@ -132,6 +132,7 @@ def orchestrator_env(plan: Plan, nats_url: str) -> dict[str, str]:
             "http_host": settings.http_host,
             "http_port": settings.http_port,
             "beacon_interval": settings.beacon_interval,
+            "replicas": settings.replicas,
             "instance": INSTANCE,
             "data_dir": str(plan.data_dir),
         },

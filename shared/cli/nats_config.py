@@ -1,0 +1,92 @@
+"""``ringmaster nats-config``: nats-server users and permissions for one cluster.
+
+Writes ``OUT/auth.conf`` (an ``accounts`` block that ``deploy/nats/*.conf`` include)
+and one user file per service kind in ``SECRETS`` (``<kind>.user``, mode 0600),
+generating only the passwords that are missing: running it again with the same
+secrets writes the same config. ``--explain`` prints the permission table instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from shared.cli.client import CliError
+from shared.errors import ConfigError
+from shared.natsconf import DEFAULT_COST, load_or_make_users, render
+from shared.permissions import KINDS, rules_for
+from shared.subjects import DEFAULT_PREFIX, Subjects
+
+EPILOG = """examples:
+  ringmaster nats-config --out deploy/nats --secrets deploy/secrets
+  ringmaster nats-config --explain            # what each service kind may do, and why
+
+Each service then connects with --credentials-file SECRETS/<kind>.user
+(RINGMASTER_<SERVICE>_CREDENTIALS_FILE); the CLI with SECRETS/operator.user
+($RINGMASTER_CREDENTIALS_FILE)."""
+
+
+def _cost(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if not 4 <= value <= 16:
+        raise argparse.ArgumentTypeError(f"{text!r} is not between 4 and 16")
+    return value
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Prefix, output and secrets directories, bcrypt cost, ``--explain``."""
+    parser.add_argument("--prefix", default=DEFAULT_PREFIX, help="cluster prefix")
+    parser.add_argument(
+        "--out", metavar="DIR", type=Path, default=Path("."), help="where auth.conf goes"
+    )
+    parser.add_argument(
+        "--secrets",
+        metavar="DIR",
+        type=Path,
+        default=Path("secrets"),
+        help="one user file per service kind, kept if present (default: ./secrets)",
+    )
+    parser.add_argument(
+        "--cost",
+        metavar="N",
+        type=_cost,
+        default=DEFAULT_COST,
+        help=f"bcrypt cost, 4..16 (default: {DEFAULT_COST}); every connect pays it once",
+    )
+    parser.add_argument(
+        "--explain", action="store_true", help="print the permission table (Markdown) and exit"
+    )
+
+
+def explain(subjects: Subjects) -> str:
+    """Every rule of every service kind as a Markdown table."""
+    lines = ["| kind | may | subject | why |", "|---|---|---|---|"]
+    for kind in KINDS:
+        for rule in rules_for(subjects, kind):
+            lines.append(f"| {kind} | {rule.action} | `{rule.subject}` | {rule.why} |")
+    lines.append("| operator | publish, subscribe | `>` | people and the CLI: everything |")
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Write the config and the missing secrets (or print the table); 0 on success."""
+    try:
+        subjects = Subjects(args.prefix)
+    except ConfigError as exc:
+        raise CliError(str(exc), 2) from None
+    if args.explain:
+        print(explain(subjects))
+        return 0
+    try:
+        users = load_or_make_users(subjects, args.secrets)
+        rendered = render(subjects, users, args.cost)
+        args.out.mkdir(parents=True, exist_ok=True)
+        target = args.out / "auth.conf"
+        target.write_text(rendered.config, encoding="utf-8")
+    except (OSError, ConfigError) as exc:
+        raise CliError(str(exc), 1) from None
+    print(f"wrote {target} ({len(users)} users); user files in {args.secrets}/")
+    return 0
