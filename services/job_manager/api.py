@@ -92,7 +92,7 @@ class JobApi:
             )
             if self.paused():
                 return record  # kept PENDING: the reaper dispatches it once resumed
-            return await self.dispatcher.safely(job_id) or record
+            return await self.dispatcher.safely(job_id, (record, revision)) or record
         finally:
             self.dispatcher.busy.discard(job_id)
 
@@ -157,8 +157,11 @@ class JobApi:
                 raise Refused(outcome)
             return outcome
 
+        # The index holds every non-terminal job at its latest known revision: write on
+        # it first, and read the bucket only when that copy turns out stale.
+        known = self.index.jobs.get(report.job_id)
         try:
-            written = await cas_update(self.kv, report.job_id, JobRecord, change)
+            written = await cas_update(self.kv, report.job_id, JobRecord, change, known=known)
         except Refused as exc:
             self.refused[exc.kind] += 1
             raise

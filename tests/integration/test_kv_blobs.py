@@ -41,6 +41,45 @@ async def test_cas_update_never_loses_a_concurrent_increment(nc: Client, prefix:
     assert await cas_update(kv, "missing", Counter, lambda c: c) is None
 
 
+async def test_cas_update_on_a_known_record_writes_without_reading_and_survives_staleness(
+    nc: Client, prefix: str
+) -> None:
+    kv = await ensure_bucket(nc.jetstream(), bucket_config(f"{prefix}_known"))
+    rev = await kv.create("c", msgspec.json.encode(Counter(0)))
+    seen: list[int] = []
+
+    def bump(c: Counter) -> Counter:
+        seen.append(c.n)
+        return Counter(c.n + 1)
+
+    # Current copy: written on it directly, change applied once.
+    written = await cas_update(kv, "c", Counter, bump, known=(Counter(0), rev))
+    assert written is not None and written[0] == Counter(1) and seen == [0]
+    # Stale copy (revision and value behind): the write loses, a fresh read decides.
+    seen.clear()
+    written = await cas_update(kv, "c", Counter, bump, known=(Counter(0), rev))
+    assert written is not None and written[0] == Counter(2) and seen == [0, 1]
+
+    # A refusal judged on a stale copy is judged again on the current record.
+    def only_from_two(c: Counter) -> Counter | None:
+        if c.n != 2:
+            raise ValueError(f"refused at {c.n}")
+        return Counter(3)
+
+    written = await cas_update(kv, "c", Counter, only_from_two, known=(Counter(0), rev))
+    assert written is not None and written[0] == Counter(3)
+    # ... and still raised when the current record refuses too.
+    with pytest.raises(ValueError, match="refused at 3"):
+        await cas_update(kv, "c", Counter, only_from_two, known=(Counter(1), rev))
+    # "No change" on a stale copy is not trusted either.
+    written = await cas_update(
+        kv, "c", Counter, lambda c: Counter(9) if c.n == 3 else None, known=(Counter(0), rev)
+    )
+    assert written is not None and written[0] == Counter(9)
+    final = await read(kv, "c", Counter)
+    assert final is not None and final[0] == Counter(9)
+
+
 async def test_lease_has_one_holder_and_passes_on_when_it_lapses(nc: Client, prefix: str) -> None:
     kv = await ensure_bucket(nc.jetstream(), bucket_config(f"{prefix}_leases"))
     first = Lease(kv, "duty", "a", ttl_s=0.3)
