@@ -23,7 +23,19 @@ from bench.harness import Context, Ctx, Row, fmt
 from bench.report import load_average, render
 
 #: In the order of the issue's goals.
-BENCHMARKS = ("ingest", "events", "restart", "lost", "rss", "coldstart", "jobs", "failover")
+BENCHMARKS = (
+    "ingest",
+    "events",
+    "restart",
+    "lost",
+    "cpuload",
+    "jobs",
+    "failover",
+    "blobs",
+    "rss",
+    "coldstart",
+    "scaling",
+)
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 FINDINGS = Path(__file__).resolve().parent / "FINDINGS.md"
 

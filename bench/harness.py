@@ -87,6 +87,10 @@ def fmt(value: float, unit: str) -> str:
         return f"{value * 1000:,.0f} ms" if value < 1 else f"{value:.2f} s"
     if unit == "MB":
         return f"{value:.1f} MB"
+    if unit == "":
+        return f"{value:,.0f}"
+    if unit == "MB/s":
+        return f"{value:,.0f} MB/s"
     return f"{value:.3g} {unit}"
 
 
