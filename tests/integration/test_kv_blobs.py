@@ -9,12 +9,13 @@ import anyio
 import msgspec
 import pytest
 from nats.aio.client import Client
+from nats.js.api import AckPolicy, ConsumerConfig
 
 from shared.blobs import BlobError, BlobStore, ensure_store
 from shared.config import BaseConfig, convert_config
 from shared.jobs import DataRef
 from shared.kv import Lease, bucket_config, cas_update, ensure_bucket, read
-from shared.provision import BUCKET_SPECS, provision_all
+from shared.provision import BUCKET_SPECS, ensure_stream, jobs_stream_config, provision_all
 from shared.subjects import Subjects
 
 pytestmark = pytest.mark.anyio
@@ -131,3 +132,25 @@ async def test_provision_all_is_idempotent(nc: Client, prefix: str) -> None:
     }
     assert before == after
     assert (await js.stream_info(subjects.jobs_stream)).config == jobs_before
+
+
+async def test_jobs_stream_takes_a_consumer_per_node_past_a_thousand(
+    nc: Client, prefix: str
+) -> None:
+    # One durable per node plus the capability pools: nats-server's default stops a
+    # stream at 1,000 consumers, which a 1,000-node cluster passes.
+    js = nc.jetstream()
+    subjects = Subjects(prefix)
+    await ensure_stream(js, jobs_stream_config(subjects, BaseConfig()))
+    try:
+        for i in range(1_001):
+            config = ConsumerConfig(
+                durable_name=f"node-n{i}",
+                filter_subject=subjects.jobs(f"node.n{i}"),
+                ack_policy=AckPolicy.EXPLICIT,
+            )
+            await js.add_consumer(subjects.jobs_stream, config)
+        info = await js.stream_info(subjects.jobs_stream)
+        assert info.state.consumer_count == 1_001
+    finally:
+        await js.delete_stream(subjects.jobs_stream)
