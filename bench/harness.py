@@ -149,6 +149,8 @@ class Ctx:
         self.procs: list[Proc] = []
         self.servers: list[EmbeddedServer] = []
         self.contexts: list[Context] = []
+        #: Markdown sections (title, lines) a benchmark adds to RESULTS.md.
+        self.sections: list[tuple[str, list[str]]] = []
         self.log = log
 
     def __enter__(self) -> Self:
@@ -219,6 +221,12 @@ class Ctx:
         self.contexts.append(item)
         self.log(f"    context: {label}: {fmt(value, unit)}")
         return item
+
+    def section(self, title: str, lines: list[str]) -> None:
+        """Add a section of its own to RESULTS.md (and print it)."""
+        self.sections.append((title, lines))
+        for line in lines:
+            self.log(f"    {line}")
 
     def path(self, name: str) -> Path:
         """A file name in the scratch directory."""

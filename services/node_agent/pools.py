@@ -28,10 +28,16 @@ from shared.subjects import Subjects
 
 log = logging.getLogger("ringmaster.node_agent.pools")
 
+#: Pulls a consumer keeps waiting at once (set when the consumer is created).
+MAX_WAITING = 16_384
+
 
 def consumer_config(*, ack_wait_s: float, max_deliver: int) -> ConsumerConfig:
     """The config of every job consumer (the same for all agents sharing one)."""
     return ConsumerConfig(
+        # A capability pool's consumer has one pull waiting per node serving it; the
+        # server's default of 512 waiting pulls would refuse the pulls of a larger cluster.
+        max_waiting=MAX_WAITING,
         ack_policy=AckPolicy.EXPLICIT,
         deliver_policy=DeliverPolicy.ALL,
         ack_wait=ack_wait_s,
