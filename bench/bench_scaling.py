@@ -12,7 +12,7 @@ RSS, against the beacons it counted. The raw limit for a beacon is the same publ
 and a subscriber that only counts (``bench_ingest``'s raw CPU per message).
 
 The curves go to ``bench/scaling.png``; the growth (flat, linear, worse) of each cost
-is the log-log slope between the smallest and the largest N.
+is the log-log slope of each step from one N to the next.
 """
 
 from __future__ import annotations
@@ -263,26 +263,36 @@ async def fleet_point(ctx: Ctx, url: str, n: int) -> FleetPoint:
     return point
 
 
-def slope(xs: list[float], ys: list[float]) -> float:
-    """Log-log slope between the first and the last point (0 flat, 1 linear)."""
-    if ys[0] <= 0 or ys[-1] <= 0:
+def slope(x0: float, x1: float, y0: float, y1: float) -> float:
+    """Log-log slope between two points (0 flat, 1 linear); NaN when a value is not > 0."""
+    if y0 <= 0 or y1 <= 0 or not (math.isfinite(y0) and math.isfinite(y1)):
         return float("nan")
-    return math.log(ys[-1] / ys[0]) / math.log(xs[-1] / xs[0])
+    return math.log(y1 / y0) / math.log(x1 / x0)
 
 
-def growth(k: float) -> str:
+def word(k: float) -> str:
     """Words for a log-log slope."""
     if math.isnan(k):
         return "n/a"
     if k < -0.15:
-        return f"falls (slope {k:.2f})"
+        return "falls"
     if k < 0.15:
-        return f"flat (slope {k:.2f})"
+        return "flat"
     if k < 0.8:
-        return f"sublinear (slope {k:.2f})"
+        return "sublinear"
     if k <= 1.2:
-        return f"linear (slope {k:.2f})"
-    return f"worse than linear (slope {k:.2f})"
+        return "linear"
+    return "worse than linear"
+
+
+def trend(xs: list[float], ys: list[float]) -> str:
+    """How ``ys`` grows with ``xs``, step by step: "flat, then falls (slopes 0.02, -0.66)"."""
+    ks = [slope(xs[i], xs[i + 1], ys[i], ys[i + 1]) for i in range(len(xs) - 1)]
+    words: list[str] = []
+    for k in ks:
+        if not words or words[-1] != word(k):
+            words.append(word(k))
+    return f"{', then '.join(words)} (slopes {', '.join(f'{k:.2f}' for k in ks)})"
 
 
 def plot(nodes: list[NodePoint], fleets: list[FleetPoint]) -> None:
@@ -374,22 +384,22 @@ def summary(nodes: list[NodePoint], fleets: list[FleetPoint]) -> list[str]:
     idle_total = [sum(p.idle.values()) for p in nodes]
     lines += [
         "",
-        "How each cost grows from the smallest to the largest scale (log-log slope: 0 is "
+        "How each cost grows from one scale to the next (log-log slope of each step: 0 is "
         "flat, 1 linear):",
         "",
-        f"- hollow nodes: jobs/s {growth(slope(xs, [p.rate for p in nodes]))}; p99 "
-        f"{growth(slope(xs, [p.p99 for p in nodes]))}; idle CPU of all processes "
-        f"{growth(slope(xs, idle_total))}; agent idle CPU "
-        f"{growth(slope(xs, [p.idle['agent-hollow'] for p in nodes]))}; job manager idle CPU "
-        f"{growth(slope(xs, [p.idle['job_manager'] for p in nodes]))}; job manager RSS "
-        f"{growth(slope(xs, [p.rss['job_manager'] for p in nodes]))}; agent RSS "
-        f"{growth(slope(xs, [p.rss['agent-hollow'] for p in nodes]))}",
+        f"- hollow nodes: jobs/s {trend(xs, [p.rate for p in nodes])}; p99 "
+        f"{trend(xs, [p.p99 for p in nodes])}; idle CPU of all processes "
+        f"{trend(xs, idle_total)}; agent idle CPU "
+        f"{trend(xs, [p.idle['agent-hollow'] for p in nodes])}; job manager idle CPU "
+        f"{trend(xs, [p.idle['job_manager'] for p in nodes])}; job manager RSS "
+        f"{trend(xs, [p.rss['job_manager'] for p in nodes])}; agent RSS "
+        f"{trend(xs, [p.rss['agent-hollow'] for p in nodes])}",
         "- beaconing instances: orchestrator CPU "
-        + growth(slope(fx, [f.core_share for f in fleets]))
+        + trend(fx, [f.core_share for f in fleets])
         + "; CPU per beacon "
-        + growth(slope(fx, [f.per_beacon_us for f in fleets]))
+        + trend(fx, [f.per_beacon_us for f in fleets])
         + "; RSS "
-        + growth(slope(fx, [f.rss_mb for f in fleets])),
+        + trend(fx, [f.rss_mb for f in fleets]),
     ]
     best = min(f.per_beacon_us for f in fleets)
     short = [f.n for f in fleets if f.ingested_rate < 0.95 * f.sent_rate]
@@ -408,12 +418,19 @@ def summary(nodes: list[NodePoint], fleets: list[FleetPoint]) -> list[str]:
     agent_busy = [p.n for p in nodes if p.idle["agent-hollow"] > 50]
     parts = []
     first = nodes[0]
-    slow = [p.n for p in nodes if p.rate < first.rate / 2 or p.p50 > 5 * first.p50]
-    if slow:
-        parts.append(
-            f"at {slow[0]:,} nodes throughput fell below half, or the paced p50 rose above five "
-            f"times, the figure at {first.n:,} nodes"
-        )
+    for k, p in enumerate(nodes[1:], 1):
+        peak = max(nodes[:k], key=lambda q: q.rate)
+        why = []
+        if p.rate < peak.rate / 2:
+            why.append(f"throughput fell to {p.rate:,.0f}/s from {peak.rate:,.0f}/s at {peak.n:,}")
+        if p.p50 > 5 * first.p50:
+            why.append(
+                f"the paced p50 rose to {p.p50 * 1000:,.0f} ms from {first.p50 * 1000:,.0f} ms "
+                f"at {first.n:,}"
+            )
+        if why:
+            parts.append(f"at {p.n:,} nodes " + " and ".join(why))
+            break
     if stalled:
         parts.append(
             f"at {stalled[0]:,} nodes jobs did not finish within the {BUDGET_S:g} s budget of "
