@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import itertools
 import os
-import sys
 import time
 from collections import Counter, defaultdict
 
@@ -140,7 +139,7 @@ async def measure(ctx: Ctx, url: str) -> Row:
         notes=[
             f"{SERVICES} {SERVICE} processes and an orchestrator on defaults (1 s beacons, "
             f"LOST after > 3 silent intervals and an unanswered probe); {cores} burner "
-            f"processes (one per core, `{sys.executable} -c` spinning) for {BURN_S:.0f} s, "
+            f"processes (one per core, `python -c` spinning) for {BURN_S:.0f} s, "
             f"then {AFTER_S:.0f} s more watched; the burners got {share:.0%} of all cores",
             f"events of the {SERVICE} instances: "
             + (", ".join(f"{k} {v}" for k, v in sorted(watch.events.items())) or "none")
