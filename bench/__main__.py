@@ -23,7 +23,19 @@ from bench.harness import Context, Ctx, Row, fmt
 from bench.report import load_average, render
 
 #: In the order of the issue's goals.
-BENCHMARKS = ("ingest", "events", "restart", "lost", "rss", "coldstart", "jobs", "failover")
+BENCHMARKS = (
+    "ingest",
+    "events",
+    "restart",
+    "lost",
+    "cpuload",
+    "jobs",
+    "failover",
+    "blobs",
+    "rss",
+    "coldstart",
+    "scaling",
+)
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 FINDINGS = Path(__file__).resolve().parent / "FINDINGS.md"
 
@@ -39,7 +51,10 @@ def print_row(row: Row) -> None:
     )
 
 
-def run_one(name: str) -> tuple[list[Row], list[Context]]:
+Section = tuple[str, list[str]]
+
+
+def run_one(name: str) -> tuple[list[Row], list[Context], list[Section]]:
     """Run one benchmark in a context of its own; the context is closed even on error."""
     module = importlib.import_module(f"bench.bench_{name}")
     print(f"== {name}: {(module.__doc__ or '').strip().splitlines()[0]}", flush=True)
@@ -49,7 +64,7 @@ def run_one(name: str) -> tuple[list[Row], list[Context]]:
         for row in rows:
             print_row(row)
     print(f"  ({name}: {time.monotonic() - start:.1f}s)", flush=True)
-    return rows, ctx.contexts
+    return rows, ctx.contexts, ctx.sections
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -66,15 +81,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     rows: list[Row] = []
     contexts: list[Context] = []
     failures: list[str] = []
+    sections: list[Section] = []
     for name in names:
         try:
-            got, ctx_items = run_one(name)
+            got, ctx_items, extra = run_one(name)
         except Exception as exc:  # noqa: BLE001 - one failed benchmark must not hide the others
             traceback.print_exc()
             failures.append(f"{name}: {type(exc).__name__}: {exc}")
             continue
         rows += got
         contexts += ctx_items
+        sections += extra
     elapsed = time.monotonic() - start
     print(f"== done in {elapsed:.0f}s; {len(failures)} benchmark(s) failed", flush=True)
     if results is not None:
@@ -83,7 +100,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         command = "make bench" if os.environ.get("MAKELEVEL") else ".venv/bin/python -m bench"
         if argv is None and sys.argv[1:]:
             command += " " + " ".join(sys.argv[1:])
-        text = render(rows, contexts, failures, findings, command, elapsed, load_at_start)
+        text = render(rows, contexts, failures, findings, command, elapsed, load_at_start, sections)
         results.write_text(text)
         print(f"wrote {results}", flush=True)
     return 1 if failures else 0

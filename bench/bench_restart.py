@@ -225,7 +225,7 @@ async def bare_start(ctx: Ctx, url: str, nc: Client, n: int) -> float:
     return seen.at - start
 
 
-async def measure(ctx: Ctx, url: str) -> Row:
+async def measure(ctx: Ctx, url: str) -> tuple[Row, Row]:
     """Kill the supervised child ``KILLS`` times; a few kills at 1 s beacons; raw limits."""
     nc = await nats.connect(url, connect_timeout=5)
     try:
@@ -252,7 +252,18 @@ async def measure(ctx: Ctx, url: str) -> Row:
         "s",
     )
     ctx.context(NAME, "python -c pass, spawn to exit, median", statistics.median(passes), "s")
-    return Row(
+    p50_row = Row(
+        key=NAME,
+        title=f"Supervised kill -9 -> RUNNING again, p50 of {KILLS}",
+        figure=statistics.median(to_running),
+        unit="s",
+        raw=statistics.median(bare),
+        raw_label=f"bare `python -m services.{SERVICE}` spawn -> RUNNING beacon, median",
+        goal=GOAL,
+        higher_is_better=False,
+        notes=["the same 50 kills as the p99 row below"],
+    )
+    return p50_row, Row(
         key=NAME,
         title=f"Supervised kill -9 -> RUNNING again, p99 of {KILLS}",
         figure=p99,
@@ -295,4 +306,4 @@ async def measure(ctx: Ctx, url: str) -> Row:
 def run(ctx: Ctx) -> list[Row]:
     """Measure on a nats-server of this benchmark's own."""
     server = ctx.server()
-    return [anyio.run(measure, ctx, server.url)]
+    return list(anyio.run(measure, ctx, server.url))

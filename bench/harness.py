@@ -87,6 +87,10 @@ def fmt(value: float, unit: str) -> str:
         return f"{value * 1000:,.0f} ms" if value < 1 else f"{value:.2f} s"
     if unit == "MB":
         return f"{value:.1f} MB"
+    if unit == "":
+        return f"{value:,.0f}"
+    if unit == "MB/s":
+        return f"{value:,.0f} MB/s"
     return f"{value:.3g} {unit}"
 
 
@@ -145,6 +149,8 @@ class Ctx:
         self.procs: list[Proc] = []
         self.servers: list[EmbeddedServer] = []
         self.contexts: list[Context] = []
+        #: Markdown sections (title, lines) a benchmark adds to RESULTS.md.
+        self.sections: list[tuple[str, list[str]]] = []
         self.log = log
 
     def __enter__(self) -> Self:
@@ -215,6 +221,12 @@ class Ctx:
         self.contexts.append(item)
         self.log(f"    context: {label}: {fmt(value, unit)}")
         return item
+
+    def section(self, title: str, lines: list[str]) -> None:
+        """Add a section of its own to RESULTS.md (and print it)."""
+        self.sections.append((title, lines))
+        for line in lines:
+            self.log(f"    {line}")
 
     def path(self, name: str) -> Path:
         """A file name in the scratch directory."""

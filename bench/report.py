@@ -88,6 +88,7 @@ def render(
     command: str,
     elapsed_s: float,
     load_at_start: str,
+    sections: Sequence[tuple[str, list[str]]] = (),
 ) -> str:
     """The whole RESULTS.md."""
     out = ["# Benchmark results", "", *machine_lines(load_at_start)]
@@ -112,6 +113,8 @@ def render(
         out.append(f"- **{row.title}**")
         out += [f"  - {note}" for note in row.notes]
     out.append("")
+    for title, lines in sections:
+        out += [f"## {title}", "", *lines, ""]
     if analysis:
         out += ["## What limits the figures", "", *analysis, ""]
     out += [

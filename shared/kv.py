@@ -94,12 +94,22 @@ async def cas_update(
     change: Callable[[T], T | None],
     *,
     attempts: int = 5,
+    known: tuple[T, int] | None = None,
 ) -> tuple[T, int] | None:
     """Apply ``change`` to the current record with compare-and-set, retrying on races.
 
     ``change`` returns the new record, or None to leave it as it is. Returns the record
     written and its new revision; None when the key is missing or nothing changed.
+
+    ``known`` is a (record, revision) the caller already holds (an index, a read just
+    made): the first try writes on it without reading. Only a successful write proves
+    it was current, so when the write loses the race, or ``change`` declines or raises
+    on it (it may be stale), the decision is taken again on a fresh read.
     """
+    if known is not None:
+        written = await _try_known(kv, key, change, known)
+        if written is not None:
+            return written
     for _ in range(attempts):
         current = await read(kv, key, tp)
         if current is None:
@@ -114,6 +124,23 @@ async def cas_update(
             continue
         return new, new_revision
     raise Conflict(f"{key}: too many concurrent updates")
+
+
+async def _try_known(
+    kv: KeyValue, key: str, change: Callable[[T], T | None], known: tuple[T, int]
+) -> tuple[T, int] | None:
+    """One compare-and-set on a record the caller holds; None when a fresh read must decide."""
+    value, revision = known
+    try:
+        new = change(value)
+    except Exception:  # noqa: BLE001 - a refusal on a stale copy is retried on a fresh read
+        return None
+    if new is None:
+        return None
+    try:
+        return new, await kv.update(key, encode(new), last=revision)
+    except KeyWrongLastSequenceError:
+        return None
 
 
 class LeaseRecord(msgspec.Struct, frozen=True):

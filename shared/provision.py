@@ -72,9 +72,17 @@ BUCKET_SPECS: dict[str, tuple[int, float | None]] = {
 }
 
 
+#: Consumers allowed on ``P_JOBS``: one durable per node plus one per capability. Left
+#: unset, nats-server 2.15 refuses the 1,001st consumer of a stream, so a cluster of
+#: 1,000 nodes could not even create its capability pool. Fixed when the stream is
+#: created (the server does not change it on an existing stream).
+JOBS_MAX_CONSUMERS = 100_000
+
+
 def jobs_stream_config(subjects: Subjects, config: BaseConfig) -> StreamConfig:
     """``P_JOBS``: job dispatches, work-queue retention (a message lives until acked)."""
     return StreamConfig(
+        max_consumers=JOBS_MAX_CONSUMERS,
         name=subjects.jobs_stream,
         subjects=[subjects.all_jobs],
         retention=RetentionPolicy.WORK_QUEUE,

@@ -14,6 +14,7 @@ import uuid
 from collections import Counter
 from collections.abc import Awaitable, Callable
 
+import anyio
 import msgspec
 from nats.js.errors import KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
@@ -87,12 +88,23 @@ class JobApi:
                 return await self.read(job_id)
             self.index.apply(record, revision)
             self.counts["submitted_total"] += 1
-            await self.emit(
-                JobSubmitted(job_id=job_id, type=spec.type, idempotency_key=spec.idempotency_key)
+            submitted = JobSubmitted(
+                job_id=job_id, type=spec.type, idempotency_key=spec.idempotency_key
             )
             if self.paused():
+                await self.emit(submitted)
                 return record  # kept PENDING: the reaper dispatches it once resumed
-            return await self.dispatcher.safely(job_id) or record
+
+            # The event's ack and the dispatch overlap; the reply still waits for both.
+            # The outbox keeps order, and the event is queued when the dispatch first
+            # waits, long before the job can start: JOB_SUBMITTED precedes JOB_STARTED.
+            async def announce() -> None:
+                await self.emit(submitted)
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(announce)
+                dispatched = await self.dispatcher.safely(job_id, (record, revision))
+            return dispatched or record
         finally:
             self.dispatcher.busy.discard(job_id)
 
@@ -157,8 +169,11 @@ class JobApi:
                 raise Refused(outcome)
             return outcome
 
+        # The index holds every non-terminal job at its latest known revision: write on
+        # it first, and read the bucket only when that copy turns out stale.
+        known = self.index.jobs.get(report.job_id)
         try:
-            written = await cas_update(self.kv, report.job_id, JobRecord, change)
+            written = await cas_update(self.kv, report.job_id, JobRecord, change, known=known)
         except Refused as exc:
             self.refused[exc.kind] += 1
             raise

@@ -92,10 +92,12 @@ class Dispatcher:
 
         self._spawn(run)
 
-    async def safely(self, job_id: str) -> JobRecord | None:
+    async def safely(
+        self, job_id: str, known: tuple[JobRecord, int] | None = None
+    ) -> JobRecord | None:
         """:meth:`dispatch`, its failures counted: the job stays PENDING for the reaper."""
         try:
-            return await self.dispatch(job_id)
+            return await self.dispatch(job_id, known)
         except (nats.errors.Error, TimeoutError, RequestError) as exc:
             self.stats["errors"] += 1
             log.warning("dispatch of %s failed: %r", job_id, exc)
@@ -104,9 +106,15 @@ class Dispatcher:
             log.error("job %s: record does not decode: %s", job_id, exc)
         return None
 
-    async def dispatch(self, job_id: str) -> JobRecord | None:
-        """Dispatch ``job_id`` if it is PENDING; the record written, or None."""
-        found = await read(self.kv, job_id, JobRecord)
+    async def dispatch(
+        self, job_id: str, known: tuple[JobRecord, int] | None = None
+    ) -> JobRecord | None:
+        """Dispatch ``job_id`` if it is PENDING; the record written, or None.
+
+        ``known`` is the record and revision the caller just wrote (submit): no read is
+        needed to start, and the compare-and-set below proves it is still current.
+        """
+        found = known or await read(self.kv, job_id, JobRecord)
         if found is None or found[0].state is not JobState.PENDING:
             return None
         rec = found[0]
@@ -114,8 +122,9 @@ class Dispatcher:
         selected = await self.select(rec) if policy.needs_selector(req) else None
         pool = policy.choose_pool(req, selected)
         now = time.time()
+        # The record just read is the first try: no second read before the write.
         written = await cas_update(
-            self.kv, job_id, JobRecord, lambda r: policy.dispatched(r, now, pool)
+            self.kv, job_id, JobRecord, lambda r: policy.dispatched(r, now, pool), known=found
         )
         if written is None:
             return None

@@ -116,6 +116,7 @@ class HollowNode:
                     if msg is not None:
                         await self._take(msg)
                     continue
+                await self.pools.give_back()
                 with anyio.move_on_after(wait):
                     await self._wake.wait()
                 self._wake = anyio.Event()

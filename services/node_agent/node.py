@@ -93,6 +93,7 @@ class RealNode:
             await self.pools.open()
             while self._stop is None:
                 if self.free() <= 0:
+                    await self.pools.give_back()
                     await anyio.sleep(IDLE_POLL_S)
                     continue
                 msg = await self.pools.fetch_one(self.config().fetch_timeout_s)

@@ -186,8 +186,3 @@ def failure_message(exit_code: int, stderr_tail: Iterable[str], limit: int = 200
 def kv_put_due(*, now: float, last_put_at: float | None, changed: bool, refresh_s: float) -> bool:
     """Put NodeInfo in the nodes bucket when it changed, or every ``refresh_s`` anyway."""
     return last_put_at is None or changed or now - last_put_at >= refresh_s
-
-
-def pool_timeouts(total_s: float, pools: int, floor_s: float = 0.1) -> float:
-    """One pool's share of a pull round's wait, never below ``floor_s``."""
-    return max(floor_s, total_s / max(1, pools))

@@ -69,6 +69,8 @@ class AgentStats:
     progress_events: int = 0
     fetch_errors: int = 0
     rebinds: int = 0
+    #: Pulled while the node still wanted work, then nak'd when it stopped wanting it.
+    given_back: int = 0
     info_publish_errors: int = 0
     last_error: str = ""
 

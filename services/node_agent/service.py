@@ -137,6 +137,8 @@ class NodeAgentService(Service[NodeAgentConfig]):
             ack_wait_s=cfg.ack_wait_s,
             max_deliver=cfg.max_deliver,
             stats=self.stats,
+            spawn=self.spawn,
+            pull_s=cfg.fetch_timeout_s,
         )
         return NodeParts(
             hostname=self.probe.hostname,

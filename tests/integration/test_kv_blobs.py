@@ -9,12 +9,13 @@ import anyio
 import msgspec
 import pytest
 from nats.aio.client import Client
+from nats.js.api import AckPolicy, ConsumerConfig
 
 from shared.blobs import BlobError, BlobStore, ensure_store
 from shared.config import BaseConfig, convert_config
 from shared.jobs import DataRef
 from shared.kv import Lease, bucket_config, cas_update, ensure_bucket, read
-from shared.provision import BUCKET_SPECS, provision_all
+from shared.provision import BUCKET_SPECS, ensure_stream, jobs_stream_config, provision_all
 from shared.subjects import Subjects
 
 pytestmark = pytest.mark.anyio
@@ -39,6 +40,45 @@ async def test_cas_update_never_loses_a_concurrent_increment(nc: Client, prefix:
     value = await read(kv, "c", Counter)
     assert value is not None and value[0] == Counter(20)
     assert await cas_update(kv, "missing", Counter, lambda c: c) is None
+
+
+async def test_cas_update_on_a_known_record_writes_without_reading_and_survives_staleness(
+    nc: Client, prefix: str
+) -> None:
+    kv = await ensure_bucket(nc.jetstream(), bucket_config(f"{prefix}_known"))
+    rev = await kv.create("c", msgspec.json.encode(Counter(0)))
+    seen: list[int] = []
+
+    def bump(c: Counter) -> Counter:
+        seen.append(c.n)
+        return Counter(c.n + 1)
+
+    # Current copy: written on it directly, change applied once.
+    written = await cas_update(kv, "c", Counter, bump, known=(Counter(0), rev))
+    assert written is not None and written[0] == Counter(1) and seen == [0]
+    # Stale copy (revision and value behind): the write loses, a fresh read decides.
+    seen.clear()
+    written = await cas_update(kv, "c", Counter, bump, known=(Counter(0), rev))
+    assert written is not None and written[0] == Counter(2) and seen == [0, 1]
+
+    # A refusal judged on a stale copy is judged again on the current record.
+    def only_from_two(c: Counter) -> Counter | None:
+        if c.n != 2:
+            raise ValueError(f"refused at {c.n}")
+        return Counter(3)
+
+    written = await cas_update(kv, "c", Counter, only_from_two, known=(Counter(0), rev))
+    assert written is not None and written[0] == Counter(3)
+    # ... and still raised when the current record refuses too.
+    with pytest.raises(ValueError, match="refused at 3"):
+        await cas_update(kv, "c", Counter, only_from_two, known=(Counter(1), rev))
+    # "No change" on a stale copy is not trusted either.
+    written = await cas_update(
+        kv, "c", Counter, lambda c: Counter(9) if c.n == 3 else None, known=(Counter(0), rev)
+    )
+    assert written is not None and written[0] == Counter(9)
+    final = await read(kv, "c", Counter)
+    assert final is not None and final[0] == Counter(9)
 
 
 async def test_lease_has_one_holder_and_passes_on_when_it_lapses(nc: Client, prefix: str) -> None:
@@ -92,3 +132,25 @@ async def test_provision_all_is_idempotent(nc: Client, prefix: str) -> None:
     }
     assert before == after
     assert (await js.stream_info(subjects.jobs_stream)).config == jobs_before
+
+
+async def test_jobs_stream_takes_a_consumer_per_node_past_a_thousand(
+    nc: Client, prefix: str
+) -> None:
+    # One durable per node plus the capability pools: nats-server's default stops a
+    # stream at 1,000 consumers, which a 1,000-node cluster passes.
+    js = nc.jetstream()
+    subjects = Subjects(prefix)
+    await ensure_stream(js, jobs_stream_config(subjects, BaseConfig()))
+    try:
+        for i in range(1_001):
+            config = ConsumerConfig(
+                durable_name=f"node-n{i}",
+                filter_subject=subjects.jobs(f"node.n{i}"),
+                ack_policy=AckPolicy.EXPLICIT,
+            )
+            await js.add_consumer(subjects.jobs_stream, config)
+        info = await js.stream_info(subjects.jobs_stream)
+        assert info.state.consumer_count == 1_001
+    finally:
+        await js.delete_stream(subjects.jobs_stream)

@@ -202,9 +202,3 @@ def test_kv_put_when_changed_or_stale() -> None:
     assert not policy.kv_put_due(now=5.0, last_put_at=0.0, changed=False, refresh_s=10.0)
     assert policy.kv_put_due(now=5.0, last_put_at=0.0, changed=True, refresh_s=10.0)
     assert policy.kv_put_due(now=10.0, last_put_at=0.0, changed=False, refresh_s=10.0)
-
-
-def test_pool_timeouts_share_the_round() -> None:
-    assert policy.pool_timeouts(1.0, 4) == 0.25
-    assert policy.pool_timeouts(0.1, 3) == 0.1
-    assert policy.pool_timeouts(1.0, 0) == 1.0
