@@ -1,0 +1,6 @@
+"""Bad input."""
+
+
+def main(per_subject: int, seed: int) -> int:
+    """Placeholder."""
+    raise NotImplementedError
