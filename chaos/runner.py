@@ -230,8 +230,8 @@ async def _stop_up(up: Process) -> None:
     await up.wait()
 
 
-async def execute(run: Run) -> list[Verdict]:
-    """The whole run against started NATS servers; the verdicts."""
+async def execute(run: Run) -> DurableRecord:
+    """The whole run against started NATS servers; the durable record at its end."""
     cluster_file = write_cluster_file(run.workdir, run.prefix)
     up = await _spawn_up(run, cluster_file)
     try:
@@ -244,19 +244,15 @@ async def execute(run: Run) -> list[Verdict]:
             else:
                 run.log("cluster RUNNING; injecting faults")
                 await run.inject(nc)
-            record = await run.settle(nc)
+            return await run.settle(nc)
         finally:
             await nc.close()
     finally:
         await _stop_up(up)
-    verdicts = check_all(record)
-    print_summary(run, record)
-    print_table(verdicts)
-    return verdicts
 
 
-def main(options: Options) -> int:
-    """Run the chaos run of ``options``; 0 when every invariant held."""
+def chaos_run(options: Options) -> tuple[Run, DurableRecord, list[Verdict]]:
+    """Run the chaos run of ``options`` and judge it; prints progress and the table."""
     workdir = options.workdir or Path(os.environ.get("TMPDIR", "/tmp")) / f"chaos-{os.getpid()}"
     (workdir / "logs").mkdir(parents=True, exist_ok=True)
     run = Run(options, workdir)
@@ -271,9 +267,18 @@ def main(options: Options) -> int:
     try:
         if run.cluster is not None:
             anyio.run(wait_jetstream, run.url)
-        verdicts = anyio.run(execute, run)
+        record = anyio.run(execute, run)
     finally:
         run.stop_nats()
+    verdicts = check_all(record)
+    print_summary(run, record)
+    print_table(verdicts)
+    return run, record, verdicts
+
+
+def main(options: Options) -> int:
+    """Run the chaos run of ``options``; 0 when every invariant held."""
+    _, _, verdicts = chaos_run(options)
     return 0 if all(v.held for v in verdicts) else 1
 
 
