@@ -100,7 +100,13 @@ async def _consumers(nc: Client, subjects: Subjects) -> dict[str, list[str]]:
 
 
 async def check_service(
-    cls: type[Service[Any]], url: str, prefix: str, per_subject: int, seed: int
+    cls: type[Service[Any]],
+    url: str,
+    prefix: str,
+    per_subject: int,
+    seed: int,
+    *,
+    patience: float = 30.0,
 ) -> ServiceReport:
     """Feed one service every kind of bad input on every subject; what held."""
     name = cls.name
@@ -118,7 +124,8 @@ async def check_service(
             report.problems += [f"{s}: subscribed, but no intake type is known" for s in unknown]
             report.listeners = core + stream_listeners(name, before, await _consumers(nc, subjects))
             await _control(nc, subjects, name, instance, "pause")
-            feed = Feed(nc, svc, report.listeners, LIMIT, random.Random(seed))
+            feed = Feed(nc, svc, report.listeners, LIMIT, random.Random(seed), patience)
+            await feed.quiet()
             await feed.originals()
             kv_before = await kv_state(nc, subjects)
             seq_before = await feed.events_seq()

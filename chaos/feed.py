@@ -75,7 +75,10 @@ class Feed:
         listeners: list[Listener],
         limit: int,
         rng: random.Random,
+        patience: float = 30.0,
     ) -> None:
+        #: How long to wait for answers and counters that should come (a bound on a hang).
+        self.patience = patience
         self.nc = nc
         self.svc = svc
         self.listeners = listeners
@@ -102,6 +105,14 @@ class Feed:
 
     def _limit(self, listener: Listener) -> int:
         return NO_LIMIT if listener.kind == "stream" else self.limit
+
+    async def quiet(self) -> None:
+        """Wait for a loop run that began before the pause to end, and its events to go."""
+        for loop in self.svc.loops:
+            # A paused loop starts no run; its lock is held only by one under way.
+            async with loop._lock:
+                pass
+        await self.svc.outbox.flush(30.0)
 
     async def originals(self) -> None:
         """Send each listener's valid message once: the original the replays repeat."""
@@ -196,7 +207,7 @@ class Feed:
         await self.svc.outbox.flush(30.0)
 
     async def _replies(self) -> None:
-        deadline = time.monotonic() + 10.0
+        deadline = time.monotonic() + self.patience
         while time.monotonic() < deadline:
             if all(self.sent.answers.get(n) for n in self.sent.awaiting):
                 return
@@ -212,7 +223,7 @@ class Feed:
         from chaos.badinput import consumer_invalid, intake_invalid
 
         details = await health()
-        with anyio.move_on_after(30.0):
+        with anyio.move_on_after(self.patience):
             while (
                 intake_invalid(details) < intake_expected
                 or consumer_invalid(details) < consumer_expected
