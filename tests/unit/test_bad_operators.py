@@ -163,3 +163,14 @@ def test_a_bad_environment_value_exits_2_naming_the_variable(
     monkeypatch.setenv(var, str(value))
     assert main(["service", service]) == 2
     assert var in _one_error_line(capsys, service)
+
+
+def test_a_cluster_file_that_is_not_utf8_exits_2_in_one_line(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    path = tmp_path / "ringmaster.toml"
+    path.write_bytes(b"[cluster]\nprefix = '\xff\xfe'\n")
+    assert main(["up", "--cluster", str(path), "--no-live"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("ringmaster up: error: cluster file ")
+    assert not (tmp_path / ".ringmaster").exists()  # nothing was started
