@@ -135,10 +135,18 @@ class Feed:
             self.pools[listener.type] = pool
         out = list(pool[:count])
         names = field_names(listener.type) or ["x"]
-        while len(out) < count:
+        limit = self._limit(listener)
+        for _ in range(count * 10):  # bounded: a type may accept almost any object
+            if len(out) >= count:
+                break
             keys = self.rng.sample(names, self.rng.randint(1, len(names)))
-            payload = msgspec.json.encode({k: self.rng.choice(ODD) for k in keys})
-            if not is_valid(listener.type, payload, self._limit(listener)):
+            value: Any = {k: self.rng.choice(ODD) for k in keys}
+            payload = msgspec.json.encode(value)
+            if is_valid(listener.type, payload, limit):
+                # Accepted as an object (unknown keys are ignored): the same inside an
+                # array is the wrong shape for any Struct.
+                payload = msgspec.json.encode([value])
+            if not is_valid(listener.type, payload, limit):
                 out.append(payload)
         return out
 
