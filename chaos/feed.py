@@ -44,6 +44,10 @@ ODD: list[Any] = [None, True, -1, 0, 2**70, 1e308, -0.5, "", "x" * 50, [], {}, [
 NO_LIMIT = 1 << 30
 
 
+#: hypothesis pools by type, shared by every service fed in this process (drawing is slow).
+POOLS: dict[type[Any], list[bytes]] = {}
+
+
 @dataclass
 class Sent:
     """What was sent to one service, and what came back."""
@@ -86,7 +90,7 @@ class Feed:
         self.rng = rng
         self.inbox = f"_INBOX.badinput.{rng.randrange(1 << 40):x}"
         self.replay: dict[str, bytes] = {}
-        self.pools: dict[type[Any], list[bytes]] = {}
+        self.pools = POOLS
         self._n = 0
         self.sent = Sent()
 
