@@ -17,6 +17,7 @@ from chaos.invariants import DurableRecord
 from shared.codec import decode, encode
 from shared.contracts import ClusterStatus, Empty
 from shared.jobs import JobRecord
+from shared.kv import SCAN_INACTIVE_S
 from shared.provision import BUCKET_SPECS
 from shared.subjects import Subjects
 from shared.testing.helpers import stream_events
@@ -33,7 +34,7 @@ async def bucket_values(nc: Client, bucket: str) -> dict[str, bytes]:
     except (NotFoundError, nats.js.errors.BucketNotFoundError):
         return {}
     found: dict[str, bytes] = {}
-    watcher = await kv.watchall(ignore_deletes=True)
+    watcher = await kv.watchall(ignore_deletes=True, inactive_threshold=SCAN_INACTIVE_S)
     try:
         async for entry in watcher:
             if entry is None:  # the end of the current values
