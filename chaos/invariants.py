@@ -34,12 +34,14 @@ class Verdict:
     held: bool
     checked: int
     violations: list[str] = field(default_factory=list)
+    #: What else the reader should know when it held.
+    note: str = ""
 
     @property
     def summary(self) -> str:
         """One line for the PASS/FAIL table."""
         if self.held:
-            return f"{self.checked} checked"
+            return f"{self.checked} checked" + (f"; {self.note}" if self.note else "")
         shown = "; ".join(self.violations[:SHOWN])
         more = len(self.violations) - SHOWN
         return f"{len(self.violations)} violations: {shown}" + (
@@ -177,17 +179,45 @@ def data_refs(value: Any) -> Iterator[dict[str, Any]]:
             yield from data_refs(item)
 
 
-def blobs_present(records: dict[str, dict[str, Any]], blobs: set[str]) -> Verdict:
-    """Every blob a KV record references is in the object store."""
+#: Buckets whose every blob must stay: the data catalogue and the model records.
+KEPT_BUCKETS = ("manifests", "models")
+
+
+def blobs_present(
+    records: dict[str, dict[str, Any]], blobs: set[str], events: Sequence[Event]
+) -> Verdict:
+    """Every blob a manifest or model record names is stored; job records' blobs too,
+    except game data retention retired.
+
+    Retention (the sync planner) deletes game data that fell out of the training window
+    and that no manifest, model or unfinished job needs; a finished job's record still
+    names it. Such a blob may be missing only if the deletions retention announced in
+    ``DATA_SYNC_COMPLETED`` events account for it; anything else missing is lost data.
+    """
     bad: list[str] = []
     checked = 0
+    gone_from_jobs: set[str] = set()
     for bucket, entries in sorted(records.items()):
         for key, value in sorted(entries.items()):
             for ref in data_refs(value):
                 checked += 1
-                if ref["sha256"] not in blobs:
+                if ref["sha256"] in blobs:
+                    continue
+                if bucket in KEPT_BUCKETS:
                     bad.append(f"{bucket}/{key}: {ref.get('name')} {ref['sha256'][:12]} missing")
-    return _verdict("no referenced blob missing", checked, bad)
+                else:
+                    gone_from_jobs.add(ref["sha256"])
+    announced = sum(
+        int(e.data.get("deleted", 0)) for e in events if e.type == "DATA_SYNC_COMPLETED"
+    )
+    if len(gone_from_jobs) > announced:
+        shown = ", ".join(sorted(sha[:12] for sha in gone_from_jobs)[:SHOWN])
+        bad.append(
+            f"{len(gone_from_jobs)} blobs of job records missing, retention deleted only "
+            f"{announced}: {shown}"
+        )
+    note = f"{len(gone_from_jobs)} retired by retention ({announced} deletions announced)"
+    return Verdict("no referenced blob missing", not bad, checked, bad, note)
 
 
 def services_running(services: list[InstanceView], children: list[ChildView]) -> Verdict:
@@ -214,6 +244,6 @@ def check_all(record: DurableRecord) -> list[Verdict]:
         completions_recorded(record.events, record.jobs),
         promotions_sound(record.events),
         sequences_contiguous(record.events),
-        blobs_present(record.records, record.blobs),
+        blobs_present(record.records, record.blobs, record.events),
         services_running(record.services, record.children),
     ]

@@ -186,15 +186,33 @@ def test_referenced_blobs_present_hold() -> None:
         "jobs": {"j": {"result": {"outputs": [{"name": "o", "sha256": SHA_A, "size": 1}]}}},
         "models": {"model.x": {"ref": {"name": "m", "sha256": SHA_B, "size": 2}}, "idem": None},
     }
-    verdict = inv.blobs_present(records, {SHA_A, SHA_B})
+    verdict = inv.blobs_present(records, {SHA_A, SHA_B}, [])
     assert verdict.held and verdict.checked == 2
 
 
-def test_a_missing_referenced_blob_fails() -> None:
+def retired(deleted: int) -> list[Event]:
+    return [ev("DATA_SYNC_COMPLETED", "/p/sync_planner/sp-0", config="c", blobs=1, deleted=deleted)]
+
+
+JOB_OUTPUT = {"jobs": {"j": {"result": {"outputs": [{"name": "g", "sha256": SHA_A, "size": 1}]}}}}
+
+
+def test_a_job_blob_retention_announced_deleting_holds() -> None:
+    verdict = inv.blobs_present(JOB_OUTPUT, set(), retired(1))
+    assert verdict.held, verdict.violations
+    assert "1 retired by retention" in verdict.summary
+
+
+def test_a_job_blob_gone_without_an_announced_deletion_fails() -> None:
+    verdict = inv.blobs_present(JOB_OUTPUT, set(), retired(0))
+    assert not verdict.held and "retention deleted only 0" in verdict.violations[0]
+
+
+def test_a_missing_manifest_or_model_blob_fails_even_after_deletions() -> None:
     records = {
         "manifests": {"3x3k3": {"entries": [{"ref": {"name": "g", "sha256": SHA_B, "size": 3}}]}}
     }
-    verdict = inv.blobs_present(records, {SHA_A})
+    verdict = inv.blobs_present(records, {SHA_A}, retired(5))
     assert not verdict.held and "manifests/3x3k3" in verdict.violations[0]
 
 
