@@ -1,7 +1,9 @@
 """The faults a chaos run injects: kill -9 of supervised processes, nats-server restarts.
 
-Targets are drawn from a seeded ``random.Random``, so a run with the same seed picks
-the same sequence of services (the pids differ; the choices do not). A target is
+Targets are drawn from a seeded ``random.Random``: a run with the same seed makes the
+same draws, so it picks the same victims as long as the same instances are ready at each
+draw (a slower restart can change the candidates, and the choices diverge from there).
+A target is
 only drawn among instances that run and are RUNNING, and an instance is spared while
 it is near the supervisor's restart intensity: the run tests recovery, not the
 supervisor giving up (which it does, by design, past the limit).
