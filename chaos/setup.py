@@ -1,7 +1,8 @@
 """The cluster a chaos run trains: the whole self-play loop, tuned to recover fast.
 
 Short beacons and job leases make a killed node agent's work come back in seconds
-instead of minutes; the restart intensity is raised because killing is the point.
+instead of minutes; the restart intensity is raised because killing is the point. No
+fixed port: two runs (or a run beside ``make run``) share a machine.
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ max_restart_delay_s = 2.0
 [services.state_manager]
 [services.loop_manager]
 [services.status_metrics_collector]
+[services.status_metrics_collector.config]
+prometheus_port = 0
 [services.node_selector]
 [services.job_manager]
 [services.job_manager.config]
