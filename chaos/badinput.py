@@ -51,6 +51,7 @@ LIMIT = 4096
 EXTRA: dict[str, dict[str, Any]] = {
     "node_agent": {"min_free_disk_mb": 1, "min_memory_mb": 1, "slots": 1},
     "orchestrator": {"http_port": -1},
+    "status_metrics_collector": {"prometheus_port": 0},
 }
 
 
