@@ -11,8 +11,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
-import signal
-import sys
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -21,7 +19,6 @@ from pathlib import Path
 import anyio
 import nats
 import nats.errors
-from anyio.abc import Process
 from nats.aio.client import Client
 
 from chaos.faults import Kill, KillPlan, kill9, ready_instances
@@ -29,7 +26,7 @@ from chaos.invariants import DurableRecord, Verdict, check_all
 from chaos.natscluster import NatsCluster, wait_jetstream
 from chaos.record import cluster_status, read_record
 from chaos.report import print_summary, print_table
-from chaos.setup import SERVICES, replica_env, write_cluster_file
+from chaos.setup import SERVICES, spawn_up, stop_up, write_cluster_file
 from shared.codec import encode
 from shared.contracts import ClusterStatus, ControlCommand
 from shared.embedded import EmbeddedServer, free_port
@@ -204,36 +201,10 @@ async def _jobs_done(nc: Client, subjects: Subjects) -> bool:
     return all(job.state in TERMINAL for job in jobs.values())
 
 
-async def _spawn_up(run: Run, cluster_file: Path) -> Process:
-    env = {k: v for k, v in os.environ.items() if k != "NATS_URL"}
-    if run.options.cluster:
-        env.update(replica_env(3))
-    argv = [sys.executable, "-m", "shared.cli", "up", "--cluster", str(cluster_file)]
-    log = (run.workdir / "logs" / "up.log").open("ab")
-    return await anyio.open_process(
-        [*argv, "--no-live", "--nats-url", run.url],
-        env=env,
-        cwd=run.workdir,
-        stdout=log,
-        stderr=log,
-        start_new_session=True,
-    )
-
-
-async def _stop_up(up: Process) -> None:
-    up.send_signal(signal.SIGINT)
-    with anyio.move_on_after(60.0):
-        await up.wait()
-        return
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(up.pid, signal.SIGKILL)
-    await up.wait()
-
-
 async def execute(run: Run) -> DurableRecord:
     """The whole run against started NATS servers; the durable record at its end."""
     cluster_file = write_cluster_file(run.workdir, run.prefix)
-    up = await _spawn_up(run, cluster_file)
+    up = await spawn_up(run.workdir, cluster_file, run.url, 3 if run.options.cluster else 1)
     try:
         nc = await nats.connect(
             run.url.split(","), max_reconnect_attempts=-1, error_cb=run.on_error
@@ -248,7 +219,7 @@ async def execute(run: Run) -> DurableRecord:
         finally:
             await nc.close()
     finally:
-        await _stop_up(up)
+        await stop_up(up)
 
 
 def chaos_run(options: Options) -> tuple[Run, DurableRecord, list[Verdict]]:
@@ -280,8 +251,3 @@ def main(options: Options) -> int:
     """Run the chaos run of ``options``; 0 when every invariant held."""
     _, _, verdicts = chaos_run(options)
     return 0 if all(v.held for v in verdicts) else 1
-
-
-def kills_by_service(kills: list[Kill]) -> Counter[str]:
-    """How many kills each service took."""
-    return Counter(k.service for k in kills)

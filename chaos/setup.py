@@ -7,7 +7,14 @@ fixed port: two runs (or a run beside ``make run``) share a machine.
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
+import sys
 from pathlib import Path
+
+import anyio
+from anyio.abc import Process
 
 #: Every service the run supervises, and how many instances of each.
 SERVICES = {
@@ -85,3 +92,31 @@ def replica_env(replicas: int) -> dict[str, str]:
     """Every service's (and the orchestrator's) stream and bucket replica count."""
     names = [*SERVICES, "orchestrator"]
     return {f"RINGMASTER_{name.upper()}_REPLICAS": str(replicas) for name in names}
+
+
+async def spawn_up(workdir: Path, cluster_file: Path, url: str, replicas: int) -> Process:
+    """``ringmaster up`` for the run's cluster on ``url``, logging to ``workdir/logs``."""
+    env = {k: v for k, v in os.environ.items() if k != "NATS_URL"}
+    if replicas > 1:
+        env.update(replica_env(replicas))
+    argv = [sys.executable, "-m", "shared.cli", "up", "--cluster", str(cluster_file)]
+    log = (workdir / "logs" / "up.log").open("ab")
+    return await anyio.open_process(
+        [*argv, "--no-live", "--nats-url", url],
+        env=env,
+        cwd=workdir,
+        stdout=log,
+        stderr=log,
+        start_new_session=True,
+    )
+
+
+async def stop_up(up: Process) -> None:
+    """Stop ``ringmaster up`` in order (SIGINT); its whole process group after a bound."""
+    up.send_signal(signal.SIGINT)
+    with anyio.move_on_after(60.0):
+        await up.wait()
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(up.pid, signal.SIGKILL)
+    await up.wait()
