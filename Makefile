@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: help run test lint lint-deploy unit bench clean
+.PHONY: help run test lint lint-deploy unit bench chaos clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
@@ -36,6 +36,9 @@ lint-deploy: $(STAMP) ## Dockerfile, compose and Kubernetes files against their 
 
 bench: $(STAMP) ## run the benchmarks and rewrite bench/RESULTS.md
 	$(BIN)/python -m bench
+
+chaos: $(STAMP) ## training under kill -9s and a NATS restart, then bad input (CHAOS_ARGS="--seed S")
+	$(BIN)/python -m chaos $(CHAOS_ARGS)
 
 clean: ## remove the virtual environment and local cluster data
 	rm -rf $(VENV) .ringmaster

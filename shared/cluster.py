@@ -71,7 +71,7 @@ def load_cluster(path: Path) -> ClusterFile:
     """Read and check ``path``; ConfigError names the file and the field."""
     try:
         raw = tomllib.loads(path.read_text())
-    except (OSError, tomllib.TOMLDecodeError) as exc:
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         raise ConfigError(f"cluster file {path}: {exc}") from exc
     try:
         cluster = msgspec.convert(raw, ClusterFile)

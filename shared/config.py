@@ -105,7 +105,7 @@ def load_config(
         path = Path(args.config)
         try:
             table = tomllib.loads(path.read_text())
-        except (OSError, tomllib.TOMLDecodeError) as exc:
+        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
             raise ConfigError(f"config file {path}: {exc}") from exc
         for key, value in table.items():
             values[key] = value

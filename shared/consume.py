@@ -23,7 +23,7 @@ from nats.aio.msg import Msg
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.client import JetStreamContext
 
-from shared.codec import decode
+from shared.codec import decode, decode_error_kind
 from shared.contracts import Event
 
 log = logging.getLogger("ringmaster.consume")
@@ -61,6 +61,7 @@ class EventConsumer:
         self._retry_delay_s = retry_delay_s
         self._deliver = DeliverPolicy.NEW if deliver_new else DeliverPolicy.ALL
         self.counts: Counter[str] = Counter()
+        self._logged: set[str] = set()
 
     def _config(self) -> ConsumerConfig:
         return ConsumerConfig(
@@ -118,7 +119,16 @@ class EventConsumer:
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:
             # Not ours to fix and never going to decode: count it and move on.
             self.counts["invalid"] += 1
-            log.warning("%s: undecodable event on %s: %s", self.durable, msg.subject, exc)
+            # Logged once per subject and kind: garbage must not flood the log.
+            kind = f"{msg.subject}:{decode_error_kind(exc)}"
+            if kind not in self._logged:
+                self._logged.add(kind)
+                log.warning(
+                    "%s: undecodable event on %s: %s (further ones are only counted)",
+                    self.durable,
+                    msg.subject,
+                    exc,
+                )
             await msg.term()
             return
         try:

@@ -31,6 +31,7 @@ async def start_control(service: Service[Any]) -> list[Subscription]:
         service.subjects.ctl(service.name, service.instance),
         service.subjects.ctl_all(service.name),
     )
+    service.intake_types.update(dict.fromkeys(subjects, ControlCommand))
     return [await service.nc.subscribe(subject, cb=handler) for subject in subjects]
 
 

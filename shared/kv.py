@@ -31,6 +31,11 @@ log = logging.getLogger("ringmaster.kv")
 
 T = TypeVar("T")
 
+#: Seconds the server keeps a one-shot scan's watch consumer after the scan stopped it.
+#: nats-py keeps it 5 minutes by default and stop() does not delete it, so a burst of
+#: scans (a ``list`` per request) piled up consumers until the server refused new ones.
+SCAN_INACTIVE_S = 2.0
+
 
 async def ensure_bucket(js: JetStreamContext, config: KeyValueConfig) -> KeyValue:
     """Open the bucket, creating it when missing (idempotent across services)."""

@@ -90,6 +90,10 @@ class Service(Generic[C]):
         self.beacons = Beacons(self)
         self._event_seq = 0
         self._subscriptions: list[Subscription] = []
+        #: What each subject this instance listens to decodes into: the catalogue of its
+        #: intake, for tools that feed it (the bad-input suite checks it against the
+        #: connection's real subscriptions, so it cannot drift).
+        self.intake_types: dict[str, type[Any]] = {}
         self._control_subs: list[Subscription] = []
         self._nc: Client | None = None
         self._js: JetStreamContext | None = None
@@ -165,6 +169,7 @@ class Service(Generic[C]):
         """Subscribe with a typed decoder; bad messages are counted, never fatal."""
         callback = self.intake.message_handler(kind or subject, msg_type, handler)
         sub = await self.nc.subscribe(subject, queue=queue, cb=callback)
+        self.intake_types[subject] = msg_type
         self._subscriptions.append(sub)
         return sub
 
@@ -189,6 +194,7 @@ class Service(Generic[C]):
             method, request_type, handler, lambda: micro.endpoints.get(name)
         )
         await micro.add_endpoint(name, subject, callback, queue_group=None if per_instance else "q")
+        self.intake_types[subject] = request_type
 
     async def bucket(self, name: str) -> KeyValue:
         """The catalogue's KV bucket ``name`` (short name), created as specified if missing."""

@@ -22,7 +22,7 @@ from nats.js.kv import KeyValue
 
 from shared.codec import decode, encode
 from shared.errors import ConfigError, RingmasterError
-from shared.kv import bucket_config, ensure_bucket, read
+from shared.kv import SCAN_INACTIVE_S, bucket_config, ensure_bucket, read
 from shared.provision import BUCKET_SPECS
 from shared.subjects import Subjects
 
@@ -111,7 +111,7 @@ def check_snapshot(snapshot: Snapshot) -> None:
 
 async def read_all(kv: KeyValue, timeout: float = 5.0) -> dict[str, tuple[bytes, int]]:
     """Every live key of ``kv`` with its latest value and revision (deleted keys skipped)."""
-    watcher = await kv.watchall(ignore_deletes=True)
+    watcher = await kv.watchall(ignore_deletes=True, inactive_threshold=SCAN_INACTIVE_S)
     entries: dict[str, tuple[bytes, int]] = {}
     try:
         while True:

@@ -23,6 +23,7 @@ from nats.js.kv import KeyValue
 
 from shared.codec import decode
 from shared.jobs import TERMINAL, JobList, JobQuery, JobRecord, JobState
+from shared.kv import SCAN_INACTIVE_S
 
 log = logging.getLogger("ringmaster.job_manager.index")
 
@@ -120,7 +121,7 @@ class JobIndex:
 async def scan(kv: KeyValue, stats: Counter[str]) -> list[JobRecord]:
     """Every job record in the bucket (one watch over the current values)."""
     records: list[JobRecord] = []
-    watcher = await kv.watchall(ignore_deletes=True)
+    watcher = await kv.watchall(ignore_deletes=True, inactive_threshold=SCAN_INACTIVE_S)
     try:
         async for entry in watcher:
             if entry is None:

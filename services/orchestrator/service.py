@@ -31,7 +31,7 @@ from services.orchestrator.cluster_view import ClusterView
 from services.orchestrator.config import OrchestratorConfig
 from services.orchestrator.dashboard import Dashboard, pages
 from services.orchestrator.http import HttpServer
-from services.orchestrator.policy import BeaconReader, InvalidBeacon
+from services.orchestrator.policy import BeaconHead, BeaconReader, InvalidBeacon
 from services.orchestrator.registry import Key, Registry
 from services.orchestrator.supervisor import Supervisor
 from shared.cluster import load_cluster
@@ -85,6 +85,7 @@ class OrchestratorService(Service[OrchestratorConfig]):
         cfg = self.config
         cluster = load_cluster(Path(cfg.cluster_file)) if cfg.cluster_file else None
         self._beacon_sub = await self.nc.subscribe(self.subjects.beacons, cb=self._on_beacon)
+        self.intake_types[self.subjects.beacons] = BeaconHead
         await self.add_endpoint("status", Empty, self._status)
         self.add_loop(Loop("liveness", self._sweep, interval=cfg.check_interval))
         await self.subscribe(self.subjects.nodes, NodeInfo, self._on_node, kind="node_info")
@@ -151,6 +152,7 @@ class OrchestratorService(Service[OrchestratorConfig]):
         except InvalidBeacon as exc:
             self.intake.invalid[f"beacon:{exc.kind}"] += 1
             self._log_once(exc.kind, "invalid beacon (%s): %s", exc.kind, exc.detail[:200])
+            await self.intake.reply_error(msg, 400, f"invalid beacon ({exc.kind})")
             return
         except Exception as exc:  # noqa: BLE001 - a bug: counted, logged once, never fatal
             self.intake.errors["beacon"] += 1

@@ -18,6 +18,7 @@ from nats.js.kv import KeyValue
 from services.sync_planner import policy
 from shared.codec import decode
 from shared.jobs import JobRecord
+from shared.kv import SCAN_INACTIVE_S
 
 #: Keys of the jobs bucket that map an idempotency key to a job_id, not a record.
 IDEM_PREFIX = "idem-"
@@ -26,7 +27,7 @@ IDEM_PREFIX = "idem-"
 async def values(kv: KeyValue) -> list[tuple[str, bytes]]:
     """Every current (key, value) of a bucket, deleted keys left out."""
     found: list[tuple[str, bytes]] = []
-    watcher = await kv.watchall(ignore_deletes=True)
+    watcher = await kv.watchall(ignore_deletes=True, inactive_threshold=SCAN_INACTIVE_S)
     try:
         async for entry in watcher:
             if entry is None:  # the end of the current values

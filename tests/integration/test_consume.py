@@ -72,3 +72,34 @@ async def test_consumer_sees_every_event_once_even_across_a_restart(
         tg.cancel_scope.cancel()
     assert sorted(seen) == [f"job-{n}" for n in range(1, 6)]
     assert second.stats()["invalid"] == 1
+
+
+async def test_garbage_events_are_each_counted_but_logged_once(
+    nc: Client, prefix: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    subjects = Subjects(prefix)
+    config = convert_config(BaseConfig, {"prefix": prefix, "events_max_bytes": 1 << 20})
+    await ensure_stream(nc.jetstream(), events_stream_config(subjects, config))
+    for _ in range(20):
+        await nc.jetstream().publish(subjects.event("job_manager", "JOB_CANCELLED"), b"\x00junk")
+    await publish(nc, subjects, 1)
+
+    seen: list[Event] = []
+
+    async def handler(event: Event) -> None:
+        seen.append(event)
+
+    consumer = EventConsumer(
+        nc.jetstream(),
+        stream=subjects.events_stream,
+        durable="t-garbage",
+        filter_subjects=[subjects.events_of("job_manager")],
+        handler=handler,
+    )
+    with caplog.at_level("WARNING", logger="ringmaster"):
+        async with anyio.create_task_group() as tg:
+            await tg.start(consumer.run)
+            await eventually(lambda: len(seen) == 1, what="the one real event")
+            tg.cancel_scope.cancel()
+    assert consumer.stats()["invalid"] == 20
+    assert sum("undecodable event" in r.getMessage() for r in caplog.records) == 1

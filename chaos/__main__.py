@@ -1,0 +1,73 @@
+"""``python -m chaos``: a training run under faults, then the bad-input suite.
+
+::
+
+    python -m chaos [--kills N] [--seed S] [--interval SECONDS] [--cluster]
+                    [--bad-input N] [--workdir DIR]
+
+The seed is printed at the start; the same seed replays the same choices of victims.
+Exit 0 only when every invariant held (and every bad-input check passed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from chaos import badinput, runner
+
+
+def _positive(text: str) -> float:
+    value = float(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, not {text}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The options of ``python -m chaos``."""
+    parser = argparse.ArgumentParser(prog="python -m chaos", description=__doc__.split("\n")[0])
+    parser.add_argument("--kills", type=int, default=100, help="kill -9 count (default: 100)")
+    parser.add_argument("--seed", type=int, default=None, help="replay a run (default: random)")
+    parser.add_argument(
+        "--interval", type=_positive, default=6.0, help="mean seconds between kills (default: 6)"
+    )
+    parser.add_argument(
+        "--cluster", action="store_true", help="3 clustered nats-servers, one killed and revived"
+    )
+    parser.add_argument(
+        "--bad-input",
+        type=int,
+        default=10_000,
+        metavar="N",
+        help="bad messages per subject after the run (0: skip; default: 10000)",
+    )
+    parser.add_argument("--workdir", type=Path, default=None, help="where data and logs go")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the chaos run, then the bad-input suite; 0 when everything held."""
+    args = build_parser().parse_args(argv)
+    if args.kills < 0 or args.bad_input < 0:
+        print("python -m chaos: error: --kills and --bad-input must be >= 0", file=sys.stderr)
+        return 2
+    seed = args.seed if args.seed is not None else random.SystemRandom().randrange(1 << 31)
+    options = runner.Options(
+        kills=args.kills,
+        seed=seed,
+        interval_s=args.interval,
+        cluster=args.cluster,
+        workdir=args.workdir,
+    )
+    code = runner.main(options)
+    if args.bad_input:
+        code = max(code, badinput.main(args.bad_input, seed))
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

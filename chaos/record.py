@@ -1,0 +1,100 @@
+"""Reading the durable record of a cluster: the event stream, KV buckets, object store.
+
+This is the only I/O the invariants depend on; what it returns is plain data
+(``DurableRecord``) that :mod:`chaos.invariants` judges.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+import nats.errors
+from nats.aio.client import Client
+from nats.js.errors import NotFoundError
+
+from chaos.invariants import DurableRecord
+from shared.codec import decode, encode
+from shared.contracts import ClusterStatus, Empty
+from shared.jobs import JobRecord
+from shared.kv import SCAN_INACTIVE_S
+from shared.provision import BUCKET_SPECS
+from shared.subjects import Subjects
+from shared.testing.helpers import stream_events
+
+#: Keys of the jobs bucket that map an idempotency key to a job_id, not a record.
+IDEM_PREFIX = "idem-"
+
+
+async def bucket_values(nc: Client, bucket: str) -> dict[str, bytes]:
+    """Every current key and value of a KV bucket (empty when it does not exist)."""
+    js = nc.jetstream()
+    try:
+        kv = await js.key_value(bucket)
+    except (NotFoundError, nats.js.errors.BucketNotFoundError):
+        return {}
+    found: dict[str, bytes] = {}
+    watcher = await kv.watchall(ignore_deletes=True, inactive_threshold=SCAN_INACTIVE_S)
+    try:
+        async for entry in watcher:
+            if entry is None:  # the end of the current values
+                break
+            if entry.value:
+                found[entry.key] = entry.value
+    finally:
+        await watcher.stop()  # type: ignore[no-untyped-call]
+    return found
+
+
+async def kv_state(nc: Client, subjects: Subjects) -> dict[str, dict[str, bytes]]:
+    """Every bucket of the catalogue: bucket short name -> key -> raw value."""
+    return {name: await bucket_values(nc, subjects.bucket(name)) for name in BUCKET_SPECS}
+
+
+async def blob_names(nc: Client, subjects: Subjects) -> set[str]:
+    """The names (sha256) of every blob in the object store that is not deleted."""
+    js = nc.jetstream()
+    try:
+        store = await js.object_store(subjects.data_store)
+        infos = await store.list(ignore_deletes=True)
+    except (NotFoundError, nats.js.errors.ObjectNotFoundError):
+        return set()
+    return {info.name for info in infos if not info.deleted}
+
+
+async def cluster_status(nc: Client, subjects: Subjects, timeout: float = 3.0) -> ClusterStatus:
+    """The orchestrator's view: every instance and every supervised child."""
+    reply = await nc.request(subjects.api("orchestrator", "status"), encode(Empty()), timeout)
+    return decode(ClusterStatus, reply.data)
+
+
+def _json(raw: bytes) -> Any:
+    try:
+        return msgspec.json.decode(raw)
+    except msgspec.DecodeError:
+        return None  # not JSON (an idempotency mapping holds a bare job id)
+
+
+def jobs_of(values: dict[str, bytes]) -> dict[str, JobRecord]:
+    """The job records of the jobs bucket, keyed by job id."""
+    return {
+        key: decode(JobRecord, raw)
+        for key, raw in values.items()
+        if not key.startswith(IDEM_PREFIX)
+    }
+
+
+async def read_record(nc: Client, subjects: Subjects) -> DurableRecord:
+    """The stream, buckets and blobs, read now (the instances are added by the caller)."""
+    kv = await kv_state(nc, subjects)
+    return DurableRecord(
+        events=await stream_events(nc, subjects.events_stream),
+        jobs=jobs_of(kv["jobs"]),
+        records={
+            bucket: {key: _json(raw) for key, raw in kv[bucket].items()}
+            for bucket in ("jobs", "models", "manifests")
+        },
+        blobs=await blob_names(nc, subjects),
+        services=[],
+        children=[],
+    )

@@ -1,0 +1,47 @@
+"""What a chaos run prints at its end: what was injected, and the PASS/FAIL table."""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import TYPE_CHECKING
+
+from chaos.invariants import DurableRecord, Verdict
+
+if TYPE_CHECKING:
+    from chaos.runner import Run
+
+
+def print_summary(run: Run, record: DurableRecord) -> None:
+    """Faults injected and what the durable record holds."""
+    by_service = Counter(k.service for k in run.kills)
+    types = Counter(e.type for e in record.events)
+    states = Counter(str(j.state) for j in record.jobs.values())
+    print("\n== injected")
+    per = ", ".join(f"{service} {n}" for service, n in sorted(by_service.items()))
+    print(f"kill -9: {len(run.kills)} ({per})")
+    print(f"nats-server: {'; '.join(run.server_restarts) or 'no restart'}")
+    print("\n== durable record")
+    print(
+        f"events: {len(record.events)}; jobs: {len(record.jobs)} ({dict(sorted(states.items()))})"
+    )
+    interesting = ("SERVICE_STARTED", "JOB_RETRIED", "TRAINING_COMPLETED", "EVALUATION_COMPLETED")
+    shown = {t: types[t] for t in (*interesting, "MODEL_PROMOTED", "MODEL_REJECTED")}
+    print(f"event counts: {shown}")
+    print(f"blobs: {len(record.blobs)}")
+
+
+def table(verdicts: list[Verdict]) -> list[str]:
+    """The PASS/FAIL table as lines."""
+    width = max(len(v.name) for v in verdicts)
+    lines = [f"{'invariant':<{width}}  result  detail", f"{'-' * width}  ------  ------"]
+    for v in verdicts:
+        lines.append(f"{v.name:<{width}}  {'PASS' if v.held else 'FAIL':<6}  {v.summary}")
+    held = sum(v.held for v in verdicts)
+    lines.append(f"{held}/{len(verdicts)} invariants held")
+    return lines
+
+
+def print_table(verdicts: list[Verdict]) -> None:
+    """Print the PASS/FAIL table."""
+    print("\n== invariants")
+    print("\n".join(table(verdicts)), flush=True)

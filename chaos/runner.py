@@ -1,0 +1,253 @@
+"""One chaos run: start a training cluster, kill -9 things, restart NATS, then judge.
+
+The run owns everything it starts (nats-server or a 3-server cluster, and
+``ringmaster up`` with its orchestrator and services) in a work directory it keeps
+for the logs. The verdict comes from the durable record only (:mod:`chaos.record`,
+:mod:`chaos.invariants`): the event stream and the KV buckets, never the logs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import anyio
+import nats
+import nats.errors
+from nats.aio.client import Client
+
+from chaos.faults import Kill, KillPlan, kill9, ready_instances
+from chaos.invariants import DurableRecord, Verdict, check_all
+from chaos.natscluster import NatsCluster, wait_jetstream
+from chaos.record import cluster_status, read_record
+from chaos.report import print_summary, print_table
+from chaos.setup import SERVICES, spawn_up, stop_up, write_cluster_file
+from shared.codec import encode
+from shared.contracts import ClusterStatus, ControlCommand
+from shared.embedded import EmbeddedServer, free_port
+from shared.jobs import TERMINAL
+from shared.subjects import Subjects
+
+#: Services that create jobs; paused at the end so every job can reach its end.
+CREATORS = ("selfplay_scheduler", "training_coordinator")
+#: Generous bounds that catch a hang; they measure nothing.
+READY_S = 120.0
+SETTLE_S = 240.0
+
+
+@dataclass(frozen=True)
+class Options:
+    """What ``python -m chaos`` was asked to do."""
+
+    kills: int = 100
+    seed: int = 0
+    interval_s: float = 6.0
+    cluster: bool = False
+    workdir: Path | None = None
+
+
+class Run:
+    """The state of one chaos run."""
+
+    def __init__(self, options: Options, workdir: Path) -> None:
+        self.options = options
+        self.workdir = workdir
+        self.prefix = "chaos"
+        self.subjects = Subjects(self.prefix)
+        self.started = time.monotonic()
+        self.kills: list[Kill] = []
+        self.server_restarts: list[str] = []
+        self.client_errors: Counter[str] = Counter()
+        self.single: EmbeddedServer | None = None
+        self.cluster: NatsCluster | None = None
+        if options.cluster:
+            self.cluster = NatsCluster(workdir / "nats")
+            self.url = self.cluster.url
+        else:
+            self.single = EmbeddedServer(
+                port=free_port(),
+                store_dir=workdir / "nats",
+                log_file=workdir / "logs" / "nats-server.log",
+            )
+            self.url = self.single.url
+
+    def log(self, text: str) -> None:
+        """One progress line, stamped with seconds since the start."""
+        print(f"[{time.monotonic() - self.started:7.1f}s] {text}", flush=True)
+
+    async def on_error(self, exc: Exception) -> None:
+        """The runner's own connection errors (expected while NATS restarts): counted."""
+        self.client_errors[type(exc).__name__] += 1
+
+    # -- NATS ------------------------------------------------------------------------
+    def start_nats(self) -> None:
+        """Start the server(s); from the main thread (children die with their thread)."""
+        if self.cluster is not None:
+            self.cluster.start()
+        else:
+            assert self.single is not None
+            self.single.start()
+
+    def stop_nats(self) -> None:
+        """Stop the server(s)."""
+        if self.cluster is not None:
+            self.cluster.stop()
+        elif self.single is not None:
+            self.single.stop()
+
+    async def restart_nats(self) -> None:
+        """The mid-run fault: one server down and back (killed, in a cluster)."""
+        if self.cluster is not None:
+            index = KillPlan(self.options.seed).rng.randrange(len(self.cluster.servers))
+            self.log(f"nats: kill -9 server n{index} of 3")
+            self.cluster.kill(index)
+            await anyio.sleep(5.0)
+            self.cluster.revive(index)
+            self.server_restarts.append(f"n{index} killed and revived")
+        else:
+            assert self.single is not None
+            self.log("nats: restarting the server")
+            self.single.stop()
+            await anyio.sleep(2.0)
+            self.single.start()
+            self.server_restarts.append("single server restarted")
+        await wait_jetstream(self.url)
+        self.log("nats: back")
+
+    # -- the cluster -----------------------------------------------------------------
+    async def status(self, nc: Client) -> ClusterStatus | None:
+        """The orchestrator's status, or None while it does not answer."""
+        try:
+            return await cluster_status(nc, self.subjects)
+        except (nats.errors.Error, TimeoutError):
+            return None
+
+    async def wait_ready(self, nc: Client, bound: float = READY_S) -> ClusterStatus | None:
+        """Wait until every supervised instance is RUNNING and ALIVE; None on timeout."""
+        expected = sum(SERVICES.values())
+        with anyio.move_on_after(bound):
+            while True:
+                status = await self.status(nc)
+                if status is not None and _all_running(status, expected):
+                    return status
+                await anyio.sleep(0.5)
+        return None
+
+    async def control(self, nc: Client, service: str, command: str) -> None:
+        """Send a control command to every instance of ``service``."""
+        cmd = ControlCommand(command=command, reason="chaos run")  # type: ignore[arg-type]
+        with contextlib.suppress(nats.errors.Error, TimeoutError):
+            await nc.request(self.subjects.ctl_all(service), encode(cmd), timeout=3.0)
+
+    async def inject(self, nc: Client) -> None:
+        """The kills, one every ``interval_s`` (jittered), NATS restarted halfway."""
+        plan = KillPlan(self.options.seed)
+        restart_at = max(1, self.options.kills // 2)
+        number = 0
+        while number < self.options.kills:
+            await anyio.sleep(plan.jitter(self.options.interval_s))
+            if number + 1 == restart_at and not self.server_restarts:
+                await self.restart_nats()
+            status = await self.status(nc)
+            now = time.monotonic()
+            victim = plan.choose(status, now) if status is not None else None
+            if victim is None or victim.pid is None:
+                continue  # nobody may be killed right now: try again after the next pause
+            number += 1
+            kill9(victim.pid)
+            self.kills.append(
+                Kill(number, now - self.started, victim.service, victim.instance, victim.pid)
+            )
+            self.log(f"kill {number}/{self.options.kills}: {victim.instance} (pid {victim.pid})")
+
+    async def settle(self, nc: Client) -> DurableRecord:
+        """Stop making jobs, let every job end, read the record, resume, check health."""
+        self.log("settling: waiting for every service to run again")
+        # The last victim's beacons still look fresh for a moment: let its death show.
+        await anyio.sleep(3.0)
+        await self.wait_ready(nc)
+        for service in CREATORS:
+            await self.control(nc, service, "pause")
+        self.log("settling: creators paused; waiting for every job to end")
+        with anyio.move_on_after(SETTLE_S):
+            while True:
+                if await _jobs_done(nc, self.subjects):
+                    break
+                await anyio.sleep(1.0)
+        record = await read_record(nc, self.subjects)
+        for service in CREATORS:
+            await self.control(nc, service, "resume")
+        status = await self.wait_ready(nc) or await self.status(nc)
+        if status is None:
+            return record
+        return dataclasses.replace(record, services=status.services, children=status.children)
+
+
+def _all_running(status: ClusterStatus, expected: int) -> bool:
+    ready = ready_instances(status)
+    children = [c for c in status.children if c.running and (c.service, c.instance, c.pid) in ready]
+    return len(children) == expected
+
+
+async def _jobs_done(nc: Client, subjects: Subjects) -> bool:
+    from chaos.record import bucket_values, jobs_of
+
+    jobs = jobs_of(await bucket_values(nc, subjects.bucket("jobs")))
+    return all(job.state in TERMINAL for job in jobs.values())
+
+
+async def execute(run: Run) -> DurableRecord:
+    """The whole run against started NATS servers; the durable record at its end."""
+    cluster_file = write_cluster_file(run.workdir, run.prefix)
+    up = await spawn_up(run.workdir, cluster_file, run.url, 3 if run.options.cluster else 1)
+    try:
+        nc = await nats.connect(
+            run.url.split(","), max_reconnect_attempts=-1, error_cb=run.on_error
+        )
+        try:
+            if await run.wait_ready(nc) is None:
+                run.log("the cluster did not come up; see the logs")
+            else:
+                run.log("cluster RUNNING; injecting faults")
+                await run.inject(nc)
+            return await run.settle(nc)
+        finally:
+            await nc.close()
+    finally:
+        await stop_up(up)
+
+
+def chaos_run(options: Options) -> tuple[Run, DurableRecord, list[Verdict]]:
+    """Run the chaos run of ``options`` and judge it; prints progress and the table."""
+    workdir = options.workdir or Path(os.environ.get("TMPDIR", "/tmp")) / f"chaos-{os.getpid()}"
+    (workdir / "logs").mkdir(parents=True, exist_ok=True)
+    run = Run(options, workdir)
+    mode = "3-server cluster" if options.cluster else "single server"
+    print(
+        f"chaos: seed {options.seed} (replay: python -m chaos --seed {options.seed} "
+        f"--kills {options.kills}{' --cluster' if options.cluster else ''}); {mode}; "
+        f"work directory {workdir}",
+        flush=True,
+    )
+    run.start_nats()
+    try:
+        if run.cluster is not None:
+            anyio.run(wait_jetstream, run.url)
+        record = anyio.run(execute, run)
+    finally:
+        run.stop_nats()
+    verdicts = check_all(record)
+    print_summary(run, record)
+    print_table(verdicts)
+    return run, record, verdicts
+
+
+def main(options: Options) -> int:
+    """Run the chaos run of ``options``; 0 when every invariant held."""
+    _, _, verdicts = chaos_run(options)
+    return 0 if all(v.held for v in verdicts) else 1

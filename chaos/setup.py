@@ -1,0 +1,122 @@
+"""The cluster a chaos run trains: the whole self-play loop, tuned to recover fast.
+
+Short beacons and job leases make a killed node agent's work come back in seconds
+instead of minutes; the restart intensity is raised because killing is the point. No
+fixed port: two runs (or a run beside ``make run``) share a machine.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import sys
+from pathlib import Path
+
+import anyio
+from anyio.abc import Process
+
+#: Every service the run supervises, and how many instances of each.
+SERVICES = {
+    "state_manager": 1,
+    "loop_manager": 1,
+    "status_metrics_collector": 1,
+    "node_selector": 1,
+    "job_manager": 1,
+    "sync_planner": 1,
+    "selfplay_scheduler": 1,
+    "training_coordinator": 1,
+    "node_agent": 2,
+}
+
+CLUSTER = """
+[cluster]
+prefix = '{prefix}'
+beacon_interval = 0.5
+data_dir = 'data'
+http_port = -1
+restart_intensity = 10
+restart_period_s = 60.0
+max_restart_delay_s = 2.0
+[services.state_manager]
+[services.loop_manager]
+[services.status_metrics_collector]
+[services.status_metrics_collector.config]
+prometheus_port = 0
+[services.node_selector]
+[services.job_manager]
+[services.job_manager.config]
+lease_s = 5.0
+dispatch_timeout_s = 20.0
+node_lost_after_s = 3.0
+retry_base_s = 0.2
+retry_max_s = 2.0
+[services.sync_planner]
+[services.selfplay_scheduler]
+[services.selfplay_scheduler.config]
+configs = ["3x3k3"]
+interval_s = 0.5
+[services.selfplay_scheduler.config.games_per_job]
+3x3k3 = 100
+[services.training_coordinator]
+[services.training_coordinator.config]
+configs = ["3x3k3"]
+cooldown_s = 1.0
+interval_s = 0.5
+takeover_after_s = 5.0
+[services.training_coordinator.config.min_new_games]
+3x3k3 = 300
+[services.node_agent]
+instances = 2
+[services.node_agent.config]
+capabilities = ["selfplay", "train", "evaluate", "prefetch"]
+slots = 1
+min_free_disk_mb = 1
+min_memory_mb = 1
+[services.node_agent.config.commands]
+selfplay = ["{{python}}", "-m", "workloads.mnk", "selfplay"]
+train = ["{{python}}", "-m", "workloads.mnk", "train"]
+evaluate = ["{{python}}", "-m", "workloads.mnk", "evaluate"]
+prefetch = ["{{python}}", "-m", "workloads.mnk", "prefetch"]
+"""
+
+
+def write_cluster_file(directory: Path, prefix: str) -> Path:
+    """Write the run's ``ringmaster.toml`` into ``directory``; its path."""
+    path = directory / "ringmaster.toml"
+    path.write_text(CLUSTER.format(prefix=prefix))
+    return path
+
+
+def replica_env(replicas: int) -> dict[str, str]:
+    """Every service's (and the orchestrator's) stream and bucket replica count."""
+    names = [*SERVICES, "orchestrator"]
+    return {f"RINGMASTER_{name.upper()}_REPLICAS": str(replicas) for name in names}
+
+
+async def spawn_up(workdir: Path, cluster_file: Path, url: str, replicas: int) -> Process:
+    """``ringmaster up`` for the run's cluster on ``url``, logging to ``workdir/logs``."""
+    env = {k: v for k, v in os.environ.items() if k != "NATS_URL"}
+    if replicas > 1:
+        env.update(replica_env(replicas))
+    argv = [sys.executable, "-m", "shared.cli", "up", "--cluster", str(cluster_file)]
+    log = (workdir / "logs" / "up.log").open("ab")
+    return await anyio.open_process(
+        [*argv, "--no-live", "--nats-url", url],
+        env=env,
+        cwd=workdir,
+        stdout=log,
+        stderr=log,
+        start_new_session=True,
+    )
+
+
+async def stop_up(up: Process) -> None:
+    """Stop ``ringmaster up`` in order (SIGINT); its whole process group after a bound."""
+    up.send_signal(signal.SIGINT)
+    with anyio.move_on_after(60.0):
+        await up.wait()
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(up.pid, signal.SIGKILL)
+    await up.wait()

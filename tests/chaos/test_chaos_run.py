@@ -1,0 +1,35 @@
+"""The small chaos run: about 10 kill -9s and one nats-server restart during training."""
+
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+
+import pytest
+
+from chaos.runner import Options, chaos_run
+from chaos.setup import SERVICES
+
+pytestmark = [pytest.mark.e2e]
+
+#: A fixed seed replays a failure: RINGMASTER_CHAOS_SEED=<printed seed> make test.
+SEED = int(os.environ.get("RINGMASTER_CHAOS_SEED") or random.SystemRandom().randrange(1 << 31))
+
+
+@pytest.mark.timeout(420)
+def test_a_short_training_run_under_kills_and_a_server_restart_loses_nothing(
+    tmp_path: Path,
+) -> None:
+    print(f"chaos seed {SEED}")
+    run, record, verdicts = chaos_run(
+        Options(kills=10, seed=SEED, interval_s=2.5, workdir=tmp_path)
+    )
+    # The faults really happened: ten kills, one restart, and processes came back.
+    assert len(run.kills) == 10
+    assert run.server_restarts == ["single server restarted"]
+    started = sum(1 for e in record.events if e.type == "SERVICE_STARTED")
+    assert started >= sum(SERVICES.values()) + len(run.kills)  # each victim came back
+    assert record.jobs, "the cluster ran no job at all"
+    failed = [f"{v.name}: {v.summary}" for v in verdicts if not v.held]
+    assert not failed, f"seed {SEED}: {failed}"
