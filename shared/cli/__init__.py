@@ -7,6 +7,7 @@
     ringmaster status [--json]                    the orchestrator's view; exit 0 if all is well
     ringmaster watch [--service S] [--failed]     events (and beacons) as they happen
     ringmaster probe NAME [--readiness]           liveness/readiness exit codes for Kubernetes
+    ringmaster ctl NAME VERB [--instance I]       pause|resume|drain|stop|reload|health
     ringmaster new-service NAME                   the skeleton of a new manager and its tests
     ringmaster nats-server                        the embedded nats-server alone
     ringmaster nats-config [--out D] [--secrets D] nats-server users and permissions
@@ -29,6 +30,7 @@ from collections.abc import Callable, Sequence
 from types import ModuleType
 
 from shared.cli import (
+    ctl,
     jobs,
     models,
     nats_config,
@@ -54,6 +56,7 @@ COMMANDS: dict[str, tuple[ModuleType, str, bool]] = {
     "status": (status, "show the cluster as the orchestrator sees it", True),
     "watch": (watch, "print events (and beacons) as they happen", True),
     "probe": (probe, "liveness or readiness of a service, as an exit code", True),
+    "ctl": (ctl, "pause, resume, drain, stop, reload or health-check a service", True),
     "new-service": (scaffold, "write the skeleton of a new service and its tests", False),
     "nats-server": (nats_server, "run the embedded nats-server alone", False),
     "nats-config": (nats_config, "write nats-server users and permissions, one per service", False),
