@@ -158,14 +158,15 @@ async def request(
         raise NoAnswer(f"no reply on {subject} within {timeout:g}s") from None
     code = (msg.headers or {}).get(ERROR_CODE_HEADER)
     if code is not None:
-        raise CliError(f"{subject} answered error {code}: {_error_message(msg.data)}")
+        raise CliError(f"{subject} answered error {code}: {error_message(msg.data)}")
     try:
         return decode(reply_type, msg.data)
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
         raise CliError(f"{subject} answered something unreadable: {exc}") from None
 
 
-def _error_message(data: bytes) -> str:
+def error_message(data: bytes) -> str:
+    """The message of an error reply, or the start of a reply that is not one."""
     try:
         return decode(ErrorReply, data).error.message
     except (msgspec.DecodeError, msgspec.ValidationError):

@@ -20,13 +20,13 @@ from shared.cli.client import (
     ERROR_CODE_HEADER,
     CliError,
     connected,
+    error_message,
     positive_float,
     request,
-    short,
     subjects,
 )
 from shared.codec import decode, encode
-from shared.contracts import ControlCommand, ControlReply, ControlVerb, ErrorReply
+from shared.contracts import ControlCommand, ControlReply, ControlVerb
 from shared.errors import ConfigError
 from shared.subjects import check_token
 
@@ -78,7 +78,7 @@ async def _gather(nc: Client, subject: str, cmd: ControlCommand, timeout: float)
                 if headers.get(NO_RESPONDERS[0]) == NO_RESPONDERS[1] and not msg.data:
                     break  # the server's word that nobody listens on the subject
                 if headers.get(ERROR_CODE_HEADER) is not None:
-                    answers.append(Answer(None, _error_text(msg.data)))
+                    answers.append(Answer(None, error_message(msg.data)))
                     continue
                 try:
                     answers.append(Answer(decode(ControlReply, msg.data)))
@@ -87,13 +87,6 @@ async def _gather(nc: Client, subject: str, cmd: ControlCommand, timeout: float)
     finally:
         await sub.unsubscribe()
     return answers
-
-
-def _error_text(data: bytes) -> str:
-    try:
-        return decode(ErrorReply, data).error.message
-    except (msgspec.DecodeError, msgspec.ValidationError):
-        return short(data.decode("utf-8", errors="replace"), 200)
 
 
 async def send(args: argparse.Namespace) -> list[Answer]:
