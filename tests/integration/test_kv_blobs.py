@@ -16,6 +16,7 @@ from shared.config import BaseConfig, convert_config
 from shared.jobs import DataRef
 from shared.kv import Lease, bucket_config, cas_update, ensure_bucket, read
 from shared.provision import BUCKET_SPECS, ensure_stream, jobs_stream_config, provision_all
+from shared.snapshot import read_all
 from shared.subjects import Subjects
 
 pytestmark = pytest.mark.anyio
@@ -79,6 +80,32 @@ async def test_cas_update_on_a_known_record_writes_without_reading_and_survives_
     assert written is not None and written[0] == Counter(9)
     final = await read(kv, "c", Counter)
     assert final is not None and final[0] == Counter(9)
+
+
+async def test_read_all_sees_every_live_key_on_every_scan(nc: Client, prefix: str) -> None:
+    kv = await ensure_bucket(nc.jetstream(), bucket_config(f"{prefix}_scan", history=2))
+    assert await read_all(kv) == {}
+    for i in range(60):
+        await kv.put(f"k{i}", str(i).encode())
+    for i in range(0, 60, 3):
+        await kv.delete(f"k{i}")
+    await kv.put("k1", b"again")
+    expected = {f"k{i}" for i in range(60) if i % 3}
+    # Scans in parallel, as services at start do: every one must see the whole bucket.
+    results: list[dict[str, tuple[bytes, int]]] = []
+
+    async def scan() -> None:
+        results.append(await read_all(kv))
+
+    async with anyio.create_task_group() as tg:
+        for _ in range(20):
+            tg.start_soon(scan)
+    assert len(results) == 20
+    for found in results:
+        assert set(found) == expected
+        assert found["k1"][0] == b"again"
+    await kv.delete("k1")  # the stream's last message is now a delete marker
+    assert set(await read_all(kv)) == expected - {"k1"}
 
 
 async def test_lease_has_one_holder_and_passes_on_when_it_lapses(nc: Client, prefix: str) -> None:
