@@ -23,7 +23,7 @@ from nats.js.kv import KeyValue
 
 from shared.codec import decode
 from shared.jobs import TERMINAL, JobList, JobQuery, JobRecord, JobState
-from shared.kv import SCAN_INACTIVE_S
+from shared.snapshot import read_all
 
 log = logging.getLogger("ringmaster.job_manager.index")
 
@@ -119,21 +119,15 @@ class JobIndex:
 
 
 async def scan(kv: KeyValue, stats: Counter[str]) -> list[JobRecord]:
-    """Every job record in the bucket (one watch over the current values)."""
+    """Every job record in the bucket, as of the scan's start (see ``read_all``)."""
     records: list[JobRecord] = []
-    watcher = await kv.watchall(ignore_deletes=True, inactive_threshold=SCAN_INACTIVE_S)
-    try:
-        async for entry in watcher:
-            if entry is None:
-                break
-            if entry.key.startswith(IDEM_PREFIX) or not entry.value:
-                continue
-            try:
-                records.append(decode(JobRecord, entry.value))
-            except (msgspec.DecodeError, msgspec.ValidationError):
-                stats["undecodable"] += 1
-    finally:
-        await watcher.stop()  # type: ignore[no-untyped-call]
+    for key, (value, _) in (await read_all(kv)).items():
+        if key.startswith(IDEM_PREFIX) or not value:
+            continue
+        try:
+            records.append(decode(JobRecord, value))
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            stats["undecodable"] += 1
     return records
 
 
