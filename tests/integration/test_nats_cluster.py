@@ -11,7 +11,7 @@ its health window has passed.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
@@ -168,15 +168,27 @@ async def test_one_server_dies_and_nothing_is_lost(cluster: NatsCluster, tmp_pat
         stopped = (ServiceStatus.STOPPING, ServiceStatus.STOPPED)
         assert not {w for w, st in statuses if st in stopped}
 
+        # The reads below are JetStream API requests too: one may time out while the
+        # restarted server catches up, so each is asked again until it answers.
+        async def answered(call: Callable[[], Awaitable[Any]]) -> Any:
+            async def once() -> tuple[Any] | None:
+                try:
+                    return (await call(),)
+                except nats.errors.Error:
+                    return None
+
+            return (await eventually(once, timeout=60, interval=0.5, what="an answer"))[0]
+
         # No KV record lost, and the bucket is replicated three times.
         for i in range(RECORDS):
-            assert (await kv.get(f"r{i}")).value == str(i).encode()
+            entry = await answered(lambda i=i: kv.get(f"r{i}"))
+            assert entry.value == str(i).encode()
         for stream in (S.events_stream, S.jobs_stream, S.kv_stream("jobs"), S.data_stream):
-            info = await js.stream_info(stream)
+            info = await answered(lambda stream=stream: js.stream_info(stream))
             assert info.config.num_replicas == 3, stream
 
         # No event lost: each job's submission and completion are in the events stream.
-        events = await stream_events(operator, S.events_stream)
+        events = await answered(lambda: stream_events(operator, S.events_stream))
         for kind in ("JOB_SUBMITTED", "JOB_COMPLETED"):
             seen = {(e.data or {}).get("job_id") for e in events if e.type == kind}
             assert set(ids) <= seen, f"{kind} missing for {set(ids) - seen}"
