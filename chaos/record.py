@@ -17,8 +17,8 @@ from chaos.invariants import DurableRecord
 from shared.codec import decode, encode
 from shared.contracts import ClusterStatus, Empty
 from shared.jobs import JobRecord
-from shared.kv import SCAN_INACTIVE_S
 from shared.provision import BUCKET_SPECS
+from shared.snapshot import read_all
 from shared.subjects import Subjects
 from shared.testing.helpers import stream_events
 
@@ -33,17 +33,7 @@ async def bucket_values(nc: Client, bucket: str) -> dict[str, bytes]:
         kv = await js.key_value(bucket)
     except (NotFoundError, nats.js.errors.BucketNotFoundError):
         return {}
-    found: dict[str, bytes] = {}
-    watcher = await kv.watchall(ignore_deletes=True, inactive_threshold=SCAN_INACTIVE_S)
-    try:
-        async for entry in watcher:
-            if entry is None:  # the end of the current values
-                break
-            if entry.value:
-                found[entry.key] = entry.value
-    finally:
-        await watcher.stop()  # type: ignore[no-untyped-call]
-    return found
+    return {key: value for key, (value, _) in (await read_all(kv)).items() if value}
 
 
 async def kv_state(nc: Client, subjects: Subjects) -> dict[str, dict[str, bytes]]:

@@ -16,6 +16,8 @@ from pathlib import Path
 import anyio
 from anyio.abc import Process
 
+from shared.testing.builders import MNK_AGENTS
+
 #: Every service the run supervises, and how many instances of each.
 SERVICES = {
     "state_manager": 1,
@@ -66,25 +68,13 @@ interval_s = 0.5
 takeover_after_s = 5.0
 [services.training_coordinator.config.min_new_games]
 3x3k3 = 300
-[services.node_agent]
-instances = 2
-[services.node_agent.config]
-capabilities = ["selfplay", "train", "evaluate", "prefetch"]
-slots = 1
-min_free_disk_mb = 1
-min_memory_mb = 1
-[services.node_agent.config.commands]
-selfplay = ["{{python}}", "-m", "workloads.mnk", "selfplay"]
-train = ["{{python}}", "-m", "workloads.mnk", "train"]
-evaluate = ["{{python}}", "-m", "workloads.mnk", "evaluate"]
-prefetch = ["{{python}}", "-m", "workloads.mnk", "prefetch"]
 """
 
 
 def write_cluster_file(directory: Path, prefix: str) -> Path:
     """Write the run's ``ringmaster.toml`` into ``directory``; its path."""
     path = directory / "ringmaster.toml"
-    path.write_text(CLUSTER.format(prefix=prefix))
+    path.write_text(CLUSTER.format(prefix=prefix) + MNK_AGENTS)
     return path
 
 

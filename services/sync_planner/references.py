@@ -18,25 +18,16 @@ from nats.js.kv import KeyValue
 from services.sync_planner import policy
 from shared.codec import decode
 from shared.jobs import JobRecord
-from shared.kv import SCAN_INACTIVE_S
+from shared.snapshot import read_all
 
 #: Keys of the jobs bucket that map an idempotency key to a job_id, not a record.
 IDEM_PREFIX = "idem-"
 
 
 async def values(kv: KeyValue) -> list[tuple[str, bytes]]:
-    """Every current (key, value) of a bucket, deleted keys left out."""
-    found: list[tuple[str, bytes]] = []
-    watcher = await kv.watchall(ignore_deletes=True, inactive_threshold=SCAN_INACTIVE_S)
-    try:
-        async for entry in watcher:
-            if entry is None:  # the end of the current values
-                break
-            if entry.value:
-                found.append((entry.key, entry.value))
-    finally:
-        await watcher.stop()  # type: ignore[no-untyped-call]
-    return found
+    """Every current (key, value) of a bucket, deleted keys left out (a bounded scan:
+    a short one here would let retention delete a blob that is still referenced)."""
+    return [(key, value) for key, (value, _) in (await read_all(kv)).items() if value]
 
 
 class Handouts:

@@ -35,3 +35,20 @@ def node_info(
     }
     values.update(fields)
     return NodeInfo(node_id=node_id, **values)
+
+
+#: The cluster-file table of two local node agents that run the m,n,k workload, one
+#: slot each: the tail of every test or chaos cluster that trains.
+MNK_AGENTS = """[services.node_agent]
+instances = 2
+[services.node_agent.config]
+capabilities = ["selfplay", "train", "evaluate", "prefetch"]
+slots = 1
+min_free_disk_mb = 1
+min_memory_mb = 1
+[services.node_agent.config.commands]
+selfplay = ["{python}", "-m", "workloads.mnk", "selfplay"]
+train = ["{python}", "-m", "workloads.mnk", "train"]
+evaluate = ["{python}", "-m", "workloads.mnk", "evaluate"]
+prefetch = ["{python}", "-m", "workloads.mnk", "prefetch"]
+"""

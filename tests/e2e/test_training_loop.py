@@ -11,6 +11,7 @@ import nats
 import pytest
 
 from shared.embedded import free_port
+from shared.testing.builders import MNK_AGENTS
 from shared.testing.helpers import stream_events
 from shared.testing.procs import WAIT, Lines, spawn
 
@@ -43,25 +44,13 @@ cooldown_s = 1.0
 interval_s = 0.5
 [services.training_coordinator.config.min_new_games]
 3x3k3 = 300
-[services.node_agent]
-instances = 2
-[services.node_agent.config]
-capabilities = ["selfplay", "train", "evaluate", "prefetch"]
-slots = 1
-min_free_disk_mb = 1
-min_memory_mb = 1
-[services.node_agent.config.commands]
-selfplay = ["{{python}}", "-m", "workloads.mnk", "selfplay"]
-train = ["{{python}}", "-m", "workloads.mnk", "train"]
-evaluate = ["{{python}}", "-m", "workloads.mnk", "evaluate"]
-prefetch = ["{{python}}", "-m", "workloads.mnk", "prefetch"]
 """
 
 
 async def test_a_short_run_promotes_a_3x3_champion(tmp_path: Path, prefix: str) -> None:
     port = free_port()
     cluster = tmp_path / "ringmaster.toml"
-    cluster.write_text(CLUSTER.format(prefix=prefix, port=port))
+    cluster.write_text(CLUSTER.format(prefix=prefix, port=port) + MNK_AGENTS)
     env = {k: v for k, v in os.environ.items() if k != "NATS_URL"}
     async with spawn("up", "--cluster", str(cluster), "--no-live", env=env) as up:
         await Lines(up.stdout).until(r"NATS:\s+nats://")
