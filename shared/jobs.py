@@ -55,6 +55,8 @@ class NodeInfo(msgspec.Struct, frozen=True, kw_only=True):
     hollow: bool = False
     sent_at: float = 0.0
     interval_s: float = 1.0
+    #: Share of the node's slots busy running job processes over the last minute.
+    utilization: float = 0.0
 
 
 class Requirements(msgspec.Struct, frozen=True, kw_only=True):
@@ -74,6 +76,7 @@ class JobSpec(msgspec.Struct, frozen=True, kw_only=True):
     args: dict[str, Any] = msgspec.field(default_factory=dict)
     inputs: list[DataRef] = msgspec.field(default_factory=list)
     requirements: Requirements = msgspec.field(default_factory=Requirements)
+    #: Higher first: an agent with a free slot starts the highest-priority job it holds.
     priority: int = 0
     timeout_s: Annotated[float, msgspec.Meta(gt=0)] = 3600.0
     max_attempts: Annotated[int, msgspec.Meta(ge=1, le=100)] = 3

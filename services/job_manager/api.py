@@ -134,7 +134,16 @@ class JobApi:
         return await self.read(ref.job_id)
 
     async def list(self, query: JobQuery) -> JobList:
-        """``list``: the jobs matching the query, newest first (scans the bucket)."""
+        """``list``: the jobs matching the query, newest first.
+
+        A query for one non-terminal state is answered from the index, which holds
+        every non-terminal job (the scheduler and the orchestrator ask this several
+        times a second); anything else scans the bucket.
+        """
+        if query.state is not None and query.state not in TERMINAL and self.index.loaded:
+            self.counts["list_from_index"] += 1
+            return select_jobs(self.index.records(), query)
+        self.counts["list_scans"] += 1
         return select_jobs(await scan(self.kv, self.index.stats), query)
 
     async def cancel(self, ref: JobRef) -> JobRecord:
@@ -205,6 +214,7 @@ class JobApi:
                     outputs=[msgspec.to_builtins(o) for o in result.outputs] if result else [],
                     result=result.result if result else {},
                     labels=rec.spec.labels,
+                    run_s=max(0.0, (rec.finished_at or now) - (rec.started_at or now)),
                 )
             )
         elif phase == "failed":

@@ -190,8 +190,13 @@ def reap_action(
     dispatch_timeout_s: float,
     node_lost_after_s: float,
     lease_s: float,
+    pooled_dispatch_timeout_s: float | None = None,
 ) -> Reap | None:
     """The reaper's decision for ``rec``; None when there is nothing to do.
+
+    A dispatch waiting in a capability pool is queued work, not a stuck one: the pool
+    holds a backlog ahead of the free slots on purpose, so it gets the longer
+    ``pooled_dispatch_timeout_s`` (the plain timeout when not given).
 
     A node counts as lost only once it was seen and then went silent: a node never
     heard of is left to the lease and the dispatch timeout, never declared dead.
@@ -206,7 +211,10 @@ def reap_action(
     if rec.state is S.DISPATCHED:
         if lost:
             return Reap("fail", "node lost")
-        if now - rec.updated_at > dispatch_timeout_s:
+        limit = dispatch_timeout_s
+        if pooled_dispatch_timeout_s is not None and rec.pool and not pool_node(rec.pool):
+            limit = pooled_dispatch_timeout_s
+        if now - rec.updated_at > limit:
             return Reap("fail", "not started")
         return None
     if rec.state is S.RUNNING:

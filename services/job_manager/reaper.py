@@ -91,6 +91,7 @@ class Reaper:
             now,
             self.index.node_seen.get(rec.node_id) if rec.node_id else None,
             dispatch_timeout_s=cfg.dispatch_timeout_s,
+            pooled_dispatch_timeout_s=cfg.pooled_dispatch_timeout_s,
             node_lost_after_s=cfg.node_lost_after_s,
             lease_s=cfg.lease_s,
         )

@@ -72,6 +72,9 @@ class NodeAgentConfig(BaseConfig, kw_only=True, forbid_unknown_fields=True):
     ack_wait_s: Annotated[float, msgspec.Meta(ge=3)] = 30.0
     #: Deliveries of one dispatch before the server gives up on it.
     max_deliver: Annotated[int, msgspec.Meta(ge=1)] = 5
+    #: Hold the next dispatch while every slot is busy, so it starts the moment one
+    #: frees (its lease is kept with in-progress acks while held).
+    prefetch: bool = True
     #: Seconds one round of pulling (over every pool) waits for a job.
     fetch_timeout_s: Annotated[float, msgspec.Meta(ge=0.1)] = 1.0
     #: On drain, seconds running jobs get to finish before they are handed back.

@@ -48,6 +48,7 @@ def node_info(
     interval_s: float,
     hollow: bool = False,
     reason: str = "",
+    utilization: float = 0.0,
 ) -> NodeInfo:
     """The NodeInfo a node publishes; a ``reason`` (draining, paused) also stops intake."""
     accepting = floors.accepting and not reason
@@ -70,6 +71,7 @@ def node_info(
         hollow=hollow,
         sent_at=time.time(),
         interval_s=interval_s,
+        utilization=round(utilization, 4),
     )
 
 

@@ -71,6 +71,8 @@ class AgentStats:
     rebinds: int = 0
     #: Pulled while the node still wanted work, then nak'd when it stopped wanting it.
     given_back: int = 0
+    #: Dispatches pulled while every slot was busy and held as the next job.
+    prefetched: int = 0
     info_publish_errors: int = 0
     last_error: str = ""
 

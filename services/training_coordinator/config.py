@@ -49,6 +49,10 @@ class TrainingCoordinatorConfig(BaseConfig, kw_only=True, forbid_unknown_fields=
     train_timeout_s: Positive = 3600.0
     eval_timeout_s: Positive = 1800.0
     job_max_attempts: Annotated[int, msgspec.Meta(ge=1, le=100)] = 3
+    #: Priority of training and evaluation jobs: an agent whose slot frees starts the
+    #: highest-priority job it holds, so the loop's next step goes ahead of queued
+    #: selfplay (priority 0) instead of waiting behind the backlog.
+    job_priority: int = 10
     train_capability: str = "train"
     eval_capability: str = "evaluate"
     #: Training epochs passed to the train job (0: the workload's default).

@@ -66,6 +66,7 @@ function renderNodes(nodes) {
     return `<tr data-node="${esc(n.node)}" class="${n.alive ? "" : "dead"}">` +
       `<td>${esc(n.node)}${n.alive ? "" : " " + badge("SILENT", "lost")}</td>` +
       `<td>${bar(used, `${total - free}/${total}`)}</td><td>${esc(n.gpus)}</td><td>${esc(n.load)}</td>` +
+      `<td>${bar(n.busy ?? 0)}</td>` +
       `<td>${esc(n.jobs)}</td><td>${esc(n.accepting)}</td></tr>`;
   }));
   $("nodes-count").textContent = `${nodes.length}`;
@@ -167,6 +168,7 @@ function onSnapshot(s) {
   renderServices(s.services || []);
   renderNodes(s.nodes || []);
   renderJobs(s.jobs || {});
+  $("backlog").textContent = s.backlog ? `selfplay ${s.backlog}` : "";
   renderModels(s.models || []);
   renderFailures(s.failures || []);
 }
