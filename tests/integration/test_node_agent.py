@@ -219,6 +219,25 @@ result = {"job": os.environ["RINGMASTER_JOB_ID"], "attempt": os.environ["RINGMAS
     assert stats["completed"] == 1 and stats["invalid_progress_lines"] >= 1
 
 
+async def test_a_busy_slot_holds_its_next_job_and_starts_it_when_the_process_ends(
+    start_service: ServiceFactory, manager: JobManagerStandIn, tmp_path: Path
+) -> None:
+    agent = await start_service(NodeAgentService, **agent_config(tmp_path, slots=1))
+    sleeper = shell("import time; time.sleep(0.6)")
+    first, second, third = [await manager.dispatch(sleeper, "cap.shell") for _ in range(3)]
+    for d in (first, second, third):
+        assert (await manager.final(d.job_id)).phase == "completed"
+    assert await eventually(_is_zero(manager), what="every dispatch acked")
+    details = agent.health_check().details
+    # The second and third were pulled while the slot was busy, and each started in a
+    # slot freed with its dispatch already held: two gaps measured.
+    assert details["jobs"]["prefetched"] >= 2
+    assert details["slot_gaps"]["count"] == 2
+    starts = [manager.of(d.job_id, "started")[0] for d in (first, second, third)]
+    assert [r.job_id for r in starts] == [first.job_id, second.job_id, third.job_id]
+    assert 0.0 < details["utilization"] <= 1.0
+
+
 def _is_zero(manager: JobManagerStandIn) -> Any:
     async def check() -> bool:
         return await manager.queued() == 0
