@@ -22,6 +22,9 @@ class OrchestratorConfig(BaseConfig, kw_only=True, forbid_unknown_fields=True):
     check_interval: Positive = 0.25
     #: Seconds between refreshes of the active jobs shown in the status.
     jobs_view_interval: Positive = 1.0
+    #: Seconds between reads of the champions and game counts shown in the status
+    #: (they change once a generation; each read scans two small buckets).
+    models_view_interval: Positive = 5.0
     #: Seconds a direct probe (a ``health`` control command) waits before LOST.
     probe_timeout: Positive = 0.5
     #: Probes in flight at once, so a mass silence does not become a request storm.

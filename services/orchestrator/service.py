@@ -90,6 +90,8 @@ class OrchestratorService(Service[OrchestratorConfig]):
         self.add_loop(Loop("liveness", self._sweep, interval=cfg.check_interval))
         await self.subscribe(self.subjects.nodes, NodeInfo, self._on_node, kind="node_info")
         self.add_loop(Loop("jobs_view", self._refresh_jobs, interval=cfg.jobs_view_interval))
+        models = Loop("models_view", self._refresh_models, interval=cfg.models_view_interval)
+        self.add_loop(models)
         if cfg.http_port >= 0:
             await self._start_dashboard()
             self.http = HttpServer(
@@ -222,6 +224,8 @@ class OrchestratorService(Service[OrchestratorConfig]):
 
     async def _refresh_jobs(self) -> None:
         await self.view.refresh_jobs(self.nc, timeout=self.config.probe_timeout)
+
+    async def _refresh_models(self) -> None:
         await self.view.refresh_models(self.js)
 
     async def _status(self, _: Empty) -> ClusterStatus:
