@@ -179,25 +179,29 @@ class NatsCluster:
         self.stop()
 
 
-def generate_auth(prefix: str, secrets_dir: Path, cost: int = 4) -> str:
+def generate_auth(prefix: str, secrets_dir: Path, cost: int = 4, nodes: str = "") -> str:
     """The auth.conf ``ringmaster nats-config`` writes for ``prefix`` (user files too).
 
     The low bcrypt cost keeps the many connects of a test run cheap; the rules are
     the same at any cost.
     """
     from shared.natsconf import load_or_make_users, render
+    from shared.node_permissions import parse_nodes
     from shared.subjects import Subjects
 
     subjects = Subjects(prefix)
-    return render(subjects, load_or_make_users(subjects, secrets_dir), cost).config
+    specs = tuple(parse_nodes(nodes))
+    users = load_or_make_users(subjects, secrets_dir, specs)
+    return render(subjects, users, cost, specs).config
 
 
 class AuthServer:
     """A started server of ``server.conf`` with the generated users of ``prefix``."""
 
-    def __init__(self, base: Path, prefix: str) -> None:
+    def __init__(self, base: Path, prefix: str, nodes: str = "") -> None:
         self.secrets = base / "secrets"
-        self.server = single_server(base / "server", generate_auth(prefix, self.secrets))
+        auth = generate_auth(prefix, self.secrets, nodes=nodes)
+        self.server = single_server(base / "server", auth)
 
     @property
     def url(self) -> str:

@@ -56,7 +56,7 @@ class JobManagerStandIn:
 
     async def start(self) -> None:
         await ensure_stream(self.js, jobs_stream_config(self.subjects, BaseConfig()))
-        subject = self.subjects.api("job_manager", "report")
+        subject = self.subjects.node_report("*")
         self.sub = await self.nc.subscribe(subject, cb=self._on_report)
 
     async def _on_report(self, msg: Msg) -> None:
