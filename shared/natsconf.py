@@ -76,9 +76,7 @@ def _list(subjects: list[str], indent: str) -> str:
     return "[\n" + "".join(f"{indent}  {json.dumps(s)},\n" for s in subjects) + f"{indent}]"
 
 
-def _user_block(
-    user: UserFile, cost: int, permitted: tuple[list[str], list[str]] | None
-) -> str:
+def _user_block(user: UserFile, cost: int, permitted: tuple[list[str], list[str]] | None) -> str:
     lines = [
         "      {",
         f"        user: {json.dumps(user.user)}",

@@ -116,6 +116,7 @@ def agent_config(tmp_path: Path, **overrides: Any) -> dict[str, Any]:
     values: dict[str, Any] = {
         "node_id": f"n-{uuid.uuid4().hex[:6]}",
         "work_dir": str(tmp_path / "work"),
+        "capabilities": ["cpu", "shell"],
         "slots": 2,
         "min_free_disk_mb": 0,
         "min_memory_mb": 0,
