@@ -4,6 +4,7 @@ protocol: JobDispatch messages in ``P_JOBS``, reports answered on
 
 from __future__ import annotations
 
+import json
 import hashlib
 import os
 import signal
@@ -479,7 +480,8 @@ async def test_no_job_process_outlives_a_killed_agent(
     config = agent_config(tmp_path, beacon_interval=0.2)
     argv = [sys.executable, "-m", "services.node_agent", "--nats-url", nats_url]
     for name, value in config.items():
-        argv += ["--" + name.replace("_", "-"), str(value)]
+        text = json.dumps(value) if isinstance(value, list) else str(value)
+        argv += ["--" + name.replace("_", "-"), text]
     argv += ["--prefix", prefix]
     pidfile = tmp_path / "pids"
     with (tmp_path / "agent.log").open("wb") as log:
