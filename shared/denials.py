@@ -36,7 +36,7 @@ def denials(s: Subjects) -> list[Denial]:
     """Every promised denial, nodes first."""
     a, b = NODE_A, NODE_B
     jobs = f"$JS.API.CONSUMER.%s.{s.jobs_stream}.node-{b.node_id}"
-    node = [
+    node: list[tuple[Action, str, str]] = [
         ("publish", s.node(b.node_id), "node B's NodeInfo"),
         ("publish", f"$KV.{s.bucket('nodes')}.{b.node_id}", "node B's nodes-bucket key"),
         ("publish", s.node_report(b.node_id), "a report on node B's subject"),
@@ -59,7 +59,7 @@ def denials(s: Subjects) -> list[Denial]:
         ("subscribe", s.jobs(f"node.{b.node_id}"), "node B's dispatches as published"),
         ("subscribe", f"_INBOX.{s.user(b.kind)}.>", "node B's replies"),
     ]
-    rows = [Denial(a.kind, act, subj, what) for act, subj, what in node]  # type: ignore[arg-type]
+    rows = [Denial(a.kind, act, subj, what) for act, subj, what in node]
     api = s.api
     rows += [
         Denial("selfplay_scheduler", "publish", api("job_manager", "cancel"), "cancelling a job"),

@@ -4,8 +4,8 @@ protocol: JobDispatch messages in ``P_JOBS``, reports answered on
 
 from __future__ import annotations
 
-import json
 import hashlib
+import json
 import os
 import signal
 import subprocess

@@ -17,12 +17,11 @@ import pytest
 from nats.aio.client import Client
 from nats.js.api import ConsumerConfig
 
-from shared.blobs import BlobStore
-from shared.blobs import ensure_store
+from shared.blobs import BlobStore, ensure_store
+from shared.config import BaseConfig
 from shared.credentials import credential_options
 from shared.denials import NODE_A, NODE_B, check, denials, markdown
 from shared.provision import ensure_stream, jobs_stream_config
-from shared.config import BaseConfig
 from shared.subjects import Subjects
 from shared.testing.cluster import AuthServer
 from shared.testing.helpers import eventually
