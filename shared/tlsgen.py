@@ -20,8 +20,11 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from shared.errors import ConfigError
 
-#: Names the server certificate answers to: compose and Kubernetes service names, local.
-SERVER_NAMES = ("nats", "nats.ringmaster.svc", "nats.ringmaster.svc.cluster.local", "localhost")
+#: Names the server certificate answers to: compose hosts (routes dial them too), the
+#: Kubernetes service, and loopback for a leaf's local clients and the tests.
+SERVER_NAMES = (
+    "nats", "nats-1", "nats-2", "nats-3", "nats.default.svc", "nats.ringmaster.svc", "localhost",
+)  # fmt: skip
 VALID_DAYS = 825
 
 
@@ -75,7 +78,10 @@ def _issue(directory: Path, stem: str, common: str, *, server: bool) -> None:
     ca_cert, ca_key = _load_ca(directory)
     key = ec.generate_private_key(ec.SECP256R1())
     now = datetime.datetime.now(datetime.UTC)
-    usage = ExtendedKeyUsageOID.SERVER_AUTH if server else ExtendedKeyUsageOID.CLIENT_AUTH
+    # A server also dials routes to its peers, where it is the client of the TLS session.
+    usage = [ExtendedKeyUsageOID.CLIENT_AUTH]
+    if server:
+        usage.append(ExtendedKeyUsageOID.SERVER_AUTH)
     builder = (
         x509.CertificateBuilder()
         .subject_name(_name(common))
@@ -85,7 +91,7 @@ def _issue(directory: Path, stem: str, common: str, *, server: bool) -> None:
         .not_valid_before(now - datetime.timedelta(minutes=5))
         .not_valid_after(now + datetime.timedelta(days=VALID_DAYS))
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+        .add_extension(x509.ExtendedKeyUsage(usage), critical=False)
     )
     if server:
         names: list[x509.GeneralName] = [x509.DNSName(n) for n in SERVER_NAMES]

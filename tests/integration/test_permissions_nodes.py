@@ -1,7 +1,9 @@
 """Per-node credentials and narrowed managers: every promised denial, on a real server.
 
-One nats-server runs ``deploy/nats/server.conf`` with the ``auth.conf`` of
-``ringmaster nats-config --nodes a:cpu,b:cpu+gpu``. The denial table of
+One nats-server runs ``deploy/nats/server.conf`` as shipped, TLS on (client
+certificates verified), with the ``auth.conf`` and certificates of
+``ringmaster nats-config --nodes a:cpu,b:cpu+gpu --tls``; every client connects over
+TLS with its own certificate. The denial table of
 ``docs/operations.md`` (``shared/denials.py``) is walked row by row; then node A tries
 the real thing with nats-py: take node B's pinned work, wipe the object store. And the
 doc's table is the one the rules generate.
@@ -19,7 +21,7 @@ from nats.js.api import ConsumerConfig
 
 from shared.blobs import BlobStore, ensure_store
 from shared.config import BaseConfig
-from shared.credentials import credential_options
+from shared.credentials import TlsFiles, credential_options, tls_options
 from shared.denials import NODE_A, NODE_B, check, denials, markdown
 from shared.provision import ensure_stream, jobs_stream_config
 from shared.subjects import Subjects
@@ -38,7 +40,7 @@ DOC = Path(__file__).resolve().parents[2] / "docs" / "operations.md"
 @pytest.fixture(scope="module")
 def auth(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AuthServer]:
     """A nats-server of deploy/nats/server.conf with kind and node users."""
-    server = AuthServer(tmp_path_factory.mktemp("nodes"), PREFIX, nodes=NODES)
+    server = AuthServer(tmp_path_factory.mktemp("nodes"), PREFIX, nodes=NODES, tls=True)
     try:
         yield server
     finally:
@@ -51,12 +53,15 @@ async def connect_as(auth: AuthServer, who: str, errors: list[Exception]) -> Cli
     async def error_cb(exc: Exception) -> None:
         errors.append(exc)
 
+    files = auth.tls_files(who if who.startswith("node-") else "client")
+    tls = TlsFiles(files["tls_ca_file"], files["tls_cert_file"], files["tls_key_file"])
     return await nats.connect(
         auth.url,
         error_cb=error_cb,
         connect_timeout=5,
         max_reconnect_attempts=0,
         **credential_options(auth.user_file(who)),
+        **tls_options(tls),
     )
 
 
@@ -73,6 +78,17 @@ async def operator(auth: AuthServer) -> AsyncIterator[Client]:
 def violated(errors: list[Exception]) -> bool:
     """Whether the server reported a permissions violation."""
     return any("permissions violation" in str(e).lower() for e in errors)
+
+
+async def test_a_client_without_a_certificate_is_refused(auth: AuthServer) -> None:
+    with pytest.raises((nats.errors.Error, OSError)):
+        await nats.connect(
+            auth.url,
+            connect_timeout=2,
+            max_reconnect_attempts=0,
+            allow_reconnect=False,
+            **credential_options(auth.user_file("operator")),
+        )
 
 
 def test_the_rules_keep_every_promised_denial() -> None:
