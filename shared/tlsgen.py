@@ -24,6 +24,8 @@ from shared.errors import ConfigError
 #: Kubernetes service, and loopback for a leaf's local clients and the tests.
 SERVER_NAMES = (
     "nats", "nats-1", "nats-2", "nats-3", "nats.default.svc", "nats.ringmaster.svc", "localhost",
+    # The Helm chart's routes dial the pods by their headless-service names.
+    "*.nats-headless", "*.nats-headless.default.svc", "*.nats-headless.default.svc.cluster.local",
 )  # fmt: skip
 VALID_DAYS = 825
 
