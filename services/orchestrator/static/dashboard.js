@@ -191,7 +191,9 @@ function onEvents(batch) {
 function connect() {
   // Bound beyond loopback the stream needs the token the page was opened with.
   const token = new URLSearchParams(location.search).get("access_token");
-  const source = new EventSource(token ? "/events?access_token=" + encodeURIComponent(token) : "/events");
+  const source = token
+    ? new EventSource("/events?access_token=" + encodeURIComponent(token))
+    : new EventSource("/events");
   const link = $("link");
   source.onopen = () => { link.textContent = "live"; link.className = "link up"; };
   source.onerror = () => { link.textContent = "reconnecting"; link.className = "link down"; };
