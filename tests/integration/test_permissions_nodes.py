@@ -5,8 +5,9 @@ certificates verified), with the ``auth.conf`` and certificates of
 ``ringmaster nats-config --nodes a:cpu,b:cpu+gpu --tls``; every client connects over
 TLS with its own certificate. The denial table of
 ``docs/operations.md`` (``shared/denials.py``) is walked row by row; then node A tries
-the real thing with nats-py: take node B's pinned work, wipe the object store. And the
-doc's table is the one the rules generate.
+the real thing with nats-py: take node B's pinned work, wipe the object store, and
+report on B's attempt to the real job manager (running with its own user), which
+refuses and counts a forged node. And the doc's table is the one the rules generate.
 """
 
 from __future__ import annotations
@@ -19,13 +20,17 @@ import pytest
 from nats.aio.client import Client
 from nats.js.api import ConsumerConfig
 
+from services.job_manager.service import JobManagerService
 from shared.blobs import BlobStore, ensure_store
+from shared.codec import decode, encode
 from shared.config import BaseConfig
 from shared.credentials import TlsFiles, credential_options, tls_options
 from shared.denials import NODE_A, NODE_B, check, denials, markdown
+from shared.jobs import JobDispatch, JobRecord, JobReport, JobSpec, Requirements
 from shared.provision import ensure_stream, jobs_stream_config
 from shared.subjects import Subjects
 from shared.testing.cluster import AuthServer
+from shared.testing.fixtures import service_config
 from shared.testing.helpers import eventually
 from shared.testing.server import new_prefix
 
@@ -165,3 +170,60 @@ async def test_node_a_cannot_wipe_a_blob(auth: AuthServer, operator: Client) -> 
     finally:
         await a.close()
     assert await BlobStore(store).get_bytes(ref) == b"champion weights"
+
+
+async def test_node_a_cannot_report_on_node_bs_attempt(auth: AuthServer, operator: Client) -> None:
+    """The real job manager, with its own user: A's report on B's attempt goes nowhere."""
+    files = auth.tls_files()
+    cfg = service_config(
+        JobManagerService, auth.url, PREFIX, credentials_file=auth.user_file("job_manager"), **files
+    )
+    async with JobManagerService(cfg).running() as manager:
+        spec = JobSpec(type="train", requirements=Requirements(node_id=NODE_B.node_id))
+        reply = await operator.request(S.api("job_manager", "submit"), encode(spec), timeout=5)
+        rec = decode(JobRecord, reply.data)
+        assert rec.node_id == NODE_B.node_id
+        # What B's dispatch says (A cannot read it; the operator shows it here).
+        sub = await operator.jetstream().pull_subscribe(
+            S.jobs("node.b"), durable="op-peek", stream=S.jobs_stream
+        )
+        d = None
+        while d is None:  # skip the raw message an earlier test left for B
+            (msg,) = await sub.fetch(1, timeout=5)
+            if msg.data.startswith(b"{"):
+                d = decode(JobDispatch, msg.data)
+        errors: list[Exception] = []
+        a = await connect_as(auth, NODE_A.kind, errors)
+        try:
+            report = JobReport(
+                job_id=d.job_id,
+                attempt=d.attempt,
+                fencing=d.fencing,
+                node_id="b",
+                phase="completed",
+            )
+            # On B's subject: the server refuses the publish; nobody answers.
+            with pytest.raises(nats.errors.Error):
+                await a.request(S.node_report("b"), encode(report), timeout=1)
+            await eventually(lambda: violated(errors), what="node A denied B's report subject")
+            # On its own subject, naming B: the job manager refuses it (403), and counts it.
+            answer = await a.request(S.node_report("a"), encode(report), timeout=5)
+            assert (answer.headers or {}).get("Nats-Service-Error-Code") == "403"
+            # Naming itself, about B's attempt: refused as the wrong node (409).
+            mine = JobReport(
+                job_id=d.job_id,
+                attempt=d.attempt,
+                fencing=d.fencing,
+                node_id="a",
+                phase="completed",
+            )
+            answer = await a.request(S.node_report("a"), encode(mine), timeout=5)
+            assert (answer.headers or {}).get("Nats-Service-Error-Code") == "409"
+        finally:
+            await a.close()
+        refused = manager.health_check().details["refused_reports"]
+        assert refused == {"forged_node": 1, "wrong_node": 1}
+        got = await operator.request(
+            S.api("job_manager", "get"), encode({"job_id": rec.job_id}), timeout=5
+        )
+        assert decode(JobRecord, got.data).state == "DISPATCHED"
