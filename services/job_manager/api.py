@@ -26,7 +26,7 @@ from services.job_manager.index import JobIndex, scan, select_jobs
 from services.job_manager.reaper import Reaper
 from services.job_manager.reports import REPORT_PHASES, Refusal, apply_report
 from shared.codec import encode
-from shared.errors import BadRequest, Conflict, NotFound
+from shared.errors import BadRequest, Conflict, Forbidden, NotFound
 from shared.events import EventData, JobCancelled, JobCompleted, JobStarted, JobSubmitted
 from shared.jobs import TERMINAL, JobList, JobQuery, JobRecord, JobRef, JobReport, JobSpec
 from shared.kv import cas_update, read
@@ -164,8 +164,15 @@ class JobApi:
         await self.dispatcher.discard(ref.job_id)
         return written[0]
 
-    async def report(self, report: JobReport) -> JobRecord:
-        """``report``: an agent's word on an attempt; 409 when stale or cancelled."""
+    async def report(self, report: JobReport, via: str) -> JobRecord:
+        """``report.<node>``: an agent's word on an attempt; 409 when stale or cancelled.
+
+        ``via`` is the node the report's subject names, which only that node's
+        credential may publish to: a report naming another node is refused (403).
+        """
+        if report.node_id != via:
+            self.refused["forged_node"] += 1
+            raise Forbidden(f"report on node {via!r}'s subject names node {report.node_id!r}")
         if report.phase not in REPORT_PHASES:
             self.counts["bad_reports"] += 1
             raise BadRequest(f"unknown phase {report.phase!r}; one of {sorted(REPORT_PHASES)}")

@@ -39,6 +39,8 @@ def agent_health(agent: NodeAgentService) -> HealthCheckResult:
     details: dict[str, Any] = {
         "node_id": agent.node_id,
         "hollow": len(agent.hollow_nodes),
+        # What it runs: its declared commands, and `shell` only where enabled.
+        "job_types": cfg.job_types,
         "running_jobs": count,
         "running": listed,
         "slots": cfg.capacity * len(agent.nodes),

@@ -1,4 +1,4 @@
-"""Reports to the job manager (``P.api.job_manager.report``) and the agent's counters.
+"""Reports to the job manager (``P.api.job_manager.report.<node>``) and the agent's counters.
 
 A report's answer is one of three outcomes: accepted (with the lease the job manager
 granted), conflict (409 or 404: the attempt is stale, cancelled or unknown, so the work
@@ -8,6 +8,7 @@ must stop) or unavailable (no answer, no responder, a 5xx: try again later).
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -84,7 +85,10 @@ class AgentStats:
 class Reporter:
     """Sends JobReports and sorts their answers into outcomes, counting each."""
 
-    def __init__(self, nc: Client, subject: str, timeout_s: float, stats: AgentStats) -> None:
+    def __init__(
+        self, nc: Client, subject: Callable[[str], str], timeout_s: float, stats: AgentStats
+    ) -> None:
+        # ``subject(node_id)``: each node reports on its own subject (hollow nodes too).
         self.nc = nc
         self.subject = subject
         self.timeout_s = timeout_s
@@ -100,7 +104,9 @@ class Reporter:
     async def send(self, report: JobReport) -> Answer:
         """One report, one answer; never raises for a missing or failed job manager."""
         try:
-            msg = await self.nc.request(self.subject, encode(report), timeout=self.timeout_s)
+            msg = await self.nc.request(
+                self.subject(report.node_id), encode(report), timeout=self.timeout_s
+            )
         except (nats.errors.Error, OSError) as exc:
             # nats.errors.TimeoutError and NoRespondersError are both here.
             return self._count(report, Answer(Outcome.UNAVAILABLE, detail=type(exc).__name__))

@@ -129,13 +129,15 @@ class JobRunner:
             "work_dir": str(ws.root),
         }
         try:
-            argv = policy.build_argv(d.spec.type, d.spec.args, cfg.commands, values)
+            argv = policy.build_argv(
+                d.spec.type, d.spec.args, cfg.commands, values, shell=cfg.runs_shell
+            )
             await fetch_inputs(self.blobs, d.spec.inputs, ws.inputs)
         except (policy.CommandError, InputError) as exc:
             return self._failed(job, str(exc))
         if job.killed is not None:
             return self._killed(job)
-        env = dict(os.environ)
+        env = policy.base_env(os.environ, cfg.job_env)  # never the agent's secrets
         env.update(
             policy.job_env(
                 job_id=d.job_id,

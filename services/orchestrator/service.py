@@ -43,6 +43,7 @@ from shared.contracts import (
     HealthCheckResult,
     ServiceStatus,
 )
+from shared.http_auth import read_token
 from shared.jobs import NodeInfo
 from shared.loops import Loop
 from shared.service import Service
@@ -103,6 +104,9 @@ class OrchestratorService(Service[OrchestratorConfig]):
                 timeout=cfg.http_timeout,
                 max_request_bytes=cfg.http_max_request_bytes,
                 max_connections=cfg.http_max_connections,
+                token=read_token(cfg.http_token_file, "http_token_file")
+                if cfg.http_token_file
+                else "",
             )
             await self.tg.start(self.http.run)
         if cluster is not None:

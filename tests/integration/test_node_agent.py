@@ -5,6 +5,7 @@ protocol: JobDispatch messages in ``P_JOBS``, reports answered on
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import signal
 import subprocess
@@ -56,7 +57,7 @@ class JobManagerStandIn:
 
     async def start(self) -> None:
         await ensure_stream(self.js, jobs_stream_config(self.subjects, BaseConfig()))
-        subject = self.subjects.api("job_manager", "report")
+        subject = self.subjects.node_report("*")
         self.sub = await self.nc.subscribe(subject, cb=self._on_report)
 
     async def _on_report(self, msg: Msg) -> None:
@@ -116,6 +117,7 @@ def agent_config(tmp_path: Path, **overrides: Any) -> dict[str, Any]:
     values: dict[str, Any] = {
         "node_id": f"n-{uuid.uuid4().hex[:6]}",
         "work_dir": str(tmp_path / "work"),
+        "capabilities": ["cpu", "shell"],
         "slots": 2,
         "min_free_disk_mb": 0,
         "min_memory_mb": 0,
@@ -497,7 +499,8 @@ async def test_no_job_process_outlives_a_killed_agent(
     config = agent_config(tmp_path, beacon_interval=0.2)
     argv = [sys.executable, "-m", "services.node_agent", "--nats-url", nats_url]
     for name, value in config.items():
-        argv += ["--" + name.replace("_", "-"), str(value)]
+        text = json.dumps(value) if isinstance(value, list) else str(value)
+        argv += ["--" + name.replace("_", "-"), text]
     argv += ["--prefix", prefix]
     pidfile = tmp_path / "pids"
     with (tmp_path / "agent.log").open("wb") as log:

@@ -191,7 +191,11 @@ function onEvents(batch) {
 }
 
 function connect() {
-  const source = new EventSource("/events");
+  // Bound beyond loopback the stream needs the token the page was opened with.
+  const token = new URLSearchParams(location.search).get("access_token");
+  const source = token
+    ? new EventSource("/events?access_token=" + encodeURIComponent(token))
+    : new EventSource("/events");
   const link = $("link");
   source.onopen = () => { link.textContent = "live"; link.className = "link up"; };
   source.onerror = () => { link.textContent = "reconnecting"; link.className = "link down"; };
