@@ -32,6 +32,9 @@ class GpuInfo(msgspec.Struct, frozen=True, kw_only=True):
     memory_total_mb: int
     memory_used_mb: int = 0
     utilization_pct: float = 0.0
+    #: The job holding this device (``<job_id>-<attempt>``), "" while it is free. Old
+    #: agents never set it, so their GPUs read as free (what they meant).
+    assigned_to: str = ""
 
 
 class NodeInfo(msgspec.Struct, frozen=True, kw_only=True):
@@ -59,14 +62,35 @@ class NodeInfo(msgspec.Struct, frozen=True, kw_only=True):
     utilization: float = 0.0
 
 
+#: The most GPUs one job may ask for (a larger number is a typo, refused at submit).
+MAX_GPUS_PER_JOB = 64
+
+
 class Requirements(msgspec.Struct, frozen=True, kw_only=True):
-    """What a job needs from a node."""
+    """What a job needs from a node.
+
+    GPUs are whole devices: ``gpus`` of them, each with at least ``gpu_memory_mb`` of
+    memory. ``gpu`` is the old boolean, kept for old clients: it means "at least one";
+    a ``gpu_memory_mb`` alone also asks for one device (see :attr:`gpu_count`).
+    """
 
     capability: str = "cpu"
     gpu: bool = False
     min_memory_mb: Annotated[int, msgspec.Meta(ge=0)] = 0
     pooled: bool = False
     node_id: str = ""
+    gpus: Annotated[int, msgspec.Meta(ge=0, le=MAX_GPUS_PER_JOB)] = 0
+    gpu_memory_mb: Annotated[int, msgspec.Meta(ge=0)] = 0
+
+    @property
+    def gpu_count(self) -> int:
+        """Whole GPU devices the job needs (0: a CPU job, which is shown no GPU)."""
+        return max(self.gpus, 1 if self.gpu or self.gpu_memory_mb else 0)
+
+
+def free_gpus(info: NodeInfo, min_memory_mb: int = 0) -> list[GpuInfo]:
+    """The node's GPUs no job holds, with at least ``min_memory_mb`` of memory each."""
+    return [g for g in info.gpus if not g.assigned_to and g.memory_total_mb >= min_memory_mb]
 
 
 class JobSpec(msgspec.Struct, frozen=True, kw_only=True):

@@ -18,6 +18,7 @@ import msgspec
 from nats.aio.msg import Msg
 
 from services.node_agent import policy
+from services.node_agent.assignment import GpuGate, visible_devices_env
 from services.node_agent.info import NodeParts, node_info
 from services.node_agent.job import CANCELLED, DEFER_S, STOPPING, SUPERSEDED, Kill, settle
 from services.node_agent.reports import Outcome, Reporter
@@ -37,6 +38,7 @@ class HollowJob:
     last_report_at: float
     last_ack_at: float
     killed: Kill | None = None
+    gpus: tuple[int, ...] = ()
 
 
 class HollowNode:
@@ -55,11 +57,20 @@ class HollowNode:
         self._stop: Kill | None = None
         self._wake = anyio.Event()
         self._next_info = 0.0
+        self.gate = GpuGate(
+            node_id,
+            self.pools.pools[0].subject,
+            reporter,
+            self.stats,
+            lambda: self.config().report_attempts,
+        )
 
     def free(self) -> int:
         """Slots free for new work now."""
         _, floors, reason = self.view()
         open_ = self.intake_open and not reason and self._stop is None
+        if self.gate.parked is not None:
+            return 0  # a job waits for GPUs: nothing else until it starts
         return policy.free_slots(
             self.config().capacity, len(self.running), floors, intake_open=open_
         )
@@ -73,6 +84,7 @@ class HollowNode:
             version=self.version,
             config=self.config(),
             sample=sample,
+            gpus=self.gate.gpus.annotate(sample.gpus),
             floors=floors,
             free=self.free(),
             running=[j.dispatch.job_id for j in self.running.values()],
@@ -139,7 +151,15 @@ class HollowNode:
             self.stats.invalid_dispatches += 1
             await settle(msg.term, self.stats, "term")
             return
+        devices = await self.gate.admit(msg, d, self.view()[0].gpus)
+        if devices is not None:
+            await self._begin(msg, d, devices)
+
+    async def _begin(self, msg: Msg, d: JobDispatch, devices: tuple[int, ...]) -> None:
+        key = f"{d.job_id}-{d.attempt}"
         answer = await self.reporter.send(self._report(d, "started"))
+        if answer.outcome is not Outcome.ACCEPTED:
+            self.gate.gpus.release(key)
         if answer.outcome is Outcome.CONFLICT:
             self.stats.refused += 1
             await settle(msg.term, self.stats, "term")
@@ -152,7 +172,7 @@ class HollowNode:
         now, cfg = time.monotonic(), self.config()
         lease = answer.lease_expires_at
         remaining = None if lease is None else lease - time.time()
-        self.running[f"{d.job_id}-{d.attempt}"] = HollowJob(
+        self.running[key] = HollowJob(
             dispatch=d,
             msg=msg,
             ends_at=now + min(_duration(d), self._timeout(d)),
@@ -160,6 +180,7 @@ class HollowNode:
             heartbeat=policy.heartbeat_interval(remaining, cfg.ack_wait_s),
             last_report_at=now,
             last_ack_at=now,
+            gpus=devices,
         )
 
     async def _tick(self, now: float) -> None:
@@ -168,6 +189,7 @@ class HollowNode:
             if job.killed is not None or now >= job.ends_at:
                 await self._finish(job)
                 del self.running[key]
+                self.gate.gpus.release(key)
                 self.on_change()
                 continue
             if policy.ack_due(now, job.last_ack_at, cfg.ack_wait_s):
@@ -178,6 +200,12 @@ class HollowNode:
                 answer = await self.reporter.send(self._report(job.dispatch, "progress"))
                 if answer.outcome is Outcome.CONFLICT:
                     job.killed = SUPERSEDED
+        if self.gate.parked is not None:
+            sample, floors, reason = self.view()
+            if not (self.intake_open and not reason and self._stop is None and floors.accepting):
+                await self.gate.give_back()
+            elif (ready := self.gate.unpark(sample.gpus)) is not None:
+                await self._begin(*ready)
         if now >= self._next_info:
             self._next_info = now + self.interval_s
             await self.publisher.publish(self.info())
@@ -199,7 +227,10 @@ class HollowNode:
             report = self._report(d, "failed", error=error)
         else:
             self.stats.completed += 1
-            report = self._report(d, "completed", progress=1.0, result=JobResult(exit_code=0))
+            # What a real job would see, so tests can check the assignment.
+            shown = visible_devices_env(job.gpus)["CUDA_VISIBLE_DEVICES"]
+            done = JobResult(exit_code=0, result={"cuda_visible_devices": shown})
+            report = self._report(d, "completed", progress=1.0, result=done)
         if report is not None:
             await self.reporter.send_final(report, attempts if job.killed is None else 1)
         await settle(job.msg.ack, self.stats, "ack")
@@ -216,6 +247,7 @@ class HollowNode:
                     job.killed = job.killed or why
                     await self._finish(job)
                 self.running.clear()
+                await self.gate.give_back()
                 await self.pools.close()
                 await self.publisher.publish(self.info(reason="stopped"), force_kv=True)
         finally:

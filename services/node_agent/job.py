@@ -51,6 +51,8 @@ class RunningJob:
     killed: Kill | None = None
     #: The process has ended: its slot is free while outputs upload and it reports.
     exited: bool = False
+    #: The GPU devices this job holds (assignment.py); empty for a CPU job.
+    gpus: tuple[int, ...] = ()
     #: Called when the process has started, and once when it ends (the node starts
     #: its next job then).
     on_start: Callable[[], None] | None = None
@@ -85,6 +87,7 @@ class RunningJob:
             "type": d.spec.type,
             "progress": self.progress,
             "pid": self.pid,
+            "gpus": list(self.gpus),
             "running_s": round(time.monotonic() - self.started, 1),
         }
 
