@@ -62,6 +62,10 @@ class NodeInfo(msgspec.Struct, frozen=True, kw_only=True):
     utilization: float = 0.0
 
 
+#: How an agent's refusal of a job it can never fit begins (a failed attempt's error):
+#: the job asked for too much, so the node is not to blame for the failure.
+REFUSED = "refused: "
+
 #: The most GPUs one job may ask for (a larger number is a typo, refused at submit).
 MAX_GPUS_PER_JOB = 64
 

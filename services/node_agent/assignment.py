@@ -23,11 +23,13 @@ from collections.abc import Callable
 from typing import Any
 
 import msgspec
+import nats.errors
 from nats.aio.msg import Msg
 
+from services.node_agent.config import NodeAgentConfig
 from services.node_agent.job import settle
 from services.node_agent.reports import AgentStats, Reporter
-from shared.jobs import GpuInfo, JobDispatch, JobReport, Requirements
+from shared.jobs import REFUSED, GpuInfo, JobDispatch, JobReport, Requirements
 
 log = logging.getLogger("ringmaster.node_agent.assignment")
 
@@ -135,13 +137,13 @@ class GpuGate:
         own_subject: str,
         reporter: Reporter,
         stats: AgentStats,
-        attempts: Callable[[], int],
+        config: Callable[[], NodeAgentConfig],
     ) -> None:
         self.node_id = node_id
         self.own_subject = own_subject
         self.reporter = reporter
         self.stats = stats
-        self.attempts = attempts
+        self.config = config
         self.gpus = GpuAssignment()
         #: A dispatch that fits this node but waits for devices other jobs hold.
         self.parked: tuple[Msg, JobDispatch] | None = None
@@ -188,13 +190,17 @@ class GpuGate:
         From the node's own pool the job was aimed at this node and no other node will
         see it: the attempt is reported failed with the reason (the job manager retries
         it, through the selector, and fails it for good after ``max_attempts``). From a
-        capability pool another node may fit it: it goes back to the pool after a delay.
+        capability pool another node may fit it: it goes back to the pool after a delay,
+        except on its last delivery, which reports the reason as a failed attempt rather
+        than leave the server to drop it with none.
         """
-        error = f"refused by node {self.node_id}: {reason}"
+        error = f"{REFUSED}node {self.node_id} cannot fit it: {reason}"
         self.gpus.refused += 1
         self.gpus.last_refusal = f"{d.job_id}-{d.attempt}: {reason}"
         log.warning("job %s-%s %s", d.job_id, d.attempt, error)
-        if msg.subject != self.own_subject:
+        cfg = self.config()
+        last = _deliveries(msg) >= cfg.max_deliver
+        if msg.subject != self.own_subject and not last:
             await settle(lambda: msg.nak(delay=REFUSE_DELAY_S), self.stats, "nak")
             return
         report = JobReport(
@@ -205,5 +211,13 @@ class GpuGate:
             phase="failed",
             error=error,
         )
-        await self.reporter.send_final(report, self.attempts())
+        await self.reporter.send_final(report, cfg.report_attempts)
         await settle(msg.ack, self.stats, "ack")
+
+
+def _deliveries(msg: Msg) -> int:
+    """How many times the server delivered ``msg`` (1 when its metadata is unreadable)."""
+    try:
+        return int(msg.metadata.num_delivered)
+    except (nats.errors.Error, ValueError, IndexError):
+        return 1

@@ -62,7 +62,7 @@ class HollowNode:
             self.pools.pools[0].subject,
             reporter,
             self.stats,
-            lambda: self.config().report_attempts,
+            self.config,
         )
 
     def free(self) -> int:

@@ -60,7 +60,7 @@ class RealNode:
             self.pools.pools[0].subject,
             runner.reporter,
             self.stats,
-            lambda: self.config().report_attempts,
+            self.config,
         )
         self.gpus = self.gate.gpus
 
