@@ -2,15 +2,16 @@
 
 Each hollow node has its own node_id, NodeInfo and pool consumers, and speaks the real
 protocol (started, progress heartbeats, completed, acks); its jobs "run" for
-``spec.args["duration_s"]`` (default 0) and complete with an empty result. To stay
-cheap, all of them share the agent's one connection and resource sample, and each is
-one task: a loop that finishes due jobs, keeps leases, publishes NodeInfo and pulls.
+``spec.args["duration_s"]`` (default 0) and complete with an empty result (a GPU job's
+names its ``cuda_visible_devices``: each hollow node assigns the declared GPUs as the
+real node does). To stay cheap, all of them share the agent's one connection and
+resource sample; each is one task that finishes due jobs, keeps leases, publishes
+NodeInfo and pulls.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 from typing import Any
 
 import anyio
@@ -20,25 +21,18 @@ from nats.aio.msg import Msg
 from services.node_agent import policy
 from services.node_agent.assignment import GpuGate, visible_devices_env
 from services.node_agent.info import NodeParts, node_info
-from services.node_agent.job import CANCELLED, DEFER_S, STOPPING, SUPERSEDED, Kill, settle
+from services.node_agent.job import (
+    CANCELLED,
+    DEFER_S,
+    STOPPING,
+    SUPERSEDED,
+    HollowJob,
+    Kill,
+    settle,
+)
 from services.node_agent.reports import Outcome, Reporter
 from shared.codec import decode
 from shared.jobs import JobDispatch, JobReport, JobResult, NodeInfo
-
-
-@dataclass
-class HollowJob:
-    """A simulated job: it ends at ``ends_at`` (monotonic)."""
-
-    dispatch: JobDispatch
-    msg: Msg
-    ends_at: float
-    timed_out: bool
-    heartbeat: float
-    last_report_at: float
-    last_ack_at: float
-    killed: Kill | None = None
-    gpus: tuple[int, ...] = ()
 
 
 class HollowNode:
@@ -57,20 +51,14 @@ class HollowNode:
         self._stop: Kill | None = None
         self._wake = anyio.Event()
         self._next_info = 0.0
-        self.gate = GpuGate(
-            node_id,
-            self.pools.pools[0].subject,
-            reporter,
-            self.stats,
-            self.config,
-        )
+        own = self.pools.pools[0].subject
+        self.gate = GpuGate(node_id, own, reporter, self.stats, self.config)
 
     def free(self) -> int:
         """Slots free for new work now."""
         _, floors, reason = self.view()
-        open_ = self.intake_open and not reason and self._stop is None
-        if self.gate.parked is not None:
-            return 0  # a job waits for GPUs: nothing else until it starts
+        # A job waiting for GPUs closes the intake until it starts.
+        open_ = self.intake_open and not reason and self._stop is None and not self.gate.parked
         return policy.free_slots(
             self.config().capacity, len(self.running), floors, intake_open=open_
         )
@@ -227,9 +215,8 @@ class HollowNode:
             report = self._report(d, "failed", error=error)
         else:
             self.stats.completed += 1
-            # What a real job would see, so tests can check the assignment.
             shown = visible_devices_env(job.gpus)["CUDA_VISIBLE_DEVICES"]
-            done = JobResult(exit_code=0, result={"cuda_visible_devices": shown})
+            done = JobResult(exit_code=0, result={"cuda_visible_devices": shown} if shown else {})
             report = self._report(d, "completed", progress=1.0, result=done)
         if report is not None:
             await self.reporter.send_final(report, attempts if job.killed is None else 1)

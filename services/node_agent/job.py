@@ -92,6 +92,21 @@ class RunningJob:
         }
 
 
+@dataclass
+class HollowJob:
+    """A simulated job: it ends at ``ends_at`` (monotonic)."""
+
+    dispatch: JobDispatch
+    msg: Msg
+    ends_at: float
+    timed_out: bool
+    heartbeat: float
+    last_report_at: float
+    last_ack_at: float
+    killed: Kill | None = None
+    gpus: tuple[int, ...] = ()
+
+
 async def settle(action: Callable[[], Awaitable[None]], stats: AgentStats, what: str) -> None:
     """Ack, nak, term or in-progress a message; a lost connection is counted, not raised."""
     try:

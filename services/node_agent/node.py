@@ -55,13 +55,8 @@ class RealNode:
         #: Busy slots over the last minute, for NodeInfo and the dashboard.
         self.utilization = Utilization(UTILIZATION_WINDOW_S, time.monotonic())
         self.gaps = SlotGaps()
-        self.gate = GpuGate(
-            node_id,
-            self.pools.pools[0].subject,
-            runner.reporter,
-            self.stats,
-            self.config,
-        )
+        own = self.pools.pools[0].subject
+        self.gate = GpuGate(node_id, own, runner.reporter, self.stats, self.config)
         self.gpus = self.gate.gpus
 
     def free(self) -> int:
