@@ -218,3 +218,18 @@ async def test_hollow_nodes_assign_from_the_declared_inventory(
     failed = await jobs.ends(rec.job_id, JobState.FAILED)
     assert failed.error.startswith("refused: node gpu-node-h0 cannot fit it: needs 5 GPU(s)")
     assert agent.health_check().details["gpus"]["refused"] == 1
+
+
+async def test_a_pooled_job_no_node_fits_fails_with_the_refusal_on_its_last_delivery(
+    start_service: ServiceFactory, nc: Client, prefix: str, tmp_path: Path
+) -> None:
+    await start_service(JobManagerService, **FAST)
+    agent = await start_service(NodeAgentService, **agent_config(tmp_path, max_deliver=2))
+    req = Requirements(capability="shell", pooled=True, gpus=6)
+    spec = JobSpec(type="shell", args={"argv": ["true"]}, requirements=req, max_attempts=1)
+    rec = msgspec.convert(await api(nc, prefix, "job_manager", "submit", spec), JobRecord)
+    assert rec.pool == "cap.shell"
+    failed = await Jobs(nc, prefix, tmp_path).ends(rec.job_id, JobState.FAILED)
+    # Handed back once for another node, then refused with its reason on the last delivery.
+    assert failed.error == "refused: node gpu-node cannot fit it: needs 6 GPU(s); the node has 4"
+    assert agent.health_check().details["gpus"]["refused"] == 2
