@@ -19,6 +19,7 @@ A dispatch is judged when it is pulled, before anything is reported:
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -28,6 +29,7 @@ from nats.aio.msg import Msg
 
 from services.node_agent.config import NodeAgentConfig
 from services.node_agent.job import settle
+from services.node_agent.policy import ack_due
 from services.node_agent.reports import AgentStats, Reporter
 from shared.jobs import REFUSED, GpuInfo, JobDispatch, JobReport, Requirements
 
@@ -147,6 +149,7 @@ class GpuGate:
         self.gpus = GpuAssignment()
         #: A dispatch that fits this node but waits for devices other jobs hold.
         self.parked: tuple[Msg, JobDispatch] | None = None
+        self._acked_at = 0.0
 
     async def admit(
         self, msg: Msg, d: JobDispatch, inventory: list[GpuInfo]
@@ -159,7 +162,7 @@ class GpuGate:
         devices = self.gpus.take(f"{d.job_id}-{d.attempt}", d.spec.requirements, inventory)
         if devices is None:
             self.gpus.waited += 1
-            self.parked = (msg, d)
+            self.parked, self._acked_at = (msg, d), time.monotonic()
         return devices
 
     def unpark(self, inventory: list[GpuInfo]) -> tuple[Msg, JobDispatch, tuple[int, ...]] | None:
@@ -173,6 +176,18 @@ class GpuGate:
         self.parked = None
         return msg, d, devices
 
+    async def resume(
+        self, open_: bool, inventory: list[GpuInfo]
+    ) -> tuple[Msg, JobDispatch, tuple[int, ...]] | None:
+        """The parked dispatch once its devices are free; handed back if the node closed."""
+        if self.parked is None:
+            return None
+        if not open_:
+            await self.give_back()
+            return None
+        await self.keep_lease()
+        return self.unpark(inventory)
+
     async def give_back(self) -> None:
         """Hand the parked dispatch back to its pool (the node stops taking work)."""
         if self.parked is not None:
@@ -180,8 +195,14 @@ class GpuGate:
             await settle(msg.nak, self.stats, "nak")
 
     async def keep_lease(self) -> None:
-        """In-progress ack the parked dispatch, so its ack wait does not run out."""
-        if self.parked is not None:
+        """In-progress ack the parked dispatch when due, so its ack wait never runs out.
+
+        Called after every wake-up of the node, not on a timer of its own: jobs ending
+        one by one wake the node often without freeing enough devices.
+        """
+        now = time.monotonic()
+        if self.parked is not None and ack_due(now, self._acked_at, self.config().ack_wait_s):
+            self._acked_at = now
             await settle(self.parked[0].in_progress, self.stats, "in_progress")
 
     async def _refuse(self, msg: Msg, d: JobDispatch, reason: str) -> None:

@@ -188,12 +188,10 @@ class HollowNode:
                 answer = await self.reporter.send(self._report(job.dispatch, "progress"))
                 if answer.outcome is Outcome.CONFLICT:
                     job.killed = SUPERSEDED
-        if self.gate.parked is not None:
-            sample, floors, reason = self.view()
-            if not (self.intake_open and not reason and self._stop is None and floors.accepting):
-                await self.gate.give_back()
-            elif (ready := self.gate.unpark(sample.gpus)) is not None:
-                await self._begin(*ready)
+        sample, floors, reason = self.view()
+        open_ = self.intake_open and not reason and self._stop is None and floors.accepting
+        if (ready := await self.gate.resume(open_, sample.gpus)) is not None:
+            await self._begin(*ready)
         if now >= self._next_info:
             self._next_info = now + self.interval_s
             await self.publisher.publish(self.info())

@@ -160,15 +160,13 @@ class RealNode:
             await self._changed.wait()
         if scope.cancelled_caught and self.pools.held():
             await self.pools.keep_leases()
-        if scope.cancelled_caught:
-            await self.gate.keep_lease()
+        await self.gate.keep_lease()
 
     async def _start_parked(self) -> None:
         """Start the job waiting for GPUs once they are free; give it back if stopping."""
         sample, floors, reason = self.view()
-        if not (self.intake_open and self._stop is None and floors.accepting and not reason):
-            await self.gate.give_back()
-        elif (ready := self.gate.unpark(sample.gpus)) is not None:
+        open_ = self.intake_open and self._stop is None and floors.accepting and not reason
+        if (ready := await self.gate.resume(open_, sample.gpus)) is not None:
             self._start(*ready)
 
     async def _take(self, msg: Msg) -> None:
