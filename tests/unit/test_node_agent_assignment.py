@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import subprocess
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, cast
 
 import msgspec
 import pytest
+from nats.aio.msg import Msg
 
-from services.node_agent.assignment import GpuAssignment, misfit, visible_devices_env
+from services.node_agent.assignment import GpuAssignment, GpuGate, misfit, visible_devices_env
+from services.node_agent.config import NodeAgentConfig
 from services.node_agent.gpus import (
     DeclaredSource,
     GpuError,
@@ -18,8 +20,10 @@ from services.node_agent.gpus import (
     SmiSource,
     parse_nvidia_smi,
 )
+from services.node_agent.reports import AgentStats, Reporter
 from shared.codec import decode
-from shared.jobs import GpuInfo, JobSpec, Requirements, free_gpus
+from shared.config import convert_config
+from shared.jobs import GpuInfo, JobDispatch, JobSpec, Requirements, free_gpus
 from shared.testing.builders import node_info
 
 #: ``nvidia-smi --query-gpu=index,name,memory.total,memory.used,utilization.gpu
@@ -190,3 +194,56 @@ def test_free_gpus_of_a_node_info() -> None:
     info = msgspec.structs.replace(info, gpus=[held, *info.gpus[1:]])
     assert [g.index for g in free_gpus(info)] == [1, 2]
     assert free_gpus(info, min_memory_mb=16001) == []
+
+
+class FakeMsg:
+    """The parts of a JetStream message the gate touches, recording what was done."""
+
+    def __init__(self, subject: str, delivered: int = 1) -> None:
+        self.subject = subject
+        self.metadata = SimpleNamespace(num_delivered=delivered)
+        self.done: list[str] = []
+
+    async def nak(self, delay: float | None = None) -> None:
+        self.done.append(f"nak {delay}")
+
+    async def in_progress(self) -> None:
+        self.done.append("in_progress")
+
+    async def ack(self) -> None:
+        self.done.append("ack")
+
+
+def gate(ack_wait_s: float = 30.0) -> GpuGate:
+    cfg = convert_config(NodeAgentConfig, {"node_id": "n", "ack_wait_s": ack_wait_s})
+    return GpuGate("n", "P.jobs.node.n", cast(Reporter, None), AgentStats(), lambda: cfg)
+
+
+def dispatch(job_id: str, **req: Any) -> JobDispatch:
+    spec = JobSpec(type="t", requirements=Requirements(**req))
+    return JobDispatch(job_id=job_id, attempt=1, fencing=1, spec=spec, dispatched_at=0.0)
+
+
+@pytest.mark.anyio
+async def test_the_gate_parks_resumes_and_hands_back() -> None:
+    g = gate(ack_wait_s=3.0)
+    first, waiting = FakeMsg("P.jobs.cap.gpu"), FakeMsg("P.jobs.cap.gpu")
+    assert await g.admit(cast(Msg, first), dispatch("a", gpus=3), FOUR) == (0, 1, 2)
+    assert await g.admit(cast(Msg, waiting), dispatch("b", gpus=2), FOUR) is None
+    assert g.parked is not None and g.gpus.waited == 1
+    assert await g.resume(True, FOUR) is None  # still held by a
+    g.gpus.release("a-1")
+    ready = await g.resume(True, FOUR)
+    assert ready is not None and ready[2] == (0, 1) and g.parked is None
+    # A node that stops taking work hands its waiting dispatch back at once.
+    assert await g.admit(cast(Msg, FakeMsg("x")), dispatch("c", gpus=4), FOUR) is None
+    assert await g.resume(False, FOUR) is None and g.parked is None
+
+
+@pytest.mark.anyio
+async def test_refusals_go_back_to_the_pool_until_the_last_delivery() -> None:
+    g = gate()
+    pooled = FakeMsg("P.jobs.cap.gpu", delivered=1)
+    assert await g.admit(cast(Msg, pooled), dispatch("big", gpus=8), FOUR) is None
+    assert pooled.done == ["nak 2.0"] and g.gpus.refused == 1 and g.parked is None
+    assert g.gpus.last_refusal == "big-1: needs 8 GPU(s); the node has 4"
