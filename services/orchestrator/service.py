@@ -6,8 +6,11 @@ It keeps no state that beacons cannot rebuild. The beacon handler is the hot pat
 (every instance, every interval): a raw callback that decodes with one pre-made
 decoder and does O(1) work, no task per message. A liveness sweep every
 ``check_interval`` marks silent instances SUSPECT and probes them directly before
-calling them LOST; while the orchestrator itself is cut off from NATS it judges
-nobody, since the silence would be its own. Events are queued (``emit_nowait``),
+calling them LOST. While the orchestrator itself is cut off it judges nobody, since
+the silence would be its own: cut off means disconnected, or deaf (no beacon from
+anyone, its own included, for ``DEAF_AFTER`` intervals, as in a stalled server),
+and a probe that fails while deaf proves nothing. A LOST child of its supervisor is
+hung: the supervisor kills and restarts it. Events are queued (``emit_nowait``),
 not awaited: the outbox publishes them in order until acknowledged, and neither the
 beacon callback nor the sweep waits on JetStream.
 """
@@ -31,7 +34,7 @@ from services.orchestrator.cluster_view import ClusterView
 from services.orchestrator.config import OrchestratorConfig
 from services.orchestrator.dashboard import Dashboard, pages
 from services.orchestrator.http import HttpServer
-from services.orchestrator.policy import BeaconHead, BeaconReader, InvalidBeacon
+from services.orchestrator.policy import BeaconHead, BeaconReader, InvalidBeacon, deaf
 from services.orchestrator.registry import Key, Registry
 from services.orchestrator.supervisor import Supervisor
 from shared.cluster import load_cluster
@@ -43,6 +46,7 @@ from shared.contracts import (
     HealthCheckResult,
     ServiceStatus,
 )
+from shared.events import EventData, ServiceLost
 from shared.jobs import NodeInfo
 from shared.loops import Loop
 from shared.service import Service
@@ -72,6 +76,9 @@ class OrchestratorService(Service[OrchestratorConfig]):
         self._probe_limiter = anyio.CapacityLimiter(config.max_probes)
         self._beacon_sub: Subscription | None = None
         self._blind = False
+        #: Monotonic time of the last valid beacon from anyone (its own included).
+        self._heard = time.monotonic()
+        self.hung_kills = 0
         self._logged: set[str] = set()
         # Made in setup(): a cancel scope cannot be made outside the event loop.
         self._supervisor_scope: anyio.CancelScope | None = None
@@ -148,7 +155,8 @@ class OrchestratorService(Service[OrchestratorConfig]):
     async def _on_beacon(self, msg: Msg) -> None:
         try:
             beacon = self._reader.read(msg.subject, msg.data)
-            events = self.registry.observe(beacon, time.monotonic())
+            self._heard = now = time.monotonic()
+            events = self.registry.observe(beacon, now)
         except InvalidBeacon as exc:
             self.intake.invalid[f"beacon:{exc.kind}"] += 1
             self._log_once(exc.kind, "invalid beacon (%s): %s", exc.kind, exc.detail[:200])
@@ -168,9 +176,12 @@ class OrchestratorService(Service[OrchestratorConfig]):
             log.warning(text + " (further ones are only counted)", *args)
 
     # -- liveness --------------------------------------------------------------------
+    def _cut_off(self, now: float) -> bool:
+        return not self.nc.is_connected or deaf(now - self._heard, self.config.beacon_interval)
+
     async def _sweep(self) -> None:
         now = time.monotonic()
-        if not self.nc.is_connected:
+        if self._cut_off(now):
             self._blind = True
             self.blind_sweeps += 1
             return
@@ -179,8 +190,7 @@ class OrchestratorService(Service[OrchestratorConfig]):
             self._blind = False
             self.registry.pardon(now)
         events, probes = self.registry.sweep(now)
-        for event in events:
-            self.emit_nowait(event)
+        self._announce(events)
         for key in probes:
             self.spawn(functools.partial(self._probe, key))
 
@@ -197,11 +207,25 @@ class OrchestratorService(Service[OrchestratorConfig]):
                     timeout=self.config.probe_timeout,
                 )
             except (TimeoutError, nats.errors.Error, OSError):
-                # Our own connection failing says nothing about the instance.
-                answered = False if self.nc.is_connected else None
+                # Our own connection failing, or a bus that delivered no beacon from
+                # anyone while we waited, says nothing about the instance.
+                heard = self._heard > started and not self._cut_off(time.monotonic())
+                answered = False if heard else None
         self.probes[{True: "answered", False: "unanswered", None: "inconclusive"}[answered]] += 1
-        for event in self.registry.probe_result(key, answered, started, time.monotonic()):
+        self._announce(self.registry.probe_result(key, answered, started, time.monotonic()))
+
+    def _announce(self, events: list[EventData]) -> None:
+        """Emit the registry's events; a LOST child of the supervisor is hung: kill it."""
+        for event in events:
             self.emit_nowait(event)
+            if not isinstance(event, ServiceLost) or self.supervisor is None:
+                continue
+            entry = self.registry.get(event.service, event.instance)
+            reason = f"LOST after {event.silent_s:.1f}s of silence and an unanswered probe"
+            if entry is not None and self.supervisor.condemn(
+                event.service, event.instance, entry.beacon.pid, reason
+            ):
+                self.hung_kills += 1
 
     # -- status and health -----------------------------------------------------------
     def cluster_status(self) -> ClusterStatus:
@@ -254,6 +278,7 @@ class OrchestratorService(Service[OrchestratorConfig]):
             details["supervisor"] = {
                 "children": len(self.supervisor.snapshot()),
                 "gave_up": self.supervisor.gave_up,
+                "hung_kills": self.hung_kills,
             }
             if self.supervisor.gave_up:
                 return HealthCheckResult.error(

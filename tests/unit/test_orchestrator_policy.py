@@ -280,3 +280,10 @@ def test_beacon_reader_rejects_with_a_kind(subject: str, data: bytes, kind: str)
         reader.read(subject, data)
     assert caught.value.kind == kind
     assert reader.read("p.beacon.demo.i1", msgspec.json.encode(beacon())) == beacon()
+
+
+def test_an_observer_that_hears_nobody_is_deaf_before_anyone_is_suspect() -> None:
+    assert policy.DEAF_AFTER < policy.SUSPECT_AFTER
+    assert not policy.deaf(1.0, 1.0) and policy.deaf(1.6, 1.0)
+    # A full stall: by the time any instance could be SUSPECT, the observer is deaf.
+    assert policy.deaf(policy.SUSPECT_AFTER * 0.25, 0.25)
