@@ -75,7 +75,7 @@ async def test_a_sigstopped_manager_is_replaced_within_10s(
         assert orch.supervisor is not None
         child = next(c for c in orch.supervisor.snapshot() if c.instance == "job_manager-0")
         assert child.pid == again.pid and child.restarts == 1
-        assert orch.hung_kills == 1
+        assert orch.watch.hung_kills == 1
         print(f"replaced {took:.2f}s after the SIGSTOP")
     events = await stream_events(nc, Subjects(prefix).events_stream)
     types = [e.type for e in events if e.data.get("instance") == "job_manager-0"]
