@@ -183,6 +183,10 @@ class Reap(NamedTuple):
     reason: str = ""
 
 
+#: The duplicate window of ``P_JOBS`` (``shared.provision``): a message id seen this
+#: recently is not stored again.
+DEDUPE_WINDOW_S = 120.0
+
 #: The reason given when an agent's new incarnation dropped the attempt.
 AGENT_RESTARTED = "agent restarted"
 
@@ -243,7 +247,10 @@ def reap_action(
     if rec.state is S.DISPATCHED:
         if lost:
             return Reap("fail", "node lost")
-        if not published and now - rec.updated_at > republish_after_s:
+        age = now - rec.updated_at
+        # Past the stream's deduplication window a republish could double a message
+        # that did land: then the dispatch timeout decides, as for any dispatch.
+        if not published and republish_after_s < age < DEDUPE_WINDOW_S:
             return Reap("republish")
         if now - rec.updated_at > dispatch_timeout_s:
             return Reap("fail", "not started")

@@ -261,3 +261,20 @@ async def test_a_condemned_hung_child_is_killed_and_restarted(tmp_path: Path) ->
         assert after["stubborn"].last_exit_code == -signal.SIGKILL
         assert all(v.running and v.pid != hung[n] for n, v in after.items())
         assert all(reaped(p or 0) for p in hung.values())
+
+
+async def test_a_child_given_up_on_comes_back_when_the_cause_passes(tmp_path: Path) -> None:
+    fixed = tmp_path / "fixed"
+    settings = ClusterSettings(
+        prefix="suptest", max_restart_delay_s=0.2, restart_intensity=2, restart_period_s=1.0
+    )
+    entry = ServiceEntry(config={"crash_unless": str(fixed)})
+    clusterfile = ClusterFile(cluster=settings, services={"flaky": entry})
+    async with supervising(clusterfile, tmp_path) as (sup, rec):
+        await eventually(lambda: sup.gave_up == ["flaky-0"], what="gave up")
+        fixed.touch()  # the outage is over
+        await eventually(lambda: view(sup, "flaky-0").running, what="running again")
+        # One whole period of running clears it: no operator needed.
+        await eventually(lambda: sup.gave_up == [], what="cleared after a stable run")
+        assert not view(sup, "flaky-0").gave_up
+        assert len(rec.of(ServiceGaveUp)) == 1

@@ -450,3 +450,9 @@ def test_an_unvouched_dispatch_is_republished_not_failed() -> None:
     assert _reap_with(dispatched, None, published=False) == policy.Reap("republish")
     # Published and never started: the dispatch timeout still fails it.
     assert _reap_with(dispatched, None, now=T0 + 61) == policy.Reap("fail", "not started")
+
+
+def test_no_republish_past_the_streams_dedupe_window() -> None:
+    old = record(S.DISPATCHED, updated_at=T0)
+    late = T0 + policy.DEDUPE_WINDOW_S + 1
+    assert _reap_with(old, None, published=False, now=late) == policy.Reap("fail", "not started")
