@@ -27,7 +27,7 @@ from services.orchestrator.policy import BeaconReader, InvalidBeacon, deaf
 from services.orchestrator.registry import Key, Registry
 from shared.codec import encode
 from shared.contracts import ControlCommand
-from shared.events import EventData, ServiceLost
+from shared.events import EventData
 
 if TYPE_CHECKING:
     from services.orchestrator.service import OrchestratorService
@@ -100,6 +100,7 @@ class Watch:
         self._announce(events)
         for key in probes:
             self.svc.spawn(functools.partial(self._probe, key))
+        self._condemn_hung(now)
 
     async def _probe(self, key: Key) -> None:
         service, instance = key
@@ -123,15 +124,21 @@ class Watch:
         self._announce(self.registry.probe_result(key, answered, started, time.monotonic()))
 
     def _announce(self, events: list[EventData]) -> None:
-        """Emit the registry's events; a LOST child of the supervisor is hung: kill it."""
-        supervisor = self.svc.supervisor
         for event in events:
             self.svc.emit_nowait(event)
-            if not isinstance(event, ServiceLost) or supervisor is None:
-                continue
-            entry = self.registry.get(event.service, event.instance)
-            reason = f"LOST after {event.silent_s:.1f}s of silence and an unanswered probe"
-            if entry is not None and supervisor.condemn(
-                event.service, event.instance, entry.beacon.pid, reason
-            ):
+
+    def _condemn_hung(self, now: float) -> None:
+        """Hand every supervised child LOST for ``hung_after_s`` to the supervisor.
+
+        Its process lives (else the supervisor would have seen it exit), so it is hung:
+        killed and restarted. Asked every sweep; the supervisor acts once per process,
+        since the verdict names the pid the beacons came from.
+        """
+        supervisor = self.svc.supervisor
+        if supervisor is None:
+            return
+        for entry in self.registry.lost_for(now, self.svc.config.hung_after_s):
+            b = entry.beacon
+            reason = f"LOST, silent for {now - entry.seen:.1f}s, probe unanswered"
+            if supervisor.condemn(b.service, b.instance, b.pid, reason):
                 self.hung_kills += 1
