@@ -129,7 +129,7 @@ class Supervisor:
     async def _watch(
         self, child: Child, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED
     ) -> None:
-        """Run one instance through its restarts until its policy or the limit ends it."""
+        """Run one instance through its restarts until its policy does not want it back."""
         await self._spawn(child)
         task_status.started()
         while True:
