@@ -19,6 +19,7 @@ from services.orchestrator.service import OrchestratorService
 from shared.codec import decode, encode
 from shared.contracts import ClusterStatus, Empty, InstanceView, Liveness, ServiceStatus
 from shared.events import ServiceLost, ServiceRestarted
+from shared.jobs import JobRecord, JobSpec, JobState
 from shared.subjects import Subjects
 from shared.testing.fixtures import service_config
 from shared.testing.helpers import eventually, stream_events
@@ -76,6 +77,12 @@ async def test_a_sigstopped_manager_is_replaced_within_10s(
         child = next(c for c in orch.supervisor.snapshot() if c.instance == "job_manager-0")
         assert child.pid == again.pid and child.restarts == 1
         assert orch.watch.hung_kills == 1
+        # Submits are answered again, by the replacement.
+        reply = await nc.request(
+            Subjects(prefix).api("job_manager", "submit"), encode(JobSpec(type="selfplay")), 5
+        )
+        assert "Nats-Service-Error-Code" not in (reply.headers or {}), reply.data
+        assert decode(JobRecord, reply.data).state in (JobState.PENDING, JobState.DISPATCHED)
         print(f"replaced {took:.2f}s after the SIGSTOP")
     events = await stream_events(nc, Subjects(prefix).events_stream)
     types = [e.type for e in events if e.data.get("instance") == "job_manager-0"]
