@@ -79,6 +79,9 @@ class Dispatcher:
         self.failing = 0
         #: job_id -> (fencing, stream sequence) of its latest dispatch message.
         self.messages: dict[str, tuple[int, int]] = {}
+        #: job_id -> (fencing, time) of a dispatch first queued by a republish: its
+        #: dispatch timeout counts from then, not from the record's write.
+        self.queued_at: dict[str, tuple[int, float]] = {}
         self._rng = random.Random()
         self._spawn = spawn
         #: Jobs with a dispatch under way: the reaper leaves them alone.
@@ -171,6 +174,11 @@ class Dispatcher:
         known = self.messages.get(rec.job_id)
         return rec.job_id in self.busy or (known is not None and known[0] == rec.fencing)
 
+    def queued_since(self, rec: JobRecord) -> float | None:
+        """When a republish first queued ``rec``'s dispatch, if one did."""
+        known = self.queued_at.get(rec.job_id)
+        return known[1] if known is not None and known[0] == rec.fencing else None
+
     def republish_soon(self, rec: JobRecord) -> None:
         """Publish DISPATCHED ``rec``'s message again (same id) in the background."""
         if rec.job_id in self.busy:
@@ -190,6 +198,7 @@ class Dispatcher:
             # A duplicate: the first publish did land; otherwise this one saved the attempt.
             self.stats["republish_duplicates" if ack.duplicate else "republished"] += 1
             if not ack.duplicate:
+                self.queued_at[rec.job_id] = (rec.fencing, time.time())
                 log.warning(
                     "%s: dispatch %d was never published; sent now", rec.job_id, rec.fencing
                 )
@@ -255,6 +264,7 @@ class Dispatcher:
         if known is None or (fencing is not None and known[0] != fencing):
             return
         del self.messages[job_id]
+        self.queued_at.pop(job_id, None)
         try:
             await self.js.delete_msg(self.subjects.jobs_stream, known[1])
             self.stats["messages_discarded"] += 1
@@ -265,6 +275,7 @@ class Dispatcher:
     def forget(self, job_id: str) -> None:
         """The attempt finished normally: the agent acks its message itself."""
         self.messages.pop(job_id, None)
+        self.queued_at.pop(job_id, None)
 
     def retry_delay(self, attempt: int) -> float:
         """The jittered backoff after failed ``attempt``."""

@@ -227,6 +227,7 @@ def reap_action(
     agent: Agent | None = None,
     published: bool = True,
     republish_after_s: float = 2.0,
+    queued_at: float | None = None,
 ) -> Reap | None:
     """The reaper's decision for ``rec``; None when there is nothing to do.
 
@@ -235,7 +236,8 @@ def reap_action(
     ``published`` is False for a DISPATCHED record whose message this instance did
     not see acknowledged (a dispatch cut between its write and its publish, or made
     by an instance that died): it is published again, under the same message id,
-    before its dispatch can time out, so the cut never spends an attempt.
+    before its dispatch can time out, so the cut never spends an attempt;
+    ``queued_at`` is when that republish queued it, where its dispatch timeout starts.
     """
     lost = (
         bool(rec.node_id)
@@ -252,7 +254,7 @@ def reap_action(
         # that did land: then the dispatch timeout decides, as for any dispatch.
         if not published and republish_after_s < age < DEDUPE_WINDOW_S:
             return Reap("republish")
-        if now - rec.updated_at > dispatch_timeout_s:
+        if now - max(rec.updated_at, queued_at or 0.0) > dispatch_timeout_s:
             return Reap("fail", "not started")
         return None
     if rec.state is S.RUNNING:

@@ -96,6 +96,7 @@ class Reaper:
             lease_s=cfg.lease_s,
             agent=self.index.agents.get(node) if node else None,
             published=self.dispatcher.published(rec),
+            queued_at=self.dispatcher.queued_since(rec),
             republish_after_s=cfg.republish_after_s,
         )
 

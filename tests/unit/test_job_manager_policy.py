@@ -456,3 +456,23 @@ def test_no_republish_past_the_streams_dedupe_window() -> None:
     old = record(S.DISPATCHED, updated_at=T0)
     late = T0 + policy.DEDUPE_WINDOW_S + 1
     assert _reap_with(old, None, published=False, now=late) == policy.Reap("fail", "not started")
+
+
+def test_a_dispatch_first_queued_by_a_republish_times_out_from_then() -> None:
+    # A manager down for 70 s finds a dispatch cut before its publish.
+    cut = record(S.DISPATCHED, updated_at=T0)
+    assert _reap_with(cut, None, published=False, now=T0 + 70) == policy.Reap("republish")
+
+    def after(now: float) -> policy.Reap | None:
+        return policy.reap_action(
+            cut,
+            now,
+            now,
+            dispatch_timeout_s=60.0,
+            node_lost_after_s=5.0,
+            lease_s=LEASE,
+            queued_at=T0 + 70,
+        )
+
+    assert after(T0 + 75) is None  # queued only now: a full dispatch timeout from here
+    assert after(T0 + 131) == policy.Reap("fail", "not started")
