@@ -60,6 +60,9 @@ class NodeInfo(msgspec.Struct, frozen=True, kw_only=True):
     interval_s: float = 1.0
     #: Share of the node's slots busy running job processes over the last minute.
     utilization: float = 0.0
+    #: A fresh id per agent process start: a new one under the same node_id means the
+    #: agent restarted and lost every attempt it was running ("" from older agents).
+    incarnation: str = ""
 
 
 #: How an agent's refusal of a job it can never fit begins (a failed attempt's error):
@@ -154,6 +157,8 @@ class JobRecord(msgspec.Struct, frozen=True, kw_only=True):
     error: str = ""
     permanent: bool = False
     result: JobResult | None = None
+    #: The incarnation of the agent that started the live attempt ("" if unknown).
+    incarnation: str = ""
 
 
 class JobDispatch(msgspec.Struct, frozen=True, kw_only=True):
@@ -177,6 +182,8 @@ class JobReport(msgspec.Struct, frozen=True, kw_only=True):
     progress: float = 0.0
     error: str = ""
     result: JobResult | None = None
+    #: The reporting agent's incarnation (see NodeInfo.incarnation; "" if unknown).
+    incarnation: str = ""
 
 
 class JobRef(msgspec.Struct, frozen=True, kw_only=True):

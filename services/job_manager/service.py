@@ -179,7 +179,7 @@ class JobManagerService(Service[JobManagerConfig]):
             api.config = api.dispatcher.config = api.reaper.config = self.config
 
     async def _on_node(self, info: NodeInfo, _: Msg) -> None:
-        self.index.saw_node(info.node_id)
+        self.index.saw_info(info)
 
     async def _on_max_deliveries(self, advisory: MaxDeliveries, _: Msg) -> None:
         await self.api.reaper.on_max_deliveries(advisory)

@@ -21,7 +21,7 @@ from nats.js.kv import KeyValue
 from services.node_agent.config import NodeAgentConfig
 from services.node_agent.policy import Floors, kv_put_due
 from services.node_agent.pools import Pools
-from services.node_agent.reports import AgentStats
+from services.node_agent.reports import INCARNATION, AgentStats
 from services.node_agent.resources import Sample
 from shared.codec import encode
 from shared.jobs import GpuInfo, NodeInfo
@@ -76,6 +76,7 @@ def node_info(
         sent_at=time.time(),
         interval_s=interval_s,
         utilization=round(utilization, 4),
+        incarnation=INCARNATION,
     )
 
 
