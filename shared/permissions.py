@@ -77,6 +77,7 @@ def _needs(s: Subjects) -> dict[str, Needs]:
             publish=(
                 (s.all_of("ctl"), "probe an instance directly before calling it LOST"),
                 (api("job_manager", "list"), "jobs for the status view"),
+                (api("job_manager", "counts"), "job counts for the status view"),
                 ("$SRV.>", "discover instances for the status view"),
             ),
             subscribe=(
@@ -99,7 +100,14 @@ def _needs(s: Subjects) -> dict[str, Needs]:
             writes=ALL_BUCKETS,  # restoring a snapshot writes every bucket
         ),
         "job_manager": Needs(
-            {**reads, JOBS: "admin", "jobs": "admin", "leases": "read", "nodes": "read"},
+            {
+                **reads,
+                JOBS: "admin",
+                "jobs": "admin",
+                "history": "admin",
+                "leases": "read",
+                "nodes": "read",
+            },
             publish=(
                 (s.all_jobs, "dispatch jobs into the work-queue stream"),
                 (api("node_selector", "select"), "choose a node for a job"),
@@ -108,7 +116,7 @@ def _needs(s: Subjects) -> dict[str, Needs]:
                 (s.nodes, "notice nodes that appear and go"),
                 (s.jobs_max_deliveries, "jobs past max_deliver fail terminally"),
             ),
-            writes=("jobs", "leases"),
+            writes=("jobs", "history", "leases"),
         ),
         "node_selector": Needs(
             {"nodes": "read"},
@@ -182,6 +190,7 @@ def _needs(s: Subjects) -> dict[str, Needs]:
                 ("$SRV.>", "discover every instance ($SRV.STATS)"),
                 (f"{s.prefix}.api.*.*.metrics", "ask every instance for its metrics"),
             ),
+            subscribe=((s.nodes, "per-node GPU series for Prometheus"),),
         ),
     }
 

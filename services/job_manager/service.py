@@ -23,12 +23,14 @@ from nats.js.errors import NoKeysError
 from nats.js.kv import KeyValue
 
 from services.job_manager.api import JobApi
+from services.job_manager.catalog import JobCatalog
 from services.job_manager.config import JobManagerConfig
 from services.job_manager.dispatcher import SELECTOR, Dispatcher
-from services.job_manager.index import JobIndex
+from services.job_manager.history import History
+from services.job_manager.listing import Lister
 from services.job_manager.reaper import MaxDeliveries, Reaper, max_deliveries_subject
 from shared.circuit_breaker import CircuitBreaker
-from shared.contracts import HealthCheckResult
+from shared.contracts import Empty, HealthCheckResult, HistogramSample
 from shared.jobs import JobQuery, JobRef, JobReport, JobSpec, NodeInfo
 from shared.loops import Loop
 from shared.provision import ensure_stream, jobs_stream_config
@@ -52,7 +54,7 @@ class JobManagerService(Service[JobManagerConfig]):
         reload_config: Callable[[], JobManagerConfig] | None = None,
     ) -> None:
         super().__init__(config, reload_config=reload_config)
-        self.index = JobIndex()
+        self.index = JobCatalog()
         self.counts: Counter[str] = Counter()
         self._follow_scope = anyio.CancelScope()
         self._api: JobApi | None = None
@@ -98,6 +100,23 @@ class JobManagerService(Service[JobManagerConfig]):
             emit=self.emit,
             counts=self.counts,
         )
+        history = History(
+            js=self.js,
+            jobs=self.kv,
+            history=await self.bucket("history"),
+            jobs_bucket=self.subjects.bucket("jobs"),
+            catalog=self.index,
+            lease=reaper.lease,
+            after_s=cfg.history_after_s,
+            batch=cfg.history_batch,
+            counts=self.counts,
+        )
+        lister = Lister(
+            kv=self.kv,
+            catalog=self.index,
+            max_payload=lambda: self.nc.max_payload,
+            counts=self.counts,
+        )
         self._api = api = JobApi(
             kv=self.kv,
             config=cfg,
@@ -107,6 +126,8 @@ class JobManagerService(Service[JobManagerConfig]):
             emit=self.emit,
             paused=lambda: self.paused,
             counts=self.counts,
+            lister=lister,
+            history=history,
         )
         await self._seed_nodes()
         with anyio.fail_after(max(30.0, cfg.connect_timeout)):
@@ -123,10 +144,15 @@ class JobManagerService(Service[JobManagerConfig]):
         await self.add_endpoint("get", JobRef, api.get)
         await self.add_endpoint("list", JobQuery, api.list)
         await self.add_endpoint("cancel", JobRef, api.cancel)
+        await self.add_endpoint("counts", Empty, api.job_counts)
         await self._add_report_endpoint(api)
         interval = cfg.reaper_interval
         self.add_loop(
             Loop("reaper", reaper.tick, interval=interval, max_backoff=max(5.0, interval))
+        )
+        # Its own loop: a long retirement pass must not delay reaping.
+        self.add_loop(
+            Loop("history", history.tick, interval=cfg.history_interval, max_backoff=60.0)
         )
 
     async def _add_report_endpoint(self, api: JobApi) -> None:
@@ -201,6 +227,7 @@ class JobManagerService(Service[JobManagerConfig]):
             "dispatch": dict(dispatcher.stats),
             "counts": dict(self.counts),
             "index": self.index.details(),
+            "history": self._api.history.details() if self._api.history else {},
         }
         if dispatcher.failing:
             return HealthCheckResult.degraded(
@@ -216,4 +243,10 @@ class JobManagerService(Service[JobManagerConfig]):
         for name in ("submitted", "completed", "failed", "cancelled", "retried"):
             metrics[f"jobs_{name}_total"] = self.counts[f"{name}_total"]
         metrics["stale_reports_total"] = self._api.refused["stale"] if self._api else 0
+        metrics["jobs_retired_total"] = self.counts["retired_total"]
+        metrics["jobs_terminal_in_bucket"] = len(self.index.terminal)
         return metrics
+
+    def custom_histograms(self) -> list[HistogramSample]:
+        """Submit-to-running, queue wait and job duration, as this instance observed them."""
+        return self._api.timings.samples() if self._api else []
