@@ -244,7 +244,7 @@ class JobManagerService(Service[JobManagerConfig]):
             metrics[f"jobs_{name}_total"] = self.counts[f"{name}_total"]
         metrics["stale_reports_total"] = self._api.refused["stale"] if self._api else 0
         metrics["jobs_retired_total"] = self.counts["retired_total"]
-        metrics["jobs_terminal_in_bucket"] = len(self.index.terminal)
+        metrics["jobs_terminal_kept"] = len(self.index.terminal)
         return metrics
 
     def custom_histograms(self) -> list[HistogramSample]:

@@ -16,6 +16,7 @@ from functools import partial
 
 import msgspec
 import nats.errors
+from nats.aio.msg import Msg
 
 from services.status_metrics_collector.config import StatusMetricsCollectorConfig
 from services.status_metrics_collector.policy import (
@@ -37,6 +38,7 @@ from shared.errors import Unavailable
 from shared.events import MetricsCollected
 from shared.http_auth import read_token
 from shared.intake import ERROR_CODE_HEADER, ERROR_HEADER
+from shared.jobs import NodeInfo
 from shared.loops import Loop
 from shared.service import Service
 from shared.srv import SrvStats, decode_stats, discover
@@ -70,6 +72,8 @@ class StatusMetricsCollectorService(Service[StatusMetricsCollectorConfig]):
         self.discover_errors = 0
         self.prometheus = PrometheusEndpoint(self.snapshot)
         self.prometheus_error = ""
+        #: Latest NodeInfo per node (per-node GPU series), with when it arrived.
+        self.nodes: dict[str, tuple[NodeInfo, float]] = {}
 
     @property
     def prometheus_port(self) -> int | None:
@@ -91,6 +95,7 @@ class StatusMetricsCollectorService(Service[StatusMetricsCollectorConfig]):
             )
         )
         await self.add_endpoint("latest", Empty, self._latest)
+        await self.subscribe(self.subjects.nodes, NodeInfo, self._on_node, kind="node")
         if cfg.prometheus_port >= 0:
             try:
                 token_file = cfg.prometheus_token_file
@@ -188,6 +193,17 @@ class StatusMetricsCollectorService(Service[StatusMetricsCollectorConfig]):
             if self.publish_errors == 1:
                 log.warning("publishing ClusterMetrics failed: %r (further ones only counted)", exc)
 
+    async def _on_node(self, info: NodeInfo, _: Msg) -> None:
+        self.nodes[info.node_id] = (info, time.monotonic())
+
+    def live_nodes(self) -> tuple[NodeInfo, ...]:
+        """Nodes heard from within ten of their intervals (the others are forgotten)."""
+        now = time.monotonic()
+        for node_id, (info, seen) in list(self.nodes.items()):
+            if now - seen > 10 * max(info.interval_s, 1.0):
+                del self.nodes[node_id]
+        return tuple(info for info, _ in sorted(self.nodes.values(), key=lambda n: n[0].node_id))
+
     async def _latest(self, _: Empty) -> ClusterMetrics:
         if self.latest is None:
             raise Unavailable("no collection round finished yet")
@@ -201,6 +217,7 @@ class StatusMetricsCollectorService(Service[StatusMetricsCollectorConfig]):
             stats=self.collector.stats(),
             publish_errors=self.publish_errors,
             discover_errors=self.discover_errors,
+            nodes=self.live_nodes(),
         )
 
     def health(self) -> HealthCheckResult:
@@ -234,9 +251,10 @@ class StatusMetricsCollectorService(Service[StatusMetricsCollectorConfig]):
         """The collector's own counters."""
         stats = self.collector.stats()
         return {
-            "rounds": stats.rounds,
-            "call_successes": stats.successes,
-            "call_timeouts": stats.timeouts,
-            "call_failures": stats.failures,
-            "publish_errors": self.publish_errors,
+            "rounds_total": stats.rounds,
+            "call_successes_total": stats.successes,
+            "call_timeouts_total": stats.timeouts,
+            "call_failures_total": stats.failures,
+            "publish_errors_total": self.publish_errors,
+            "nodes": len(self.nodes),
         }
