@@ -183,7 +183,8 @@ async def measure(ctx: Ctx, url: str) -> Row:
             "message to the consumer's last: for the orchestrator, the arrival of the "
             "SERVICE_REGISTERED of a sentinel instance whose first beacon is sent last; the "
             "count is the orchestrator's beacons_ingested_total (its own beacons included)",
-            f"orchestrator counters at the end: ingested {final.custom['beacons_ingested_total']:,.0f}, "
+            "orchestrator counters at the end: ingested "
+            f"{final.custom['beacons_ingested_total']:,.0f}, "
             f"invalid {final.custom.get('beacons_invalid_total', 0):,.0f}, events emitted "
             f"{final.events_emitted:,}, acked {final.events_acked:,}, dropped "
             f"{final.events_dropped:,}; RSS {final.rss_bytes / 2**20:.0f} MB",
