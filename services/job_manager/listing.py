@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import itertools
 from collections import Counter
 from collections.abc import Callable
 
@@ -77,36 +78,31 @@ class Lister:
     async def page(self, query: JobQuery) -> JobList:
         """One page of the jobs matching ``query``, newest first."""
         after = decode_cursor(query.cursor) if query.cursor else None
-        found = self.catalog.matching(query)
-        total = len(found)
-        if after is not None:
-            found = [f for f in found if (f[0], f[1]) < after]
-        found.sort(key=lambda f: (f[0], f[1]), reverse=True)
+        total = self.catalog.total(query)
+        entries = self.catalog.ordered(query, after)
         # The envelope with the longest cursor it could carry, then one record at a time.
-        longest = encode_cursor(-1e18, max((f[1] for f in found), key=len, default=""))
+        longest = encode_cursor(-1e18, "x" * 64)
         used = len(encode(JobList(jobs=[], total=total, next_cursor=longest)))
         budget = self.max_payload() - HEADROOM
         page: list[JobRecord] = []
-        full = False
-        for start in range(0, len(found), FETCH_BATCH):
-            for record in await self._records(found[start : start + FETCH_BATCH]):
+        more = False
+        while not more:
+            batch = list(itertools.islice(entries, min(FETCH_BATCH, query.limit - len(page) + 1)))
+            if not batch:
+                break
+            for record in await self._records(batch):
                 if record is None:
                     continue
                 size = len(encode(record)) + 1  # and its comma
                 if len(page) >= query.limit or used + size > budget:
-                    full = True
+                    more = True
                     break
                 page.append(record)
                 used += size
-            if full or len(page) >= query.limit:
-                break
-        if not page and found and not full:
-            return JobList(jobs=[], total=total)  # every remaining job left meanwhile
-        if not page and found:
-            raise RequestError(f"job {found[0][1]}'s record alone exceeds max_payload")
-        last = page[-1] if page else None
-        more = last is not None and (last.submitted_at, last.job_id) > (found[-1][0], found[-1][1])
-        cursor = encode_cursor(last.submitted_at, last.job_id) if last and more else ""
+        if more and not page:
+            raise RequestError(f"job {batch[0][1]}'s record alone exceeds max_payload")
+        last = page[-1] if more else None
+        cursor = encode_cursor(last.submitted_at, last.job_id) if last else ""
         self.counts["list_pages"] += 1
         return JobList(jobs=page, total=total, next_cursor=cursor)
 
