@@ -6,8 +6,9 @@ start, the bench writes ``TERMINAL_JOBS`` COMPLETED records (labels of ``LABEL_B
 straight into the jobs bucket, pipelined; then submits ``LIVE_JOBS`` pooled jobs that no
 agent takes (PENDING/DISPATCHED, answered from memory).
 
-Timed, each ``REPEAT`` times, one request at a time: ``list`` first page (limit 100,
-terminal records read by key), ``list`` of one non-terminal state, ``counts``, the four
+Timed, each ``REPEAT`` times, one request at a time: ``list`` first page of COMPLETED
+jobs (limit 100, terminal records read by key), of any state (the newest are live, in
+memory), of one non-terminal state, ``counts``, the four
 requests of the orchestrator's jobs view, and ``P.api.orchestrator.status``; once:
 every page of ``list`` (limit 10,000, following ``next_cursor``). Raw limits, same run:
 a KV get round trip, and one scan of the whole bucket (what ``list`` did before).
@@ -130,6 +131,7 @@ async def measure(ctx: Ctx) -> list[Row]:
 
     list_subject = subjects.api("job_manager", "list")
     first = encode(JobQuery(limit=100))
+    completed = encode(JobQuery(state=JobState.COMPLETED, limit=100))
     pending = encode(JobQuery(state=JobState.PENDING, limit=20))
     status_subject = subjects.api("orchestrator", "status")
     deadline = time.monotonic() + 60
@@ -152,6 +154,7 @@ async def measure(ctx: Ctx) -> list[Row]:
     kv = await nc.jetstream().key_value(subjects.bucket("jobs"))
     key = "old-000000"
     t_first = await _timed(REPEAT, lambda: _ask(nc, list_subject, first))
+    t_terminal = await _timed(REPEAT, lambda: _ask(nc, list_subject, completed))
     t_state = await _timed(REPEAT, lambda: _ask(nc, list_subject, pending))
     t_counts = await _timed(
         REPEAT, lambda: _ask(nc, subjects.api("job_manager", "counts"), encode(Empty()))
@@ -209,6 +212,7 @@ async def measure(ctx: Ctx) -> list[Row]:
     ctx.context(
         NAME, f"job manager start-up with {TERMINAL_JOBS:,} records (index load)", load_s, "s"
     )
+    ctx.context(NAME, "list first page, any state (newest are live), p50", p50(t_first), "ms")
     ctx.context(NAME, "list, one non-terminal state, p50", p50(t_state), "ms")
     ctx.context(NAME, "counts, p50", p50(t_counts), "ms")
     ctx.context(NAME, "orchestrator jobs view (3 lists + counts), p50", p50(t_view), "ms")
@@ -218,14 +222,14 @@ async def measure(ctx: Ctx) -> list[Row]:
     return [
         Row(
             NAME,
-            f"list first page (100 of {TERMINAL_JOBS:,} terminal), p50",
-            p50(t_first),
+            f"list first page of COMPLETED (100 of {TERMINAL_JOBS:,}, read by key), p50",
+            p50(t_terminal),
             "ms",
             get50,
             "KV get round trip p50",
             25.0,
             False,
-            notes=[f"p99 {p99(t_first):.1f} ms"],
+            notes=[f"p99 {p99(t_terminal):.1f} ms"],
         ),
         Row(
             NAME,

@@ -30,6 +30,7 @@ from nats.js.kv import KeyValue
 
 from services.job_manager import policy
 from services.job_manager.catalog import JobCatalog
+from services.job_manager.config import JobManagerConfig
 from shared.codec import encode
 from shared.jobs import TERMINAL, JobRecord
 from shared.kv import Lease, read
@@ -52,8 +53,7 @@ class History:
         jobs_bucket: str,
         catalog: JobCatalog,
         lease: Lease,
-        after_s: float,
-        batch: int,
+        config: JobManagerConfig,
         counts: Counter[str],
     ) -> None:
         self.js = js
@@ -62,8 +62,7 @@ class History:
         self.jobs_bucket = jobs_bucket
         self.catalog = catalog
         self.lease = lease
-        self.after_s = after_s
-        self.batch = batch
+        self.config = config  # replaced on reload: history_after_s applies at once
         self.counts = counts
         self._tombstones: deque[tuple[float, str]] = deque()
 
@@ -74,9 +73,10 @@ class History:
 
     async def tick(self) -> None:
         """Retire up to ``batch`` due jobs, then purge old tombstones (lease holder only)."""
-        if self.after_s <= 0 or not self.lease.held:
+        after_s = self.config.history_after_s
+        if after_s <= 0 or not self.lease.held:
             return
-        for summary in self.catalog.due(time.time() - self.after_s, self.batch):
+        for summary in self.catalog.due(time.time() - after_s, self.config.history_batch):
             if not self.lease.held:
                 return  # lost it mid-pass: the new holder carries on
             await self.retire(summary.job_id)
@@ -133,7 +133,7 @@ class History:
     def details(self) -> dict[str, object]:
         """For health details."""
         return {
-            "after_s": self.after_s,
+            "after_s": self.config.history_after_s,
             "retired": self.counts["retired_total"],
             "changed": self.counts["history_changed"],
             "tombstones_pending": len(self._tombstones),

@@ -107,16 +107,11 @@ class JobManagerService(Service[JobManagerConfig]):
             jobs_bucket=self.subjects.bucket("jobs"),
             catalog=self.index,
             lease=reaper.lease,
-            after_s=cfg.history_after_s,
-            batch=cfg.history_batch,
+            config=cfg,
             counts=self.counts,
         )
-        lister = Lister(
-            kv=self.kv,
-            catalog=self.index,
-            max_payload=lambda: self.nc.max_payload,
-            counts=self.counts,
-        )
+        payload = lambda: self.nc.max_payload  # noqa: E731 (the server's, known at connect)
+        lister = Lister(kv=self.kv, catalog=self.index, max_payload=payload, counts=self.counts)
         self._api = api = JobApi(
             kv=self.kv,
             config=cfg,
@@ -199,10 +194,12 @@ class JobManagerService(Service[JobManagerConfig]):
             await self._api.reaper.release()
 
     async def on_reload(self, old: JobManagerConfig) -> None:
-        """Timeouts, backoff and the selector timeout apply at once; the rest at restart."""
+        """Timeouts, backoff, the selector timeout and history apply at once; others at restart."""
         if self._api is not None:
             api = self._api
             api.config = api.dispatcher.config = api.reaper.config = self.config
+            if api.history is not None:
+                api.history.config = self.config
 
     async def _on_node(self, info: NodeInfo, _: Msg) -> None:
         self.index.saw_node(info.node_id)
