@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import re
+import time
 from collections import Counter
 from collections.abc import Iterable, Iterator
 
@@ -140,3 +141,22 @@ def node_families(nodes: Iterable[NodeInfo]) -> Iterator[Metric]:
             used.add_metric(labels, gpu.memory_used_mb * 1024 * 1024)
             total.add_metric(labels, gpu.memory_total_mb * 1024 * 1024)
     yield from (slots, free, util, used, total)
+
+
+class NodeTable:
+    """The latest NodeInfo of each node, forgotten after ten silent intervals."""
+
+    def __init__(self) -> None:
+        self.latest: dict[str, tuple[NodeInfo, float]] = {}
+
+    def observe(self, info: NodeInfo) -> None:
+        """Keep ``info`` as its node's latest."""
+        self.latest[info.node_id] = (info, time.monotonic())
+
+    def live(self) -> tuple[NodeInfo, ...]:
+        """Nodes heard from recently, by node id (the silent ones are dropped)."""
+        now = time.monotonic()
+        for node_id, (info, seen) in list(self.latest.items()):
+            if now - seen > 10 * max(info.interval_s, 1.0):
+                del self.latest[node_id]
+        return tuple(info for info, _ in sorted(self.latest.values(), key=lambda n: n[0].node_id))

@@ -19,7 +19,9 @@ import nats.errors
 from nats.aio.msg import Msg
 
 from services.status_metrics_collector.config import StatusMetricsCollectorConfig
+from services.status_metrics_collector.families import NodeTable
 from services.status_metrics_collector.policy import (
+    fit,
     instance_key,
     ours,
     round_problem,
@@ -72,8 +74,10 @@ class StatusMetricsCollectorService(Service[StatusMetricsCollectorConfig]):
         self.discover_errors = 0
         self.prometheus = PrometheusEndpoint(self.snapshot)
         self.prometheus_error = ""
-        #: Latest NodeInfo per node (per-node GPU series), with when it arrived.
-        self.nodes: dict[str, tuple[NodeInfo, float]] = {}
+        #: Rounds published without histograms, whole they were past max_payload.
+        self.oversized_rounds = 0
+        #: Latest NodeInfo per node, for the per-node GPU series.
+        self.nodes = NodeTable()
 
     @property
     def prometheus_port(self) -> int | None:
@@ -184,9 +188,14 @@ class StatusMetricsCollectorService(Service[StatusMetricsCollectorConfig]):
                 )
             )
 
+    def _fitted(self, cluster: ClusterMetrics) -> bytes:
+        data, trimmed = fit(cluster, self.nc.max_payload)
+        self.oversized_rounds += trimmed
+        return data
+
     async def _publish(self, cluster: ClusterMetrics) -> None:
         try:
-            await self.nc.publish(self.subjects.metrics_cluster, encode(cluster))
+            await self.nc.publish(self.subjects.metrics_cluster, self._fitted(cluster))
         except (nats.errors.Error, OSError) as exc:
             # Core NATS on purpose: the next round replaces this one. Counted, not retried.
             self.publish_errors += 1
@@ -194,20 +203,12 @@ class StatusMetricsCollectorService(Service[StatusMetricsCollectorConfig]):
                 log.warning("publishing ClusterMetrics failed: %r (further ones only counted)", exc)
 
     async def _on_node(self, info: NodeInfo, _: Msg) -> None:
-        self.nodes[info.node_id] = (info, time.monotonic())
-
-    def live_nodes(self) -> tuple[NodeInfo, ...]:
-        """Nodes heard from within ten of their intervals (the others are forgotten)."""
-        now = time.monotonic()
-        for node_id, (info, seen) in list(self.nodes.items()):
-            if now - seen > 10 * max(info.interval_s, 1.0):
-                del self.nodes[node_id]
-        return tuple(info for info, _ in sorted(self.nodes.values(), key=lambda n: n[0].node_id))
+        self.nodes.observe(info)
 
     async def _latest(self, _: Empty) -> ClusterMetrics:
         if self.latest is None:
             raise Unavailable("no collection round finished yet")
-        return self.latest
+        return decode(ClusterMetrics, self._fitted(self.latest))
 
     # -- health and metrics ----------------------------------------------------------
     def snapshot(self) -> Snapshot:
@@ -217,7 +218,7 @@ class StatusMetricsCollectorService(Service[StatusMetricsCollectorConfig]):
             stats=self.collector.stats(),
             publish_errors=self.publish_errors,
             discover_errors=self.discover_errors,
-            nodes=self.live_nodes(),
+            nodes=self.nodes.live(),
         )
 
     def health(self) -> HealthCheckResult:
@@ -226,6 +227,7 @@ class StatusMetricsCollectorService(Service[StatusMetricsCollectorConfig]):
         details = {
             "collector": snapshot_details(snap),
             "prometheus": self.prometheus.details(),
+            "oversized_rounds": self.oversized_rounds,
             "last_round": {
                 "timeouts": snap.latest.timeouts if snap.latest else [],
                 "failures": snap.latest.failures if snap.latest else {},
@@ -256,5 +258,5 @@ class StatusMetricsCollectorService(Service[StatusMetricsCollectorConfig]):
             "call_timeouts_total": stats.timeouts,
             "call_failures_total": stats.failures,
             "publish_errors_total": self.publish_errors,
-            "nodes": len(self.nodes),
+            "nodes": len(self.nodes.latest),
         }
