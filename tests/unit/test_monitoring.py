@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import json
 import re
+from collections import Counter
 from pathlib import Path
 
 import pytest
 import yaml
 
 from services.job_manager.listing import decode_cursor, encode_cursor
+from services.status_metrics_collector.families import histogram_families
+from services.status_metrics_collector.policy import fit
+from shared.codec import decode
+from shared.contracts import ClusterMetrics, HistogramSample, ServiceMetrics, ServiceStatus
 from shared.errors import BadRequest
 from shared.histogram import Histogram
 
@@ -70,3 +75,46 @@ def test_grafana_dashboard_parses_with_unique_panels_and_queries() -> None:
         assert panel["targets"] and panel["datasource"]["type"] == "prometheus"
         for target in panel["targets"]:
             assert _balanced(target["expr"]) and "ringmaster_" in target["expr"]
+
+
+def _metrics(instance: str, histograms: list[HistogramSample]) -> ServiceMetrics:
+    return ServiceMetrics(
+        service="svc",
+        instance=instance,
+        status=ServiceStatus.RUNNING,
+        uptime_s=1.0,
+        rss_bytes=0,
+        cpu_seconds=0.0,
+        handled=0,
+        invalid=0,
+        handler_errors=0,
+        events_emitted=0,
+        events_acked=0,
+        events_dropped=0,
+        events_pending=0,
+        histograms=histograms,
+    )
+
+
+def test_a_round_past_max_payload_is_sent_without_its_histograms() -> None:
+    h = Histogram("x_seconds", "x")
+    h.observe(0.5)
+    cluster = ClusterMetrics(
+        prefix="p", collector="c", generated_at=0.0, instances=[_metrics("i", h.samples())]
+    )
+    whole, trimmed = fit(cluster, 1 << 20)
+    assert not trimmed and decode(ClusterMetrics, whole).instances[0].histograms
+    bare, trimmed = fit(cluster, len(whole) - 1)
+    assert trimmed and decode(ClusterMetrics, bare).instances[0].histograms == []
+
+
+def test_histograms_of_a_bad_shape_are_left_out_and_counted() -> None:
+    good = Histogram("x_seconds", "x", labels=("type",))
+    good.observe(0.5, "a")
+    bad = HistogramSample(name="x_seconds", bounds=[1.0], counts=[1, 2], count=2)
+    other_labels = HistogramSample(name="x_seconds", bounds=[1.0], counts=[1], count=1)
+    problems: Counter[str] = Counter()
+    samples = [(_metrics("i", []), s) for s in (*good.samples(), bad, other_labels)]
+    (family,) = histogram_families(samples, problems)
+    assert family.type == "histogram" and problems["bad_histograms"] == 2
+    assert {s.labels["type"] for s in family.samples} == {"a"}
