@@ -192,6 +192,8 @@ class JobApi:
 
         written = await cas_update(self.kv, ref.job_id, JobRecord, change)
         if written is None:
+            if self.history is not None and await self.history.get(ref.job_id) is not None:
+                raise Conflict(f"job {ref.job_id} ended and was retired to history")
             raise NotFound(f"no job {ref.job_id!r}")
         self.index.apply(*written)
         self.counts["cancelled_total"] += 1

@@ -119,6 +119,8 @@ async def test_terminal_jobs_retire_to_history_where_get_still_finds_them(
 
     await eventually(retired, timeout=20)
     assert (await ok(nc, prefix, "get", JobRef(job_id=job.job_id), JobRecord)).state == "CANCELLED"
+    code, body = await call(nc, prefix, "cancel", JobRef(job_id=job.job_id))
+    assert code == 409 and "retired" in body["error"]["message"]
     listing = await ok(nc, prefix, "list", JobQuery(), JobList)
     assert sorted(j.job_id for j in listing.jobs) == sorted(keep)  # live jobs never retire
     counts = await ok(nc, prefix, "counts", Empty(), JobCounts)
