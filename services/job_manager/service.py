@@ -1,13 +1,15 @@
 """The job manager service: the job API, dispatch into ``P_JOBS`` and the one reaper.
 
 Endpoints on ``P.api.job_manager.<method>``: ``submit`` (JobSpec -> JobRecord),
-``get`` and ``cancel`` (JobRef -> JobRecord), ``list`` (JobQuery -> JobList) and
-``report`` (JobReport -> JobRecord), the node agents' channel (see ``api.py``).
+``get`` and ``cancel`` (JobRef -> JobRecord), ``list`` (JobQuery -> JobList, a page),
+``counts`` (Empty -> JobCounts) and ``report`` (JobReport -> JobRecord), the node
+agents' channel (see ``api.py``).
 
-At start it provisions what it needs (P_JOBS, the jobs, leases and nodes buckets),
-loads the index of non-terminal jobs from a watch on the jobs bucket, listens to
-NodeInfo (node liveness for the reaper) and to the server's max-deliveries advisories
-for P_JOBS, and runs the reaper loop (which acts only while it holds the reaper lease).
+At start it provisions what it needs (P_JOBS, the jobs, history, leases and nodes
+buckets), loads the catalog (the index of non-terminal jobs plus a summary of each
+terminal one) from a watch on the jobs bucket, listens to NodeInfo (node liveness for
+the reaper) and to the server's max-deliveries advisories for P_JOBS, and runs the
+reaper and history loops (which act only while this instance holds the reaper lease).
 """
 
 from __future__ import annotations
@@ -146,9 +148,8 @@ class JobManagerService(Service[JobManagerConfig]):
             Loop("reaper", reaper.tick, interval=interval, max_backoff=max(5.0, interval))
         )
         # Its own loop: a long retirement pass must not delay reaping.
-        self.add_loop(
-            Loop("history", history.tick, interval=cfg.history_interval, max_backoff=60.0)
-        )
+        every = cfg.history_interval
+        self.add_loop(Loop("history", history.tick, interval=every, max_backoff=max(60.0, every)))
 
     async def _add_report_endpoint(self, api: JobApi) -> None:
         # One endpoint on P.api.job_manager.report.* : the subject's last token is the
