@@ -39,6 +39,10 @@ log = logging.getLogger("ringmaster.job_manager.history")
 
 #: Seconds a tombstone stays before it is purged (other instances' watches see it).
 TOMBSTONE_GRACE_S = 60.0
+#: An instance without the lease checks summaries this much older than due: a job the
+#: holder retired while this instance's watch was away (tombstone missed) is forgotten.
+STALE_GRACE_S = 2 * TOMBSTONE_GRACE_S
+STALE_CHECKS = 50
 
 
 class History:
@@ -74,7 +78,10 @@ class History:
     async def tick(self) -> None:
         """Retire up to ``batch`` due jobs, then purge old tombstones (lease holder only)."""
         after_s = self.config.history_after_s
-        if after_s <= 0 or not self.lease.held:
+        if after_s <= 0:
+            return
+        if not self.lease.held:
+            await self._forget_stale(time.time() - after_s - STALE_GRACE_S)
             return
         for summary in self.catalog.due(time.time() - after_s, self.config.history_batch):
             if not self.lease.held:
@@ -103,6 +110,14 @@ class History:
         self._tombstones.append((time.monotonic(), job_id))
         self.counts["retired_total"] += 1
         return True
+
+    async def _forget_stale(self, finished_before: float) -> None:
+        # The watch does not re-deliver deletions: without this, a summary whose
+        # tombstone was purged while this instance was disconnected would stay forever.
+        for summary in self.catalog.due(finished_before, STALE_CHECKS):
+            if await read(self.jobs, summary.job_id, JobRecord) is None:
+                self.catalog.forget(summary.job_id)
+                self.counts["history_stale_forgotten"] += 1
 
     async def _drop_key(self, idem: str, job_id: str) -> None:
         try:
@@ -138,4 +153,5 @@ class History:
             "changed": self.counts["history_changed"],
             "tombstones_pending": len(self._tombstones),
             "tombstone_purge_errors": self.counts["tombstone_purge_errors"],
+            "stale_forgotten": self.counts["history_stale_forgotten"],
         }

@@ -3,15 +3,21 @@
 from __future__ import annotations
 
 import json
+import time
 
 import anyio
 import pytest
 from nats.aio.client import Client
 
+from services.job_manager import history as history_module
 from services.job_manager.history import History
+from services.job_manager.reaper import LEASE_KEY
 from services.job_manager.service import JobManagerService
+from shared.codec import encode
 from shared.contracts import Empty
 from shared.jobs import JobCounts, JobList, JobQuery, JobRecord, JobRef, JobSpec, Requirements
+from shared.kv import LeaseRecord, bucket_config, ensure_bucket
+from shared.subjects import Subjects
 from shared.testing.fixtures import ServiceFactory
 from shared.testing.helpers import eventually
 from tests.integration.test_cli_jobs import cli
@@ -132,3 +138,31 @@ async def test_terminal_jobs_retire_to_history_where_get_still_finds_them(
     assert isinstance(history, History) and history.details()["retired"] == 1
     code, _ = await call(nc, prefix, "get", JobRef(job_id="no-such-job"))
     assert code == 404
+
+
+async def test_an_instance_without_the_lease_forgets_jobs_whose_deletion_it_missed(
+    start_service: ServiceFactory, nc: Client, prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(history_module, "STALE_GRACE_S", 0.0)
+    subjects = Subjects(prefix)
+    leases = await ensure_bucket(
+        nc.jetstream(), bucket_config(subjects.bucket("leases"), history=1, ttl=None)
+    )
+    # Another instance holds the reaper lease (and so the history duty) for good.
+    await leases.put(LEASE_KEY, encode(LeaseRecord("elsewhere", time.time() + 3600)))
+    svc = await start_service(JobManagerService, history_after_s=0.2, history_interval=0.1)
+    job = (await submit_many(nc, prefix, 1, {}))[0]
+    await ok(nc, prefix, "cancel", JobRef(job_id=job), JobRecord)
+    counts = await ok(nc, prefix, "counts", Empty(), JobCounts)
+    assert counts.states["CANCELLED"] == 1  # due, but not this instance's to retire
+    # The holder retired it and its tombstone was purged while our watch was away:
+    # the record vanishes with no event at all.
+    bucket = subjects.bucket("jobs")
+    await nc.jetstream().purge_stream(f"KV_{bucket}", subject=f"$KV.{bucket}.{job}")
+
+    async def forgotten() -> bool:
+        counts = await ok(nc, prefix, "counts", Empty(), JobCounts)
+        return counts.states["CANCELLED"] == 0
+
+    await eventually(forgotten, timeout=20)
+    assert svc.health_check().details["history"]["stale_forgotten"] == 1
