@@ -200,13 +200,27 @@ class JobQuery(msgspec.Struct, frozen=True, kw_only=True):
     type: str = ""
     node_id: str = ""
     limit: Annotated[int, msgspec.Meta(ge=1, le=10_000)] = 100
+    #: Where the previous page ended (its ``next_cursor``); empty for the first page.
+    cursor: str = ""
 
 
 class JobList(msgspec.Struct, frozen=True, kw_only=True):
-    """Jobs matching a query, newest first."""
+    """One page of the jobs matching a query, newest first.
+
+    A page may hold fewer than ``limit`` jobs (a reply never exceeds the server's
+    max_payload); ``next_cursor`` is empty on the last page.
+    """
 
     jobs: list[JobRecord]
     total: int
+    next_cursor: str = ""
+
+
+class JobCounts(msgspec.Struct, frozen=True, kw_only=True):
+    """Jobs per state in the jobs bucket, and how many were retired to history."""
+
+    states: dict[str, int] = msgspec.field(default_factory=dict)
+    retired: int = 0
 
 
 class SelectRequest(msgspec.Struct, frozen=True, kw_only=True):

@@ -237,6 +237,6 @@ class NodeSelectorService(Service[NodeSelectorConfig]):
             "nodes_alive": float(len(self.view.alive_ids(now))),
             "nodes_unhealthy": float(len(self.overlay.unhealthy)),
             "gpu_nodes": float(self._gpu_alive(now)),
-            "selects": float(self.counts["selects"]),
-            "selects_empty": float(self.counts["selects_empty"]),
+            "selects_total": float(self.counts["selects"]),
+            "selects_empty_total": float(self.counts["selects_empty"]),
         }

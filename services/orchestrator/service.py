@@ -33,6 +33,7 @@ from shared.contracts import (
     ClusterStatus,
     Empty,
     HealthCheckResult,
+    Liveness,
     ServiceStatus,
 )
 from shared.http_auth import read_token
@@ -215,10 +216,16 @@ class OrchestratorService(Service[OrchestratorConfig]):
         """Beacon, registry and probe counters."""
         counts = self.registry.counts()
         metrics: dict[str, float] = {
-            "beacons_ingested": self.watch.beacons_ingested,
-            "beacons_invalid": sum(self._invalid_beacons().values()),
+            "beacons_ingested_total": self.watch.beacons_ingested,
+            "beacons_invalid_total": sum(self._invalid_beacons().values()),
             "instances": counts["instances"],
         }
-        metrics.update({f"instances_{k.lower()}": n for k, n in counts["liveness"].items()})
-        metrics.update({f"probes_{k}": n for k, n in self.probes.items()})
+        # Every liveness, zeros included: an alert on instances_lost needs the series.
+        for state in Liveness:
+            metrics[f"instances_{state.value.lower()}"] = counts["liveness"].get(state.value, 0)
+        for kind in ("sent", "answered", "unanswered", "inconclusive"):
+            metrics[f"probes_{kind}_total"] = self.probes[kind]
+        children = self.supervisor.snapshot() if self.supervisor else []
+        metrics["supervisor_restarts_total"] = sum(c.restarts for c in children)
+        metrics["supervisor_gave_up"] = sum(c.gave_up for c in children)
         return metrics
