@@ -37,8 +37,8 @@ class PvSettings:
 
 
 PV_SETTINGS: dict[str, PvSettings] = {
-    "4x4k3": PvSettings(epochs=4),
-    "5x5k4": PvSettings(epochs=4),
+    "4x4k3": PvSettings(epochs=6),
+    "5x5k4": PvSettings(epochs=8),
 }
 
 
