@@ -66,15 +66,25 @@ def selfplay(job: JobEnv) -> dict[str, Any]:
         data = Games.build(game, model_id, records)
     else:
         settings = SelfplaySettings.of(config, epsilon, simulations)
-        data = play_searched(
-            game, model, model_id, games, seed, settings, lambda done: emit_progress(done / games)
-        )
+        data = play_searched(game, model, model_id, games, seed, settings, at_most_every(0.005))
         extra = {"simulations": settings.simulations}
     data.save(job.outputs / GAMES_FILE)
     result = {"config": config, **data.counts(), "model_id": model_id, "exploration": epsilon}
     positions = int(data.lengths.sum())
     result |= {"positions": positions, "samples": positions, **extra}
     return {**result, "seconds": round(time.monotonic() - started, 3)}
+
+
+def at_most_every(step: float) -> Callable[[float], None]:
+    """A progress reporter that writes a line only when the share grew by ``step``."""
+    last = [-1.0]
+
+    def report(share: float) -> None:
+        if share >= last[0] + step:
+            last[0] = share
+            emit_progress(share)
+
+    return report
 
 
 def data_files(inputs: Path) -> list[Path]:

@@ -173,11 +173,13 @@ def search(
     roots: Boards,
     settings: SearchSettings,
     rng: np.random.Generator | None = None,
+    tick: Callable[[float], None] | None = None,
 ) -> tuple[F32, F32]:
     """(root visit counts (b, cells), root values) of non-terminal ``roots``.
 
     With ``rng``, Dirichlet noise is mixed into the root priors (self-play). The visit
-    counts of each root sum to ``settings.simulations``.
+    counts of each root sum to ``settings.simulations``. ``tick`` hears the share of
+    the simulations done, four times per search (for progress reports).
     """
     trees = Trees(game, roots, settings)
     priors, _ = expand(game, evaluate, roots)
@@ -188,8 +190,11 @@ def search(
         w = settings.noise_weight
         priors = ((1 - w) * priors + w * noise).astype(np.float32)
     trees.prior[:, 0] = priors
-    for _ in range(settings.simulations):
+    quarter = max(1, settings.simulations // 4)
+    for done in range(1, settings.simulations + 1):
         trees.simulate(evaluate)
+        if tick is not None and done % quarter == 0:
+            tick(done / settings.simulations)
     visits = trees.visits[:, 0].copy()
     q = trees.total[:, 0].sum(axis=1) / np.maximum(visits.sum(axis=1), 1.0)
     return visits, q.astype(np.float32)

@@ -20,7 +20,7 @@ from numpy.typing import NDArray
 from workloads.mnk.agents import SIMULATIONS, evaluator_of, pick_most_visited
 from workloads.mnk.data import Games
 from workloads.mnk.game import EMPTY, Game
-from workloads.mnk.mcts import SearchSettings, search
+from workloads.mnk.mcts import Evaluator, SearchSettings, search
 from workloads.mnk.models import Model
 
 #: Plies whose move is drawn from the visit counts, per config (then: most visited).
@@ -57,9 +57,10 @@ def play_searched(
     games: int,
     seed: int,
     settings: SelfplaySettings,
-    progress: Callable[[int], None] | None = None,
+    progress: Callable[[float], None] | None = None,
 ) -> Games:
-    """``games`` self-play games of ``model`` with search, with their visit counts."""
+    """``games`` self-play games of ``model`` with search, with their visit counts;
+    ``progress`` hears the share done, several times per ply."""
     rng = np.random.default_rng(seed)
     search_settings = SearchSettings(
         simulations=settings.simulations,
@@ -71,36 +72,61 @@ def play_searched(
     visits: list[NDArray[np.uint16]] = []
     while len(records) < games:
         count = min(settings.batch, games - len(records))
-        moves = np.full((count, game.cells), -1, dtype=np.intp)
-        counts = np.zeros((count, game.cells, game.cells), dtype=np.uint16)
-        boards = np.zeros((count, game.cells), dtype=np.int8)
-        winners = np.zeros(count, dtype=np.int8)
-        alive = np.ones(count, dtype=np.bool_)
-        ply = 0
-        while alive.any():
-            live = np.flatnonzero(alive)
-            seen, _ = search(game, evaluate, boards[live], search_settings, rng)
-            if ply < settings.sample_plies:
-                move = _sample(seen, rng)
-            else:
-                move = pick_most_visited(seen, rng)
-            counts[live, ply] = seen.astype(np.uint16)
-            moves[live, ply] = move
-            player = 1 if ply % 2 == 0 else -1
-            boards[live, move] = player
-            won = game.wins(boards[live], player)
-            full = ~(boards[live] == EMPTY).any(axis=1)
-            winners[live[won]] = player
-            alive[live[won | full]] = False
-            ply += 1
+        done = len(records)
+
+        def report(share: float, done: int = done, count: int = count) -> None:
+            if progress is not None:
+                progress((done + count * share) / games)
+
+        moves, counts, winners = _play_chunk(
+            game, evaluate, count, settings.sample_plies, search_settings, rng, report
+        )
         for i in range(count):
             length = int((moves[i] >= 0).sum())
             explored = [t < settings.sample_plies for t in range(length)]
             records.append(([int(m) for m in moves[i, :length]], int(winners[i]), explored))
             visits.append(counts[i, :length])
-        if progress is not None:
-            progress(len(records))
     return Games.build(game, model_id, records, visits)
+
+
+def _play_chunk(
+    game: Game,
+    evaluate: Evaluator,
+    count: int,
+    sample_plies: int,
+    settings: SearchSettings,
+    rng: np.random.Generator,
+    report: Callable[[float], None],
+) -> tuple[NDArray[np.intp], NDArray[np.uint16], NDArray[np.int8]]:
+    """(moves padded with -1, root visit counts, winners) of ``count`` games played
+    together; ``report`` hears the share of the chunk done."""
+    moves = np.full((count, game.cells), -1, dtype=np.intp)
+    counts = np.zeros((count, game.cells, game.cells), dtype=np.uint16)
+    boards = np.zeros((count, game.cells), dtype=np.int8)
+    winners = np.zeros(count, dtype=np.int8)
+    alive = np.ones(count, dtype=np.bool_)
+    ply = 0
+
+    def tick(share: float) -> None:
+        # Finished games count whole; one in play by its plies (at most 0.9 of a game).
+        playing = int(alive.sum())
+        report((count - playing + playing * min((ply + share) / game.cells, 0.9)) / count)
+
+    while alive.any():
+        live = np.flatnonzero(alive)
+        seen, _ = search(game, evaluate, boards[live], settings, rng, tick)
+        move = _sample(seen, rng) if ply < sample_plies else pick_most_visited(seen, rng)
+        counts[live, ply] = seen.astype(np.uint16)
+        moves[live, ply] = move
+        player = 1 if ply % 2 == 0 else -1
+        boards[live, move] = player
+        won = game.wins(boards[live], player)
+        full = ~(boards[live] == EMPTY).any(axis=1)
+        winners[live[won]] = player
+        alive[live[won | full]] = False
+        ply += 1
+    report(1.0)
+    return moves, counts, winners
 
 
 def _sample(visits: NDArray[np.float32], rng: np.random.Generator) -> NDArray[np.intp]:
