@@ -35,6 +35,7 @@ BENCHMARKS = (
     "rss",
     "coldstart",
     "scaling",
+    "mnk",
 )
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 FINDINGS = Path(__file__).resolve().parent / "FINDINGS.md"
