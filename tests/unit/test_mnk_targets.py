@@ -44,8 +44,10 @@ def test_outcome_sign_is_the_player_to_move_s() -> None:
     assert positions.outcomes.tolist() == [1.0, -1.0, 1.0, -1.0, 1.0]
     drawn = Games.build(game, "", [([0, 4], 0, [False] * 2)])
     assert replay(drawn).outcomes.tolist() == [0.0, 0.0]
-    # Without visit counts the policy targets are empty rows (value-only training).
+    # Without visit counts the policy targets are empty rows (value-only training),
+    # and without root values the search's value is the outcome itself.
     assert not positions.policies.any()
+    np.testing.assert_array_equal(positions.searched, positions.outcomes)
 
 
 def test_symmetry_moves_board_and_policy_together() -> None:
@@ -116,6 +118,10 @@ def test_games_files_keep_visits_and_refuse_bad_ones(tmp_path: Path) -> None:
     loaded = Games.load(path, "4x4k3")
     assert loaded.visits is not None and data.visits is not None
     np.testing.assert_array_equal(loaded.visits, data.visits)
+    assert loaded.root_values is not None and data.root_values is not None
+    np.testing.assert_array_equal(loaded.root_values, data.root_values)
+    searched = replay(loaded).searched
+    assert (np.abs(searched) <= 1).all() and len(searched) == loaded.lengths.sum()
     arrays = dict(np.load(path))
     arrays["visits"] = arrays["visits"][:, :3]
     write_npz(tmp_path / "short.npz", arrays)
@@ -126,6 +132,11 @@ def test_games_files_keep_visits_and_refuse_bad_ones(tmp_path: Path) -> None:
     write_npz(tmp_path / "stone.npz", arrays)
     with pytest.raises(FormatError, match="visits on a stone"):
         replay(Games.load(tmp_path / "stone.npz"))
+    arrays = dict(np.load(path))
+    arrays["root_values"][0, 0] = np.nan
+    write_npz(tmp_path / "nan.npz", arrays)
+    with pytest.raises(FormatError, match="outside"):
+        Games.load(tmp_path / "nan.npz")
 
 
 def test_pvnet_files_round_trip_and_refuse_damage(tmp_path: Path) -> None:

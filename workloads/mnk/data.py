@@ -9,7 +9,9 @@ A games file holds, for G games on a board of C cells:
 - ``explored`` bool (G, C): which moves were exploration (random) rather than greedy;
 - ``visits`` uint16 (G, C, C), version 2, games played with search only: the root
   visit counts of the search before each move (row t: ply t), the policy targets.
-  Files without it (version 1, the 3x3 table's games) train the value only.
+  Files without it (version 1, the 3x3 table's games) train the value only;
+- ``root_values`` float16 (G, C), version 2, with ``visits``: the search's value of
+  the position before each ply for the player to move there (its root's mean value).
 
 Replaying is vectorised over all games at once, one ply at a time.
 """
@@ -39,6 +41,7 @@ class Games:
     outcomes: NDArray[np.int8]
     explored: NDArray[np.bool_]
     visits: NDArray[np.uint16] | None = None
+    root_values: NDArray[np.float16] | None = None
 
     def __len__(self) -> int:
         return len(self.outcomes)
@@ -50,6 +53,7 @@ class Games:
         model_id: str,
         records: list[tuple[list[int], int, list[bool]]],
         visits: list[NDArray[np.uint16]] | None = None,
+        root_values: list[NDArray[np.float32]] | None = None,
     ) -> Games:
         """Pack (moves, winner, explored flags) records, and each game's (plies, C) root
         visit counts when it was played with search, into arrays."""
@@ -66,7 +70,12 @@ class Games:
             packed = np.zeros((g, c, c), dtype=np.uint16)
             for i, counts in enumerate(visits):
                 packed[i, : len(counts)] = counts
-        return cls(game.name, model_id, moves, lengths, outcomes, explored, packed)
+        values = None
+        if root_values is not None:
+            values = np.zeros((g, c), dtype=np.float16)
+            for i, row in enumerate(root_values):
+                values[i, : len(row)] = row
+        return cls(game.name, model_id, moves, lengths, outcomes, explored, packed, values)
 
     def save(self, path: Path) -> None:
         """Write the games file."""
@@ -81,6 +90,7 @@ class Games:
                 "outcomes": self.outcomes,
                 "explored": self.explored,
                 **({} if self.visits is None else {"visits": self.visits}),
+                **({} if self.root_values is None else {"root_values": self.root_values}),
             },
         )
 
@@ -112,6 +122,13 @@ class Games:
             if (visits < 0).any():
                 raise FormatError(f"{path.name}: a visit count is negative")
             visits = visits.astype(np.uint16)
+        values = arrays.get("root_values")
+        if values is not None:
+            if values.shape != (g, game.cells) or values.dtype.kind != "f":
+                raise FormatError(f"{path.name}: root_values do not match {g} games of {name}")
+            if not (np.abs(values.astype(np.float32)) <= 1.0).all():  # NaN fails this too
+                raise FormatError(f"{path.name}: a root value is outside [-1, 1]")
+            values = values.astype(np.float16)
         return cls(
             name,
             scalar_str(arrays, "model_id", path),
@@ -120,6 +137,7 @@ class Games:
             outcomes.astype(np.int8),
             explored.astype(np.bool_),
             visits,
+            values,
         )
 
     def counts(self) -> dict[str, int]:
@@ -144,6 +162,9 @@ class Positions:
     #: The search's visit distribution before the move (sums to 1), or all zeros in
     #: games played without search.
     policies: NDArray[np.float32]
+    #: The search's value of the position for the player to move (the outcome itself
+    #: where the games have no root values).
+    searched: NDArray[np.float32]
 
 
 def replay(games: Games) -> Positions:
@@ -155,6 +176,7 @@ def replay(games: Games) -> Positions:
     index: list[NDArray[np.intp]] = []
     plies: list[NDArray[np.intp]] = []
     targets: list[NDArray[np.float32]] = []
+    searched: list[NDArray[np.float32]] = []
     for t in range(int(games.lengths.max(initial=0))):
         rows = np.flatnonzero(games.lengths > t)
         cols = games.moves[rows, t].astype(np.intp)
@@ -168,12 +190,15 @@ def replay(games: Games) -> Positions:
             if ((counts > 0) & (boards[rows] != 0)).any():
                 raise FormatError(f"games of {games.config}: visits on a stone at ply {t}")
             targets.append(normalised(counts))
+        if games.root_values is not None:
+            searched.append(games.root_values[rows, t].astype(np.float32))
         boards[rows, cols] = 1 if t % 2 == 0 else -1
     if not seen:
         empty = np.zeros((0, cells), dtype=np.int8)
         none = np.zeros(0, dtype=np.intp)
         no_policy = np.zeros((0, cells), dtype=np.float32)
-        return Positions(empty, np.zeros(0, dtype=np.float32), none, none, no_policy)
+        nothing = np.zeros(0, dtype=np.float32)
+        return Positions(empty, nothing, none, none, no_policy, nothing)
     all_index = np.concatenate(index)
     all_ply = np.concatenate(plies)
     to_move = np.where(all_ply % 2 == 0, 1, -1)
@@ -181,7 +206,8 @@ def replay(games: Games) -> Positions:
     all_boards = np.concatenate(seen)
     none_seen = np.zeros(all_boards.shape, dtype=np.float32)
     policies = np.concatenate(targets) if targets else none_seen
-    return Positions(all_boards, outcomes, all_index, all_ply, policies)
+    values = np.concatenate(searched) if searched else outcomes
+    return Positions(all_boards, outcomes, all_index, all_ply, policies, values)
 
 
 def normalised(visits: NDArray[np.uint16]) -> NDArray[np.float32]:

@@ -1,12 +1,13 @@
 """Training the policy-value network on (position, visit distribution, outcome) samples.
 
 Each sample is a position before a move of a self-play game, the search's visit
-distribution there (the policy target) and the game's final outcome seen by the
-player to move (the value target). Every epoch shows each sample once under a random
-one of the board's symmetries (8 on a square board), the same permutation applied to
-the board and to its policy target. Positions of games played without search (no
-visit counts) train the value head only. Losses are the (policy, value) means per
-epoch; the job reports their sum.
+distribution there (the policy target) and the value target: the game's final
+outcome seen by the player to move, averaged with the search's value of the position
+(``search_weight``; less noisy than the outcome alone, which one late blunder flips).
+Every epoch shows each sample once under a random one of the board's symmetries (8 on
+a square board), the same permutation applied to the board and to its policy target.
+Positions of games played without search (no visit counts) train the value head only.
+Losses are the means of (policy loss + value loss) per epoch.
 """
 
 from __future__ import annotations
@@ -34,6 +35,8 @@ class PvSettings:
     weight_decay: float = 1e-4
     #: Most samples per training run (a seeded sample of them when there are more).
     max_positions: int = 60_000
+    #: Weight of the search's root value in the value target; the rest is the outcome.
+    search_weight: float = 0.5
 
 
 PV_SETTINGS: dict[str, PvSettings] = {
@@ -64,7 +67,9 @@ def train_pv(
 ) -> tuple[PvNet, list[float], int]:
     """(a copy of ``prior`` fitted to the samples, losses per epoch, samples used)."""
     rng = np.random.default_rng(seed)
-    boards, outcomes, policies = positions.boards, positions.outcomes, positions.policies
+    boards, policies = positions.boards, positions.policies
+    w = settings.search_weight
+    outcomes = ((1.0 - w) * positions.outcomes + w * positions.searched).astype(np.float32)
     if len(boards) > settings.max_positions:
         keep = rng.choice(len(boards), size=settings.max_positions, replace=False)
         boards, outcomes, policies = boards[keep], outcomes[keep], policies[keep]

@@ -70,6 +70,7 @@ def play_searched(
     evaluate = evaluator_of(model)
     records: list[tuple[list[int], int, list[bool]]] = []
     visits: list[NDArray[np.uint16]] = []
+    root_values: list[NDArray[np.float32]] = []
     while len(records) < games:
         count = min(settings.batch, games - len(records))
         done = len(records)
@@ -78,7 +79,7 @@ def play_searched(
             if progress is not None:
                 progress((done + count * share) / games)
 
-        moves, counts, winners = _play_chunk(
+        moves, counts, values, winners = _play_chunk(
             game, evaluate, count, settings.sample_plies, search_settings, rng, report
         )
         for i in range(count):
@@ -86,7 +87,8 @@ def play_searched(
             explored = [t < settings.sample_plies for t in range(length)]
             records.append(([int(m) for m in moves[i, :length]], int(winners[i]), explored))
             visits.append(counts[i, :length])
-    return Games.build(game, model_id, records, visits)
+            root_values.append(values[i, :length])
+    return Games.build(game, model_id, records, visits, root_values)
 
 
 def _play_chunk(
@@ -97,11 +99,12 @@ def _play_chunk(
     settings: SearchSettings,
     rng: np.random.Generator,
     report: Callable[[float], None],
-) -> tuple[NDArray[np.intp], NDArray[np.uint16], NDArray[np.int8]]:
-    """(moves padded with -1, root visit counts, winners) of ``count`` games played
-    together; ``report`` hears the share of the chunk done."""
+) -> tuple[NDArray[np.intp], NDArray[np.uint16], NDArray[np.float32], NDArray[np.int8]]:
+    """(moves padded with -1, root visit counts, root values, winners) of ``count``
+    games played together; ``report`` hears the share of the chunk done."""
     moves = np.full((count, game.cells), -1, dtype=np.intp)
     counts = np.zeros((count, game.cells, game.cells), dtype=np.uint16)
+    values = np.zeros((count, game.cells), dtype=np.float32)
     boards = np.zeros((count, game.cells), dtype=np.int8)
     winners = np.zeros(count, dtype=np.int8)
     alive = np.ones(count, dtype=np.bool_)
@@ -114,9 +117,10 @@ def _play_chunk(
 
     while alive.any():
         live = np.flatnonzero(alive)
-        seen, _ = search(game, evaluate, boards[live], settings, rng, tick)
+        seen, q = search(game, evaluate, boards[live], settings, rng, tick)
         move = _sample(seen, rng) if ply < sample_plies else pick_most_visited(seen, rng)
         counts[live, ply] = seen.astype(np.uint16)
+        values[live, ply] = q
         moves[live, ply] = move
         player = 1 if ply % 2 == 0 else -1
         boards[live, move] = player
@@ -126,7 +130,7 @@ def _play_chunk(
         alive[live[won | full]] = False
         ply += 1
     report(1.0)
-    return moves, counts, winners
+    return moves, counts, values, winners
 
 
 def _sample(visits: NDArray[np.float32], rng: np.random.Generator) -> NDArray[np.intp]:

@@ -84,13 +84,15 @@ def _concat(parts: list[Positions], game: Game) -> Positions:
         none = np.zeros(0, dtype=np.intp)
         empty = np.zeros((0, game.cells), dtype=np.int8)
         no_policy = np.zeros((0, game.cells), dtype=np.float32)
-        return Positions(empty, np.zeros(0, dtype=np.float32), none, none, no_policy)
+        nothing = np.zeros(0, dtype=np.float32)
+        return Positions(empty, nothing, none, none, no_policy, nothing)
     return Positions(
         np.concatenate([p.boards for p in parts]),
         np.concatenate([p.outcomes for p in parts]),
         np.concatenate([p.game_index for p in parts]),
         np.concatenate([p.ply for p in parts]),
         np.concatenate([p.policies for p in parts]),
+        np.concatenate([p.searched for p in parts]),
     )
 
 
