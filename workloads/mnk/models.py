@@ -4,11 +4,11 @@ Every model answers the value of a position for the player to move there, in [-1
 (1: that player wins); the network (``pvnet``) also gives move probabilities, which
 guide the search. ``mlp`` files (the value-only network before search) still load.
 Every kind is saved as an ``.npz`` holding ``kind``, ``config``, ``model_id`` and the
-kind's arrays; ``model_id`` is a prefix of
-the sha256 of everything else, checked on load, so a damaged file is caught even when
-it still unzips. A missing model stands for the initial model of its config: the
-all-zero table, or the network from a fixed seed with zero heads (uniform priors,
-every value 0: its search is a plain Monte Carlo tree search on the rules).
+kind's arrays; ``model_id`` is a prefix of the sha256 of everything else, checked on
+load, so a damaged file is caught even when it still unzips. A missing model stands
+for the initial model of its config: the all-zero table, or the network from a fixed
+seed with zero heads (uniform priors, every value 0: its search is a plain Monte Carlo
+tree search on the rules).
 """
 
 from __future__ import annotations
