@@ -164,3 +164,12 @@ def test_pvnet_files_round_trip_and_refuse_damage(tmp_path: Path) -> None:
     write_npz(tmp_path / "lacking.npz", {**arrays, "model_id": np.array(content_id(arrays))})
     with pytest.raises(FormatError, match="lacks array 'wv'"):
         load_model(tmp_path / "lacking.npz")
+
+
+def test_searched_selfplay_is_deterministic_for_a_seed(tmp_path: Path) -> None:
+    # A retried job computes the same games: the same bytes, one blob in the store.
+    first, again = searched_games("4x4k3", 70, 9), searched_games("4x4k3", 70, 9)
+    first.save(tmp_path / "a.npz")
+    again.save(tmp_path / "b.npz")
+    assert (tmp_path / "a.npz").read_bytes() == (tmp_path / "b.npz").read_bytes()
+    assert len(first) == 70  # more than one batch of games played together
