@@ -24,6 +24,7 @@ from bench.report import load_average, render
 
 #: In the order of the issue's goals.
 BENCHMARKS = (
+    "loop",
     "ingest",
     "events",
     "restart",

@@ -55,6 +55,11 @@ class NodeInfo(msgspec.Struct, frozen=True, kw_only=True):
     hollow: bool = False
     sent_at: float = 0.0
     interval_s: float = 1.0
+    #: Share of the node's slots busy running job processes over the last minute.
+    utilization: float = 0.0
+    #: A fresh id per agent process start: a new one under the same node_id means the
+    #: agent restarted and lost every attempt it was running ("" from older agents).
+    incarnation: str = ""
 
 
 class Requirements(msgspec.Struct, frozen=True, kw_only=True):
@@ -74,6 +79,7 @@ class JobSpec(msgspec.Struct, frozen=True, kw_only=True):
     args: dict[str, Any] = msgspec.field(default_factory=dict)
     inputs: list[DataRef] = msgspec.field(default_factory=list)
     requirements: Requirements = msgspec.field(default_factory=Requirements)
+    #: Higher first: an agent with a free slot starts the highest-priority job it holds.
     priority: int = 0
     timeout_s: Annotated[float, msgspec.Meta(gt=0)] = 3600.0
     max_attempts: Annotated[int, msgspec.Meta(ge=1, le=100)] = 3
@@ -123,6 +129,8 @@ class JobRecord(msgspec.Struct, frozen=True, kw_only=True):
     error: str = ""
     permanent: bool = False
     result: JobResult | None = None
+    #: The incarnation of the agent that started the live attempt ("" if unknown).
+    incarnation: str = ""
 
 
 class JobDispatch(msgspec.Struct, frozen=True, kw_only=True):
@@ -146,6 +154,8 @@ class JobReport(msgspec.Struct, frozen=True, kw_only=True):
     progress: float = 0.0
     error: str = ""
     result: JobResult | None = None
+    #: The reporting agent's incarnation (see NodeInfo.incarnation; "" if unknown).
+    incarnation: str = ""
 
 
 class JobRef(msgspec.Struct, frozen=True, kw_only=True):

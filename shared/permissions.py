@@ -121,7 +121,7 @@ def _needs(s: Subjects) -> dict[str, Needs]:
             {JOBS: "read", "nodes": "provision", DATA: "read"},
             publish=(
                 (s.nodes, "its NodeInfo"),
-                (api("job_manager", "report"), "report job progress and results"),
+                (s.node_report("*"), "report job progress and results (hollow nodes)"),
                 (s.data_writes, "upload job outputs (content-addressed)"),
             ),
             subscribe=((s.event("job_manager", "JOB_CANCELLED"), "kill cancelled jobs"),),
@@ -129,7 +129,10 @@ def _needs(s: Subjects) -> dict[str, Needs]:
         ),
         "selfplay_scheduler": Needs(
             {**reads, "scheduler": "read", "models": "read", "manifests": "read", EVENTS: "read"},
-            publish=((f"{s.prefix}.api.job_manager.>", "submit and list selfplay jobs"),),
+            publish=(
+                (api("job_manager", "submit"), "submit selfplay jobs"),
+                (api("job_manager", "list"), "count its selfplay jobs in flight"),
+            ),
             subscribe=((s.nodes, "size the work to the cluster's free slots"),),
             writes=("scheduler",),
         ),
@@ -159,9 +162,10 @@ def _needs(s: Subjects) -> dict[str, Needs]:
                 DATA: "read",
             },
             publish=(
-                (f"{s.prefix}.api.job_manager.>", "submit training and evaluation jobs"),
-                (f"{s.prefix}.api.sync_planner.>", "ask for training data and prefetch it"),
-                (f"{s.prefix}.api.node_selector.>", "choose the node to train on"),
+                (api("job_manager", "submit"), "submit training and evaluation jobs"),
+                (api("sync_planner", "training_data"), "ask for training data"),
+                (api("sync_planner", "prefetch"), "prefetch it to the training node"),
+                (api("node_selector", "select"), "choose the node to train on"),
                 (s.data_writes, "store models it builds"),
             ),
             subscribe=((s.nodes, "place training on the best node"),),

@@ -9,6 +9,7 @@ one NATS server. No other module builds a subject by hand.
 ``P.ctl.<service>.<instance>``      ControlCommand -> ControlReply
 ``P.ctl.<service>.all``             the same, answered by every instance
 ``P.api.<service>.<method>``        request/reply, NATS micro endpoints
+``P.api.job_manager.report.<node>`` JobReport from one node agent
 ``P.node.<node_id>``                NodeInfo
 ``P.jobs.<pool>``                   JobDispatch, work-queue stream ``P_JOBS``
 ``P.metrics.cluster``               ClusterMetrics
@@ -113,6 +114,10 @@ class Subjects:
     def instance_api(self, service: str, instance: str, method: str) -> str:
         """Endpoint of one instance (not load-balanced), such as its ``metrics``."""
         return f"{self.prefix}.api.{service}.{instance}.{method}"
+
+    def node_report(self, node_id: str) -> str:
+        """Where one node agent sends its JobReports (the job manager checks the node)."""
+        return f"{self.prefix}.api.job_manager.report.{node_id}"
 
     def node(self, node_id: str) -> str:
         """Where a node agent publishes its NodeInfo."""

@@ -26,7 +26,7 @@ from services.job_manager.index import JobIndex, scan, select_jobs
 from services.job_manager.reaper import Reaper
 from services.job_manager.reports import REPORT_PHASES, Refusal, apply_report
 from shared.codec import encode
-from shared.errors import BadRequest, Conflict, NotFound
+from shared.errors import BadRequest, Conflict, Forbidden, NotFound
 from shared.events import EventData, JobCancelled, JobCompleted, JobStarted, JobSubmitted
 from shared.jobs import TERMINAL, JobList, JobQuery, JobRecord, JobRef, JobReport, JobSpec
 from shared.kv import cas_update, read
@@ -134,7 +134,16 @@ class JobApi:
         return await self.read(ref.job_id)
 
     async def list(self, query: JobQuery) -> JobList:
-        """``list``: the jobs matching the query, newest first (scans the bucket)."""
+        """``list``: the jobs matching the query, newest first.
+
+        A query for one non-terminal state is answered from the index, which holds
+        every non-terminal job (the scheduler and the orchestrator ask this several
+        times a second); anything else scans the bucket.
+        """
+        if query.state is not None and query.state not in TERMINAL and self.index.loaded:
+            self.counts["list_from_index"] += 1
+            return select_jobs(self.index.records(), query)
+        self.counts["list_scans"] += 1
         return select_jobs(await scan(self.kv, self.index.stats), query)
 
     async def cancel(self, ref: JobRef) -> JobRecord:
@@ -155,8 +164,15 @@ class JobApi:
         await self.dispatcher.discard(ref.job_id)
         return written[0]
 
-    async def report(self, report: JobReport) -> JobRecord:
-        """``report``: an agent's word on an attempt; 409 when stale or cancelled."""
+    async def report(self, report: JobReport, via: str) -> JobRecord:
+        """``report.<node>``: an agent's word on an attempt; 409 when stale or cancelled.
+
+        ``via`` is the node the report's subject names, which only that node's
+        credential may publish to: a report naming another node is refused (403).
+        """
+        if report.node_id != via:
+            self.refused["forged_node"] += 1
+            raise Forbidden(f"report on node {via!r}'s subject names node {report.node_id!r}")
         if report.phase not in REPORT_PHASES:
             self.counts["bad_reports"] += 1
             raise BadRequest(f"unknown phase {report.phase!r}; one of {sorted(REPORT_PHASES)}")
@@ -205,6 +221,7 @@ class JobApi:
                     outputs=[msgspec.to_builtins(o) for o in result.outputs] if result else [],
                     result=result.result if result else {},
                     labels=rec.spec.labels,
+                    run_s=max(0.0, (rec.finished_at or now) - (rec.started_at or now)),
                 )
             )
         elif phase == "failed":

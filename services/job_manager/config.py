@@ -16,6 +16,12 @@ class JobManagerConfig(BaseConfig, kw_only=True, forbid_unknown_fields=True):
     lease_s: Positive = 30.0
     #: A DISPATCHED attempt that no agent started within this long is failed.
     dispatch_timeout_s: Positive = 60.0
+    #: The same for a dispatch queued in a capability pool, where waiting for a free
+    #: slot behind the backlog is normal (the stream keeps it; this catches a lost one).
+    pooled_dispatch_timeout_s: Positive = 3600.0
+    #: A DISPATCHED record this instance never saw published (a dispatch cut between
+    #: its write and its publish) is published again after this long (same message id).
+    republish_after_s: Positive = 2.0
     #: A node whose NodeInfo stopped for this long is LOST; its attempts are failed.
     node_lost_after_s: Positive = 5.0
     #: How often the reaper looks at the non-terminal jobs.

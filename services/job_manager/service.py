@@ -123,11 +123,32 @@ class JobManagerService(Service[JobManagerConfig]):
         await self.add_endpoint("get", JobRef, api.get)
         await self.add_endpoint("list", JobQuery, api.list)
         await self.add_endpoint("cancel", JobRef, api.cancel)
-        await self.add_endpoint("report", JobReport, api.report)
+        await self._add_report_endpoint(api)
         interval = cfg.reaper_interval
         self.add_loop(
             Loop("reaper", reaper.tick, interval=interval, max_backoff=max(5.0, interval))
         )
+
+    async def _add_report_endpoint(self, api: JobApi) -> None:
+        # One endpoint on P.api.job_manager.report.* : the subject's last token is the
+        # reporting node, which only that node's credential may publish to, so the
+        # handler is built per message around it.
+        micro = self._micro
+        assert micro is not None  # setup() runs with the micro service started
+        subject = self.subjects.node_report("*")
+
+        async def on_report(msg: Msg) -> None:
+            via = msg.subject.rsplit(".", 1)[-1]
+            handler = self.intake.request_handler(
+                "report",
+                JobReport,
+                lambda report: api.report(report, via),
+                lambda: micro.endpoints.get("report"),
+            )
+            await handler(msg)
+
+        await micro.add_endpoint("report", subject, on_report, queue_group="q")
+        self.intake_types[subject] = JobReport
 
     async def _seed_nodes(self) -> None:
         # A node the nodes bucket knows gets node_lost_after_s from now to be heard
@@ -158,7 +179,7 @@ class JobManagerService(Service[JobManagerConfig]):
             api.config = api.dispatcher.config = api.reaper.config = self.config
 
     async def _on_node(self, info: NodeInfo, _: Msg) -> None:
-        self.index.saw_node(info.node_id)
+        self.index.saw_info(info)
 
     async def _on_max_deliveries(self, advisory: MaxDeliveries, _: Msg) -> None:
         await self.api.reaper.on_max_deliveries(advisory)

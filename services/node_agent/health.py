@@ -6,6 +6,7 @@ Details show the running jobs with their progress, the floors' state, the job co
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING, Any
 
 from shared.contracts import HealthCheckResult
@@ -38,6 +39,8 @@ def agent_health(agent: NodeAgentService) -> HealthCheckResult:
     details: dict[str, Any] = {
         "node_id": agent.node_id,
         "hollow": len(agent.hollow_nodes),
+        # What it runs: its declared commands, and `shell` only where enabled.
+        "job_types": cfg.job_types,
         "running_jobs": count,
         "running": listed,
         "slots": cfg.capacity * len(agent.nodes),
@@ -53,6 +56,8 @@ def agent_health(agent: NodeAgentService) -> HealthCheckResult:
         },
         "not_taking": agent.not_taking(),
         "jobs": agent.stats.as_dict(),
+        "slot_gaps": agent.real.gaps.view() if agent.real is not None else {},
+        "utilization": _utilization(agent),
         "gpus": {
             "source": agent.probe.gpus.source if agent.probe else "none",
             "count": len(sample.gpus),
@@ -78,4 +83,25 @@ def agent_metrics(agent: NodeAgentService) -> dict[str, float]:
         "invalid_progress_lines": stats.invalid_progress_lines,
         "reports_lost": stats.reports_lost,
         "accepting": float(agent.floors.accepting),
+        "utilization": _utilization(agent),
+        **_gap_metrics(agent),
     }
+
+
+def _utilization(agent: NodeAgentService) -> float:
+    """The real node's busy share over the last minute (0 for hollow agents)."""
+    if agent.real is None:
+        return 0.0
+    return round(agent.real.utilization.share(agent.config.capacity, time.monotonic()), 4)
+
+
+def _gap_metrics(agent: NodeAgentService) -> dict[str, float]:
+    if agent.real is None:
+        return {}
+    view = agent.real.gaps.view()
+    found = {"slot_gaps": float(view["count"] or 0)}
+    for key in ("p50_ms", "p99_ms"):
+        value = view[key]
+        if value is not None:
+            found[f"slot_gap_{key}"] = float(value)
+    return found

@@ -21,7 +21,7 @@ from nats.js.kv import KeyValue
 from services.node_agent.config import NodeAgentConfig
 from services.node_agent.policy import Floors, kv_put_due
 from services.node_agent.pools import Pools
-from services.node_agent.reports import AgentStats
+from services.node_agent.reports import INCARNATION, AgentStats
 from services.node_agent.resources import Sample
 from shared.codec import encode
 from shared.jobs import NodeInfo
@@ -48,6 +48,7 @@ def node_info(
     interval_s: float,
     hollow: bool = False,
     reason: str = "",
+    utilization: float = 0.0,
 ) -> NodeInfo:
     """The NodeInfo a node publishes; a ``reason`` (draining, paused) also stops intake."""
     accepting = floors.accepting and not reason
@@ -70,6 +71,8 @@ def node_info(
         hollow=hollow,
         sent_at=time.time(),
         interval_s=interval_s,
+        utilization=round(utilization, 4),
+        incarnation=INCARNATION,
     )
 
 

@@ -49,6 +49,25 @@ class RunningJob:
     progress: float = 0.0
     pid: int | None = None
     killed: Kill | None = None
+    #: The process has ended: its slot is free while outputs upload and it reports.
+    exited: bool = False
+    #: Called when the process has started, and once when it ends (the node starts
+    #: its next job then).
+    on_start: Callable[[], None] | None = None
+    on_exit: Callable[[], None] | None = None
+
+    def process_started(self, pid: int) -> None:
+        """The job's process runs as ``pid``."""
+        self.pid = pid
+        if self.on_start is not None:
+            self.on_start()
+
+    def process_ended(self) -> None:
+        """The job's process is gone: free its slot for the next job."""
+        if not self.exited:
+            self.exited = True
+            if self.on_exit is not None:
+                self.on_exit()
 
     def kill(self, why: Kill) -> None:
         """Stop the job now (its whole process group); the first reason given sticks."""

@@ -129,13 +129,15 @@ class JobRunner:
             "work_dir": str(ws.root),
         }
         try:
-            argv = policy.build_argv(d.spec.type, d.spec.args, cfg.commands, values)
+            argv = policy.build_argv(
+                d.spec.type, d.spec.args, cfg.commands, values, shell=cfg.runs_shell
+            )
             await fetch_inputs(self.blobs, d.spec.inputs, ws.inputs)
         except (policy.CommandError, InputError) as exc:
             return self._failed(job, str(exc))
         if job.killed is not None:
             return self._killed(job)
-        env = dict(os.environ)
+        env = policy.base_env(os.environ, cfg.job_env)  # never the agent's secrets
         env.update(
             policy.job_env(
                 job_id=d.job_id,
@@ -149,7 +151,7 @@ class JobRunner:
             proc = await spawn(argv, cwd=ws.root, env=env)
         except (OSError, subprocess.SubprocessError) as exc:
             return self._failed(job, f"cannot start {argv[0]}: {exc}")
-        job.pid = proc.pid
+        job.process_started(proc.pid)
         # So that an agent restarted after a SIGKILL can kill what this job left behind.
         sweep.register(Path(cfg.work_dir), job.key, proc.pid, d.job_id)
         if job.killed is not None:
@@ -162,6 +164,7 @@ class JobRunner:
             on_stdout=lambda line: self._on_line(job, line),
             on_stderr=stderr_collector(tail),
         )
+        job.process_ended()
         if timed_out:
             job.kill(Kill(f"timed out after {timeout:g}s", report=True))
         if job.killed is not None:

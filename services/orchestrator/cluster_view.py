@@ -59,6 +59,7 @@ class ClusterView:
                     "slots": f"{info.free_slots}/{info.slots}",
                     "gpus": len(info.gpus),
                     "load": round(info.load_1m, 2),
+                    "busy": round(info.utilization, 3),
                     "jobs": len(info.running_jobs),
                     "accepting": "yes" if info.accepting else f"no: {info.reason}",
                 }

@@ -3,8 +3,9 @@
 The exported families are built from the latest ClusterMetrics at scrape time (a
 custom prometheus-client collector), so an instance that left the cluster drops out
 of ``/metrics`` with the next round instead of lingering as a stale labelled gauge.
-The HTTP server runs in prometheus-client's daemon thread; it only reads immutable
-snapshots that the event loop swaps in.
+The HTTP server runs in a daemon thread (prometheus-client's WSGI app); it only
+reads immutable snapshots that the event loop swaps in. With a token, every path but
+``/healthz`` needs ``Authorization: Bearer <token>`` (``shared/http_auth.py``).
 """
 
 from __future__ import annotations
@@ -13,17 +14,22 @@ import logging
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
-from wsgiref.simple_server import WSGIServer
+from typing import TYPE_CHECKING, Any
+from wsgiref.simple_server import WSGIServer, make_server
 
 import anyio
 import msgspec
-from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client import CollectorRegistry, make_wsgi_app
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.exposition import ThreadingWSGIServer, _SilentHandler
 
 from services.status_metrics_collector.policy import NUMERIC_FIELDS, instance_key
 from shared.collector import CollectorStats
 from shared.contracts import ClusterMetrics
+from shared.http_auth import HEADER, authorized
+
+if TYPE_CHECKING:
+    from wsgiref.types import StartResponse, WSGIApplication, WSGIEnvironment
 
 log = logging.getLogger("ringmaster.status_metrics_collector.prometheus")
 
@@ -132,16 +138,37 @@ class PrometheusEndpoint:
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(ClusterCollector(snapshot))
         self.port: int | None = None
+        #: Requests refused for a missing or wrong token (health details).
+        self.unauthorized = 0
         self._server: WSGIServer | None = None
         self._thread: threading.Thread | None = None
 
-    def start(self, host: str, port: int) -> int:
+    def start(self, host: str, port: int, token: str = "") -> int:
         """Bind and serve; returns the bound port (``port`` 0 picks a free one)."""
-        server, thread = start_http_server(port, host, registry=self.registry)
+        app = self._guarded(make_wsgi_app(self.registry), token)
+        server = make_server(host, port, app, ThreadingWSGIServer, handler_class=_SilentHandler)
+        thread = threading.Thread(target=server.serve_forever, daemon=True)
+        thread.start()
         self._server, self._thread = server, thread
         self.port = int(server.server_address[1])
         log.info("Prometheus metrics on http://%s:%d/metrics", host, self.port)
         return self.port
+
+    def _guarded(self, app: WSGIApplication, token: str) -> WSGIApplication:
+        def guarded(environ: WSGIEnvironment, start: StartResponse) -> Any:
+            path = environ.get("PATH_INFO", "/")
+            query = environ.get("QUERY_STRING", "")
+            target = f"{path}?{query}" if query else path
+            if path == "/healthz":
+                start("200 OK", [("Content-Type", "text/plain")])
+                return [b"ok\n"]
+            if not authorized(token, environ.get("HTTP_AUTHORIZATION"), target):
+                self.unauthorized += 1
+                start("401 Unauthorized", [("WWW-Authenticate", "Bearer")])
+                return [f"missing or wrong bearer token (header {HEADER})\n".encode()]
+            return app(environ, start)
+
+        return guarded
 
     async def stop(self) -> None:
         """Stop serving (off the event loop: shutdown waits for the serve loop)."""
@@ -156,7 +183,11 @@ class PrometheusEndpoint:
 
     def details(self) -> dict[str, Any]:
         """For health details."""
-        return {"port": self.port, "serving": self._server is not None}
+        return {
+            "port": self.port,
+            "serving": self._server is not None,
+            "unauthorized": self.unauthorized,
+        }
 
 
 def snapshot_details(snap: Snapshot) -> dict[str, Any]:

@@ -35,6 +35,7 @@ from shared.collector import Collector
 from shared.contracts import ClusterMetrics, Empty, HealthCheckResult, ServiceMetrics
 from shared.errors import Unavailable
 from shared.events import MetricsCollected
+from shared.http_auth import read_token
 from shared.intake import ERROR_CODE_HEADER, ERROR_HEADER
 from shared.loops import Loop
 from shared.service import Service
@@ -92,7 +93,9 @@ class StatusMetricsCollectorService(Service[StatusMetricsCollectorConfig]):
         await self.add_endpoint("latest", Empty, self._latest)
         if cfg.prometheus_port >= 0:
             try:
-                self.prometheus.start(cfg.prometheus_host, cfg.prometheus_port)
+                token_file = cfg.prometheus_token_file
+                token = read_token(token_file, "prometheus_token_file") if token_file else ""
+                self.prometheus.start(cfg.prometheus_host, cfg.prometheus_port, token)
             except OSError as exc:
                 # Metrics still flow on NATS; the missing endpoint shows as DEGRADED.
                 self.prometheus_error = f"{type(exc).__name__}: {exc}"

@@ -102,6 +102,7 @@ class Trainer:
             args=args,
             inputs=policy.train_inputs(refs, champion.ref if champion else None, MODEL_FILE),
             requirements=requirement,
+            priority=cfg.job_priority,
             timeout_s=cfg.train_timeout_s,
             max_attempts=cfg.job_max_attempts,
             idempotency_key=key,

@@ -51,6 +51,8 @@ class JobCompleted(EventData, frozen=True, kw_only=True):
     outputs: list[dict[str, Any]] = msgspec.field(default_factory=list)
     result: dict[str, Any] = msgspec.field(default_factory=dict)
     labels: dict[str, str] = msgspec.field(default_factory=dict)
+    #: Seconds from the attempt's start to its completion (what job sizing learns from).
+    run_s: float = 0.0
 
 
 class JobFailed(EventData, frozen=True, kw_only=True):
