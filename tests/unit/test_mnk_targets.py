@@ -101,7 +101,7 @@ def test_gradients_match_finite_differences() -> None:
     for name in ("w1", "wp", "wv", "b2"):
         flat = model.params[name].reshape(-1)
         i = int(np.argmax(np.abs(grads[name].reshape(-1))))
-        old, eps = float(flat[i]), 1e-2
+        old, eps = float(flat[i]), 1e-3
         flat[i] = old + eps
         up = sum(model.gradients(boards, policy, outcome, weight)[0])
         flat[i] = old - eps
