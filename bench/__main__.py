@@ -37,6 +37,7 @@ BENCHMARKS = (
     "coldstart",
     "scaling",
     "history",
+    "mnk",
 )
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 FINDINGS = Path(__file__).resolve().parent / "FINDINGS.md"
