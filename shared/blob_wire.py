@@ -97,11 +97,16 @@ def meta_info(bucket: str, name: str, sent: Sent, chunk_size: int = STORE_CHUNK)
     )
 
 
-async def write_meta(js: JetStreamContext, info: ObjectInfo, timeout: float = 10.0) -> None:
+async def write_meta(
+    js: JetStreamContext,
+    info: ObjectInfo,
+    timeout: float = 10.0,
+    headers: dict[str, str] | None = None,
+) -> None:
     """Publish the meta message (rolling up earlier ones of the name), acknowledged."""
     body = json.dumps(info.as_dict()).encode()
-    headers = {"Nats-Rollup": MSG_ROLLUP_SUBJECT}
-    await js.publish(meta_subject(info.bucket, info.name), body, timeout=timeout, headers=headers)
+    sent = {**(headers or {}), "Nats-Rollup": MSG_ROLLUP_SUBJECT}
+    await js.publish(meta_subject(info.bucket, info.name), body, timeout=timeout, headers=sent)
 
 
 async def _segments(fh: BinaryIO, size: int, digest: hashlib._Hash) -> AsyncIterator[bytes]:

@@ -123,6 +123,7 @@ def _needs(s: Subjects) -> dict[str, Needs]:
                 (s.nodes, "its NodeInfo"),
                 (s.node_report("*"), "report job progress and results (hollow nodes)"),
                 (s.data_writes, "upload job outputs (content-addressed)"),
+                (api("sync_planner", "seal"), "have uploads named (blob_upload = seal)"),
             ),
             subscribe=((s.event("job_manager", "JOB_CANCELLED"), "kill cancelled jobs"),),
             writes=("nodes",),
