@@ -25,6 +25,7 @@ from nats.js.object_store import ObjectStore
 from services.node_agent.config import NodeAgentConfig
 from services.node_agent.policy import safe_relative_name
 from shared.blob_seal import SealClient, SealRefused
+from shared.blob_wire import WireError
 from shared.blobs import BlobError, BlobStore
 from shared.credentials import credential_options
 from shared.jobs import DataRef
@@ -135,6 +136,6 @@ async def upload_outputs(blobs: BlobStore, outputs: Path) -> tuple[list[DataRef]
         result = await anyio.to_thread.run_sync(read_result, outputs)
         files = await anyio.to_thread.run_sync(output_files, outputs)
         refs = [await blobs.put_file(path, name) for path, name in files]
-    except (nats.errors.Error, OSError, BlobError, SealRefused) as exc:
+    except (nats.errors.Error, OSError, BlobError, SealRefused, WireError) as exc:
         raise OutputError(f"uploading outputs failed: {exc!r}") from exc
     return refs, result
