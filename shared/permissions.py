@@ -134,7 +134,10 @@ def _needs(s: Subjects) -> dict[str, Needs]:
                 (api("job_manager", "submit"), "submit selfplay jobs"),
                 (api("job_manager", "list"), "count its selfplay jobs in flight"),
             ),
-            subscribe=((s.nodes, "size the work to the cluster's free slots"),),
+            subscribe=(
+                (s.nodes, "size the work to the cluster's free slots"),
+                (s.event("job_manager", "JOB_COMPLETED"), "size selfplay jobs by their run"),
+            ),
             writes=("scheduler",),
         ),
         "sync_planner": Needs(
