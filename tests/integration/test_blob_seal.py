@@ -20,14 +20,17 @@ import nats
 import pytest
 from nats.aio.client import Client
 
+from services.job_manager.service import JobManagerService
 from services.node_agent.config import NodeAgentConfig
+from services.node_agent.service import NodeAgentService
 from services.node_agent.workspace import node_blobs, seals_uploads, upload_outputs
 from services.sync_planner.service import SyncPlannerService
 from shared.blob_seal import SealClient, SealRefused, SealRequest
 from shared.blob_wire import STORE_CHUNK, digest_of, meta_subject, publish_chunks
 from shared.blobs import BlobStore, ensure_store
+from shared.codec import decode, encode
 from shared.credentials import credential_options
-from shared.jobs import DataRef
+from shared.jobs import DataRef, JobRecord, JobSpec, Requirements
 from shared.subjects import Subjects
 from shared.testing.cluster import AuthServer
 from shared.testing.fixtures import service_config
@@ -222,3 +225,66 @@ async def test_a_seal_with_other_content_is_refused_and_counted(
     with pytest.raises(nats.errors.Error):
         await (await js.object_store(S.data_store)).get_info(other)
     assert not violated(errors)
+
+
+OUTPUT_JOB = """
+import os, pathlib
+out = pathlib.Path(os.environ["RINGMASTER_OUTPUTS_DIR"])
+(out / "games.bin").write_bytes(bytes(range(256)) * 3000)
+(out / "result.json").write_text('{"games": 7}')
+"""
+
+
+async def test_the_real_agent_as_node_a_completes_a_job_with_sealed_outputs(
+    auth: AuthServer, planner: SyncPlannerService, tmp_path: Path
+) -> None:
+    """Job manager, sync planner and node agent, each with its own user: outputs stored."""
+    manager_cfg = service_config(
+        JobManagerService, auth.url, PREFIX, credentials_file=auth.user_file("job_manager")
+    )
+    agent_cfg = service_config(
+        NodeAgentService,
+        auth.url,
+        PREFIX,
+        credentials_file=auth.user_file("node-a"),
+        node_id="a",
+        work_dir=str(tmp_path / "work"),
+        commands={"emit": ["{python}", "-c", OUTPUT_JOB]},
+        slots=1,
+        min_free_disk_mb=0,
+        min_memory_mb=0,
+        fetch_timeout_s=0.3,
+    )
+    operator = await connect_as(auth, "operator", [])
+    try:
+        async with (
+            JobManagerService(manager_cfg).running(),
+            NodeAgentService(agent_cfg).running() as agent,
+        ):
+            spec = JobSpec(type="emit", requirements=Requirements(node_id="a"))
+            reply = await operator.request(S.api("job_manager", "submit"), encode(spec), timeout=5)
+            job_id = decode(JobRecord, reply.data).job_id
+
+            async def record() -> JobRecord:
+                got = await operator.request(
+                    S.api("job_manager", "get"), encode({"job_id": job_id}), timeout=5
+                )
+                return decode(JobRecord, got.data)
+
+            async def ended() -> JobRecord | None:
+                rec = await record()
+                return rec if rec.state in ("COMPLETED", "FAILED") else None
+
+            rec = await eventually(ended, what="the job ends", timeout=30)
+            assert rec.state == "COMPLETED", rec
+            assert agent.health_check().details["uploads"] == {"sealed": 1}
+        assert rec.result is not None and rec.result.result == {"games": 7}
+        (ref,) = rec.result.outputs
+        expected = bytes(range(256)) * 3000
+        assert ref.sha256 == hashlib.sha256(expected).hexdigest()
+        store = await operator.jetstream().object_store(S.data_store)
+        got = await store.get(ref.sha256)
+        assert got.data == expected and got.info.nuid.startswith("a.")
+        assert planner.health_check().details["seals"]["sealed"] == 1
+    finally:
+        await operator.close()
