@@ -23,7 +23,7 @@ import base64
 import hashlib
 import json
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import BinaryIO
@@ -109,18 +109,6 @@ async def write_meta(
     await js.publish(meta_subject(info.bucket, info.name), body, timeout=timeout, headers=sent)
 
 
-async def _segments(fh: BinaryIO, size: int, digest: hashlib._Hash) -> AsyncIterator[bytes]:
-    """The file's bytes in segments, each read and hashed in a worker thread."""
-
-    def read() -> bytes:
-        data = fh.read(size)
-        digest.update(data)
-        return data
-
-    while data := await anyio.to_thread.run_sync(read):
-        yield data
-
-
 async def publish_chunks(
     js: JetStreamContext,
     bucket: str,
@@ -135,24 +123,45 @@ async def publish_chunks(
     subject = chunk_subject(bucket, nuid)
     digest = hashlib.sha256()
     pending: deque[asyncio.Future[PubAck]] = deque()
-    size = chunks = 0
-    try:
-        # While the loop publishes a segment, nothing else reads the file; the next
-        # segment's read and hash start as soon as this one is handed to the socket.
-        async for segment in _segments(fh, chunk_size * SEGMENT_CHUNKS, digest):
-            view = memoryview(segment)
-            for start in range(0, len(view), chunk_size):
-                piece = view[start : start + chunk_size]
-                pending.append(await js.publish_async(subject, bytes(piece)))
-                size, chunks = size + len(piece), chunks + 1
-                while len(pending) > inflight:
-                    await _acked(pending.popleft(), timeout)
+    counted = [0, 0]  # bytes, chunks
+    send, receive = anyio.create_memory_object_stream[bytes](1)
+
+    def read() -> bytes:
+        data = fh.read(chunk_size * SEGMENT_CHUNKS)
+        digest.update(data)
+        return data
+
+    async def produce() -> None:
+        # One segment read ahead: the worker thread reads and hashes the next segment
+        # while the event loop publishes this one.
+        async with send:
+            while data := await anyio.to_thread.run_sync(read):
+                await send.send(data)
+
+    async def publish() -> None:
+        async with receive:
+            async for segment in receive:
+                view = memoryview(segment)
+                for start in range(0, len(view), chunk_size):
+                    piece = view[start : start + chunk_size]
+                    pending.append(await js.publish_async(subject, bytes(piece)))
+                    counted[0] += len(piece)
+                    counted[1] += 1
+                    while len(pending) > inflight:
+                        await _acked(pending.popleft(), timeout)
         while pending:
             await _acked(pending.popleft(), timeout)
+
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(produce)
+            tg.start_soon(publish)
+    except BaseExceptionGroup as group:
+        raise _sole(group) from None
     finally:
         for future in pending:  # cancelled ones give their slot back to nats-py
             future.cancel()
-    return Sent(nuid=nuid, sha256=digest.hexdigest(), size=size, chunks=chunks)
+    return Sent(nuid=nuid, sha256=digest.hexdigest(), size=counted[0], chunks=counted[1])
 
 
 async def _acked(future: asyncio.Future[PubAck], timeout: float) -> None:
