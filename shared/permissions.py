@@ -170,7 +170,6 @@ def _needs(s: Subjects) -> dict[str, Needs]:
                 (api("sync_planner", "training_data"), "ask for training data"),
                 (api("sync_planner", "prefetch"), "prefetch it to the training node"),
                 (api("node_selector", "select"), "choose the node to train on"),
-                (s.data_writes, "store models it builds"),
             ),
             subscribe=((s.nodes, "place training on the best node"),),
             writes=("models",),
