@@ -12,7 +12,8 @@ Consumes the job manager's JOB_COMPLETED and JOB_FAILED through the durable cons
 - ``seal`` (SealRequest -> SealReply): name a node's uploaded chunks as a blob, after
   checking them (``sealing.py``); node users cannot write the object store's meta.
 
-The retention loop (``retention.py``) is the only deleter of game data.
+The retention loop (``retention.py``) is the only deleter of game data; the upload
+sweep (``sweep.py``) removes only chunks of node uploads that were never sealed.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from services.sync_planner.prefetch import JOB_MANAGER, Prefetcher
 from services.sync_planner.references import Handouts, References
 from services.sync_planner.retention import Retention
 from services.sync_planner.sealing import Sealer
+from services.sync_planner.sweep import UploadSweep
 from shared.blob_seal import SealReply, SealRequest
 from shared.blobs import BlobStore, ensure_store
 from shared.circuit_breaker import CircuitBreaker
@@ -59,6 +61,7 @@ class SyncPlannerService(Service[SyncPlannerConfig]):
         self._parts: tuple[ManifestStore, Ingest, Prefetcher, Retention] | None = None
         self.consumer: EventConsumer | None = None
         self.sealer: Sealer | None = None
+        self.sweep: UploadSweep | None = None
 
     async def setup(self) -> None:
         """Provision, wire the parts, start the consumer, add endpoints and retention."""
@@ -116,6 +119,19 @@ class SyncPlannerService(Service[SyncPlannerConfig]):
         interval = cfg.retention_interval_s
         self.add_loop(
             Loop("retention", retention.tick, interval=interval, max_backoff=max(60.0, interval))
+        )
+        # Unsealed node uploads: swept by whoever holds the retention lease.
+        self.sweep = UploadSweep(
+            self.js,
+            store,
+            self.subjects.data_store,
+            cfg.unsealed_grace_s,
+            lambda: retention.lease.held,
+        )
+        self.add_loop(
+            Loop(
+                "upload_sweep", self.sweep.tick, interval=interval, max_backoff=max(60.0, interval)
+            )
         )
 
     @property
@@ -185,6 +201,7 @@ class SyncPlannerService(Service[SyncPlannerConfig]):
             "prefetches": dict(prefetcher.counts),
             "handouts": len(self.handouts.current()),
             "seals": dict(self.sealer.counts) if self.sealer is not None else {},
+            "upload_sweep": dict(self.sweep.counts) if self.sweep is not None else {},
         }
         games = sum(s["games"] for s in manifests.summary.values())
         return HealthCheckResult.ok(
