@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from shared.blob_wire import chunk_subject, meta_subject
 from shared.node_permissions import NodeSpec, node_allowed
 from shared.permission_rules import Action
 from shared.permissions import allowed
@@ -20,6 +21,9 @@ NODE_A = NodeSpec("a", ("cpu",))
 NODE_B = NodeSpec("b", ("cpu", "gpu"))
 BEGIN = "<!-- denials:begin (ringmaster nats-config --denials) -->"
 END = "<!-- denials:end -->"
+#: An example blob name (a sha256) and object NUID for the object-store rows.
+EXAMPLE_BLOB = "5feceb66ffc86f38d952786c6d696c79c2dbc239dd4e91b46729d73a27fb57e9"
+NUID = "Sb2cRwnXoYd4G1bPYpJo3N"
 
 
 @dataclass(frozen=True)
@@ -54,6 +58,13 @@ def denials(s: Subjects) -> list[Denial]:
         ("publish", f"$JS.API.DIRECT.GET.{s.jobs_stream}", "reading dispatches directly"),
         ("publish", f"$JS.API.STREAM.PURGE.{s.data_stream}", "purging blobs"),
         ("publish", f"$JS.API.STREAM.MSG.DELETE.{s.data_stream}", "deleting a blob's messages"),
+        (
+            "publish",
+            meta_subject(s.data_store, EXAMPLE_BLOB),
+            "naming, overwriting or deleting a blob",
+        ),
+        ("publish", chunk_subject(s.data_store, f"{b.node_id}.{NUID}"), "chunks into B's upload"),
+        ("publish", chunk_subject(s.data_store, NUID), "chunks into a manager's upload"),
         ("publish", s.ctl("node_agent", "all"), "a control command"),
         ("publish", s.api("job_manager", "cancel"), "cancelling a job"),
         ("subscribe", s.jobs(f"node.{b.node_id}"), "node B's dispatches as published"),

@@ -6,8 +6,10 @@ single-host development; a real host gets its own user from
 own NodeInfo (subject and nodes-bucket key), report only on its own report subject
 (the job manager also checks the attempt's node), reach the work-queue stream only
 through its own durable consumers (``node-<id>`` and ``cap-<capability>``, each bound
-to its filter subject, no delete), read the replies of its own inbox, and store blobs
-without purging or deleting stream messages.
+to its filter subject, no delete), read the replies of its own inbox, and upload
+blobs: it publishes chunks under its own node id (``$O.<P>_data.C.<id>.<nuid>``) and
+the sync planner's ``seal`` endpoint checks them and writes the name, so a node can
+neither delete nor overwrite a blob (no meta subject, no purge, no message delete).
 """
 
 from __future__ import annotations
@@ -85,8 +87,10 @@ def node_rules(s: Subjects, node: NodeSpec) -> list[Rule]:
         Rule("publish", s.node(node.node_id), "its own NodeInfo"),
         Rule("publish", f"$KV.{s.bucket('nodes')}.{node.node_id}", "its own nodes-bucket key"),
         Rule("publish", s.node_report(node.node_id), "reports on attempts dispatched to it"),
-        Rule("publish", f"$O.{store}.C.>", "upload job outputs' chunks"),
-        Rule("publish", f"$O.{store}.M.>", "name uploaded outputs (content-addressed)"),
+        # Chunks only, under its own node id: no meta message (a name, an overwrite,
+        # a delete marker) and no chunks into another uploader's object.
+        Rule("publish", f"$O.{store}.C.{node.node_id}.*", "upload job outputs' chunks"),
+        Rule("publish", s.api("sync_planner", "seal"), "have its uploads checked and named"),
         Rule("subscribe", s.event("job_manager", "JOB_CANCELLED"), "kill cancelled jobs"),
     ]
     seen: set[tuple[str, str]] = set()

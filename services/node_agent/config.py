@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import re
 import socket
-from typing import Annotated
+from typing import Annotated, Literal
 
 import msgspec
 
@@ -93,6 +93,13 @@ class NodeAgentConfig(BaseConfig, kw_only=True, forbid_unknown_fields=True):
     keep_work_dirs: bool = False
     #: Names of the agent's environment variables jobs also get (beyond the allow-list).
     job_env: list[str] = msgspec.field(default_factory=list)
+    #: How outputs are named in the object store: ``seal`` asks the sync planner to
+    #: check and name the uploaded chunks (a per-node user may not write names);
+    #: ``direct`` writes the name itself; ``auto`` seals when the credentials file is
+    #: this node's own user file from ``ringmaster nats-config --nodes``.
+    blob_upload: Literal["auto", "seal", "direct"] = "auto"
+    #: Seconds a seal may take (the sync planner reads the whole upload back).
+    seal_timeout_s: Positive = 60.0
 
     def __post_init__(self) -> None:
         if not self.node_id:

@@ -57,6 +57,8 @@ def agent_health(agent: NodeAgentService) -> HealthCheckResult:
         "not_taking": agent.not_taking(),
         "jobs": agent.stats.as_dict(),
         "slot_gaps": agent.real.gaps.view() if agent.real is not None else {},
+        # Output uploads by outcome (stored, sealed, duplicates, duplicate_chunks_left).
+        "uploads": dict(agent.real.runner.blobs.counts) if agent.real is not None else {},
         "utilization": _utilization(agent),
         "gpus": _gpus(agent),
         "sample_errors": list(sample.errors),

@@ -98,7 +98,9 @@ async def _submit(args: argparse.Namespace) -> tuple[JobRecord, int]:
     async with connected(args, "ringmaster-submit") as nc:
         inputs = []
         if args.input:
-            blobs = BlobStore(await ensure_store(nc.jetstream(), subs.data_store))
+            # The operator may purge: an input already stored leaves no second copy.
+            store = await ensure_store(nc.jetstream(), subs.data_store)
+            blobs = BlobStore(store, purge=True)
             inputs = [await blobs.put_file(path) for path in args.input]
         try:
             spec = JobSpec(

@@ -12,6 +12,7 @@ refuses and counts a forged node. And the doc's table is the one the rules gener
 
 from __future__ import annotations
 
+import io
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from nats.aio.client import Client
 from nats.js.api import ConsumerConfig
 
 from services.job_manager.service import JobManagerService
+from shared.blob_wire import publish_chunks
 from shared.blobs import BlobStore, ensure_store
 from shared.codec import decode, encode
 from shared.config import BaseConfig
@@ -164,9 +166,12 @@ async def test_node_a_cannot_wipe_a_blob(auth: AuthServer, operator: Client) -> 
             with pytest.raises(nats.errors.Error):
                 await a.request(request, b'{"seq": 1}', timeout=1)
         await eventually(lambda: violated(errors), what="node A denied purging blobs")
-        # It may still store new blobs, and read existing ones (job inputs).
-        mine = await BlobStore(await a_js.object_store(S.data_store)).put_bytes("out", b"games")
-        assert await BlobStore(store).get_bytes(mine) == b"games"
+        # It may still upload chunks under its own id (the sync planner checks and names
+        # them: test_blob_seal.py), and read existing blobs (job inputs).
+        sent = await publish_chunks(a_js, S.data_store, "a.outputNUID", io.BytesIO(b"games"))
+        assert sent.chunks == 1
+        a_store = BlobStore(await a_js.object_store(S.data_store))
+        assert await a_store.get_bytes(ref) == b"champion weights"
     finally:
         await a.close()
     assert await BlobStore(store).get_bytes(ref) == b"champion weights"

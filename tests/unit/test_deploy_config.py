@@ -141,6 +141,10 @@ def test_a_node_user_publishes_only_its_own() -> None:
     ephemeral = "$JS.API.CONSUMER.DELETE.OBJ_rm_data.*"
     assert not {p for p in js - {ephemeral} if "DELETE" in p or "PURGE" in p or "UPDATE" in p}
     assert not {p for p in js if "CONSUMER" in p and "rm_JOBS" in p and p.endswith(".*")}
+    # The object store: its own chunks only, never a meta message (name or delete marker).
+    objects = {p for p in published if p.startswith("$O.")}
+    assert objects == {"$O.rm_data.C.n1.*"}
+    assert "rm.api.sync_planner.seal" in published
 
 
 def test_bcrypt_hash_is_stable_and_verifies() -> None:
@@ -165,6 +169,7 @@ def test_node_agent_publishes_only_what_it_owns() -> None:
         "rm.api.job_manager.report.*",
         "$KV.rm_nodes.>",
         "$O.rm_data.>",
+        "rm.api.sync_planner.seal",
         "$JS.ACK.rm_JOBS.>",
         "$JS.ACK.OBJ_rm_data.>",
         "_INBOX.>",
