@@ -42,10 +42,11 @@ from shared.credentials import TlsFiles
 from shared.events import EventData, ServiceStarted, ServiceStopped, build_event
 from shared.health import combine_health, service_metrics
 from shared.intake import Intake
+from shared.logstream import OWNER, BusLogHandler, LogPublisher, attach, detach
 from shared.loops import Loop
 from shared.micro import MicroService
 from shared.outbox import Outbox
-from shared.provision import ensure_stream, events_stream_config
+from shared.provision import ensure_stream, events_stream_config, logs_stream_config
 from shared.subjects import Subjects
 from shared.window import SlidingWindow
 
@@ -100,6 +101,8 @@ class Service(Generic[C]):
         self._tg: TaskGroup | None = None
         self._outbox: Outbox | None = None
         self._micro: MicroService | None = None
+        self.log_handler: BusLogHandler | None = None
+        self._log_publisher: LogPublisher | None = None
 
     # -- hooks for subclasses ------------------------------------------------------
     async def setup(self) -> None:
@@ -267,6 +270,8 @@ class Service(Generic[C]):
     async def running(self) -> AsyncIterator[Self]:
         """Start the service, yield it ready, and stop it in order on exit."""
         cfg = self.config
+        # Tasks started from here on inherit it: the log handler keeps to this service.
+        OWNER.set(self)
         self._nc = await connect(
             cfg.nats_url,
             name=f"{self.name}:{self.instance}",
@@ -278,8 +283,10 @@ class Service(Generic[C]):
         try:
             self._js = self._nc.jetstream()
             await ensure_stream(self._js, events_stream_config(self.subjects, cfg))
+            await ensure_stream(self._js, logs_stream_config(self.subjects, cfg))
             async with anyio.create_task_group() as tg:
                 self._tg = tg
+                self._start_log_stream(tg)
                 self.intake.bind(tg)
                 self._outbox = Outbox(
                     self._js, capacity=cfg.outbox_size, ack_timeout=cfg.ack_timeout
@@ -312,6 +319,24 @@ class Service(Generic[C]):
         finally:
             with anyio.CancelScope(shield=True):
                 await self._close()
+
+    def _start_log_stream(self, tg: TaskGroup) -> None:
+        cfg = self.config
+        handler = BusLogHandler(
+            owner=self,
+            service=self.name,
+            instance=self.instance,
+            host=self.host,
+            pid=self.pid,
+            level=cfg.log_stream_level,
+            capacity=cfg.log_queue_size,
+        )
+        self.log_handler = handler
+        self._log_publisher = LogPublisher(
+            self.nc, self.subjects.log(self.name, self.instance), handler
+        )
+        tg.start_soon(self._log_publisher.run)
+        attach(handler)
 
     async def _start_micro(self) -> None:
         self._micro = MicroService(
@@ -361,8 +386,12 @@ class Service(Generic[C]):
             await self._micro.stop()
         self.status = ServiceStatus.STOPPED
         await self.publish_beacon()
+        if self._log_publisher is not None:
+            await self._log_publisher.publish_queued()  # the stop's own lines
 
     async def _close(self) -> None:
+        if self.log_handler is not None:
+            detach(self.log_handler)
         nc = self._nc
         if nc is None or nc.is_closed:
             return

@@ -21,6 +21,7 @@ from typing import Any
 
 import anyio
 import anyio.to_thread
+import msgspec
 
 from services.node_agent import policy, sweep
 from services.node_agent.config import NodeAgentConfig
@@ -32,11 +33,13 @@ from services.node_agent.workspace import (
     OutputError,
     Workspace,
     fetch_inputs,
+    upload_logs,
     upload_outputs,
 )
 from shared.blobs import BlobStore
-from shared.events import JobProgress
-from shared.jobs import JobReport, JobResult
+from shared.events import EventData, JobLogsStored, JobProgress
+from shared.joblogs import JobLogs, OutputCapture
+from shared.jobs import DataRef, JobReport, JobResult
 
 log = logging.getLogger("ringmaster.node_agent.runner")
 
@@ -52,7 +55,7 @@ class JobRunner:
         reporter: Reporter,
         blobs: BlobStore,
         stats: AgentStats,
-        emit: Callable[[JobProgress], object],
+        emit: Callable[[EventData], object],
     ) -> None:
         self.node_id = node_id
         self.config = config
@@ -157,37 +160,80 @@ class JobRunner:
         if job.killed is not None:
             kill_group(proc.pid)  # a kill that came while it was starting
         tail: deque[str] = deque(maxlen=20)
+        out, err = OutputCapture(), OutputCapture()  # bounded: kept as the attempt's logs
+        keep_tail = stderr_collector(tail)
+
+        def on_stdout(line: bytes) -> None:
+            out.feed(line)
+            self._on_line(job, line)
+
+        def on_stderr(line: bytes) -> None:
+            err.feed(line)
+            keep_tail(line)
+
         timeout = policy.job_timeout(d.spec.timeout_s, d.spec.type, cfg.type_timeouts_s)
         timed_out = await supervise(
-            proc,
-            timeout_s=timeout,
-            on_stdout=lambda line: self._on_line(job, line),
-            on_stderr=stderr_collector(tail),
+            proc, timeout_s=timeout, on_stdout=on_stdout, on_stderr=on_stderr
         )
         job.process_ended()
+        code = proc.returncode if proc.returncode is not None else -1
+        logs = await self._store_logs(
+            job,
+            JobLogs(
+                job_id=d.job_id,
+                attempt=d.attempt,
+                node_id=self.node_id,
+                exit_code=code,
+                stdout=out.result(),
+                stderr=err.result(),
+            ),
+        )
         if timed_out:
             job.kill(Kill(f"timed out after {timeout:g}s", report=True))
         if job.killed is not None:
-            return self._killed(job)
-        code = proc.returncode if proc.returncode is not None else -1
+            return self._killed(job, logs)
         if code != 0:
-            return self._failed(job, policy.failure_message(code, tail), exit_code=code)
+            return self._failed(job, policy.failure_message(code, tail), code, logs)
         try:
             outputs, result = await upload_outputs(self.blobs, ws.outputs)
         except OutputError as exc:
-            return self._failed(job, str(exc), exit_code=0)
+            return self._failed(job, str(exc), 0, logs)
         self.stats.completed += 1
         job.progress = 1.0
-        done = JobResult(outputs=outputs, result=result, exit_code=0)
+        done = JobResult(outputs=outputs, result=result, exit_code=0, logs=logs)
         return self.report(job, "completed", progress=1.0, result=done)
 
-    def _failed(self, job: RunningJob, error: str, exit_code: int | None = None) -> JobReport:
+    async def _store_logs(self, job: RunningJob, logs: JobLogs) -> DataRef | None:
+        """Upload the attempt's output and announce it; None (counted) when it fails."""
+        try:
+            ref = await upload_logs(self.blobs, logs)
+        except OutputError as exc:
+            self.stats.logs_failed += 1
+            log.warning("job %s: %s", job.key, exc)
+            return None
+        self.emit(
+            JobLogsStored(
+                job_id=logs.job_id,
+                attempt=logs.attempt,
+                node_id=self.node_id,
+                logs=msgspec.to_builtins(ref),
+            )
+        )
+        return ref
+
+    def _failed(
+        self,
+        job: RunningJob,
+        error: str,
+        exit_code: int | None = None,
+        logs: DataRef | None = None,
+    ) -> JobReport:
         self.stats.failed += 1
         log.info("job %s failed: %s", job.key, error.splitlines()[0] if error else "")
-        result = JobResult(exit_code=exit_code)
+        result = JobResult(exit_code=exit_code, logs=logs)
         return self.report(job, "failed", progress=job.progress, error=error, result=result)
 
-    def _killed(self, job: RunningJob) -> JobReport | None:
+    def _killed(self, job: RunningJob, logs: DataRef | None = None) -> JobReport | None:
         why = job.killed
         assert why is not None
         if why.counter == "handed_back":
@@ -197,7 +243,8 @@ class JobRunner:
         log.info("job %s stopped: %s", job.key, why.error)
         if not why.report:
             return None
-        return self.report(job, "failed", progress=job.progress, error=why.error)
+        result = JobResult(logs=logs) if logs is not None else None
+        return self.report(job, "failed", progress=job.progress, error=why.error, result=result)
 
     def _on_line(self, job: RunningJob, line: bytes) -> None:
         value = policy.parse_progress_line(line)
