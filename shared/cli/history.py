@@ -16,7 +16,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TypeVar
 
 from nats.aio.msg import Msg
-from nats.js.api import ConsumerConfig, DeliverPolicy
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.client import JetStreamContext
 from nats.js.errors import NotFoundError
 
@@ -25,8 +25,13 @@ from shared.cli.client import CliError
 T = TypeVar("T")
 Subscription = JetStreamContext.PushSubscription
 
-#: Seconds to wait for the next message of a replay the server said is pending.
+#: Seconds to wait for messages of a replay the server said are pending.
 REPLAY_WAIT_S = 10.0
+#: Messages asked for in one pull of a replay.
+FETCH_BATCH = 256
+#: The server removes a replay's consumer this long after its last use (if the CLI
+#: died before deleting it).
+INACTIVE_S = 30.0
 
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhd])$")
 _UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -83,9 +88,9 @@ async def last_matching(
     subject: str,
     count: int,
     decode: Callable[[bytes], T | None],
-) -> tuple[list[T], Subscription]:
+) -> tuple[list[T], int]:
     """The last ``count`` records on ``subject`` that ``decode`` keeps (None: skipped),
-    and the ordered consumer positioned after them, to follow with.
+    and the stream sequence they were read up to (to follow from the next one).
 
     The window of stream sequences read grows fourfold until it holds ``count`` kept
     records or reaches the stream's start, so a tail costs about what it shows, not
@@ -94,26 +99,55 @@ async def last_matching(
     info = await js.stream_info(stream)
     first, last = info.state.first_seq, info.state.last_seq
     if count == 0 or last == 0:
-        sub = await js.subscribe(
-            subject, stream=stream, ordered_consumer=True, deliver_policy=DeliverPolicy.NEW
-        )
-        return [], sub
+        return [], last
     window = max(4 * count, 256)
     while True:
         start = max(first, last - window + 1)
-        config = ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=start)
-        sub = await js.subscribe(subject, stream=stream, ordered_consumer=True, config=config)
         kept: deque[T] = deque(maxlen=count)
-        pending = (await sub.consumer_info()).num_pending
-        while pending:
-            msg = await sub.next_msg(timeout=REPLAY_WAIT_S)
-            value = decode(msg.data)
-            if value is not None:
-                kept.append(value)
-            meta = msg.metadata
-            if meta.sequence.stream >= last or not meta.num_pending:
-                break
+        await _read_window(js, stream, subject, (start, last), decode, kept)
         if len(kept) >= count or start <= first:
-            return list(kept), sub
-        await sub.unsubscribe()
+            return list(kept), last
         window *= 4
+
+
+async def _read_window(
+    js: JetStreamContext,
+    stream: str,
+    subject: str,
+    window: tuple[int, int],
+    decode: Callable[[bytes], T | None],
+    kept: deque[T],
+) -> None:
+    # A pull consumer: its pending count is exact when it is created, as nothing is
+    # delivered before a fetch (a push consumer may have delivered all already).
+    start, last = window
+    config = ConsumerConfig(
+        deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
+        opt_start_seq=start,
+        ack_policy=AckPolicy.NONE,
+        inactive_threshold=INACTIVE_S,
+    )
+    psub = await js.pull_subscribe(subject, stream=stream, config=config)
+    try:
+        pending = (await psub.consumer_info()).num_pending or 0
+        while pending > 0:
+            for msg in await psub.fetch(batch=min(pending, FETCH_BATCH), timeout=REPLAY_WAIT_S):
+                pending -= 1
+                if msg.metadata.sequence.stream > last:
+                    return  # past the snapshot: the follow consumer shows it
+                value = decode(msg.data)
+                if value is not None:
+                    kept.append(value)
+    finally:
+        await psub.unsubscribe()
+
+
+async def follow_after(
+    js: JetStreamContext,
+    stream: str,
+    subject: str,
+    after: int,
+) -> Subscription:
+    """An ordered consumer on ``subject`` from stream sequence ``after + 1`` on."""
+    config = ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=after + 1)
+    return await js.subscribe(subject, stream=stream, ordered_consumer=True, config=config)

@@ -20,7 +20,7 @@ from shared.cli.history import last_matching
 from shared.codec import decode
 from shared.contracts import Event
 from shared.joblogs import JobLogs, StreamText, decode_logs
-from shared.jobs import DataRef, JobRecord, JobRef
+from shared.jobs import DataRef, JobRecord, JobRef, JobState
 from shared.subjects import Subjects
 
 SERVICE = "job_manager"
@@ -44,10 +44,11 @@ async def find_logs(nc: Client, subs: Subjects, record: JobRecord, attempt: int)
 
     subject = subs.event("node_agent", "JOB_LOGS_STORED")
     # Every stored event of this type is read: one per attempt that ran, so few.
-    found, sub = await last_matching(nc.jetstream(), subs.events_stream, subject, 1 << 30, named)
-    await sub.unsubscribe()
+    found, _ = await last_matching(nc.jetstream(), subs.events_stream, subject, 1 << 30, named)
     if found:
         return found[-1]
+    if attempt == record.attempt and record.state in (JobState.PENDING, JobState.DISPATCHED):
+        raise CliError(f"job {record.job_id} has not run yet ({record.state}): no logs")
     raise CliError(
         f"job {record.job_id} attempt {attempt} has no logs "
         "(it did not start a process, or its node could not store them)"

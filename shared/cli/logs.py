@@ -25,7 +25,7 @@ from shared.cli.client import (
     non_negative_int,
     subjects,
 )
-from shared.cli.history import Subscription, last_matching, stream_subjects
+from shared.cli.history import Subscription, follow_after, last_matching, stream_subjects
 from shared.cli.job_logs import print_job_logs
 from shared.cli.service import known_services
 from shared.codec import decode
@@ -129,12 +129,16 @@ async def service_logs(args: argparse.Namespace) -> int:
         counts = await stream_subjects(js, subs.logs_stream, subs.logs)
         if not any(_matches(name, subs.prefix, args) for name in counts) and not args.follow:
             raise _nothing(args, counts, subs.prefix)
-        tail, sub = await last_matching(js, subs.logs_stream, subject, args.tail, printer.keep)
+        tail, last = await last_matching(js, subs.logs_stream, subject, args.tail, printer.keep)
         for item in tail:
             printer.show(item)
         if args.follow:
+            sub = await follow_after(js, subs.logs_stream, subject, last)
+            print(
+                f"ringmaster logs: following {subject} (Ctrl-C stops)", file=sys.stderr, flush=True
+            )
             await _follow(sub, printer)
-        await sub.unsubscribe()
+            await sub.unsubscribe()
     if printer.undecodable:
         print(
             f"ringmaster logs: {printer.undecodable} undecodable records skipped", file=sys.stderr
