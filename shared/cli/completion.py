@@ -13,8 +13,10 @@ import argparse
 import sys
 
 from shared.cli.client import CliError
+from shared.cli.service import known_services
 
 SHELLS = ("bash", "zsh")
+SERVICE_ARGUMENT = ("logs", "service", "probe", "ctl")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -45,6 +47,10 @@ def words(root: argparse.ArgumentParser) -> dict[str, list[str]]:
             walk(f"{path} {name}".strip(), child)
 
     walk("", root)
+    # Commands whose first argument is a service kind also complete the known ones.
+    for path in SERVICE_ARGUMENT:
+        if path in table:
+            table[path] = known_services() + table[path]
     return table
 
 
