@@ -23,13 +23,16 @@ import logging
 import threading
 import time
 from collections import deque
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 import nats.errors
 from nats.aio.client import Client
 
 from shared.codec import encode
+
+if TYPE_CHECKING:
+    from shared.service import Service
 
 #: Longest message and exception text kept in one record (NATS max_payload is 1 MiB).
 TEXT_LIMIT = 16_384
@@ -153,12 +156,32 @@ class LogPublisher:
         self.subject = subject
         self.handler = handler
 
+    @classmethod
+    def for_service(cls, service: Service[Any]) -> LogPublisher:
+        """The handler and publisher of a running service, by its config."""
+        cfg = service.config
+        handler = BusLogHandler(
+            owner=service,
+            service=service.name,
+            instance=service.instance,
+            host=service.host,
+            pid=service.pid,
+            level=cfg.log_stream_level,
+            capacity=cfg.log_queue_size,
+        )
+        return cls(service.nc, service.subjects.log(service.name, service.instance), handler)
+
     async def run(self) -> None:
-        """Publish queued records whenever some arrive (cancelled at service stop)."""
-        while True:
-            await self.handler.wake.wait()
-            self.handler.wake.clear()
-            await self.publish_queued()
+        """Attach the handler, then publish queued records whenever some arrive, until
+        cancelled at service stop (the handler is detached then)."""
+        logging.getLogger().addHandler(self.handler)  # the root: every logger's records
+        try:
+            while True:
+                await self.handler.wake.wait()
+                self.handler.wake.clear()
+                await self.publish_queued()
+        finally:
+            logging.getLogger().removeHandler(self.handler)
 
     async def publish_queued(self) -> None:
         """Publish what is queued now; a refused publish is counted, never raised."""
@@ -173,13 +196,3 @@ class LogPublisher:
                 stats.last_error = f"{time.strftime('%H:%M:%S')} {exc!r}"
                 return
             stats.published += 1
-
-
-def attach(handler: BusLogHandler) -> None:
-    """Put ``handler`` on the root logger, so every logger's records reach it."""
-    logging.getLogger().addHandler(handler)
-
-
-def detach(handler: BusLogHandler) -> None:
-    """Take ``handler`` off the root logger."""
-    logging.getLogger().removeHandler(handler)

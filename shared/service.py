@@ -42,7 +42,7 @@ from shared.credentials import TlsFiles
 from shared.events import EventData, ServiceStarted, ServiceStopped, build_event
 from shared.health import combine_health, service_metrics
 from shared.intake import Intake
-from shared.logstream import OWNER, BusLogHandler, LogPublisher, attach, detach
+from shared.logstream import OWNER, LogPublisher
 from shared.loops import Loop
 from shared.micro import MicroService
 from shared.outbox import Outbox
@@ -101,8 +101,7 @@ class Service(Generic[C]):
         self._tg: TaskGroup | None = None
         self._outbox: Outbox | None = None
         self._micro: MicroService | None = None
-        self.log_handler: BusLogHandler | None = None
-        self._log_publisher: LogPublisher | None = None
+        self.log_stream: LogPublisher | None = None
 
     # -- hooks for subclasses ------------------------------------------------------
     async def setup(self) -> None:
@@ -286,7 +285,8 @@ class Service(Generic[C]):
             await ensure_stream(self._js, logs_stream_config(self.subjects, cfg))
             async with anyio.create_task_group() as tg:
                 self._tg = tg
-                self._start_log_stream(tg)
+                self.log_stream = LogPublisher.for_service(self)
+                tg.start_soon(self.log_stream.run)
                 self.intake.bind(tg)
                 self._outbox = Outbox(
                     self._js, capacity=cfg.outbox_size, ack_timeout=cfg.ack_timeout
@@ -319,24 +319,6 @@ class Service(Generic[C]):
         finally:
             with anyio.CancelScope(shield=True):
                 await self._close()
-
-    def _start_log_stream(self, tg: TaskGroup) -> None:
-        cfg = self.config
-        handler = BusLogHandler(
-            owner=self,
-            service=self.name,
-            instance=self.instance,
-            host=self.host,
-            pid=self.pid,
-            level=cfg.log_stream_level,
-            capacity=cfg.log_queue_size,
-        )
-        self.log_handler = handler
-        self._log_publisher = LogPublisher(
-            self.nc, self.subjects.log(self.name, self.instance), handler
-        )
-        tg.start_soon(self._log_publisher.run)
-        attach(handler)
 
     async def _start_micro(self) -> None:
         self._micro = MicroService(
@@ -386,12 +368,10 @@ class Service(Generic[C]):
             await self._micro.stop()
         self.status = ServiceStatus.STOPPED
         await self.publish_beacon()
-        if self._log_publisher is not None:
-            await self._log_publisher.publish_queued()  # the stop's own lines
+        if self.log_stream is not None:
+            await self.log_stream.publish_queued()  # the stop's own lines
 
     async def _close(self) -> None:
-        if self.log_handler is not None:
-            detach(self.log_handler)
         nc = self._nc
         if nc is None or nc.is_closed:
             return

@@ -14,31 +14,28 @@ import os
 import subprocess
 import sys
 import time
-from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import anyio
 import anyio.to_thread
-import msgspec
 
 from services.node_agent import policy, sweep
 from services.node_agent.config import NodeAgentConfig
 from services.node_agent.job import DEFER_S, STOPPING, SUPERSEDED, Kill, RunningJob, settle
-from services.node_agent.process import kill_group, spawn, stderr_collector, supervise
+from services.node_agent.output import AttemptOutput, store_logs
+from services.node_agent.process import kill_group, spawn, supervise
 from services.node_agent.reports import AgentStats, Outcome, Reporter
 from services.node_agent.workspace import (
     InputError,
     OutputError,
     Workspace,
     fetch_inputs,
-    upload_logs,
     upload_outputs,
 )
 from shared.blobs import BlobStore
-from shared.events import EventData, JobLogsStored, JobProgress
-from shared.joblogs import JobLogs, OutputCapture
+from shared.events import EventData, JobProgress
 from shared.jobs import DataRef, JobReport, JobResult
 
 log = logging.getLogger("ringmaster.node_agent.runner")
@@ -159,41 +156,22 @@ class JobRunner:
         sweep.register(Path(cfg.work_dir), job.key, proc.pid, d.job_id)
         if job.killed is not None:
             kill_group(proc.pid)  # a kill that came while it was starting
-        tail: deque[str] = deque(maxlen=20)
-        out, err = OutputCapture(), OutputCapture()  # bounded: kept as the attempt's logs
-        keep_tail = stderr_collector(tail)
-
-        def on_stdout(line: bytes) -> None:
-            out.feed(line)
-            self._on_line(job, line)
-
-        def on_stderr(line: bytes) -> None:
-            err.feed(line)
-            keep_tail(line)
-
+        output = AttemptOutput(lambda line: self._on_line(job, line))
         timeout = policy.job_timeout(d.spec.timeout_s, d.spec.type, cfg.type_timeouts_s)
         timed_out = await supervise(
-            proc, timeout_s=timeout, on_stdout=on_stdout, on_stderr=on_stderr
+            proc, timeout_s=timeout, on_stdout=output.on_stdout, on_stderr=output.on_stderr
         )
         job.process_ended()
         code = proc.returncode if proc.returncode is not None else -1
-        logs = await self._store_logs(
-            job,
-            JobLogs(
-                job_id=d.job_id,
-                attempt=d.attempt,
-                node_id=self.node_id,
-                exit_code=code,
-                stdout=out.result(),
-                stderr=err.result(),
-            ),
+        logs = await store_logs(
+            self.blobs, output.logs(d, self.node_id, code), self.emit, self.stats
         )
         if timed_out:
             job.kill(Kill(f"timed out after {timeout:g}s", report=True))
         if job.killed is not None:
             return self._killed(job, logs)
         if code != 0:
-            return self._failed(job, policy.failure_message(code, tail), code, logs)
+            return self._failed(job, policy.failure_message(code, output.tail), code, logs)
         try:
             outputs, result = await upload_outputs(self.blobs, ws.outputs)
         except OutputError as exc:
@@ -202,24 +180,6 @@ class JobRunner:
         job.progress = 1.0
         done = JobResult(outputs=outputs, result=result, exit_code=0, logs=logs)
         return self.report(job, "completed", progress=1.0, result=done)
-
-    async def _store_logs(self, job: RunningJob, logs: JobLogs) -> DataRef | None:
-        """Upload the attempt's output and announce it; None (counted) when it fails."""
-        try:
-            ref = await upload_logs(self.blobs, logs)
-        except OutputError as exc:
-            self.stats.logs_failed += 1
-            log.warning("job %s: %s", job.key, exc)
-            return None
-        self.emit(
-            JobLogsStored(
-                job_id=logs.job_id,
-                attempt=logs.attempt,
-                node_id=self.node_id,
-                logs=msgspec.to_builtins(ref),
-            )
-        )
-        return ref
 
     def _failed(
         self,

@@ -19,7 +19,6 @@ import nats.errors
 
 from services.node_agent.policy import safe_relative_name
 from shared.blobs import BlobError, BlobStore
-from shared.joblogs import LOGS_NAME, JobLogs, encode_logs
 from shared.jobs import DataRef
 
 RESULT_FILE = "result.json"
@@ -106,11 +105,3 @@ async def upload_outputs(blobs: BlobStore, outputs: Path) -> tuple[list[DataRef]
     except (nats.errors.Error, OSError) as exc:
         raise OutputError(f"uploading outputs failed: {exc!r}") from exc
     return refs, result
-
-
-async def upload_logs(blobs: BlobStore, logs: JobLogs) -> DataRef:
-    """Store an attempt's captured output; raises OutputError when it cannot."""
-    try:
-        return await blobs.put_bytes(LOGS_NAME, encode_logs(logs))
-    except (nats.errors.Error, OSError) as exc:
-        raise OutputError(f"uploading the job's logs failed: {exc!r}") from exc
