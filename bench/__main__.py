@@ -36,6 +36,7 @@ BENCHMARKS = (
     "rss",
     "coldstart",
     "scaling",
+    "history",
 )
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 FINDINGS = Path(__file__).resolve().parent / "FINDINGS.md"

@@ -92,4 +92,5 @@ def service_metrics(service: Service[Any]) -> ServiceMetrics:
         events_dropped=outbox.dropped,
         events_pending=outbox.pending,
         custom=service.custom_metrics(),
+        histograms=[*service.outbox.latency.samples(), *service.custom_histograms()],
     )

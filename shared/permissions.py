@@ -79,6 +79,7 @@ def _needs(s: Subjects) -> dict[str, Needs]:
             publish=(
                 (s.all_of("ctl"), "probe an instance directly before calling it LOST"),
                 (api("job_manager", "list"), "jobs for the status view"),
+                (api("job_manager", "counts"), "job counts for the status view"),
                 ("$SRV.>", "discover instances for the status view"),
             ),
             subscribe=(
@@ -102,7 +103,14 @@ def _needs(s: Subjects) -> dict[str, Needs]:
             writes=ALL_BUCKETS,  # restoring a snapshot writes every bucket
         ),
         "job_manager": Needs(
-            {**reads, JOBS: "admin", "jobs": "admin", "leases": "read", "nodes": "read"},
+            {
+                **reads,
+                JOBS: "admin",
+                "jobs": "admin",
+                "history": "admin",
+                "leases": "read",
+                "nodes": "read",
+            },
             publish=(
                 (s.all_jobs, "dispatch jobs into the work-queue stream"),
                 (api("node_selector", "select"), "choose a node for a job"),
@@ -111,7 +119,7 @@ def _needs(s: Subjects) -> dict[str, Needs]:
                 (s.nodes, "notice nodes that appear and go"),
                 (s.jobs_max_deliveries, "jobs past max_deliver fail terminally"),
             ),
-            writes=("jobs", "leases"),
+            writes=("jobs", "history", "leases"),
         ),
         "node_selector": Needs(
             {"nodes": "read"},
@@ -136,7 +144,13 @@ def _needs(s: Subjects) -> dict[str, Needs]:
                 (api("job_manager", "submit"), "submit selfplay jobs"),
                 (api("job_manager", "list"), "count its selfplay jobs in flight"),
             ),
-            subscribe=((s.nodes, "size the work to the cluster's free slots"),),
+            subscribe=(
+                (s.nodes, "size the work to the cluster's free slots"),
+                (
+                    s.event("job_manager", "JOB_COMPLETED"),
+                    "learn how long selfplay jobs run, to size the next ones",
+                ),
+            ),
             writes=("scheduler",),
         ),
         "sync_planner": Needs(
@@ -185,6 +199,7 @@ def _needs(s: Subjects) -> dict[str, Needs]:
                 ("$SRV.>", "discover every instance ($SRV.STATS)"),
                 (f"{s.prefix}.api.*.*.metrics", "ask every instance for its metrics"),
             ),
+            subscribe=((s.nodes, "per-node GPU series for Prometheus"),),
         ),
     }
 

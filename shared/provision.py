@@ -87,6 +87,9 @@ BUCKET_SPECS: dict[str, tuple[int, float | None]] = {
     "leases": (1, None),
     "state": (5, None),
     "loops": (1, None),
+    # Retired terminal jobs (job manager, services/job_manager/history.py): one value
+    # per job_id, read by key; the age limit is the history's retention.
+    "history": (1, 7 * 86400.0),
 }
 
 

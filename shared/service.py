@@ -36,7 +36,13 @@ from shared.bus import BusStats, connect
 from shared.circuit_breaker import CircuitBreaker
 from shared.codec import encode
 from shared.config import BaseConfig
-from shared.contracts import Empty, HealthCheckResult, ServiceMetrics, ServiceStatus
+from shared.contracts import (
+    Empty,
+    HealthCheckResult,
+    HistogramSample,
+    ServiceMetrics,
+    ServiceStatus,
+)
 from shared.control import start_control
 from shared.credentials import TlsFiles
 from shared.events import EventData, ServiceStarted, ServiceStopped, build_event
@@ -117,6 +123,10 @@ class Service(Generic[C]):
     def custom_metrics(self) -> dict[str, float]:
         """Numbers for the ``metrics`` endpoint and Prometheus."""
         return {}
+
+    def custom_histograms(self) -> list[HistogramSample]:
+        """Histograms this service observes, for the ``metrics`` endpoint and Prometheus."""
+        return []
 
     async def on_pause(self) -> None:
         """Stop taking new work (the framework pauses the loops)."""

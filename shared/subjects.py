@@ -41,6 +41,7 @@ BUCKET_OWNERS: dict[str, str] = {
     "leases": "shared",
     "state": "state_manager",
     "loops": "loop_manager",
+    "history": "job_manager",
 }
 
 

@@ -20,15 +20,29 @@ from nats.js.errors import KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
 from services.job_manager import policy
+from services.job_manager.catalog import JobCatalog
 from services.job_manager.config import JobManagerConfig
 from services.job_manager.dispatcher import Dispatcher
+from services.job_manager.history import History
 from services.job_manager.index import JobIndex, scan, select_jobs
+from services.job_manager.listing import Lister
 from services.job_manager.reaper import Reaper
 from services.job_manager.reports import REPORT_PHASES, Refusal, apply_report
+from services.job_manager.timings import JobTimings
 from shared.codec import encode
+from shared.contracts import Empty
 from shared.errors import BadRequest, Conflict, Forbidden, NotFound
 from shared.events import EventData, JobCancelled, JobCompleted, JobStarted, JobSubmitted
-from shared.jobs import TERMINAL, JobList, JobQuery, JobRecord, JobRef, JobReport, JobSpec
+from shared.jobs import (
+    TERMINAL,
+    JobCounts,
+    JobList,
+    JobQuery,
+    JobRecord,
+    JobRef,
+    JobReport,
+    JobSpec,
+)
 from shared.kv import cas_update, read
 
 
@@ -54,8 +68,15 @@ class JobApi:
         emit: Callable[[EventData], Awaitable[bool]],
         paused: Callable[[], bool],
         counts: Counter[str],
+        lister: Lister | None = None,
+        history: History | None = None,
     ) -> None:
         self.kv = kv
+        #: Paged listing over the catalog, and retired jobs; without them (tests
+        #: building a bare JobApi) list scans and get sees the jobs bucket only.
+        self.lister = lister
+        self.history = history
+        self.timings = JobTimings()
         self.config = config
         self.index = index
         self.dispatcher = dispatcher
@@ -130,16 +151,30 @@ class JobApi:
         return found[0]
 
     async def get(self, ref: JobRef) -> JobRecord:
-        """``get``: one job's record."""
-        return await self.read(ref.job_id)
+        """``get``: one job's record, from the jobs bucket or, once retired, from history."""
+        try:
+            return await self.read(ref.job_id)
+        except NotFound:
+            retired = await self.history.get(ref.job_id) if self.history else None
+            if retired is None:
+                raise
+            self.counts["get_from_history"] += 1
+            return retired
+
+    async def job_counts(self, _: Empty) -> JobCounts:
+        """``counts``: jobs per state from memory (no scan), and the jobs retired so far."""
+        index = self.index
+        states = index.all_counts() if isinstance(index, JobCatalog) else index.counts()
+        return JobCounts(states=states, retired=self.counts["retired_total"])
 
     async def list(self, query: JobQuery) -> JobList:
         """``list``: the jobs matching the query, newest first.
 
-        A query for one non-terminal state is answered from the index, which holds
-        every non-terminal job (the scheduler and the orchestrator ask this several
-        times a second); anything else scans the bucket.
+        Answered in pages (``listing.Lister``) from the catalog in memory, reading only
+        the page's terminal records by key; never a reply past max_payload.
         """
+        if self.lister is not None and self.index.loaded:
+            return await self.lister.page(query)
         if query.state is not None and query.state not in TERMINAL and self.index.loaded:
             self.counts["list_from_index"] += 1
             return select_jobs(self.index.records(), query)
@@ -157,6 +192,8 @@ class JobApi:
 
         written = await cas_update(self.kv, ref.job_id, JobRecord, change)
         if written is None:
+            if self.history is not None and await self.history.get(ref.job_id) is not None:
+                raise Conflict(f"job {ref.job_id} ended and was retired to history")
             raise NotFound(f"no job {ref.job_id!r}")
         self.index.apply(*written)
         self.counts["cancelled_total"] += 1
@@ -198,6 +235,7 @@ class JobApi:
             self.counts["duplicate_reports"] += 1
             return current
         self.index.apply(*written)
+        self.timings.observe(known[0] if known else None, written[0], report.phase, now)
         await self._announce(written[0], report.phase, now)
         return written[0]
 

@@ -78,6 +78,7 @@ def apply_report(
             rec,
             state=S.RUNNING,
             node_id=r.node_id,
+            incarnation=r.incarnation,
             started_at=now,
             lease_expires_at=now + lease_s,
             progress=progress,

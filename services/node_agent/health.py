@@ -58,15 +58,32 @@ def agent_health(agent: NodeAgentService) -> HealthCheckResult:
         "jobs": agent.stats.as_dict(),
         "slot_gaps": agent.real.gaps.view() if agent.real is not None else {},
         "utilization": _utilization(agent),
-        "gpus": {
-            "source": agent.probe.gpus.source if agent.probe else "none",
-            "count": len(sample.gpus),
-        },
+        "gpus": _gpus(agent),
         "sample_errors": list(sample.errors),
     }
     if not floors.accepting:
         return HealthCheckResult.degraded(f"taking no work: {floors.reason}", **details)
     return HealthCheckResult.ok(f"{count} jobs running, {free} slots free", **details)
+
+
+def _gpus(agent: NodeAgentService) -> dict[str, Any]:
+    """GPU inventory and assignment: free devices, who holds which, refusals, waits."""
+    inventory = agent.sample.gpus
+    found: dict[str, Any] = {
+        "source": agent.probe.gpus.source if agent.probe else "none",
+        "count": len(inventory),
+    }
+    gates = [node.gate for node in agent.nodes]
+    if agent.real is not None:
+        found.update(agent.real.gpus.view(inventory))
+    else:  # hollow nodes: sums only (there may be thousands)
+        found["free"] = sum(g.gpus.free_count(inventory) for g in gates)
+        found["refused"] = sum(g.gpus.refused for g in gates)
+        found["waited"] = sum(g.gpus.waited for g in gates)
+    found["waiting"] = [f"{g.parked[1].job_id}-{g.parked[1].attempt}" for g in gates if g.parked][
+        :MAX_LISTED
+    ]
+    return found
 
 
 def agent_metrics(agent: NodeAgentService) -> dict[str, float]:
@@ -75,13 +92,15 @@ def agent_metrics(agent: NodeAgentService) -> dict[str, float]:
     count, _ = _running(agent)
     return {
         "running_jobs": count,
-        "jobs_run": stats.run,
-        "jobs_completed": stats.completed,
-        "jobs_failed": stats.failed,
-        "jobs_killed": stats.killed,
-        "jobs_handed_back": stats.handed_back,
-        "invalid_progress_lines": stats.invalid_progress_lines,
-        "reports_lost": stats.reports_lost,
+        "jobs_run_total": stats.run,
+        "jobs_completed_total": stats.completed,
+        "jobs_failed_total": stats.failed,
+        "jobs_killed_total": stats.killed,
+        "jobs_handed_back_total": stats.handed_back,
+        "invalid_progress_lines_total": stats.invalid_progress_lines,
+        "reports_lost_total": stats.reports_lost,
+        "gpus_free": float(sum(n.gate.gpus.free_count(agent.sample.gpus) for n in agent.nodes)),
+        "gpu_refused_total": float(sum(n.gate.gpus.refused for n in agent.nodes)),
         "accepting": float(agent.floors.accepting),
         "utilization": _utilization(agent),
         **_gap_metrics(agent),

@@ -51,6 +51,8 @@ class RunningJob:
     killed: Kill | None = None
     #: The process has ended: its slot is free while outputs upload and it reports.
     exited: bool = False
+    #: The GPU devices this job holds (assignment.py); empty for a CPU job.
+    gpus: tuple[int, ...] = ()
     #: Called when the process has started, and once when it ends (the node starts
     #: its next job then).
     on_start: Callable[[], None] | None = None
@@ -85,8 +87,24 @@ class RunningJob:
             "type": d.spec.type,
             "progress": self.progress,
             "pid": self.pid,
+            "gpus": list(self.gpus),
             "running_s": round(time.monotonic() - self.started, 1),
         }
+
+
+@dataclass
+class HollowJob:
+    """A simulated job: it ends at ``ends_at`` (monotonic)."""
+
+    dispatch: JobDispatch
+    msg: Msg
+    ends_at: float
+    timed_out: bool
+    heartbeat: float
+    last_report_at: float
+    last_ack_at: float
+    killed: Kill | None = None
+    gpus: tuple[int, ...] = ()
 
 
 async def settle(action: Callable[[], Awaitable[None]], stats: AgentStats, what: str) -> None:

@@ -19,6 +19,7 @@ import msgspec
 from nats.aio.msg import Msg
 
 from services.node_agent import policy
+from services.node_agent.assignment import GpuGate
 from services.node_agent.info import NodeParts, node_info
 from services.node_agent.job import CANCELLED, Kill, RunningJob, settle
 from services.node_agent.runner import JobRunner
@@ -54,10 +55,15 @@ class RealNode:
         #: Busy slots over the last minute, for NodeInfo and the dashboard.
         self.utilization = Utilization(UTILIZATION_WINDOW_S, time.monotonic())
         self.gaps = SlotGaps()
+        own = self.pools.pools[0].subject
+        self.gate = GpuGate(node_id, own, runner.reporter, self.stats, self.config)
+        self.gpus = self.gate.gpus
 
     def free(self) -> int:
-        """Slots free for new work now."""
+        """Slots free for new work now (none while a job waits for GPUs)."""
         _, floors, reason = self.view()
+        if self.gate.parked is not None:
+            return 0
         open_ = self.intake_open and not reason and self._stop is None
         # A job whose process ended holds no slot while it uploads and reports.
         busy = sum(1 for job in self.running.values() if not job.exited)
@@ -74,6 +80,7 @@ class RealNode:
             version=self.version,
             config=self.config(),
             sample=sample,
+            gpus=self.gpus.annotate(sample.gpus),
             floors=floors,
             free=self.free(),
             running=sorted({j.dispatch.job_id for j in self.running.values()}),
@@ -100,7 +107,8 @@ class RealNode:
     def _started(self) -> None:
         self.gaps.started(time.monotonic())
 
-    def _ended(self) -> None:
+    def _ended(self, key: str) -> None:
+        self.gpus.release(key)  # the process is gone: so is its use of the devices
         self.gaps.freed(time.monotonic(), queued=self.pools.held() > 0)
         self._notify()
 
@@ -120,6 +128,8 @@ class RealNode:
         try:
             await self.pools.open()
             while self._stop is None:
+                if self.gate.parked is not None:
+                    await self._start_parked()
                 if self.free() > 0:
                     msg = await self.pools.fetch_one(self.config().fetch_timeout_s)
                     if msg is not None:
@@ -144,11 +154,20 @@ class RealNode:
         """Until a slot frees; held dispatches get in-progress acks meanwhile."""
         cfg = self.config()
         # Every third of the ack wait, like a running job's in-progress acks.
-        wait = cfg.ack_wait_s / 3 if self.pools.prefetch else IDLE_WAIT_S
+        holding = self.pools.prefetch or self.gate.parked is not None
+        wait = cfg.ack_wait_s / 3 if holding else IDLE_WAIT_S
         with anyio.move_on_after(wait) as scope:
             await self._changed.wait()
         if scope.cancelled_caught and self.pools.held():
             await self.pools.keep_leases()
+        await self.gate.keep_lease()
+
+    async def _start_parked(self) -> None:
+        """Start the job waiting for GPUs once they are free; give it back if stopping."""
+        sample, floors, reason = self.view()
+        open_ = self.intake_open and self._stop is None and floors.accepting and not reason
+        if (ready := await self.gate.resume(open_, sample.gpus)) is not None:
+            self._start(*ready)
 
     async def _take(self, msg: Msg) -> None:
         if self.free() <= 0:
@@ -168,8 +187,20 @@ class RealNode:
             self.stats.redeliveries += 1
             self.running[key].msg = msg
             return
+        # Refused (never fits), parked (waits for GPUs; no other work meanwhile) or run.
+        devices = await self.gate.admit(msg, d, self.view()[0].gpus)
+        if devices is not None:
+            self._start(msg, d, devices)
+
+    def _start(self, msg: Msg, d: JobDispatch, devices: tuple[int, ...]) -> None:
+        key = f"{d.job_id}-{d.attempt}"
         job = self.running[key] = RunningJob(
-            dispatch=d, msg=msg, key=key, on_start=self._started, on_exit=self._ended
+            dispatch=d,
+            msg=msg,
+            key=key,
+            gpus=devices,
+            on_start=self._started,
+            on_exit=partial(self._ended, key),
         )
         self._notify()
         self.spawn(partial(self._run, job))
@@ -184,6 +215,7 @@ class RealNode:
             self.stats.last_error = f"job {job.key}: {exc!r}"
             log.exception("job %s: unexpected error", job.key)
         finally:
+            self.gpus.release(job.key)
             self.running.pop(job.key, None)
             self._notify()
             self.on_change()
@@ -192,6 +224,7 @@ class RealNode:
         try:
             with anyio.move_on_after(self.config().shutdown_timeout, shield=True):
                 # Jobs were killed by stop(); they report and leave on their own.
+                await self.gate.give_back()
                 while self.running:
                     await self._changed.wait()
                 await self.pools.close()

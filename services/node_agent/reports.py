@@ -8,6 +8,7 @@ must stop) or unavailable (no answer, no responder, a 5xx: try again later).
 from __future__ import annotations
 
 import logging
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -21,6 +22,10 @@ from nats.aio.client import Client
 from shared.codec import decode, encode
 from shared.intake import ERROR_CODE_HEADER, ERROR_HEADER
 from shared.jobs import JobReport
+
+#: This agent process's incarnation: fresh at every start, so a restarted agent under
+#: the same node id is told apart from the one that started its node's attempts.
+INCARNATION = uuid.uuid4().hex[:16]
 
 log = logging.getLogger("ringmaster.node_agent.reports")
 
@@ -105,6 +110,9 @@ class Reporter:
 
     async def send(self, report: JobReport) -> Answer:
         """One report, one answer; never raises for a missing or failed job manager."""
+        # Every report names this process's incarnation: the job manager records the
+        # one that started an attempt, and fails it when a new incarnation drops it.
+        report = msgspec.structs.replace(report, incarnation=INCARNATION)
         try:
             msg = await self.nc.request(
                 self.subject(report.node_id), encode(report), timeout=self.timeout_s

@@ -22,6 +22,7 @@ import anyio
 import anyio.to_thread
 
 from services.node_agent import policy, sweep
+from services.node_agent.assignment import visible_devices_env
 from services.node_agent.config import NodeAgentConfig
 from services.node_agent.job import DEFER_S, STOPPING, SUPERSEDED, Kill, RunningJob, settle
 from services.node_agent.output import AttemptOutput, store_logs
@@ -147,6 +148,8 @@ class JobRunner:
                 outputs_dir=str(ws.outputs),
             )
         )
+        # Exactly its own GPUs, whatever the agent's environment said (none for CPU jobs).
+        env.update(visible_devices_env(job.gpus))
         try:
             proc = await spawn(argv, cwd=ws.root, env=env)
         except (OSError, subprocess.SubprocessError) as exc:

@@ -33,6 +33,10 @@ class OrchestratorConfig(BaseConfig, kw_only=True, forbid_unknown_fields=True):
     probe_timeout: Positive = 0.5
     #: Probes in flight at once, so a mass silence does not become a request storm.
     max_probes: PositiveInt = 64
+    #: Seconds of silence after which a LOST child of the supervisor is killed as hung
+    #: (and restarted): never before it is LOST, and never sooner than this, so a
+    #: child starved of CPU for a moment under short beacon intervals is spared.
+    hung_after_s: Positive = 3.0
     #: Seconds a LOST instance stays listed before it is dropped.
     forget_lost_after_s: Positive = 300.0
     #: A cluster file (ringmaster.toml); when set, supervise the services in it.

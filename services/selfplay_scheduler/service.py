@@ -204,5 +204,5 @@ class SelfplaySchedulerService(Service[SelfplaySchedulerConfig]):
             "target": float(self.rounds.view.target),
             "queued": float(self.rounds.view.queued or 0),
             "free_slots": float(self.rounds.view.free_slots),
-            "submitted": float(self.counts["submitted"]),
+            "submitted_total": float(self.counts["submitted"]),
         }

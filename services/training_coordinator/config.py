@@ -33,6 +33,10 @@ class TrainingCoordinatorConfig(BaseConfig, kw_only=True, forbid_unknown_fields=
     cooldown_s: NonNegative = 60.0
     #: How often readiness (and recovery of interrupted steps) is checked.
     interval_s: Positive = 1.0
+    #: How often the record of each job waited on is read from the job manager, so a
+    #: lost JOB_COMPLETED or JOB_FAILED never leaves a cycle waiting (events wake up;
+    #: the record is the truth).
+    reconcile_interval_s: Positive = 5.0
     #: Games of one evaluation batch, the cap of one evaluation, and the fallback rule
     #: (accept iff the score reaches it) when the cap is hit without an SPRT decision.
     eval_batch_games: PositiveInt = 40

@@ -54,6 +54,7 @@ def _rules() -> dict[str, list[tuple[str, Check]]]:
 
     return {
         "jobs": [(r"idem-.+", _job_id), (r".+", _struct(JobRecord))],
+        "history": [(r".+", _struct(JobRecord))],  # retired jobs (job manager)
         "nodes": [(r".+", _struct(NodeInfo))],
         "models": [
             (r"state\..+", _struct(CoordinatorState)),

@@ -332,6 +332,9 @@ async def test_garbage_is_refused_with_400_and_counted(
     assert (await call(nc, prefix, "submit", {"type": "t", "max_attempts": 0}))[0] == 400
     bad_pool = {"type": "t", "requirements": {"capability": "a.b"}}
     assert (await call(nc, prefix, "submit", bad_pool))[0] == 400
+    for bad in ({"gpus": -1}, {"gpus": 1000}, {"gpu_memory_mb": -5}):
+        code, body = await call(nc, prefix, "submit", {"type": "t", "requirements": bad})
+        assert code == 400 and "requirements." in body["error"]["message"], body
     assert (await call(nc, prefix, "report.n", {"job_id": 7}))[0] == 400
     report = {"job_id": "x", "attempt": 1, "fencing": 1, "node_id": "n", "phase": "exploded"}
     assert (await call(nc, prefix, "report.n", report))[0] == 400
@@ -341,7 +344,7 @@ async def test_garbage_is_refused_with_400_and_counted(
     assert (await call(nc, prefix, "cancel", JobRef(job_id="nope")))[0] == 404
     details = svc.health_check().details
     invalid = details["framework"]["intake"]["invalid"]
-    assert invalid["submit:malformed"] == 1 and invalid["submit:wrong_schema"] == 2
+    assert invalid["submit:malformed"] == 1 and invalid["submit:wrong_schema"] == 5
     assert invalid["report:wrong_schema"] == 1
     assert details["counts"]["bad_submits"] == 1 and details["counts"]["bad_reports"] == 1
     # Still serving.
