@@ -64,8 +64,12 @@ async def test_scheduler_priorities_and_override(
     )
     assert await cli("scheduler", "override", "5x5k4", "50", *common) == 0
     assert "overrides: 5x5k4x50" in capsys.readouterr().out
-    assert await cli("scheduler", "priorities", *common, "--json") == 0
-    assert json.loads(capsys.readouterr().out)["overrides"] == {"5x5k4": 50.0}
+
+    async def in_force() -> bool:  # the view is the scheduler's next round's
+        assert await cli("scheduler", "priorities", *common, "--json") == 0
+        return bool(json.loads(capsys.readouterr().out)["overrides"] == {"5x5k4": 50.0})
+
+    await eventually(in_force, what="the override in the scheduler's priorities")
     assert await cli("scheduler", "priorities", *common) == 0
     assert "selfplay priorities" in capsys.readouterr().out
     assert await cli("scheduler", "override", "5x5k4", "--clear", *common) == 0
