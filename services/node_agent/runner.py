@@ -2,7 +2,8 @@
 
 started report (409 -> term, no answer -> nak for later) -> working directory ->
 command -> inputs (sha256-checked; a bad one fails the attempt before anything runs)
--> process (progress lines read, lease kept, timeout enforced) -> outputs uploaded ->
+-> process (progress lines read, lease kept, timeout enforced; both streams kept,
+``output.py``) -> its logs stored (whatever the outcome) -> outputs uploaded ->
 completed or failed report -> ack. The job manager owns retries: a failed attempt is
 reported and acked, never nak'ed back into the stream.
 """
