@@ -20,6 +20,7 @@ import msgspec
 
 from shared.cli.client import (
     EXIT_CODES,
+    EXIT_USAGE,
     CliError,
     connected,
     non_negative_int,
@@ -127,8 +128,11 @@ async def service_logs(args: argparse.Namespace) -> int:
     async with connected(args, "ringmaster-logs") as nc:
         js = nc.jetstream()
         counts = await stream_subjects(js, subs.logs_stream, subs.logs)
-        if not any(_matches(name, subs.prefix, args) for name in counts) and not args.follow:
-            raise _nothing(args, counts, subs.prefix)
+        if not any(_matches(name, subs.prefix, args) for name in counts):
+            problem = _nothing(args, counts, subs.prefix)
+            # A known service with nothing yet may still log: -f waits for it.
+            if problem.code == EXIT_USAGE or not args.follow:
+                raise problem
         tail, last = await last_matching(js, subs.logs_stream, subject, args.tail, printer.keep)
         for item in tail:
             printer.show(item)

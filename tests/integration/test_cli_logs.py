@@ -127,6 +127,8 @@ async def test_logs_bad_input_is_one_line_with_its_code(
     assert await cli("logs", "no_such_service", *common) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "unknown service 'no_such_service'" in err[0]
+    assert await cli("logs", "no_such_service", "-f", *common) == 2  # nothing to wait for
+    assert "unknown service" in capsys.readouterr().err
     # A real service that has logged nothing (here: never ran) is not a usage error.
     assert await cli("logs", "sync_planner", *common) == 1
     err = capsys.readouterr().err.strip().splitlines()
