@@ -192,3 +192,23 @@ async def test_job_logs_of_every_attempt_through_a_real_node_agent(
     assert await cli("logs", *common, "--job", waiting) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "has not run yet" in err[0] and "no logs" in err[0]
+
+
+async def test_records_a_closed_connection_refuses_are_counted(nats_url: str) -> None:
+    import nats
+
+    from shared.logstream import BusLogHandler, LogPublisher
+
+    handler = BusLogHandler(
+        owner=None, service="s", instance="i", host="h", pid=1, level="INFO", capacity=10
+    )
+    record = logging.LogRecord("ringmaster.x", logging.INFO, __file__, 1, "lost %d", (1,), None)
+    handler.handle(record)
+    handler.handle(record)
+    client = await nats.connect(nats_url)
+    await client.close()  # every publish from now on is refused by the client
+    publisher = LogPublisher(client, "unused.log.s.i", handler)
+    await publisher.publish_queued()
+    details = handler.details()
+    assert details["dropped_publish"] == 2 and details["published"] == 0
+    assert "ConnectionClosedError" in details["last_error"]
