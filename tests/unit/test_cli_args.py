@@ -268,6 +268,15 @@ def test_rows_merge_beacons_with_supervised_children() -> None:
         ("a", "RUNNING", 2),
         ("b", "GAVE_UP", 2),
     ]
+    # Each instance's version, from its beacon; a child without beacons has none.
+    assert [r.version for r in rows] == ["1", ""]
+    from rich.console import Console
+
+    from shared.cli.tables import services_table
+
+    console = Console(width=200, record=True)
+    console.print(services_table(status))
+    assert "version" in console.export_text()
     before = snapshot(status)
     after = snapshot(_status([_instance("a", ServiceStatus.ERROR, Liveness.ALIVE)], []))
     lines = changes(before, after)
