@@ -123,6 +123,11 @@ class JobRecord(msgspec.Struct, frozen=True, kw_only=True):
     error: str = ""
     permanent: bool = False
     result: JobResult | None = None
+    #: False from the write that makes the record terminal until its terminal event is
+    #: acknowledged by the stream: the obligation to announce, kept with the change, so
+    #: a crash in between leaves work that any job manager finishes. Older records
+    #: (written before the field) were announced.
+    announced: bool = True
 
 
 class JobDispatch(msgspec.Struct, frozen=True, kw_only=True):
