@@ -468,3 +468,40 @@ async def test_a_candidate_whose_blob_rots_during_its_evaluation_is_not_promoted
     assert await cluster.events("MODEL_PROMOTED") == []
     assert await cluster.champion() is None
     assert svc.health_check().details["counts"]["accepts_overruled"] == 1
+
+
+async def test_a_promotion_whose_event_was_not_acked_stays_decided_until_announced(
+    cluster: Cluster, start_service: ServiceFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Failed before the fix: the first failed try of MODEL_PROMOTED was taken as done,
+    # the config went idle, and nothing ever announced the promotion.
+    await cluster.games(500)
+    cluster.outcome(38, 1, 1)
+    svc = await start_service(TrainingCoordinatorService, **COORDINATOR)
+    publish = svc.outbox.publish
+    refusing = True
+
+    async def stream_away(subject: str, payload: bytes, msg_id: str) -> bool:
+        if refusing and subject.endswith("model.promoted"):
+            return False  # as if JetStream did not answer this time
+        return await publish(subject, payload, msg_id)
+
+    monkeypatch.setattr(svc.outbox, "publish", stream_away)
+    await cluster.one("EVALUATION_COMPLETED")
+
+    async def kept() -> CoordinatorState | None:
+        state = await cluster.state()
+        return state if svc.health_check().details["counts"].get("announcements_unacked") else None
+
+    state = await eventually(kept, timeout=WAIT, what="an unacknowledged announcement")
+    assert (state.phase, state.decision) == ("evaluating", "accept")
+    found = await cluster.champion()
+    assert found is not None and found[0].model_id == state.candidate  # the switch is made
+    refusing = False
+    promoted = await cluster.one("MODEL_PROMOTED")
+    assert promoted["model_id"] == state.candidate
+    await eventually(lambda: _idle(cluster), what="idle once announced")
+    await anyio.sleep(0.5)  # room for a repeat to show up
+    assert len(await cluster.events("EVALUATION_COMPLETED")) == 1  # repeats de-duplicated
+    assert len(await cluster.events("MODEL_PROMOTED")) == 1
+    assert (await cluster.state()).promotions == 1
