@@ -30,6 +30,7 @@ from services.job_manager.index import JobIndex
 from shared.circuit_breaker import CircuitBreaker
 from shared.codec import decode, encode
 from shared.errors import RequestError, Unavailable
+from shared.failpoints import failpoint
 from shared.intake import ERROR_CODE_HEADER
 from shared.jobs import JobDispatch, JobRecord, JobState, SelectReply, SelectRequest
 from shared.kv import cas_update, read
@@ -130,6 +131,7 @@ class Dispatcher:
             return None
         new, revision = written
         self.index.apply(new, revision)
+        failpoint("job_manager.dispatch.after_write")
         message = JobDispatch(
             job_id=job_id,
             attempt=new.attempt,
