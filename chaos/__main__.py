@@ -46,6 +46,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="bad messages per subject after the run (0: skip; default: 10000)",
     )
     parser.add_argument("--workdir", type=Path, default=None, help="where data and logs go")
+    parser.add_argument(
+        "--aimed",
+        action="store_true",
+        help="every failpoint once, SIGSTOP hangs (every 5th fault), a NATS stall, the ledger",
+    )
+    parser.add_argument("--failpoints", action="store_true", help="arm every failpoint once")
+    parser.add_argument(
+        "--hang-every", type=int, default=0, metavar="K", help="every K-th fault a SIGSTOP hang"
+    )
+    parser.add_argument("--stall", action="store_true", help="stall nats-server (SIGSTOP) once")
+    parser.add_argument("--ledger", action="store_true", help="the harness's own jobs")
     return parser
 
 
@@ -62,6 +73,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         interval_s=args.interval,
         cluster=args.cluster,
         workdir=args.workdir,
+        failpoints=args.failpoints or args.aimed,
+        hang_every=args.hang_every or (5 if args.aimed else 0),
+        stall=(args.stall or args.aimed) and not args.cluster,
+        ledger=args.ledger or args.aimed,
     )
     code = runner.main(options)
     if args.bad_input:

@@ -20,6 +20,17 @@ def print_summary(run: Run, record: DurableRecord) -> None:
     per = ", ".join(f"{service} {n}" for service, n in sorted(by_service.items()))
     print(f"kill -9: {len(run.kills)} ({per})")
     print(f"nats-server: {'; '.join(run.server_restarts) or 'no restart'}")
+    aimed = run.aimed
+    hung = ", ".join(sorted(Counter(aimed.hangs).elements())) or "none"
+    print(f"SIGSTOP hangs: {len(aimed.hangs)} ({hung}); nats stalls: {aimed.stalls}")
+    if run.independent is not None and run.independent.armed:
+        fired = run.independent.fired
+        print(f"failpoints fired: {sum(fired.values())} ({dict(sorted(fired.items()))})")
+    ledger = aimed.ledger
+    print(
+        f"ledger: {len(ledger.submitted)} jobs of the harness, {len(ledger.cancelled)} "
+        f"cancelled, {ledger.unanswered} requests unanswered (retried)"
+    )
     print("\n== durable record")
     print(
         f"events: {len(record.events)}; jobs: {len(record.jobs)} ({dict(sorted(states.items()))})"

@@ -21,12 +21,21 @@ import nats
 import nats.errors
 from nats.aio.client import Client
 
+from chaos.aimed import Aimed, failpoint_env, feed_ledger, hang, stall_nats
+from chaos.checks import Independent, check_independent
 from chaos.faults import Kill, KillPlan, kill9, ready_instances
 from chaos.invariants import DurableRecord, Verdict, check_all
 from chaos.natscluster import NatsCluster, wait_jetstream
-from chaos.record import cluster_status, read_record
+from chaos.record import (
+    champion_history,
+    cluster_status,
+    instance_metrics,
+    read_record,
+    stream_size,
+)
 from chaos.report import print_summary, print_table
 from chaos.setup import SERVICES, spawn_up, stop_up, write_cluster_file
+from shared import failpoints
 from shared.codec import encode
 from shared.contracts import ClusterStatus, ControlCommand
 from shared.embedded import EmbeddedServer, free_port
@@ -49,6 +58,14 @@ class Options:
     interval_s: float = 6.0
     cluster: bool = False
     workdir: Path | None = None
+    #: Arm every failpoint once (``*=crash(once)``) for the whole cluster.
+    failpoints: bool = False
+    #: SIGSTOP hangs among the faults: every this-many-th fault is a hang (0: none).
+    hang_every: int = 0
+    #: Stall the single nats-server (SIGSTOP) once, three quarters through.
+    stall: bool = False
+    #: Jobs of the harness's own, checked against its ledger.
+    ledger: bool = False
 
 
 class Run:
@@ -61,6 +78,10 @@ class Run:
         self.subjects = Subjects(self.prefix)
         self.started = time.monotonic()
         self.kills: list[Kill] = []
+        self.plan = KillPlan(options.seed)
+        self.aimed = Aimed()
+        #: Filled by :meth:`settle`: what the independent checks judge.
+        self.independent: Independent | None = None
         self.server_restarts: list[str] = []
         self.client_errors: Counter[str] = Counter()
         self.single: EmbeddedServer | None = None
@@ -146,13 +167,20 @@ class Run:
 
     async def inject(self, nc: Client) -> None:
         """The kills, one every ``interval_s`` (jittered), NATS restarted halfway."""
-        plan = KillPlan(self.options.seed)
-        restart_at = max(1, self.options.kills // 2)
-        number = 0
-        while number < self.options.kills:
-            await anyio.sleep(plan.jitter(self.options.interval_s))
+        plan, opts = self.plan, self.options
+        restart_at = max(1, opts.kills // 2)
+        stall_at = max(1, opts.kills * 3 // 4)
+        number = faults = 0
+        while number < opts.kills:
+            await anyio.sleep(plan.jitter(opts.interval_s))
             if number + 1 == restart_at and not self.server_restarts:
                 await self.restart_nats()
+            if opts.stall and number + 1 == stall_at and not self.aimed.stalls:
+                await stall_nats(self, self.single.pid if self.single else None, self.aimed)
+            faults += 1
+            if opts.hang_every and faults % opts.hang_every == 0:
+                await hang(self, nc, self.aimed)
+                continue
             status = await self.status(nc)
             now = time.monotonic()
             victim = plan.choose(status, now) if status is not None else None
@@ -171,6 +199,11 @@ class Run:
         # The last victim's beacons still look fresh for a moment: let its death show.
         await anyio.sleep(3.0)
         await self.wait_ready(nc)
+        if self.options.ledger:
+            # Submits that got no answer during the faults are made now, same keys.
+            await self.aimed.ledger.catch_up(
+                nc, self.subjects, self.options.seed, self.aimed.submitted
+            )
         for service in CREATORS:
             await self.control(nc, service, "pause")
         self.log("settling: creators paused; waiting for every job to end")
@@ -179,10 +212,24 @@ class Run:
                 if await _jobs_done(nc, self.subjects):
                     break
                 await anyio.sleep(1.0)
+        messages = await stream_size(nc, self.subjects)
         record = await read_record(nc, self.subjects)
+        champions = await champion_history(nc, self.subjects)
         for service in CREATORS:
             await self.control(nc, service, "resume")
         status = await self.wait_ready(nc) or await self.status(nc)
+        instances = [(v.service, v.instance) for v in status.services] if status else []
+        fp_dir = self.workdir / "failpoints"
+        self.independent = Independent(
+            ledger=set(self.aimed.ledger.submitted.values()),
+            cancelled=set(self.aimed.ledger.cancelled),
+            stream_messages=messages,
+            stream_read=len(record.events),
+            metrics=await instance_metrics(nc, self.subjects, instances),
+            champions=champions,
+            armed=list(failpoints.POINTS) if self.options.failpoints else [],
+            fired=failpoints.fired(fp_dir) if fp_dir.is_dir() else {},
+        )
         if status is None:
             return record
         return dataclasses.replace(record, services=status.services, children=status.children)
@@ -204,7 +251,9 @@ async def _jobs_done(nc: Client, subjects: Subjects) -> bool:
 async def execute(run: Run) -> DurableRecord:
     """The whole run against started NATS servers; the durable record at its end."""
     cluster_file = write_cluster_file(run.workdir, run.prefix)
-    up = await spawn_up(run.workdir, cluster_file, run.url, 3 if run.options.cluster else 1)
+    armed = failpoint_env(run.workdir / "failpoints") if run.options.failpoints else {}
+    replicas = 3 if run.options.cluster else 1
+    up = await spawn_up(run.workdir, cluster_file, run.url, replicas, armed)
     try:
         nc = await nats.connect(
             run.url.split(","), max_reconnect_attempts=-1, error_cb=run.on_error
@@ -214,7 +263,11 @@ async def execute(run: Run) -> DurableRecord:
                 run.log("the cluster did not come up; see the logs")
             else:
                 run.log("cluster RUNNING; injecting faults")
-                await run.inject(nc)
+                async with anyio.create_task_group() as tg:
+                    if run.options.ledger:
+                        tg.start_soon(feed_ledger, run, nc, run.aimed)
+                    await run.inject(nc)
+                    tg.cancel_scope.cancel()
             return await run.settle(nc)
         finally:
             await nc.close()
@@ -242,6 +295,10 @@ def chaos_run(options: Options) -> tuple[Run, DurableRecord, list[Verdict]]:
     finally:
         run.stop_nats()
     verdicts = check_all(record)
+    if run.independent is not None:
+        verdicts += check_independent(run.independent, record.events, record.jobs)
+    else:
+        verdicts.append(Verdict("the run reached its reading", False, 0, ["it did not"]))
     print_summary(run, record)
     print_table(verdicts)
     return run, record, verdicts
