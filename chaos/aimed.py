@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import random
 import signal
 import time
 from dataclasses import dataclass, field
@@ -93,11 +92,11 @@ async def stall_nats(run: Run, pid: int | None, aimed: Aimed) -> None:
 
 async def feed_ledger(run: Run, nc: Client, aimed: Aimed) -> None:
     """Submit the harness's jobs (and cancel every 4th) until cancelled."""
-    rng = random.Random(run.options.seed)
     while True:
         spec = aimed.ledger.spec(aimed.submitted, run.options.seed)
         aimed.submitted += 1
         await aimed.ledger.submit(nc, run.subjects, spec)
         if aimed.submitted % 4 == 0:
-            await aimed.ledger.cancel_one(nc, run.subjects, rng)
+            # At once, so it is still waiting or running: a cancel of an ended job is a 409.
+            await aimed.ledger.cancel(nc, run.subjects, spec.idempotency_key)
         await anyio.sleep(LEDGER_EVERY_S)

@@ -10,14 +10,12 @@ one must be in the jobs bucket, terminal, and announced by exactly one terminal 
 
 from __future__ import annotations
 
-import random
 from dataclasses import dataclass, field
 
 import nats.errors
 from nats.aio.client import Client
 
 from shared.codec import decode, encode
-from shared.errors import RequestError
 from shared.intake import ERROR_CODE_HEADER
 from shared.jobs import JobRecord, JobRef, JobSpec, Requirements
 from shared.subjects import Subjects
@@ -63,18 +61,15 @@ class Ledger:
         if record is not None:
             self.submitted[spec.idempotency_key] = record.job_id
 
-    async def cancel_one(self, nc: Client, subjects: Subjects, rng: random.Random) -> None:
-        """Cancel one of the harness's jobs not yet cancelled (a 409 if it has ended)."""
-        left = sorted(set(self.submitted.values()) - self.cancelled)
-        if not left:
+    async def cancel(self, nc: Client, subjects: Subjects, key: str) -> None:
+        """Cancel the job submitted under ``key`` (if it got an id); noted when accepted."""
+        job_id = self.submitted.get(key)
+        if job_id is None:
             return
-        job_id = left[rng.randrange(len(left))]
         ref = JobRef(job_id=job_id, reason="chaos ledger")
-        try:
-            await nc.request(subjects.api("job_manager", "cancel"), encode(ref), timeout=3.0)
+        record = await self._request(nc, subjects.api("job_manager", "cancel"), encode(ref))
+        if record is not None:
             self.cancelled.add(job_id)
-        except (nats.errors.Error, TimeoutError, RequestError):
-            self.unanswered += 1
 
     async def catch_up(self, nc: Client, subjects: Subjects, seed: int, count: int) -> None:
         """Submit again every job of ``0..count`` that never got an answer."""
