@@ -49,7 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--aimed",
         action="store_true",
-        help="every failpoint once, SIGSTOP hangs (every 5th fault), a NATS stall, the ledger",
+        help="all of: --failpoints --hang-every 5 --stall --ledger --partition",
     )
     parser.add_argument("--failpoints", action="store_true", help="arm every failpoint once")
     parser.add_argument(
@@ -57,6 +57,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--stall", action="store_true", help="stall nats-server (SIGSTOP) once")
     parser.add_argument("--ledger", action="store_true", help="the harness's own jobs")
+    parser.add_argument(
+        "--partition", action="store_true", help="a node agent in a network namespace, cut off"
+    )
     return parser
 
 
@@ -77,6 +80,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         hang_every=args.hang_every or (5 if args.aimed else 0),
         stall=(args.stall or args.aimed) and not args.cluster,
         ledger=args.ledger or args.aimed,
+        partition=args.partition or args.aimed,
     )
     code = runner.main(options)
     if args.bad_input:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import anyio
 import msgspec
 import nats.errors
 from nats.aio.client import Client
@@ -122,15 +123,32 @@ async def champion_history(nc: Client, subjects: Subjects) -> dict[str, list[tup
 
 
 async def instance_metrics(
-    nc: Client, subjects: Subjects, instances: list[tuple[str, str]]
+    nc: Client, subjects: Subjects, instances: list[tuple[str, str]], patience: float = 10.0
 ) -> list[ServiceMetrics]:
-    """The ``metrics`` of each (service, instance) that answers (its outbox counters)."""
+    """The ``metrics`` of each (service, instance) that answers (its outbox counters).
+
+    An event can be in flight at the moment of asking (the creators were just resumed):
+    an instance with events pending is asked again for up to ``patience`` seconds, so
+    only an outbox that stays behind is reported as such.
+    """
     out: list[ServiceMetrics] = []
     for service, instance in instances:
         subject = subjects.instance_api(service, instance, "metrics")
-        try:
-            reply = await nc.request(subject, encode(Empty()), timeout=3.0)
-            out.append(decode(ServiceMetrics, reply.data))
-        except (nats.errors.Error, TimeoutError, msgspec.DecodeError, msgspec.ValidationError):
-            continue  # not answering: the services-running invariant reports it
+        found: ServiceMetrics | None = None
+        with anyio.move_on_after(patience):
+            while found is None or found.events_pending:
+                try:
+                    reply = await nc.request(subject, encode(Empty()), timeout=3.0)
+                    found = decode(ServiceMetrics, reply.data)
+                except (
+                    nats.errors.Error,
+                    TimeoutError,
+                    msgspec.DecodeError,
+                    msgspec.ValidationError,
+                ):
+                    break  # not answering: the services-running invariant reports it
+                if found.events_pending:
+                    await anyio.sleep(0.5)
+        if found is not None:
+            out.append(found)
     return out

@@ -21,11 +21,20 @@ import nats
 import nats.errors
 from nats.aio.client import Client
 
-from chaos.aimed import Aimed, failpoint_env, feed_ledger, hang, stall_nats
+from chaos.aimed import (
+    Aimed,
+    failpoint_env,
+    feed_ledger,
+    hang,
+    partition_host,
+    stall_nats,
+    start_partitioned,
+)
 from chaos.checks import Independent, check_independent
 from chaos.faults import Kill, KillPlan, kill9, ready_instances
 from chaos.invariants import DurableRecord, Verdict, check_all
 from chaos.natscluster import NatsCluster, wait_jetstream
+from chaos.partition import Host
 from chaos.record import (
     champion_history,
     cluster_status,
@@ -66,6 +75,8 @@ class Options:
     stall: bool = False
     #: Jobs of the harness's own, checked against its ledger.
     ledger: bool = False
+    #: A node agent in its own network namespace, cut off once (root only).
+    partition: bool = False
 
 
 class Run:
@@ -82,6 +93,8 @@ class Run:
         self.aimed = Aimed()
         #: Filled by :meth:`settle`: what the independent checks judge.
         self.independent: Independent | None = None
+        self.host: Host | None = None
+        self.partition_note = ""
         self.server_restarts: list[str] = []
         self.client_errors: Counter[str] = Counter()
         self.single: EmbeddedServer | None = None
@@ -94,6 +107,8 @@ class Run:
                 port=free_port(),
                 store_dir=workdir / "nats",
                 log_file=workdir / "logs" / "nats-server.log",
+                # A partitioned host reaches the server over its veth pair: every address.
+                extra_args=("-a", "0.0.0.0") if options.partition else (),
             )
             self.url = self.single.url
 
@@ -170,6 +185,7 @@ class Run:
         plan, opts = self.plan, self.options
         restart_at = max(1, opts.kills // 2)
         stall_at = max(1, opts.kills * 3 // 4)
+        cut_at = max(1, opts.kills // 3)
         number = faults = 0
         while number < opts.kills:
             await anyio.sleep(plan.jitter(opts.interval_s))
@@ -177,6 +193,8 @@ class Run:
                 await self.restart_nats()
             if opts.stall and number + 1 == stall_at and not self.aimed.stalls:
                 await stall_nats(self, self.single.pid if self.single else None, self.aimed)
+            if self.host is not None and number + 1 == cut_at and not self.host.cuts:
+                await partition_host(self, self.host)
             faults += 1
             if opts.hang_every and faults % opts.hang_every == 0:
                 await hang(self, nc, self.aimed)
@@ -262,6 +280,7 @@ async def execute(run: Run) -> DurableRecord:
             if await run.wait_ready(nc) is None:
                 run.log("the cluster did not come up; see the logs")
             else:
+                await start_partitioned(run)
                 run.log("cluster RUNNING; injecting faults")
                 async with anyio.create_task_group() as tg:
                     if run.options.ledger:
@@ -272,6 +291,9 @@ async def execute(run: Run) -> DurableRecord:
         finally:
             await nc.close()
     finally:
+        if run.host is not None:
+            await run.host.stop_agent()
+            run.host.remove()
         await stop_up(up)
 
 
