@@ -49,7 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--aimed",
         action="store_true",
-        help="all of: --failpoints --hang-every 5 --stall --ledger --partition",
+        help="all of: --failpoints --hang-every 5 --stall --ledger --partition --supervisors "
+        "--startup-every 7",
     )
     parser.add_argument("--failpoints", action="store_true", help="arm every failpoint once")
     parser.add_argument(
@@ -59,6 +60,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--ledger", action="store_true", help="the harness's own jobs")
     parser.add_argument(
         "--partition", action="store_true", help="a node agent in a network namespace, cut off"
+    )
+    parser.add_argument(
+        "--supervisors", action="store_true", help="kill -9 the orchestrator, then ringmaster up"
+    )
+    parser.add_argument(
+        "--startup-every",
+        type=int,
+        default=0,
+        metavar="K",
+        help="every K-th victim killed again while starting",
     )
     return parser
 
@@ -81,6 +92,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         stall=(args.stall or args.aimed) and not args.cluster,
         ledger=args.ledger or args.aimed,
         partition=args.partition or args.aimed,
+        supervisors=args.supervisors or args.aimed,
+        startup_every=args.startup_every or (7 if args.aimed else 0),
     )
     code = runner.main(options)
     if args.bad_input:

@@ -19,6 +19,7 @@ import contextlib
 import os
 import signal
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -48,6 +49,10 @@ class Aimed:
 
     hangs: list[str] = field(default_factory=list)
     stalls: int = 0
+    #: "orchestrator" and "ringmaster up", each killed with SIGKILL once.
+    supervisors: list[str] = field(default_factory=list)
+    #: Instances killed again while starting (right after the supervisor restarted them).
+    startups: list[str] = field(default_factory=list)
     ledger: Ledger = field(default_factory=Ledger)
     submitted: int = 0
 
@@ -135,3 +140,51 @@ async def partition_host(run: Run, host: Host) -> None:
         host.heal()
     run.partition_note = f"{host.node_id} cut off {host.cuts} time(s) for {PARTITION_S:.0f}s"
     run.log("partition: healed")
+
+
+async def kill_orchestrator(run: Run, nc: Client, aimed: Aimed) -> None:
+    """SIGKILL the orchestrator: its children die with it, ``ringmaster up`` restarts it."""
+    status = await run.status(nc)
+    views = [v for v in status.services if v.service == "orchestrator"] if status else []
+    if not views or not _signal(views[0].pid, signal.SIGKILL):
+        return
+    aimed.supervisors.append("orchestrator")
+    run.log(f"kill -9 the orchestrator (pid {views[0].pid}); waiting for the cluster")
+    await anyio.sleep(3.0)
+    await run.wait_ready(nc)
+    run.log("the orchestrator and its cluster are back")
+
+
+async def kill_up(run: Run, nc: Client, aimed: Aimed) -> None:
+    """SIGKILL ``ringmaster up`` itself (everything dies with it), then start it again."""
+    up = run.up
+    if up is None:
+        return
+    _signal(up.pid, signal.SIGKILL)
+    await up.wait()
+    aimed.supervisors.append("ringmaster up")
+    run.log(f"kill -9 ringmaster up (pid {up.pid}); starting it again")
+    await anyio.sleep(2.0)  # its orchestrator and services die with it (PDEATHSIG)
+    await run.spawn()
+    await run.wait_ready(nc)
+    run.log("ringmaster up and its cluster are back")
+
+
+async def kill_starting(run: Run, nc: Client, aimed: Aimed, instance: str, old: int) -> None:
+    """Kill ``instance`` again as soon as its restart is running, before it is ready."""
+    with anyio.move_on_after(10.0):
+        while True:
+            status = await run.status(nc)
+            child = next(
+                (c for c in status.children if c.instance == instance) if status else iter(()),
+                None,
+            )
+            if child is not None and child.running and child.pid and child.pid != old:
+                await anyio.sleep(run.plan.rng.uniform(0.0, 0.6))  # somewhere in start-up
+                if _signal(child.pid, signal.SIGKILL):
+                    # Counted against the instance's kill budget (restart intensity).
+                    run.plan.history.setdefault(instance, deque()).append(time.monotonic())
+                    aimed.startups.append(instance)
+                    run.log(f"kill -9 {instance} while starting (pid {child.pid})")
+                return
+            await anyio.sleep(0.05)

@@ -24,6 +24,8 @@ def print_summary(run: Run, record: DurableRecord) -> None:
     hung = ", ".join(sorted(Counter(aimed.hangs).elements())) or "none"
     print(f"SIGSTOP hangs: {len(aimed.hangs)} ({hung}); nats stalls: {aimed.stalls}")
     print(f"partition: {run.partition_note or 'not asked for'}")
+    print(f"supervisors killed: {', '.join(aimed.supervisors) or 'none'}")
+    print(f"killed while starting: {len(aimed.startups)} ({', '.join(aimed.startups) or '-'})")
     if run.independent is not None and run.independent.armed:
         fired = run.independent.fired
         print(f"failpoints fired: {sum(fired.values())} ({dict(sorted(fired.items()))})")

@@ -19,6 +19,7 @@ from pathlib import Path
 import anyio
 import nats
 import nats.errors
+from anyio.abc import Process
 from nats.aio.client import Client
 
 from chaos.aimed import (
@@ -26,6 +27,9 @@ from chaos.aimed import (
     failpoint_env,
     feed_ledger,
     hang,
+    kill_orchestrator,
+    kill_starting,
+    kill_up,
     partition_host,
     stall_nats,
     start_partitioned,
@@ -77,6 +81,10 @@ class Options:
     ledger: bool = False
     #: A node agent in its own network namespace, cut off once (root only).
     partition: bool = False
+    #: Kill -9 the orchestrator once and ``ringmaster up`` once.
+    supervisors: bool = False
+    #: Every this-many-th kill, the victim is killed again while it starts (0: never).
+    startup_every: int = 0
 
 
 class Run:
@@ -94,6 +102,8 @@ class Run:
         #: Filled by :meth:`settle`: what the independent checks judge.
         self.independent: Independent | None = None
         self.host: Host | None = None
+        self.up: Process | None = None
+        self.cluster_file: Path | None = None
         self.partition_note = ""
         self.server_restarts: list[str] = []
         self.client_errors: Counter[str] = Counter()
@@ -156,6 +166,13 @@ class Run:
         self.log("nats: back")
 
     # -- the cluster -----------------------------------------------------------------
+    async def spawn(self) -> None:
+        """Start ``ringmaster up`` for the run (again, after it was killed)."""
+        assert self.cluster_file is not None
+        armed = failpoint_env(self.workdir / "failpoints") if self.options.failpoints else {}
+        replicas = 3 if self.options.cluster else 1
+        self.up = await spawn_up(self.workdir, self.cluster_file, self.url, replicas, armed)
+
     async def status(self, nc: Client) -> ClusterStatus | None:
         """The orchestrator's status, or None while it does not answer."""
         try:
@@ -186,6 +203,7 @@ class Run:
         restart_at = max(1, opts.kills // 2)
         stall_at = max(1, opts.kills * 3 // 4)
         cut_at = max(1, opts.kills // 3)
+        orchestrator_at, up_at = max(1, opts.kills * 3 // 5), max(1, opts.kills * 17 // 20)
         number = faults = 0
         while number < opts.kills:
             await anyio.sleep(plan.jitter(opts.interval_s))
@@ -195,6 +213,10 @@ class Run:
                 await stall_nats(self, self.single.pid if self.single else None, self.aimed)
             if self.host is not None and number + 1 == cut_at and not self.host.cuts:
                 await partition_host(self, self.host)
+            if opts.supervisors and number + 1 == orchestrator_at and not self.aimed.supervisors:
+                await kill_orchestrator(self, nc, self.aimed)
+            if opts.supervisors and number + 1 == up_at and len(self.aimed.supervisors) == 1:
+                await kill_up(self, nc, self.aimed)
             faults += 1
             if opts.hang_every and faults % opts.hang_every == 0:
                 await hang(self, nc, self.aimed)
@@ -210,6 +232,8 @@ class Run:
                 Kill(number, now - self.started, victim.service, victim.instance, victim.pid)
             )
             self.log(f"kill {number}/{self.options.kills}: {victim.instance} (pid {victim.pid})")
+            if opts.startup_every and number % opts.startup_every == 0:
+                await kill_starting(self, nc, self.aimed, victim.instance, victim.pid)
 
     async def settle(self, nc: Client) -> DurableRecord:
         """Stop making jobs, let every job end, read the record, resume, check health."""
@@ -268,10 +292,8 @@ async def _jobs_done(nc: Client, subjects: Subjects) -> bool:
 
 async def execute(run: Run) -> DurableRecord:
     """The whole run against started NATS servers; the durable record at its end."""
-    cluster_file = write_cluster_file(run.workdir, run.prefix)
-    armed = failpoint_env(run.workdir / "failpoints") if run.options.failpoints else {}
-    replicas = 3 if run.options.cluster else 1
-    up = await spawn_up(run.workdir, cluster_file, run.url, replicas, armed)
+    run.cluster_file = write_cluster_file(run.workdir, run.prefix)
+    await run.spawn()
     try:
         nc = await nats.connect(
             run.url.split(","), max_reconnect_attempts=-1, error_cb=run.on_error
@@ -294,7 +316,8 @@ async def execute(run: Run) -> DurableRecord:
         if run.host is not None:
             await run.host.stop_agent()
             run.host.remove()
-        await stop_up(up)
+        if run.up is not None:
+            await stop_up(run.up)
 
 
 def chaos_run(options: Options) -> tuple[Run, DurableRecord, list[Verdict]]:
