@@ -50,7 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--aimed",
         action="store_true",
         help="all of: --failpoints --hang-every 5 --stall --ledger --partition --supervisors "
-        "--startup-every 7",
+        "--startup-every 7, and waits up to 300 s after the faults for training to decide an "
+        "evaluation",
     )
     parser.add_argument("--failpoints", action="store_true", help="arm every failpoint once")
     parser.add_argument(
@@ -94,6 +95,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         partition=args.partition or args.aimed,
         supervisors=args.supervisors or args.aimed,
         startup_every=args.startup_every or (7 if args.aimed else 0),
+        after_s=300.0 if args.aimed else 0.0,
     )
     code = runner.main(options)
     if args.bad_input:

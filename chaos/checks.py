@@ -36,6 +36,9 @@ class Independent:
     #: Failpoints armed for the run, and how often each fired.
     armed: list[str] = field(default_factory=list)
     fired: dict[str, int] = field(default_factory=dict)
+    #: The first evaluation decided after the faults ("accept"/"reject"; "" none came;
+    #: None when not waited for).
+    after: str | None = None
 
 
 def _verdict(name: str, checked: int, bad: list[str], note: str = "") -> Verdict:
@@ -115,6 +118,15 @@ def failpoints_fired(armed: Sequence[str], fired: dict[str, int]) -> Verdict:
     return Verdict("failpoints fired", not bad, len(armed), bad, note)
 
 
+def training_goes_on(after: str | None) -> Verdict:
+    """After the faults, training still reaches decisions (and says whether it promoted)."""
+    if after is None:
+        return Verdict("training goes on after the faults", True, 0, [], "not waited for")
+    bad = [] if after else ["no evaluation was decided after the faults"]
+    note = "a promotion" if after == "accept" else "a rejection (the champion held)"
+    return Verdict("training goes on after the faults", not bad, 1, bad, note)
+
+
 def check_independent(
     extra: Independent, events: Sequence[Event], jobs: dict[str, JobRecord]
 ) -> list[Verdict]:
@@ -125,4 +137,5 @@ def check_independent(
         outboxes_clean(extra.metrics),
         champions_announced(extra.champions, events),
         failpoints_fired(extra.armed, extra.fired),
+        training_goes_on(extra.after),
     ]

@@ -9,7 +9,6 @@ for the logs. The verdict comes from the durable record only (:mod:`chaos.record
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import os
 import time
 from collections import Counter
@@ -39,27 +38,17 @@ from chaos.faults import Kill, KillPlan, kill9, ready_instances
 from chaos.invariants import DurableRecord, Verdict, check_all
 from chaos.natscluster import NatsCluster, wait_jetstream
 from chaos.partition import Host
-from chaos.record import (
-    champion_history,
-    cluster_status,
-    instance_metrics,
-    read_record,
-    stream_size,
-)
+from chaos.record import cluster_status
 from chaos.report import print_summary, print_table
+from chaos.settle import settle
 from chaos.setup import SERVICES, spawn_up, stop_up, write_cluster_file
-from shared import failpoints
 from shared.codec import encode
 from shared.contracts import ClusterStatus, ControlCommand
 from shared.embedded import EmbeddedServer, free_port
-from shared.jobs import TERMINAL
 from shared.subjects import Subjects
 
-#: Services that create jobs; paused at the end so every job can reach its end.
-CREATORS = ("selfplay_scheduler", "training_coordinator")
 #: Generous bounds that catch a hang; they measure nothing.
 READY_S = 120.0
-SETTLE_S = 240.0
 
 
 @dataclass(frozen=True)
@@ -85,6 +74,8 @@ class Options:
     supervisors: bool = False
     #: Every this-many-th kill, the victim is killed again while it starts (0: never).
     startup_every: int = 0
+    #: After the faults, wait this long for training to decide an evaluation (0: don't).
+    after_s: float = 0.0
 
 
 class Run:
@@ -237,57 +228,13 @@ class Run:
 
     async def settle(self, nc: Client) -> DurableRecord:
         """Stop making jobs, let every job end, read the record, resume, check health."""
-        self.log("settling: waiting for every service to run again")
-        # The last victim's beacons still look fresh for a moment: let its death show.
-        await anyio.sleep(3.0)
-        await self.wait_ready(nc)
-        if self.options.ledger:
-            # Submits that got no answer during the faults are made now, same keys.
-            await self.aimed.ledger.catch_up(
-                nc, self.subjects, self.options.seed, self.aimed.submitted
-            )
-        for service in CREATORS:
-            await self.control(nc, service, "pause")
-        self.log("settling: creators paused; waiting for every job to end")
-        with anyio.move_on_after(SETTLE_S):
-            while True:
-                if await _jobs_done(nc, self.subjects):
-                    break
-                await anyio.sleep(1.0)
-        messages = await stream_size(nc, self.subjects)
-        record = await read_record(nc, self.subjects)
-        champions = await champion_history(nc, self.subjects)
-        for service in CREATORS:
-            await self.control(nc, service, "resume")
-        status = await self.wait_ready(nc) or await self.status(nc)
-        instances = [(v.service, v.instance) for v in status.services] if status else []
-        fp_dir = self.workdir / "failpoints"
-        self.independent = Independent(
-            ledger=set(self.aimed.ledger.submitted.values()),
-            cancelled=set(self.aimed.ledger.cancelled),
-            stream_messages=messages,
-            stream_read=len(record.events),
-            metrics=await instance_metrics(nc, self.subjects, instances),
-            champions=champions,
-            armed=list(failpoints.POINTS) if self.options.failpoints else [],
-            fired=failpoints.fired(fp_dir) if fp_dir.is_dir() else {},
-        )
-        if status is None:
-            return record
-        return dataclasses.replace(record, services=status.services, children=status.children)
+        return await settle(self, nc)
 
 
 def _all_running(status: ClusterStatus, expected: int) -> bool:
     ready = ready_instances(status)
     children = [c for c in status.children if c.running and (c.service, c.instance, c.pid) in ready]
     return len(children) == expected
-
-
-async def _jobs_done(nc: Client, subjects: Subjects) -> bool:
-    from chaos.record import bucket_values, jobs_of
-
-    jobs = jobs_of(await bucket_values(nc, subjects.bucket("jobs")))
-    return all(job.state in TERMINAL for job in jobs.values())
 
 
 async def execute(run: Run) -> DurableRecord:

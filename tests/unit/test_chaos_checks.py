@@ -80,3 +80,10 @@ def test_failpoints_fired_notes_the_points_not_reached() -> None:
     assert verdict.held and "not reached: b" in verdict.note
     assert not checks.failpoints_fired(["a"], {}).held
     assert checks.failpoints_fired([], {}).held
+
+
+def test_training_must_decide_again_after_the_faults_when_waited_for() -> None:
+    assert checks.training_goes_on("accept").held
+    assert checks.training_goes_on("reject").held
+    assert not checks.training_goes_on("").held
+    assert checks.training_goes_on(None).note == "not waited for"
