@@ -63,6 +63,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--partition", action="store_true", help="a node agent in a network namespace, cut off"
     )
     parser.add_argument(
+        "--after",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="after the faults, wait this long for training to decide an evaluation",
+    )
+    parser.add_argument(
         "--supervisors", action="store_true", help="kill -9 the orchestrator, then ringmaster up"
     )
     parser.add_argument(
@@ -95,7 +102,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         partition=args.partition or args.aimed,
         supervisors=args.supervisors or args.aimed,
         startup_every=args.startup_every or (7 if args.aimed else 0),
-        after_s=300.0 if args.aimed else 0.0,
+        after_s=args.after if args.after is not None else (300.0 if args.aimed else 0.0),
     )
     code = runner.main(options)
     if args.bad_input:

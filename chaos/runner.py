@@ -275,8 +275,7 @@ def chaos_run(options: Options) -> tuple[Run, DurableRecord, list[Verdict]]:
     mode = "3-server cluster" if options.cluster else "single server"
     print(
         f"chaos: seed {options.seed} (replay: python -m chaos --seed {options.seed} "
-        f"--kills {options.kills}{' --cluster' if options.cluster else ''}); {mode}; "
-        f"work directory {workdir}",
+        f"--kills {options.kills}{replay_flags(options)}); {mode}; work directory {workdir}",
         flush=True,
     )
     run.start_nats()
@@ -294,6 +293,23 @@ def chaos_run(options: Options) -> tuple[Run, DurableRecord, list[Verdict]]:
     print_summary(run, record)
     print_table(verdicts)
     return run, record, verdicts
+
+
+def replay_flags(options: Options) -> str:
+    """The command-line flags (besides seed and kills) that repeat ``options``."""
+    flags = [
+        ("--cluster", options.cluster),
+        ("--failpoints", options.failpoints),
+        (f"--hang-every {options.hang_every}", options.hang_every),
+        ("--stall", options.stall),
+        ("--ledger", options.ledger),
+        ("--partition", options.partition),
+        ("--supervisors", options.supervisors),
+        (f"--startup-every {options.startup_every}", options.startup_every),
+        (f"--interval {options.interval_s:g}", options.interval_s != 6.0),
+        (f"--after {options.after_s:g}", options.after_s),
+    ]
+    return "".join(f" {flag}" for flag, on in flags if on)
 
 
 def main(options: Options) -> int:
