@@ -13,7 +13,7 @@ The events go out before the state returns to idle, and the state returns to idl
 only once the stream acknowledged them: the decided state is the durable obligation
 to announce. A crash or a failed publish leaves it decided, and the next tick (of
 this or another instance) finishes again. The announcements carry deterministic ids
-(``<config>.<candidate>.<phase>``), so the stream keeps one copy of a repeat.
+(``<config>.<generation>.<candidate>.<phase>``), so the stream keeps one copy of a repeat.
 """
 
 from __future__ import annotations
@@ -81,7 +81,8 @@ class Decider:
         if state.decision == "reject":
             await self._reject(state)
         tally = tally_of(state)
-        ids = f"{state.config}.{state.candidate}"
+        # The generation too: a later training can reproduce a rejected candidate's bytes.
+        ids = f"{state.config}.{state.generation}.{state.candidate}"
         evaluated = await self.ctx.emit(
             EvaluationCompleted(
                 config=state.config,

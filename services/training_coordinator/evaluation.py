@@ -63,7 +63,9 @@ class Evaluator:
             requirements=Requirements(capability=cfg.eval_capability, pooled=True),
             timeout_s=cfg.eval_timeout_s,
             max_attempts=cfg.job_max_attempts,
-            idempotency_key=policy.eval_key(config, state.run_id, state.candidate, state.batch),
+            idempotency_key=policy.eval_key(
+                config, state.run_id, state.generation, state.candidate, state.batch
+            ),
             labels={
                 "kind": "evaluate",
                 "config": config,

@@ -505,3 +505,29 @@ async def test_a_promotion_whose_event_was_not_acked_stays_decided_until_announc
     assert len(await cluster.events("EVALUATION_COMPLETED")) == 1  # repeats de-duplicated
     assert len(await cluster.events("MODEL_PROMOTED")) == 1
     assert (await cluster.state()).promotions == 1
+
+
+async def test_a_training_that_reproduces_a_rejected_model_is_evaluated_again(
+    cluster: Cluster, start_service: ServiceFactory
+) -> None:
+    # Found by the long chaos run (seed 13013), failed before the fix: the same bytes
+    # gave the same model id, so the same evaluation key named the old, finished job,
+    # and the coordinator waited for ever for its end.
+    await cluster.games(500)
+    await seed_champion(cluster)
+    (cluster.control / "model").write_bytes(b"always the same model")
+    cluster.outcome(0, 40, 0)
+    await start_service(TrainingCoordinatorService, **COORDINATOR)
+    first = await cluster.one("MODEL_REJECTED")
+    await cluster.games(700)  # enough new games for the next training
+    await eventually(
+        lambda: _decided_twice(cluster), timeout=WAIT, what="a second evaluation decided"
+    )
+    second = (await cluster.events("MODEL_REJECTED"))[1]
+    assert second["model_id"] == first["model_id"]  # the very same candidate again
+    jobs = await cluster.jobs("evaluate")
+    assert len({j.job_id for j in jobs}) == len(jobs) == 2
+
+
+async def _decided_twice(cluster: Cluster) -> bool:
+    return len(await cluster.events("EVALUATION_COMPLETED")) >= 2
