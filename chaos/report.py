@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 from chaos.invariants import DurableRecord, Verdict
 
 if TYPE_CHECKING:
-    from chaos.runner import Run
+    from chaos.runner import Options, Run
 
 
 def print_summary(run: Run, record: DurableRecord) -> None:
@@ -59,3 +59,20 @@ def print_table(verdicts: list[Verdict]) -> None:
     """Print the PASS/FAIL table."""
     print("\n== invariants")
     print("\n".join(table(verdicts)), flush=True)
+
+
+def replay_flags(options: Options) -> str:
+    """The command-line flags (besides seed and kills) that repeat ``options``."""
+    flags = [
+        ("--cluster", options.cluster),
+        ("--failpoints", options.failpoints),
+        (f"--hang-every {options.hang_every}", options.hang_every),
+        ("--stall", options.stall),
+        ("--ledger", options.ledger),
+        ("--partition", options.partition),
+        ("--supervisors", options.supervisors),
+        (f"--startup-every {options.startup_every}", options.startup_every),
+        (f"--interval {options.interval_s:g}", options.interval_s != 6.0),
+        (f"--after {options.after_s:g}", options.after_s),
+    ]
+    return "".join(f" {flag}" for flag, on in flags if on)

@@ -39,7 +39,7 @@ from chaos.invariants import DurableRecord, Verdict, check_all
 from chaos.natscluster import NatsCluster, wait_jetstream
 from chaos.partition import Host
 from chaos.record import cluster_status
-from chaos.report import print_summary, print_table
+from chaos.report import print_summary, print_table, replay_flags
 from chaos.settle import settle
 from chaos.setup import SERVICES, spawn_up, stop_up, write_cluster_file
 from shared.codec import encode
@@ -293,23 +293,6 @@ def chaos_run(options: Options) -> tuple[Run, DurableRecord, list[Verdict]]:
     print_summary(run, record)
     print_table(verdicts)
     return run, record, verdicts
-
-
-def replay_flags(options: Options) -> str:
-    """The command-line flags (besides seed and kills) that repeat ``options``."""
-    flags = [
-        ("--cluster", options.cluster),
-        ("--failpoints", options.failpoints),
-        (f"--hang-every {options.hang_every}", options.hang_every),
-        ("--stall", options.stall),
-        ("--ledger", options.ledger),
-        ("--partition", options.partition),
-        ("--supervisors", options.supervisors),
-        (f"--startup-every {options.startup_every}", options.startup_every),
-        (f"--interval {options.interval_s:g}", options.interval_s != 6.0),
-        (f"--after {options.after_s:g}", options.after_s),
-    ]
-    return "".join(f" {flag}" for flag, on in flags if on)
 
 
 def main(options: Options) -> int:
