@@ -33,6 +33,8 @@ lint-deploy: $(STAMP) ## Dockerfile, compose and Kubernetes files against their 
 	$(BIN)/check-jsonschema --builtin-schema vendor.compose-spec deploy/compose.yaml
 	$(BIN)/kubernetes-validate --strict --quiet $(K8S)
 	for f in deploy/*.sh; do sh -n "$$f" || exit 1; done
+	@! grep -nE '_CAPABILITIES:.*"shell"' deploy/compose.yaml $(K8S) || \
+		{ echo 'lint-deploy: `shell` (any command) is a default capability above'; exit 1; }
 
 bench: $(STAMP) ## run the benchmarks and rewrite bench/RESULTS.md
 	$(BIN)/python -m bench

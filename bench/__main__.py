@@ -24,6 +24,7 @@ from bench.report import load_average, render
 
 #: In the order of the issue's goals.
 BENCHMARKS = (
+    "loop",
     "ingest",
     "events",
     "restart",
@@ -35,6 +36,8 @@ BENCHMARKS = (
     "rss",
     "coldstart",
     "scaling",
+    "history",
+    "mnk",
 )
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 FINDINGS = Path(__file__).resolve().parent / "FINDINGS.md"

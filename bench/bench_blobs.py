@@ -1,8 +1,8 @@
 """Object-store transfer with sha256 (put and fetch of a blob), beside a copy on disk.
 
 The figure is :class:`shared.blobs.BlobStore` on this benchmark's own nats-server:
-``put_file`` (hash the file, read it, store it in chunks) and ``fetch`` (get every
-chunk, verify the sha256, write the file), in MB/s of the file's size, best of
+``put_file`` (read, hash and store the file in chunks, one pass) and ``fetch`` (get
+every chunk, verify the sha256, write the file), in MB/s of the file's size, best of
 ``ROUNDS``. The raw limit is ``shutil.copyfile`` of the same file on the same disk in
 the same run; sha256 alone over the file is recorded for context.
 """
@@ -19,6 +19,7 @@ import anyio
 import nats
 
 from bench.harness import Ctx, Row
+from shared.blob_wire import FETCH_CHUNKS, INFLIGHT
 from shared.blobs import BlobStore, ensure_store, sha256_file
 
 NAME = "blobs"
@@ -96,8 +97,10 @@ async def measure(ctx: Ctx, url: str) -> list[Row]:
         f"a {SIZE // MB} MiB file of random bytes per round, {ROUNDS} rounds, best of them; "
         f"put (MB/s): {text(puts)}; fetch: {text(gets)}; copyfile + fsync: {text(copies)}; "
         f"sha256 alone: {text(hashes)}",
-        "put = BlobStore.put_file (sha256 in a thread, then the object store's chunked put); "
-        "fetch = BlobStore.fetch without a cache (get, verify the sha256, write the file)",
+        "put = BlobStore.put_file (one pass: chunks read and hashed in a worker thread, "
+        f"publishes pipelined, {INFLIGHT} acks in flight, then the meta message); "
+        f"fetch = BlobStore.fetch without a cache (pull {FETCH_CHUNKS} chunks a batch, "
+        "hash and write each batch in a worker thread while the next arrives, verify)",
     ]
     rows = []
     for label, values in (("put", puts), ("fetch", gets)):

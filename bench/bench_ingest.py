@@ -3,7 +3,7 @@
 Raw limit: a publisher process sends 300 B messages as fast as nats-py lets it to a
 subscriber process that only counts them. Figure: the same publisher sends Beacons
 of 1,000 distinct instances to a real orchestrator (``python -m services.orchestrator``,
-HTTP off); ingestion is read from the orchestrator's own ``beacons_ingested`` counter
+HTTP off); ingestion is read from the orchestrator's own ``beacons_ingested_total`` counter
 on its ``metrics`` endpoint. Both rates run from the publisher's first message to the
 consumer's last, and the rounds alternate, so machine noise hits both sides alike.
 """
@@ -125,7 +125,7 @@ async def beacon_round(
         await anyio.sleep(0.01)
     cpu_used = sum(cpu.cpu_times()[:2]) - cpu_before
     after = await metrics(nc, PREFIX, ORCH)
-    ingested = after.custom["beacons_ingested"] - before.custom["beacons_ingested"]
+    ingested = after.custom["beacons_ingested_total"] - before.custom["beacons_ingested_total"]
     rate = ingested / (sentinel.seen[name] - sent["start"])
     ctx.log(
         f"    round {n}: orchestrator {rate:,.0f}/s ingested ({ingested:,.0f} of {sent['sent']:,}; "
@@ -182,9 +182,10 @@ async def measure(ctx: Ctx, url: str) -> Row:
             f"{RAW_MESSAGES:,} raw messages per round; rates run from the publisher's first "
             "message to the consumer's last: for the orchestrator, the arrival of the "
             "SERVICE_REGISTERED of a sentinel instance whose first beacon is sent last; the "
-            "count is the orchestrator's beacons_ingested (its own beacons included)",
-            f"orchestrator counters at the end: ingested {final.custom['beacons_ingested']:,.0f}, "
-            f"invalid {final.custom.get('beacons_invalid', 0):,.0f}, events emitted "
+            "count is the orchestrator's beacons_ingested_total (its own beacons included)",
+            "orchestrator counters at the end: ingested "
+            f"{final.custom['beacons_ingested_total']:,.0f}, "
+            f"invalid {final.custom.get('beacons_invalid_total', 0):,.0f}, events emitted "
             f"{final.events_emitted:,}, acked {final.events_acked:,}, dropped "
             f"{final.events_dropped:,}; RSS {final.rss_bytes / 2**20:.0f} MB",
         ],

@@ -215,7 +215,7 @@ async def fleet_point(ctx: Ctx, url: str, n: int) -> FleetPoint:
     finally:
         await nc.close()
         orch.stop()
-    ingested = m1.custom["beacons_ingested"] - m0.custom["beacons_ingested"]
+    ingested = m1.custom["beacons_ingested_total"] - m0.custom["beacons_ingested_total"]
     busy = (c1 - c0) / (t1 - t0)
     point = FleetPoint(
         n,

@@ -4,7 +4,10 @@ A service that reacts to other services' events (a selfplay job completed, a mod
 promoted) must not lose one while it is down or restarting. It reads them through a
 durable pull consumer with explicit acks: an event is acked only after its handler
 succeeded; a handler that fails gets the event again later (nak with a delay), and
-the failure is counted. The consumer is created idempotently and re-bound when a
+the failure is counted. Deliveries are bounded: an event whose handler failed
+``max_deliveries`` times is a poison event, terminated (AckTerm) so it cannot hold
+the consumer's unacknowledged slots forever, counted as ``poison`` in the health
+details and logged once. The consumer is created idempotently and re-bound when a
 fetch finds it gone (after a server restart without it, for example).
 """
 
@@ -50,7 +53,10 @@ class EventConsumer:
         ack_wait_s: float = 30.0,
         retry_delay_s: float = 2.0,
         deliver_new: bool = False,
+        max_deliveries: int = 5,
     ) -> None:
+        if max_deliveries < 1:
+            raise ValueError("max_deliveries must be at least 1")
         self._js = js
         self.stream = stream
         self.durable = durable
@@ -59,6 +65,7 @@ class EventConsumer:
         self._batch = batch
         self._ack_wait_s = ack_wait_s
         self._retry_delay_s = retry_delay_s
+        self.max_deliveries = max_deliveries
         self._deliver = DeliverPolicy.NEW if deliver_new else DeliverPolicy.ALL
         self.counts: Counter[str] = Counter()
         self._logged: set[str] = set()
@@ -135,11 +142,40 @@ class EventConsumer:
             await self._handler(event)
         except Exception as exc:  # noqa: BLE001 - counted; the event comes back later
             self.counts["handler_errors"] += 1
-            log.warning("%s: handling %s failed (%r); will retry", self.durable, event.type, exc)
-            await msg.nak(delay=self._retry_delay_s)
+            await self._failed(msg, event, exc)
             return
         self.counts["handled"] += 1
         await msg.ack()
+
+    async def _failed(self, msg: Msg, event: Event, exc: Exception) -> None:
+        """Retry a failed event later, or terminate it past ``max_deliveries``."""
+        if msg.metadata.num_delivered < self.max_deliveries:
+            self._log_once(
+                f"retry:{event.type}:{type(exc).__name__}",
+                "handling %s failed (%r); will retry",
+                event.type,
+                exc,
+            )
+            await msg.nak(delay=self._retry_delay_s)
+            return
+        # Poison: redelivering it forever would hold one of the consumer's
+        # unacknowledged slots for good, and enough of them stop the consumer.
+        self.counts["poison"] += 1
+        self._log_once(
+            "poison",
+            "gave up on %s (id %s) after %d deliveries, last error %r",
+            event.type,
+            event.id,
+            msg.metadata.num_delivered,
+            exc,
+            level=logging.ERROR,
+        )
+        await msg.term()
+
+    def _log_once(self, key: str, text: str, *args: object, level: int = logging.WARNING) -> None:
+        if key not in self._logged:
+            self._logged.add(key)
+            log.log(level, "%s: " + text + " (further ones are only counted)", self.durable, *args)
 
     def stats(self) -> dict[str, int]:
         """Counters for health details."""

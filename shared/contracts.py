@@ -163,8 +163,28 @@ class ErrorReply(msgspec.Struct, frozen=True):
     error: ErrorBody
 
 
+class HistogramSample(msgspec.Struct, frozen=True, kw_only=True):
+    """One bucketed histogram series as the service that observed it counted it.
+
+    ``counts[i]`` is the cumulative number of observations ``<= bounds[i]`` (the
+    Prometheus convention); ``count`` includes those above the last bound (``+Inf``).
+    """
+
+    name: str
+    help: str = ""
+    labels: dict[str, str] = msgspec.field(default_factory=dict)
+    bounds: list[float] = msgspec.field(default_factory=list)
+    counts: list[int] = msgspec.field(default_factory=list)
+    sum: float = 0.0
+    count: int = 0
+
+
 class ServiceMetrics(msgspec.Struct, frozen=True, kw_only=True):
-    """What an instance's ``metrics`` endpoint answers."""
+    """What an instance's ``metrics`` endpoint answers.
+
+    ``custom`` names ending in ``_total`` are monotonic counts (exported as counters);
+    the others are gauges. ``histograms`` carries the instance's own observations.
+    """
 
     service: str
     instance: str
@@ -180,6 +200,7 @@ class ServiceMetrics(msgspec.Struct, frozen=True, kw_only=True):
     events_dropped: int
     events_pending: int
     custom: dict[str, float] = msgspec.field(default_factory=dict)
+    histograms: list[HistogramSample] = msgspec.field(default_factory=list)
 
 
 class Empty(msgspec.Struct, frozen=True):

@@ -111,13 +111,27 @@ def tls_options(tls: TlsFiles) -> dict[str, Any]:
         return {}
     if bool(tls.cert_file) != bool(tls.key_file):
         raise ConfigError("tls_cert_file and tls_key_file go together: set both or neither")
+    # Each file is loaded on its own, so the one-line error names the file at fault.
     try:
         context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=tls.ca_file or None)
-        if tls.cert_file:
-            context.load_cert_chain(tls.cert_file, tls.key_file)
     except (OSError, ssl.SSLError) as exc:
-        raise ConfigError(f"TLS files: {exc}") from None
+        raise ConfigError(f"TLS files: tls_ca_file {tls.ca_file}: {_why(exc)}") from None
+    if tls.cert_file:
+        try:
+            context.load_cert_chain(tls.cert_file, tls.key_file)
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError(
+                f"TLS files: tls_cert_file {tls.cert_file} / tls_key_file {tls.key_file}: "
+                f"{_why(exc)}"
+            ) from None
     return {"tls": context}
+
+
+def _why(exc: OSError | ssl.SSLError) -> str:
+    """The reason of an SSL or file error, on one line and without the C source location."""
+    if isinstance(exc, ssl.SSLError):
+        return str(exc.reason or exc).replace("_", " ").lower()
+    return exc.strerror or str(exc)
 
 
 _URL_SECRET = re.compile(r"(//[^:/@,]*):[^@/,]*@")

@@ -11,6 +11,7 @@ answered as a counted 500 by the request handlers::
     │   └── EmbeddedServerError the bundled nats-server could not start
     └── RequestError            an error reply on a request/reply subject
         ├── BadRequest     400  the request did not decode or was invalid
+        ├── Forbidden      403  the sender may not speak for what it names
         ├── NotFound       404  the thing asked for does not exist
         ├── Conflict       409  a compare-and-set or state rule refused it
         └── Unavailable    503  paused, draining, or a dependency is down
@@ -59,6 +60,12 @@ class BadRequest(RequestError):
     code = 400
 
 
+class Forbidden(RequestError):
+    """The request names someone its sender may not speak for (another node)."""
+
+    code = 403
+
+
 class NotFound(RequestError):
     """The requested record does not exist."""
 
@@ -78,7 +85,7 @@ class Unavailable(RequestError):
 
 
 _BY_CODE: dict[int, type[RequestError]] = {
-    cls.code: cls for cls in (BadRequest, NotFound, Conflict, Unavailable)
+    cls.code: cls for cls in (BadRequest, Forbidden, NotFound, Conflict, Unavailable)
 }
 
 

@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 
 import anyio
 import msgspec
+import nats.errors
 from anyio.abc import TaskGroup
 from nats.aio.msg import Msg
 
@@ -46,6 +47,8 @@ class Intake:
         self.invalid: Counter[str] = Counter()
         self.errors: Counter[str] = Counter()
         self.handled = 0
+        #: Replies that could not be sent (connection closed or draining).
+        self.replies_failed = 0
         self.inflight = 0
         self.accepting = True
         self._sem = anyio.Semaphore(concurrency)
@@ -66,6 +69,7 @@ class Intake:
             "invalid": dict(self.invalid),
             "invalid_total": sum(self.invalid.values()),
             "handler_errors": dict(self.errors),
+            "replies_failed": self.replies_failed,
         }
 
     async def wait_idle(self, timeout: float) -> bool:
@@ -132,7 +136,7 @@ class Intake:
                     raise Unavailable("service is stopping")
                 result = await handler(self._decode(method, request_type, msg))
                 if msg.reply:
-                    await msg.respond(encode(result))
+                    await self._send(msg, encode(result), None)
                 self.window.record(True)
             except RequestError as exc:
                 error = f"{exc.code}: {exc.message}"
@@ -186,10 +190,22 @@ class Intake:
         return callback
 
     async def reply_error(self, msg: Msg, code: int, message: str) -> None:
-        """Answer ``msg`` (if it has a reply subject) with a typed error."""
+        """Answer ``msg`` (if it has a reply subject) with a typed error; never raises.
+
+        It runs inside ``except`` blocks: a raise here (the connection closed under
+        the handler) would escape the handler and end the service's task group.
+        """
         if not msg.reply:
             return
         headers = {ERROR_HEADER: message[:200], ERROR_CODE_HEADER: str(code)}
         body = encode(ErrorReply(ErrorBody(code=code, message=message)))
+        await self._send(msg, body, headers)
+
+    async def _send(self, msg: Msg, body: bytes, headers: dict[str, str] | None) -> None:
         # Msg.respond cannot carry headers; the micro protocol puts the error there.
-        await msg._client.publish(msg.reply, body, headers=headers)
+        try:
+            await msg._client.publish(msg.reply, body, headers=headers)
+        except (nats.errors.Error, OSError, TimeoutError) as exc:
+            # The asker gets no answer and times out: nothing else can be done here.
+            self.replies_failed += 1
+            self._log_once(f"reply:{type(exc).__name__}", "reply not sent: %r", exc)

@@ -32,6 +32,9 @@ class GpuInfo(msgspec.Struct, frozen=True, kw_only=True):
     memory_total_mb: int
     memory_used_mb: int = 0
     utilization_pct: float = 0.0
+    #: The job holding this device (``<job_id>-<attempt>``), "" while it is free. Old
+    #: agents never set it, so their GPUs read as free (what they meant).
+    assigned_to: str = ""
 
 
 class NodeInfo(msgspec.Struct, frozen=True, kw_only=True):
@@ -55,16 +58,46 @@ class NodeInfo(msgspec.Struct, frozen=True, kw_only=True):
     hollow: bool = False
     sent_at: float = 0.0
     interval_s: float = 1.0
+    #: Share of the node's slots busy running job processes over the last minute.
+    utilization: float = 0.0
+    #: A fresh id per agent process start: a new one under the same node_id means the
+    #: agent restarted and lost every attempt it was running ("" from older agents).
+    incarnation: str = ""
+
+
+#: How an agent's refusal of a job it can never fit begins (a failed attempt's error):
+#: the job asked for too much, so the node is not to blame for the failure.
+REFUSED = "refused: "
+
+#: The most GPUs one job may ask for (a larger number is a typo, refused at submit).
+MAX_GPUS_PER_JOB = 64
 
 
 class Requirements(msgspec.Struct, frozen=True, kw_only=True):
-    """What a job needs from a node."""
+    """What a job needs from a node.
+
+    GPUs are whole devices: ``gpus`` of them, each with at least ``gpu_memory_mb`` of
+    memory. ``gpu`` is the old boolean, kept for old clients: it means "at least one";
+    a ``gpu_memory_mb`` alone also asks for one device (see :attr:`gpu_count`).
+    """
 
     capability: str = "cpu"
     gpu: bool = False
     min_memory_mb: Annotated[int, msgspec.Meta(ge=0)] = 0
     pooled: bool = False
     node_id: str = ""
+    gpus: Annotated[int, msgspec.Meta(ge=0, le=MAX_GPUS_PER_JOB)] = 0
+    gpu_memory_mb: Annotated[int, msgspec.Meta(ge=0)] = 0
+
+    @property
+    def gpu_count(self) -> int:
+        """Whole GPU devices the job needs (0: a CPU job, which is shown no GPU)."""
+        return max(self.gpus, 1 if self.gpu or self.gpu_memory_mb else 0)
+
+
+def free_gpus(info: NodeInfo, min_memory_mb: int = 0) -> list[GpuInfo]:
+    """The node's GPUs no job holds, with at least ``min_memory_mb`` of memory each."""
+    return [g for g in info.gpus if not g.assigned_to and g.memory_total_mb >= min_memory_mb]
 
 
 class JobSpec(msgspec.Struct, frozen=True, kw_only=True):
@@ -74,6 +107,7 @@ class JobSpec(msgspec.Struct, frozen=True, kw_only=True):
     args: dict[str, Any] = msgspec.field(default_factory=dict)
     inputs: list[DataRef] = msgspec.field(default_factory=list)
     requirements: Requirements = msgspec.field(default_factory=Requirements)
+    #: Higher first: an agent with a free slot starts the highest-priority job it holds.
     priority: int = 0
     timeout_s: Annotated[float, msgspec.Meta(gt=0)] = 3600.0
     max_attempts: Annotated[int, msgspec.Meta(ge=1, le=100)] = 3
@@ -101,6 +135,8 @@ class JobResult(msgspec.Struct, frozen=True, kw_only=True):
     outputs: list[DataRef] = msgspec.field(default_factory=list)
     result: dict[str, Any] = msgspec.field(default_factory=dict)
     exit_code: int | None = None
+    #: The attempt's captured stdout and stderr (a ``shared.joblogs.JobLogs`` blob).
+    logs: DataRef | None = None
 
 
 class JobRecord(msgspec.Struct, frozen=True, kw_only=True):
@@ -123,6 +159,8 @@ class JobRecord(msgspec.Struct, frozen=True, kw_only=True):
     error: str = ""
     permanent: bool = False
     result: JobResult | None = None
+    #: The incarnation of the agent that started the live attempt ("" if unknown).
+    incarnation: str = ""
     #: False from the write that makes the record terminal until its terminal event is
     #: acknowledged by the stream: the obligation to announce, kept with the change, so
     #: a crash in between leaves work that any job manager finishes. Older records
@@ -151,6 +189,8 @@ class JobReport(msgspec.Struct, frozen=True, kw_only=True):
     progress: float = 0.0
     error: str = ""
     result: JobResult | None = None
+    #: The reporting agent's incarnation (see NodeInfo.incarnation; "" if unknown).
+    incarnation: str = ""
 
 
 class JobRef(msgspec.Struct, frozen=True, kw_only=True):
@@ -167,13 +207,27 @@ class JobQuery(msgspec.Struct, frozen=True, kw_only=True):
     type: str = ""
     node_id: str = ""
     limit: Annotated[int, msgspec.Meta(ge=1, le=10_000)] = 100
+    #: Where the previous page ended (its ``next_cursor``); empty for the first page.
+    cursor: str = ""
 
 
 class JobList(msgspec.Struct, frozen=True, kw_only=True):
-    """Jobs matching a query, newest first."""
+    """One page of the jobs matching a query, newest first.
+
+    A page may hold fewer than ``limit`` jobs (a reply never exceeds the server's
+    max_payload); ``next_cursor`` is empty on the last page.
+    """
 
     jobs: list[JobRecord]
     total: int
+    next_cursor: str = ""
+
+
+class JobCounts(msgspec.Struct, frozen=True, kw_only=True):
+    """Jobs per state in the jobs bucket, and how many were retired to history."""
+
+    states: dict[str, int] = msgspec.field(default_factory=dict)
+    retired: int = 0
 
 
 class SelectRequest(msgspec.Struct, frozen=True, kw_only=True):

@@ -43,6 +43,11 @@ class LoopStats(msgspec.Struct, frozen=True):
     next_delay_s: float
     paused: bool
     running: bool
+    #: Seconds spent in runs since the loop was created: what the loop costs.
+    total_duration_s: float = 0.0
+    #: CPU seconds of this process's thread while runs were in progress (awaits inside
+    #: a run let other tasks run, so this bounds the loop's CPU from above).
+    cpu_s: float = 0.0
 
 
 class Loop:
@@ -101,6 +106,8 @@ class Loop:
         self._last_run_at: float | None = None
         self._last_duration_s = 0.0
         self._next_delay_s = 0.0
+        self._total_duration_s = 0.0
+        self._cpu_s = 0.0
 
     @property
     def paused(self) -> bool:
@@ -185,6 +192,7 @@ class Loop:
             self._runs += 1
             self._last_run_at = time.time()
             started = self._clock()
+            cpu_started = time.thread_time()
             error: BaseException | None = None
             try:
                 with anyio.move_on_after(self.timeout) as scope:
@@ -192,6 +200,8 @@ class Loop:
             except Exception as exc:  # noqa: BLE001 - any error is counted; the loop lives on
                 error = exc
             self._last_duration_s = self._clock() - started
+            self._total_duration_s += self._last_duration_s
+            self._cpu_s += time.thread_time() - cpu_started
             if error is None and scope.cancelled_caught:
                 self._timeouts += 1
                 error = TimeoutError(f"loop {self.name!r} timed out after {self.timeout}s")
@@ -234,6 +244,8 @@ class Loop:
             last_run_at=self._last_run_at,
             last_duration_s=self._last_duration_s,
             next_delay_s=self._next_delay_s,
+            total_duration_s=round(self._total_duration_s, 6),
+            cpu_s=round(self._cpu_s, 6),
             paused=self._paused,
             running=self._running,
         )

@@ -20,6 +20,7 @@ from pathlib import Path
 import bcrypt
 
 from shared.credentials import UserFile, parse_user_file, write_user_file
+from shared.node_permissions import NodeSpec, node_allowed
 from shared.permissions import KINDS, OPERATOR, allowed
 from shared.subjects import Subjects
 
@@ -35,7 +36,7 @@ class Rendered:
     """The config text and the user files it expects."""
 
     config: str
-    users: dict[str, UserFile]  # kind -> its user
+    users: dict[str, UserFile]  # kind (or ``node-<id>``) -> its user
 
 
 def bcrypt_hash(user: str, password: str, cost: int = DEFAULT_COST) -> str:
@@ -48,21 +49,25 @@ def bcrypt_hash(user: str, password: str, cost: int = DEFAULT_COST) -> str:
     return bcrypt.hashpw(password.encode(), f"$2b${cost:02d}${salt}".encode()).decode()
 
 
-def load_or_make_users(subjects: Subjects, secrets_dir: Path) -> dict[str, UserFile]:
-    """Each kind's user file from ``secrets_dir``, generating the ones that are missing."""
+def _load_or_make(path: Path, name: str, inbox: str) -> UserFile:
+    """The user in ``path``, written anew (same password) when missing or changed."""
+    found = parse_user_file(path.read_text(encoding="utf-8"), str(path)) if path.exists() else None
+    password = found.password if found else secrets.token_urlsafe(24)
+    user = UserFile(name, password, inbox)
+    if user != found:  # new, or the prefix changed: the password stays
+        write_user_file(path, user)
+    return user
+
+
+def load_or_make_users(
+    subjects: Subjects, secrets_dir: Path, nodes: tuple[NodeSpec, ...] = ()
+) -> dict[str, UserFile]:
+    """Each kind's (and node's) user file from ``secrets_dir``, making missing ones."""
     users: dict[str, UserFile] = {}
-    for kind in (OPERATOR, *KINDS):
-        path = secrets_dir / f"{kind}.user"
-        name = subjects.user(kind)
+    for kind in (OPERATOR, *KINDS, *(n.kind for n in nodes)):
         inbox = "" if kind == OPERATOR else subjects.inbox_prefix(kind)
-        found = (
-            parse_user_file(path.read_text(encoding="utf-8"), str(path)) if path.exists() else None
-        )
-        password = found.password if found else secrets.token_urlsafe(24)
-        user = UserFile(name, password, inbox)
-        if user != found:  # new, or the prefix changed: the password stays
-            write_user_file(path, user)
-        users[kind] = user
+        path = secrets_dir / f"{kind}.user"
+        users[kind] = _load_or_make(path, subjects.user(kind), inbox)
     return users
 
 
@@ -71,16 +76,16 @@ def _list(subjects: list[str], indent: str) -> str:
     return "[\n" + "".join(f"{indent}  {json.dumps(s)},\n" for s in subjects) + f"{indent}]"
 
 
-def _user_block(subjects: Subjects, kind: str, user: UserFile, cost: int) -> str:
+def _user_block(user: UserFile, cost: int, permitted: tuple[list[str], list[str]] | None) -> str:
     lines = [
         "      {",
         f"        user: {json.dumps(user.user)}",
         f"        password: {json.dumps(bcrypt_hash(user.user, user.password, cost))}",
     ]
-    if kind != OPERATOR:
+    if permitted is not None:
         pad = "          "
-        pub = _list(allowed(subjects, kind, "publish"), pad + "  ")
-        sub = _list(allowed(subjects, kind, "subscribe"), pad + "  ")
+        pub = _list(permitted[0], pad + "  ")
+        sub = _list(permitted[1], pad + "  ")
         lines += [
             "        permissions: {",
             f"{pad}publish: {{ allow: {pub} }}",
@@ -93,19 +98,39 @@ def _user_block(subjects: Subjects, kind: str, user: UserFile, cost: int) -> str
     return "\n".join(lines)
 
 
-def render(subjects: Subjects, users: dict[str, UserFile], cost: int = DEFAULT_COST) -> Rendered:
+def render(
+    subjects: Subjects,
+    users: dict[str, UserFile],
+    cost: int = DEFAULT_COST,
+    nodes: tuple[NodeSpec, ...] = (),
+) -> Rendered:
     """The ``accounts`` block of one cluster, for a nats-server config to include."""
-    blocks = ",\n".join(
-        _user_block(subjects, kind, users[kind], cost) for kind in (OPERATOR, *KINDS)
-    )
+    blocks = [_user_block(users[OPERATOR], cost, None)]
+    blocks += [
+        _user_block(
+            users[kind],
+            cost,
+            (allowed(subjects, kind, "publish"), allowed(subjects, kind, "subscribe")),
+        )
+        for kind in KINDS
+    ]
+    blocks += [
+        _user_block(
+            users[node.kind],
+            cost,
+            (node_allowed(subjects, node, "publish"), node_allowed(subjects, node, "subscribe")),
+        )
+        for node in nodes
+    ]
     config = (
         HEADER
-        + f"# Cluster prefix {subjects.prefix!r}: one user per service kind, plus the operator.\n"
+        + f"# Cluster prefix {subjects.prefix!r}: one user per service kind and per node,"
+        + " plus the operator.\n"
         + "accounts {\n"
         + f"  {json.dumps(subjects.prefix)}: {{\n"
         + "    jetstream: enabled\n"
         + "    users: [\n"
-        + blocks
+        + ",\n".join(blocks)
         + "\n    ]\n  }\n}\n"
     )
     return Rendered(config, users)

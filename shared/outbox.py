@@ -33,6 +33,8 @@ from anyio.abc import TaskStatus
 from nats.js.api import PubAck
 from nats.js.client import JetStreamContext
 
+from shared.histogram import Histogram
+
 log = logging.getLogger("ringmaster.outbox")
 
 #: Refused by the client before it is sent: the same bytes will be refused again.
@@ -63,6 +65,8 @@ class _Entry:
     # Made only for callers that wait (publish); emit_nowait's entries need none.
     settled: anyio.Event | None = None
     acked: bool = False
+    # When emit queued it: publish latency runs from here to the stream's ack.
+    queued_at: float = 0.0
 
     def settle(self) -> None:
         if self.settled is not None:
@@ -93,6 +97,10 @@ class Outbox:
         self._drained = anyio.Event()
         self.failing = False
         self.last_drop_at: float | None = None
+        #: Emit -> JetStream ack, retries and queueing included (metrics reply).
+        self.latency = Histogram(
+            "ringmaster_event_publish_seconds", "event emit to JetStream acknowledgment"
+        )
 
     def put(self, subject: str, payload: bytes, msg_id: str) -> _Entry | None:
         """Queue one event; None (and counted) when the outbox is full."""
@@ -105,7 +113,7 @@ class Outbox:
                     "outbox full (%d): dropped %d events so far", self._capacity, self._dropped
                 )
             return None
-        entry = _Entry(subject, payload, msg_id)
+        entry = _Entry(subject, payload, msg_id, queued_at=time.monotonic())
         self._queue.append(entry)
         self._wake.set()
         return entry
@@ -199,8 +207,10 @@ class Outbox:
             self._note_failure(exc)
         for rest in futures[acked:]:
             rest.cancel()  # re-sent with the same id later; the stream keeps one copy
+        now = time.monotonic()
         for _ in range(acked):
             entry = self._queue.popleft()
+            self.latency.observe(now - entry.queued_at)
             entry.acked = True
             entry.settle()
         self._acked += acked
@@ -238,6 +248,7 @@ class Outbox:
             self._note_failure(exc)
             return False
         self._queue.popleft()
+        self.latency.observe(time.monotonic() - entry.queued_at)
         entry.acked = True
         entry.settle()
         self._acked += 1

@@ -42,7 +42,7 @@ KINDS = (
 ALL_BUCKETS = tuple(BUCKET_OWNERS)
 
 # Names of the streams that are not KV buckets (bucket short names name the others).
-EVENTS, JOBS, DATA = "@events", "@jobs", "@data"
+EVENTS, JOBS, DATA, LOGS = "@events", "@jobs", "@data", "@logs"
 
 
 @dataclass(frozen=True)
@@ -61,6 +61,8 @@ def stream_name(s: Subjects, short: str) -> str:
         return s.events_stream
     if short == JOBS:
         return s.jobs_stream
+    if short == LOGS:
+        return s.logs_stream
     if short == DATA:
         return s.data_stream
     return s.kv_stream(short)
@@ -77,6 +79,7 @@ def _needs(s: Subjects) -> dict[str, Needs]:
             publish=(
                 (s.all_of("ctl"), "probe an instance directly before calling it LOST"),
                 (api("job_manager", "list"), "jobs for the status view"),
+                (api("job_manager", "counts"), "job counts for the status view"),
                 ("$SRV.>", "discover instances for the status view"),
             ),
             subscribe=(
@@ -87,6 +90,7 @@ def _needs(s: Subjects) -> dict[str, Needs]:
         "state_manager": Needs(
             {
                 EVENTS: "admin",
+                LOGS: "admin",
                 JOBS: "admin",
                 DATA: "admin",
                 **dict.fromkeys(ALL_BUCKETS, "admin"),
@@ -99,7 +103,14 @@ def _needs(s: Subjects) -> dict[str, Needs]:
             writes=ALL_BUCKETS,  # restoring a snapshot writes every bucket
         ),
         "job_manager": Needs(
-            {**reads, JOBS: "admin", "jobs": "admin", "leases": "read", "nodes": "read"},
+            {
+                **reads,
+                JOBS: "admin",
+                "jobs": "admin",
+                "history": "admin",
+                "leases": "read",
+                "nodes": "read",
+            },
             publish=(
                 (s.all_jobs, "dispatch jobs into the work-queue stream"),
                 (api("node_selector", "select"), "choose a node for a job"),
@@ -108,7 +119,7 @@ def _needs(s: Subjects) -> dict[str, Needs]:
                 (s.nodes, "notice nodes that appear and go"),
                 (s.jobs_max_deliveries, "jobs past max_deliver fail terminally"),
             ),
-            writes=("jobs", "leases"),
+            writes=("jobs", "history", "leases"),
         ),
         "node_selector": Needs(
             {"nodes": "read"},
@@ -121,16 +132,26 @@ def _needs(s: Subjects) -> dict[str, Needs]:
             {JOBS: "read", "nodes": "provision", DATA: "read"},
             publish=(
                 (s.nodes, "its NodeInfo"),
-                (api("job_manager", "report"), "report job progress and results"),
+                (s.node_report("*"), "report job progress and results (hollow nodes)"),
                 (s.data_writes, "upload job outputs (content-addressed)"),
+                (api("sync_planner", "seal"), "have uploads named (blob_upload = seal)"),
             ),
             subscribe=((s.event("job_manager", "JOB_CANCELLED"), "kill cancelled jobs"),),
             writes=("nodes",),
         ),
         "selfplay_scheduler": Needs(
             {**reads, "scheduler": "read", "models": "read", "manifests": "read", EVENTS: "read"},
-            publish=((f"{s.prefix}.api.job_manager.>", "submit and list selfplay jobs"),),
-            subscribe=((s.nodes, "size the work to the cluster's free slots"),),
+            publish=(
+                (api("job_manager", "submit"), "submit selfplay jobs"),
+                (api("job_manager", "list"), "count its selfplay jobs in flight"),
+            ),
+            subscribe=(
+                (s.nodes, "size the work to the cluster's free slots"),
+                (
+                    s.event("job_manager", "JOB_COMPLETED"),
+                    "learn how long selfplay jobs run, to size the next ones",
+                ),
+            ),
             writes=("scheduler",),
         ),
         "sync_planner": Needs(
@@ -159,10 +180,10 @@ def _needs(s: Subjects) -> dict[str, Needs]:
                 DATA: "read",
             },
             publish=(
-                (f"{s.prefix}.api.job_manager.>", "submit training and evaluation jobs"),
-                (f"{s.prefix}.api.sync_planner.>", "ask for training data and prefetch it"),
-                (f"{s.prefix}.api.node_selector.>", "choose the node to train on"),
-                (s.data_writes, "store models it builds"),
+                (api("job_manager", "submit"), "submit training and evaluation jobs"),
+                (api("sync_planner", "training_data"), "ask for training data"),
+                (api("sync_planner", "prefetch"), "prefetch it to the training node"),
+                (api("node_selector", "select"), "choose the node to train on"),
             ),
             subscribe=((s.nodes, "place training on the best node"),),
             writes=("models",),
@@ -178,6 +199,7 @@ def _needs(s: Subjects) -> dict[str, Needs]:
                 ("$SRV.>", "discover every instance ($SRV.STATS)"),
                 (f"{s.prefix}.api.*.*.metrics", "ask every instance for its metrics"),
             ),
+            subscribe=((s.nodes, "per-node GPU series for Prometheus"),),
         ),
     }
 
@@ -187,6 +209,7 @@ def base_rules(s: Subjects, kind: str) -> list[Rule]:
     return [
         Rule("publish", s.beacon(kind, "*"), "its beacons"),
         Rule("publish", s.events_of(kind), "its events (captured by the events stream)"),
+        Rule("publish", s.logs_of(kind), "its log records (captured by the logs stream)"),
         Rule("publish", s.instance_api(kind, "*", "metrics"), "probe itself (ringmaster probe)"),
         # allow_responses alone would do, were it not tracked by the server the request
         # came through: a reply sent after a reconnect to another server would be
@@ -207,7 +230,7 @@ def rules_for(s: Subjects, kind: str) -> list[Rule]:
         raise KeyError(f"unknown service kind {kind!r}; known: {', '.join(KINDS)}")
     needs = _needs(s)[kind]
     rules = base_rules(s, kind)
-    streams = {EVENTS: "provision", **needs.streams}
+    streams = {EVENTS: "provision", LOGS: "provision", **needs.streams}
     for short, level in streams.items():
         rules += js_rules(stream_name(s, short), level)
     rules += [Rule("publish", s.kv_writes(b), f"write the {b} bucket") for b in needs.writes]

@@ -9,9 +9,11 @@ one NATS server. No other module builds a subject by hand.
 ``P.ctl.<service>.<instance>``      ControlCommand -> ControlReply
 ``P.ctl.<service>.all``             the same, answered by every instance
 ``P.api.<service>.<method>``        request/reply, NATS micro endpoints
+``P.api.job_manager.report.<node>`` JobReport from one node agent
 ``P.node.<node_id>``                NodeInfo
 ``P.jobs.<pool>``                   JobDispatch, work-queue stream ``P_JOBS``
 ``P.metrics.cluster``               ClusterMetrics
+``P.log.<service>.<instance>``      LogEntry, captured by ``P_LOGS``
 =================================  ==========================================
 """
 
@@ -39,6 +41,7 @@ BUCKET_OWNERS: dict[str, str] = {
     "leases": "shared",
     "state": "state_manager",
     "loops": "loop_manager",
+    "history": "job_manager",
 }
 
 
@@ -114,6 +117,10 @@ class Subjects:
         """Endpoint of one instance (not load-balanced), such as its ``metrics``."""
         return f"{self.prefix}.api.{service}.{instance}.{method}"
 
+    def node_report(self, node_id: str) -> str:
+        """Where one node agent sends its JobReports (the job manager checks the node)."""
+        return f"{self.prefix}.api.job_manager.report.{node_id}"
+
     def node(self, node_id: str) -> str:
         """Where a node agent publishes its NodeInfo."""
         return f"{self.prefix}.node.{node_id}"
@@ -137,11 +144,29 @@ class Subjects:
         """Cluster metrics from the status metrics collector."""
         return f"{self.prefix}.metrics.cluster"
 
+    def log(self, service: str, instance: str) -> str:
+        """Where one instance publishes its log records."""
+        return f"{self.prefix}.log.{service}.{instance}"
+
+    @property
+    def logs(self) -> str:
+        """Every log record of the cluster (what ``P_LOGS`` captures)."""
+        return f"{self.prefix}.log.>"
+
+    def logs_of(self, service: str) -> str:
+        """Every log record of one service kind."""
+        return f"{self.prefix}.log.{service}.*"
+
     # -- JetStream names ---------------------------------------------------
     @property
     def events_stream(self) -> str:
         """Limits-retention stream of every event."""
         return f"{self.prefix}_EVENTS"
+
+    @property
+    def logs_stream(self) -> str:
+        """Limits-retention stream of every log record, bounded by age and size."""
+        return f"{self.prefix}_LOGS"
 
     @property
     def jobs_stream(self) -> str:

@@ -57,6 +57,7 @@ def terminal_event(rec: JobRecord) -> EventData:
             outputs=[msgspec.to_builtins(o) for o in result.outputs] if result else [],
             result=result.result if result else {},
             labels=rec.spec.labels,
+            run_s=max(0.0, (rec.finished_at or 0.0) - (rec.started_at or rec.finished_at or 0.0)),
         )
     if rec.state is JobState.FAILED:
         return JobFailed(

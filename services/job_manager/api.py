@@ -20,16 +20,30 @@ from nats.js.kv import KeyValue
 
 from services.job_manager import policy
 from services.job_manager.announce import Announcer
+from services.job_manager.catalog import JobCatalog
 from services.job_manager.config import JobManagerConfig
 from services.job_manager.dispatcher import Dispatcher
+from services.job_manager.history import History
 from services.job_manager.index import JobIndex, scan, select_jobs
+from services.job_manager.listing import Lister
 from services.job_manager.reaper import Reaper
 from services.job_manager.reports import REPORT_PHASES, Refusal, apply_report
+from services.job_manager.timings import JobTimings
 from shared.codec import encode
-from shared.errors import BadRequest, Conflict, NotFound
+from shared.contracts import Empty
+from shared.errors import BadRequest, Conflict, Forbidden, NotFound
 from shared.events import EventData, JobStarted, JobSubmitted
 from shared.failpoints import failpoint
-from shared.jobs import TERMINAL, JobList, JobQuery, JobRecord, JobRef, JobReport, JobSpec
+from shared.jobs import (
+    TERMINAL,
+    JobCounts,
+    JobList,
+    JobQuery,
+    JobRecord,
+    JobRef,
+    JobReport,
+    JobSpec,
+)
 from shared.kv import cas_update, read
 
 
@@ -56,8 +70,15 @@ class JobApi:
         emit: Callable[[EventData], Awaitable[bool]],
         paused: Callable[[], bool],
         counts: Counter[str],
+        lister: Lister | None = None,
+        history: History | None = None,
     ) -> None:
         self.kv = kv
+        #: Paged listing over the catalog, and retired jobs; without them (tests
+        #: building a bare JobApi) list scans and get sees the jobs bucket only.
+        self.lister = lister
+        self.history = history
+        self.timings = JobTimings()
         self.config = config
         self.index = index
         self.dispatcher = dispatcher
@@ -133,11 +154,34 @@ class JobApi:
         return found[0]
 
     async def get(self, ref: JobRef) -> JobRecord:
-        """``get``: one job's record."""
-        return await self.read(ref.job_id)
+        """``get``: one job's record, from the jobs bucket or, once retired, from history."""
+        try:
+            return await self.read(ref.job_id)
+        except NotFound:
+            retired = await self.history.get(ref.job_id) if self.history else None
+            if retired is None:
+                raise
+            self.counts["get_from_history"] += 1
+            return retired
+
+    async def job_counts(self, _: Empty) -> JobCounts:
+        """``counts``: jobs per state from memory (no scan), and the jobs retired so far."""
+        index = self.index
+        states = index.all_counts() if isinstance(index, JobCatalog) else index.counts()
+        return JobCounts(states=states, retired=self.counts["retired_total"])
 
     async def list(self, query: JobQuery) -> JobList:
-        """``list``: the jobs matching the query, newest first (scans the bucket)."""
+        """``list``: the jobs matching the query, newest first.
+
+        Answered in pages (``listing.Lister``) from the catalog in memory, reading only
+        the page's terminal records by key; never a reply past max_payload.
+        """
+        if self.lister is not None and self.index.loaded:
+            return await self.lister.page(query)
+        if query.state is not None and query.state not in TERMINAL and self.index.loaded:
+            self.counts["list_from_index"] += 1
+            return select_jobs(self.index.records(), query)
+        self.counts["list_scans"] += 1
         return select_jobs(await scan(self.kv, self.index.stats), query)
 
     async def cancel(self, ref: JobRef) -> JobRecord:
@@ -151,6 +195,8 @@ class JobApi:
 
         written = await cas_update(self.kv, ref.job_id, JobRecord, change)
         if written is None:
+            if self.history is not None and await self.history.get(ref.job_id) is not None:
+                raise Conflict(f"job {ref.job_id} ended and was retired to history")
             raise NotFound(f"no job {ref.job_id!r}")
         self.index.apply(*written)
         self.counts["cancelled_total"] += 1
@@ -159,8 +205,15 @@ class JobApi:
         await self.dispatcher.discard(ref.job_id)
         return written[0]
 
-    async def report(self, report: JobReport) -> JobRecord:
-        """``report``: an agent's word on an attempt; 409 when stale or cancelled."""
+    async def report(self, report: JobReport, via: str) -> JobRecord:
+        """``report.<node>``: an agent's word on an attempt; 409 when stale or cancelled.
+
+        ``via`` is the node the report's subject names, which only that node's
+        credential may publish to: a report naming another node is refused (403).
+        """
+        if report.node_id != via:
+            self.refused["forged_node"] += 1
+            raise Forbidden(f"report on node {via!r}'s subject names node {report.node_id!r}")
         if report.phase not in REPORT_PHASES:
             self.counts["bad_reports"] += 1
             raise BadRequest(f"unknown phase {report.phase!r}; one of {sorted(REPORT_PHASES)}")
@@ -192,6 +245,7 @@ class JobApi:
                 await self.announcer.announce(current)
             return current
         self.index.apply(*written)
+        self.timings.observe(known[0] if known else None, written[0], report.phase, now)
         if written[0].state in TERMINAL:
             failpoint("job_manager.report.after_write")
         await self._announce(written[0], report.phase, now)

@@ -16,6 +16,12 @@ class JobManagerConfig(BaseConfig, kw_only=True, forbid_unknown_fields=True):
     lease_s: Positive = 30.0
     #: A DISPATCHED attempt that no agent started within this long is failed.
     dispatch_timeout_s: Positive = 60.0
+    #: The same for a dispatch queued in a capability pool, where waiting for a free
+    #: slot behind the backlog is normal (the stream keeps it; this catches a lost one).
+    pooled_dispatch_timeout_s: Positive = 3600.0
+    #: A DISPATCHED record this instance never saw published (a dispatch cut between
+    #: its write and its publish) is published again after this long (same message id).
+    republish_after_s: Positive = 2.0
     #: A node whose NodeInfo stopped for this long is LOST; its attempts are failed.
     node_lost_after_s: Positive = 5.0
     #: How often the reaper looks at the non-terminal jobs.
@@ -37,6 +43,13 @@ class JobManagerConfig(BaseConfig, kw_only=True, forbid_unknown_fields=True):
     announce_interval: Positive = 2.0
     #: Dispatches the reaper runs at once (each may wait on the selector).
     dispatch_concurrency: Annotated[int, msgspec.Meta(ge=1)] = 16
+    #: A terminal job is retired to the history bucket this long after it ended
+    #: (0 keeps every job in the jobs bucket); history keeps it for the bucket's ttl.
+    history_after_s: Annotated[float, msgspec.Meta(ge=0)] = 3600.0
+    #: How often the reaper lease holder looks for jobs to retire, and at most how many
+    #: it retires per pass (each is three KV writes).
+    history_interval: Positive = 10.0
+    history_batch: Annotated[int, msgspec.Meta(ge=1)] = 500
 
     def __post_init__(self) -> None:
         if self.retry_max_s < self.retry_base_s:

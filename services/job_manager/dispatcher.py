@@ -6,6 +6,13 @@ The record is written before the message is published, so an agent can never rep
 on an attempt the record does not know. A publish that fails puts the record back to
 PENDING (the attempt given back, the fencing token not) for the reaper to try again.
 The message id ``<job_id>-<fencing>`` makes a re-sent publish a no-op in the stream.
+
+A dispatch can also be cut between the write and the publish (the job manager
+killed there): the record says DISPATCHED and no message exists. The reaper sends
+every DISPATCHED record this instance has not seen acknowledged again
+(:meth:`Dispatcher.republish_soon`): the same message id, so a message that did
+reach the stream is not doubled (the ack says ``duplicate``), and one that did not
+is queued now, without spending another attempt.
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ import anyio
 import msgspec
 import nats.errors
 from nats.aio.client import Client
+from nats.js.api import PubAck
 from nats.js.client import JetStreamContext
 from nats.js.kv import KeyValue
 
@@ -72,6 +80,9 @@ class Dispatcher:
         self.failing = 0
         #: job_id -> (fencing, stream sequence) of its latest dispatch message.
         self.messages: dict[str, tuple[int, int]] = {}
+        #: job_id -> (fencing, time) of a dispatch first queued by a republish: its
+        #: dispatch timeout counts from then, not from the record's write.
+        self.queued_at: dict[str, tuple[int, float]] = {}
         self._rng = random.Random()
         self._spawn = spawn
         #: Jobs with a dispatch under way: the reaper leaves them alone.
@@ -132,20 +143,8 @@ class Dispatcher:
         new, revision = written
         self.index.apply(new, revision)
         failpoint("job_manager.dispatch.after_write")
-        message = JobDispatch(
-            job_id=job_id,
-            attempt=new.attempt,
-            fencing=new.fencing,
-            spec=new.spec,
-            dispatched_at=now,
-        )
         try:
-            ack = await self.js.publish(
-                self.subjects.jobs(pool),
-                encode(message),
-                stream=self.subjects.jobs_stream,
-                headers={"Nats-Msg-Id": f"{job_id}-{new.fencing}"},
-            )
+            ack = await self._publish(new, now)
         except (nats.errors.Error, TimeoutError) as exc:
             return await self._give_back(new, exc)
         self.failing = 0
@@ -153,6 +152,60 @@ class Dispatcher:
         self.stats[f"to_{pool.partition('.')[0]}"] += 1
         self.messages[job_id] = (new.fencing, ack.seq)
         return new
+
+    async def _publish(self, rec: JobRecord, now: float) -> PubAck:
+        message = JobDispatch(
+            job_id=rec.job_id,
+            attempt=rec.attempt,
+            fencing=rec.fencing,
+            spec=rec.spec,
+            dispatched_at=now,
+        )
+        return await self.js.publish(
+            self.subjects.jobs(rec.pool),
+            encode(message),
+            stream=self.subjects.jobs_stream,
+            headers={"Nats-Msg-Id": f"{rec.job_id}-{rec.fencing}"},
+        )
+
+    def published(self, rec: JobRecord) -> bool:
+        """Whether this instance can vouch that ``rec``'s dispatch is in the stream.
+
+        A dispatch under way counts as published: its own publish is in flight.
+        """
+        known = self.messages.get(rec.job_id)
+        return rec.job_id in self.busy or (known is not None and known[0] == rec.fencing)
+
+    def queued_since(self, rec: JobRecord) -> float | None:
+        """When a republish first queued ``rec``'s dispatch, if one did."""
+        known = self.queued_at.get(rec.job_id)
+        return known[1] if known is not None and known[0] == rec.fencing else None
+
+    def republish_soon(self, rec: JobRecord) -> None:
+        """Publish DISPATCHED ``rec``'s message again (same id) in the background."""
+        if rec.job_id in self.busy:
+            return
+        self.busy.add(rec.job_id)
+
+        async def run() -> None:
+            try:
+                ack = await self._publish(rec, time.time())
+            except (nats.errors.Error, TimeoutError) as exc:
+                self.stats["republish_failures"] += 1
+                log.warning("republish of %s failed: %r", rec.job_id, exc)
+                return
+            finally:
+                self.busy.discard(rec.job_id)
+            self.messages[rec.job_id] = (rec.fencing, ack.seq)
+            # A duplicate: the first publish did land; otherwise this one saved the attempt.
+            self.stats["republish_duplicates" if ack.duplicate else "republished"] += 1
+            if not ack.duplicate:
+                self.queued_at[rec.job_id] = (rec.fencing, time.time())
+                log.warning(
+                    "%s: dispatch %d was never published; sent now", rec.job_id, rec.fencing
+                )
+
+        self._spawn(run)
 
     async def _give_back(self, new: JobRecord, exc: BaseException) -> JobRecord | None:
         self.failing += 1
@@ -213,6 +266,7 @@ class Dispatcher:
         if known is None or (fencing is not None and known[0] != fencing):
             return
         del self.messages[job_id]
+        self.queued_at.pop(job_id, None)
         try:
             await self.js.delete_msg(self.subjects.jobs_stream, known[1])
             self.stats["messages_discarded"] += 1
@@ -223,6 +277,7 @@ class Dispatcher:
     def forget(self, job_id: str) -> None:
         """The attempt finished normally: the agent acks its message itself."""
         self.messages.pop(job_id, None)
+        self.queued_at.pop(job_id, None)
 
     def retry_delay(self, attempt: int) -> float:
         """The jittered backoff after failed ``attempt``."""

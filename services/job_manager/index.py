@@ -21,8 +21,9 @@ import nats.errors
 from anyio.abc import TaskStatus
 from nats.js.kv import KeyValue
 
+from services.job_manager.policy import Agent
 from shared.codec import decode
-from shared.jobs import TERMINAL, JobList, JobQuery, JobRecord, JobState
+from shared.jobs import TERMINAL, JobList, JobQuery, JobRecord, JobState, NodeInfo
 from shared.snapshot import read_all
 
 log = logging.getLogger("ringmaster.job_manager.index")
@@ -39,6 +40,8 @@ class JobIndex:
         #: Terminal records whose event is not yet acknowledged (``announced`` False).
         self.owed: dict[str, tuple[JobRecord, int]] = {}
         self.node_seen: dict[str, float] = {}
+        #: The latest incarnation of each node's agent and the jobs it runs.
+        self.agents: dict[str, Agent] = {}
         self.stats: Counter[str] = Counter()
         self.loaded = False
 
@@ -73,6 +76,11 @@ class JobIndex:
     def saw_node(self, node_id: str, at: float | None = None) -> None:
         """A NodeInfo of ``node_id`` arrived (or was found in the nodes bucket)."""
         self.node_seen[node_id] = time.time() if at is None else at
+
+    def saw_info(self, info: NodeInfo) -> None:
+        """A NodeInfo arrived: the node is alive, and this is its agent's incarnation."""
+        self.saw_node(info.node_id)
+        self.agents[info.node_id] = Agent(info.incarnation, frozenset(info.running_jobs))
 
     def counts(self) -> dict[str, int]:
         """Non-terminal jobs per state."""

@@ -178,10 +178,44 @@ def cancelled(rec: JobRecord, now: float, reason: str) -> JobRecord | None:
 
 
 class Reap(NamedTuple):
-    """What the reaper does with a record: ``dispatch`` it, or ``fail`` its attempt."""
+    """What the reaper does with a record: ``dispatch`` it, ``fail`` its attempt, or
+    ``republish`` a dispatch whose message this instance cannot vouch for."""
 
     action: str
     reason: str = ""
+
+
+#: The duplicate window of ``P_JOBS`` (``shared.provision``): a message id seen this
+#: recently is not stored again.
+DEDUPE_WINDOW_S = 120.0
+
+#: The reason given when an agent's new incarnation dropped the attempt.
+AGENT_RESTARTED = "agent restarted"
+
+
+class Agent(NamedTuple):
+    """The latest NodeInfo of a node, as far as the reaper needs it."""
+
+    incarnation: str
+    running: frozenset[str]
+
+
+def agent_lost_it(rec: JobRecord, agent: Agent | None) -> bool:
+    """Whether ``rec``'s live attempt died with its agent: the node's agent is a new
+    incarnation, not the one that started the attempt, and does not list the job.
+
+    Only a RUNNING attempt names the incarnation that started it; without one (an
+    older agent, or none yet) the lease decides. Absence from a brand-new NodeInfo
+    alone is not enough: the agent may have just pulled the job and not taken it yet.
+    """
+    return (
+        rec.state is S.RUNNING
+        and bool(rec.incarnation)
+        and agent is not None
+        and bool(agent.incarnation)
+        and agent.incarnation != rec.incarnation
+        and rec.job_id not in agent.running
+    )
 
 
 def reap_action(
@@ -192,11 +226,25 @@ def reap_action(
     dispatch_timeout_s: float,
     node_lost_after_s: float,
     lease_s: float,
+    pooled_dispatch_timeout_s: float | None = None,
+    agent: Agent | None = None,
+    published: bool = True,
+    republish_after_s: float = 2.0,
+    queued_at: float | None = None,
 ) -> Reap | None:
     """The reaper's decision for ``rec``; None when there is nothing to do.
 
+    A dispatch waiting in a capability pool is queued work, not a stuck one: the pool
+    holds a backlog ahead of the free slots on purpose, so it gets the longer
+    ``pooled_dispatch_timeout_s`` (the plain timeout when not given).
+
     A node counts as lost only once it was seen and then went silent: a node never
     heard of is left to the lease and the dispatch timeout, never declared dead.
+    ``published`` is False for a DISPATCHED record whose message this instance did
+    not see acknowledged (a dispatch cut between its write and its publish, or made
+    by an instance that died): it is published again, under the same message id,
+    before its dispatch can time out, so the cut never spends an attempt;
+    ``queued_at`` is when that republish queued it, where its dispatch timeout starts.
     """
     lost = (
         bool(rec.node_id)
@@ -208,12 +256,22 @@ def reap_action(
     if rec.state is S.DISPATCHED:
         if lost:
             return Reap("fail", "node lost")
-        if now - rec.updated_at > dispatch_timeout_s:
+        age = now - rec.updated_at
+        # Past the stream's deduplication window a republish could double a message
+        # that did land: then the dispatch timeout decides, as for any dispatch.
+        if not published and republish_after_s < age < DEDUPE_WINDOW_S:
+            return Reap("republish")
+        limit = dispatch_timeout_s
+        if pooled_dispatch_timeout_s is not None and rec.pool and not pool_node(rec.pool):
+            limit = pooled_dispatch_timeout_s
+        if now - max(rec.updated_at, queued_at or 0.0) > limit:
             return Reap("fail", "not started")
         return None
     if rec.state is S.RUNNING:
         if lost:
             return Reap("fail", "node lost")
+        if agent_lost_it(rec, agent):
+            return Reap("fail", AGENT_RESTARTED)
         if rec.lease_expires_at is not None and rec.lease_expires_at < now:
             return Reap("fail", "lease expired")
         # A backstop behind the agent's own timeout, one lease later.

@@ -89,13 +89,19 @@ class Reaper:
 
     def _action(self, rec: JobRecord, now: float) -> policy.Reap | None:
         cfg = self.config
+        node = rec.node_id
         return policy.reap_action(
             rec,
             now,
-            self.index.node_seen.get(rec.node_id) if rec.node_id else None,
+            self.index.node_seen.get(node) if node else None,
             dispatch_timeout_s=cfg.dispatch_timeout_s,
+            pooled_dispatch_timeout_s=cfg.pooled_dispatch_timeout_s,
             node_lost_after_s=cfg.node_lost_after_s,
             lease_s=cfg.lease_s,
+            agent=self.index.agents.get(node) if node else None,
+            published=self.dispatcher.published(rec),
+            queued_at=self.dispatcher.queued_since(rec),
+            republish_after_s=cfg.republish_after_s,
         )
 
     async def tick(self) -> None:
@@ -109,6 +115,9 @@ class Reaper:
                 continue
             if action.action == "dispatch":
                 self.dispatcher.soon(rec.job_id)
+                continue
+            if action.action == "republish":
+                self.dispatcher.republish_soon(rec)
                 continue
 
             def still(r: JobRecord, reason: str = action.reason) -> bool:
@@ -139,7 +148,11 @@ class Reaper:
         def change(r: JobRecord) -> JobRecord | None:
             if r.fencing != fencing or not policy.allowed(r.state, "reap") or not still(r):
                 return None
-            return policy.fail_attempt(r, now, reason, self.dispatcher.retry_delay(r.attempt))
+            # The agent died, not the job: the next attempt need not wait for anything.
+            delay = 0.0 if reason == policy.AGENT_RESTARTED else None
+            if delay is None:
+                delay = self.dispatcher.retry_delay(r.attempt)
+            return policy.fail_attempt(r, now, reason, delay)
 
         written = await cas_update(self.kv, job_id, JobRecord, change)
         if written is None:

@@ -2,8 +2,10 @@
 
 Fencing: a report counts only for the live attempt (same ``attempt`` and ``fencing``,
 and the same node once it runs). Anything else is refused: ``stale`` (an attempt that
-is over or was superseded), ``cancelled``, or ``phase`` (not allowed in this state). A
-report repeated because its reply was lost is accepted without a second change.
+is over or was superseded), ``cancelled``, ``phase`` (not allowed in this state) or
+``wrong_node`` (the attempt was dispatched to another node: a node's credential only
+reaches its own report subject, so this is another host speaking). A report repeated
+because its reply was lost is accepted without a second change.
 """
 
 from __future__ import annotations
@@ -51,6 +53,8 @@ def refusal(rec: JobRecord, r: JobReport) -> Refusal | None:
         return None
     if rec.state is S.RUNNING and r.node_id != rec.node_id:
         return Refusal("stale", f"attempt {rec.attempt} runs on node {rec.node_id!r}")
+    if rec.node_id and r.node_id != rec.node_id:
+        return Refusal("wrong_node", f"attempt {rec.attempt} was dispatched to another node")
     if allowed(rec.state, r.phase):
         return None
     if rec.state in TERMINAL or rec.state is S.PENDING:
@@ -74,6 +78,7 @@ def apply_report(
             rec,
             state=S.RUNNING,
             node_id=r.node_id,
+            incarnation=r.incarnation,
             started_at=now,
             lease_expires_at=now + lease_s,
             progress=progress,
@@ -95,4 +100,6 @@ def apply_report(
         )
     # A pooled attempt that failed before it started names its node only here.
     failed = rec if rec.node_id else change(rec, node_id=r.node_id)
+    if r.result is not None:  # a failed attempt's exit code and logs stay readable
+        failed = change(failed, result=r.result)
     return fail_attempt(failed, now, r.error or "failed", retry_delay)

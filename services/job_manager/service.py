@@ -1,13 +1,15 @@
 """The job manager service: the job API, dispatch into ``P_JOBS`` and the one reaper.
 
 Endpoints on ``P.api.job_manager.<method>``: ``submit`` (JobSpec -> JobRecord),
-``get`` and ``cancel`` (JobRef -> JobRecord), ``list`` (JobQuery -> JobList) and
-``report`` (JobReport -> JobRecord), the node agents' channel (see ``api.py``).
+``get`` and ``cancel`` (JobRef -> JobRecord), ``list`` (JobQuery -> JobList, a page),
+``counts`` (Empty -> JobCounts) and ``report`` (JobReport -> JobRecord), the node
+agents' channel (see ``api.py``).
 
-At start it provisions what it needs (P_JOBS, the jobs, leases and nodes buckets),
-loads the index of non-terminal jobs from a watch on the jobs bucket, listens to
-NodeInfo (node liveness for the reaper) and to the server's max-deliveries advisories
-for P_JOBS, and runs the reaper loop (which acts only while it holds the reaper lease).
+At start it provisions what it needs (P_JOBS, the jobs, history, leases and nodes
+buckets), loads the catalog (the index of non-terminal jobs plus a summary of each
+terminal one) from a watch on the jobs bucket, listens to NodeInfo (node liveness for
+the reaper) and to the server's max-deliveries advisories for P_JOBS, and runs the
+reaper and history loops (which act only while this instance holds the reaper lease).
 """
 
 from __future__ import annotations
@@ -24,12 +26,14 @@ from nats.js.kv import KeyValue
 
 from services.job_manager.announce import Announcer
 from services.job_manager.api import JobApi
+from services.job_manager.catalog import JobCatalog
 from services.job_manager.config import JobManagerConfig
 from services.job_manager.dispatcher import SELECTOR, Dispatcher
-from services.job_manager.index import JobIndex
+from services.job_manager.history import History
+from services.job_manager.listing import Lister
 from services.job_manager.reaper import MaxDeliveries, Reaper, max_deliveries_subject
 from shared.circuit_breaker import CircuitBreaker
-from shared.contracts import HealthCheckResult
+from shared.contracts import Empty, HealthCheckResult, HistogramSample
 from shared.jobs import JobQuery, JobRef, JobReport, JobSpec, NodeInfo
 from shared.loops import Loop
 from shared.provision import ensure_stream, jobs_stream_config
@@ -53,7 +57,7 @@ class JobManagerService(Service[JobManagerConfig]):
         reload_config: Callable[[], JobManagerConfig] | None = None,
     ) -> None:
         super().__init__(config, reload_config=reload_config)
-        self.index = JobIndex()
+        self.index = JobCatalog()
         self.counts: Counter[str] = Counter()
         self._follow_scope = anyio.CancelScope()
         self._api: JobApi | None = None
@@ -101,6 +105,18 @@ class JobManagerService(Service[JobManagerConfig]):
             counts=self.counts,
             announce=announcer.announce,
         )
+        history = History(
+            js=self.js,
+            jobs=self.kv,
+            history=await self.bucket("history"),
+            jobs_bucket=self.subjects.bucket("jobs"),
+            catalog=self.index,
+            lease=reaper.lease,
+            config=cfg,
+            counts=self.counts,
+        )
+        payload = lambda: self.nc.max_payload  # noqa: E731 (the server's, known at connect)
+        lister = Lister(kv=self.kv, catalog=self.index, max_payload=payload, counts=self.counts)
         self._api = api = JobApi(
             kv=self.kv,
             config=cfg,
@@ -111,6 +127,8 @@ class JobManagerService(Service[JobManagerConfig]):
             emit=self.emit,
             paused=lambda: self.paused,
             counts=self.counts,
+            lister=lister,
+            history=history,
         )
         await self._seed_nodes()
         with anyio.fail_after(max(30.0, cfg.connect_timeout)):
@@ -127,7 +145,8 @@ class JobManagerService(Service[JobManagerConfig]):
         await self.add_endpoint("get", JobRef, api.get)
         await self.add_endpoint("list", JobQuery, api.list)
         await self.add_endpoint("cancel", JobRef, api.cancel)
-        await self.add_endpoint("report", JobReport, api.report)
+        await self.add_endpoint("counts", Empty, api.job_counts)
+        await self._add_report_endpoint(api)
         interval = cfg.reaper_interval
         self.add_loop(
             Loop("reaper", reaper.tick, interval=interval, max_backoff=max(5.0, interval))
@@ -140,6 +159,30 @@ class JobManagerService(Service[JobManagerConfig]):
         # Every instance sweeps, lease or not: an announcement is idempotent, and the
         # one that restarted after a crash must not wait for the reaper lease.
         self.add_loop(Loop("announcer", sweep, interval=owed, max_backoff=max(5.0, owed)))
+        # Its own loop: a long retirement pass must not delay reaping.
+        every = cfg.history_interval
+        self.add_loop(Loop("history", history.tick, interval=every, max_backoff=max(60.0, every)))
+
+    async def _add_report_endpoint(self, api: JobApi) -> None:
+        # One endpoint on P.api.job_manager.report.* : the subject's last token is the
+        # reporting node, which only that node's credential may publish to, so the
+        # handler is built per message around it.
+        micro = self._micro
+        assert micro is not None  # setup() runs with the micro service started
+        subject = self.subjects.node_report("*")
+
+        async def on_report(msg: Msg) -> None:
+            via = msg.subject.rsplit(".", 1)[-1]
+            handler = self.intake.request_handler(
+                "report",
+                JobReport,
+                lambda report: api.report(report, via),
+                lambda: micro.endpoints.get("report"),
+            )
+            await handler(msg)
+
+        await micro.add_endpoint("report", subject, on_report, queue_group="q")
+        self.intake_types[subject] = JobReport
 
     async def _seed_nodes(self) -> None:
         # A node the nodes bucket knows gets node_lost_after_s from now to be heard
@@ -164,13 +207,15 @@ class JobManagerService(Service[JobManagerConfig]):
             await self._api.reaper.release()
 
     async def on_reload(self, old: JobManagerConfig) -> None:
-        """Timeouts, backoff and the selector timeout apply at once; the rest at restart."""
+        """Timeouts, backoff, the selector timeout and history apply at once; others at restart."""
         if self._api is not None:
             api = self._api
             api.config = api.dispatcher.config = api.reaper.config = self.config
+            if api.history is not None:
+                api.history.config = self.config
 
     async def _on_node(self, info: NodeInfo, _: Msg) -> None:
-        self.index.saw_node(info.node_id)
+        self.index.saw_info(info)
 
     async def _on_max_deliveries(self, advisory: MaxDeliveries, _: Msg) -> None:
         await self.api.reaper.on_max_deliveries(advisory)
@@ -193,6 +238,7 @@ class JobManagerService(Service[JobManagerConfig]):
             "dispatch": dict(dispatcher.stats),
             "counts": dict(self.counts),
             "index": self.index.details(),
+            "history": self._api.history.details() if self._api.history else {},
         }
         if dispatcher.failing:
             return HealthCheckResult.degraded(
@@ -208,4 +254,10 @@ class JobManagerService(Service[JobManagerConfig]):
         for name in ("submitted", "completed", "failed", "cancelled", "retried"):
             metrics[f"jobs_{name}_total"] = self.counts[f"{name}_total"]
         metrics["stale_reports_total"] = self._api.refused["stale"] if self._api else 0
+        metrics["jobs_retired_total"] = self.counts["retired_total"]
+        metrics["jobs_terminal_kept"] = len(self.index.terminal)
         return metrics
+
+    def custom_histograms(self) -> list[HistogramSample]:
+        """Submit-to-running, queue wait and job duration, as this instance observed them."""
+        return self._api.timings.samples() if self._api else []

@@ -174,7 +174,7 @@ class LoopManagerService(Service[LoopManagerConfig]):
         metrics: dict[str, float] = {}
         for name, loop in self.hosted.items():
             stats = loop.stats()
-            metrics[f"loop_{name}_runs"] = stats.runs
-            metrics[f"loop_{name}_failures"] = stats.failures
+            metrics[f"loop_{name}_runs_total"] = stats.runs
+            metrics[f"loop_{name}_failures_total"] = stats.failures
             metrics[f"loop_{name}_paused"] = float(stats.paused)
         return metrics

@@ -2,7 +2,10 @@
 
 Resources are detected (psutil, NVML or ``nvidia-smi``); where detection is impossible
 they can be declared here (``declared_*``). Job types map to argv templates in
-``commands``; the built-in type ``shell`` runs ``spec.args["argv"]`` directly.
+``commands``; the built-in type ``shell`` runs ``spec.args["argv"]`` directly, and
+only on a node that lists ``shell`` among its capabilities (off by default: it runs
+whatever a submitter asks). A job's environment is the allow-list ``policy.JOB_ENV``
+plus ``job_env``, never the agent's own secrets.
 """
 
 from __future__ import annotations
@@ -10,7 +13,7 @@ from __future__ import annotations
 import os
 import re
 import socket
-from typing import Annotated
+from typing import Annotated, Literal
 
 import msgspec
 
@@ -24,6 +27,12 @@ NonNegative = Annotated[int, msgspec.Meta(ge=0)]
 SHELL_TYPE = "shell"
 
 _JOB_TYPE = re.compile(r"^[a-z][a-z0-9_]*$")
+_SECRET = re.compile(r"RINGMASTER_|CREDENTIAL|TOKEN|PASSWORD|SECRET|_KEY$|^NATS_", re.IGNORECASE)
+
+
+def secret_name(name: str) -> bool:
+    """Whether an environment variable's name says it may hold (or point at) a secret."""
+    return bool(_SECRET.search(name))
 
 
 def default_node_id() -> str:
@@ -38,7 +47,8 @@ class NodeAgentConfig(BaseConfig, kw_only=True, forbid_unknown_fields=True):
     #: This node's id (default: the short host name); hollow nodes add ``-h<i>``.
     node_id: str = ""
     #: Capability pools this node serves (``P.jobs.cap.<capability>``).
-    capabilities: list[str] = msgspec.field(default_factory=lambda: ["cpu", "shell"])
+    #: ``shell`` also enables the built-in shell job type (arbitrary commands).
+    capabilities: list[str] = msgspec.field(default_factory=lambda: ["cpu"])
     #: Jobs run at once (0: the CPU count).
     slots: NonNegative = 0
     #: Where each job gets its ``<job_id>-<attempt>`` directory (default
@@ -72,12 +82,24 @@ class NodeAgentConfig(BaseConfig, kw_only=True, forbid_unknown_fields=True):
     ack_wait_s: Annotated[float, msgspec.Meta(ge=3)] = 30.0
     #: Deliveries of one dispatch before the server gives up on it.
     max_deliver: Annotated[int, msgspec.Meta(ge=1)] = 5
+    #: Hold the next dispatch while every slot is busy, so it starts the moment one
+    #: frees (its lease is kept with in-progress acks while held).
+    prefetch: bool = True
     #: Seconds one round of pulling (over every pool) waits for a job.
     fetch_timeout_s: Annotated[float, msgspec.Meta(ge=0.1)] = 1.0
     #: On drain, seconds running jobs get to finish before they are handed back.
     drain_grace_s: Annotated[float, msgspec.Meta(ge=0)] = 30.0
     #: Keep each job's directory after it ends (for debugging).
     keep_work_dirs: bool = False
+    #: Names of the agent's environment variables jobs also get (beyond the allow-list).
+    job_env: list[str] = msgspec.field(default_factory=list)
+    #: How outputs are named in the object store: ``seal`` asks the sync planner to
+    #: check and name the uploaded chunks (a per-node user may not write names);
+    #: ``direct`` writes the name itself; ``auto`` seals when the credentials file is
+    #: this node's own user file from ``ringmaster nats-config --nodes``.
+    blob_upload: Literal["auto", "seal", "direct"] = "auto"
+    #: Seconds a seal may take (the sync planner reads the whole upload back).
+    seal_timeout_s: Positive = 60.0
 
     def __post_init__(self) -> None:
         if not self.node_id:
@@ -104,6 +126,19 @@ class NodeAgentConfig(BaseConfig, kw_only=True, forbid_unknown_fields=True):
                 raise ValueError("commands: 'shell' is built in and cannot be redefined")
             if not argv:
                 raise ValueError(f"commands: the template of {job_type!r} is empty")
+        for name in self.job_env:
+            if secret_name(name):
+                raise ValueError(f"job_env: {name!r} looks like a secret; jobs never get one")
+
+    @property
+    def runs_shell(self) -> bool:
+        """Whether this node runs the built-in ``shell`` job type (arbitrary commands)."""
+        return SHELL_TYPE in self.capabilities
+
+    @property
+    def job_types(self) -> list[str]:
+        """The job types this node runs: its commands, and ``shell`` when enabled."""
+        return sorted([*self.commands, *([SHELL_TYPE] if self.runs_shell else [])])
 
     @property
     def capacity(self) -> int:

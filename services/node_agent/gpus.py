@@ -1,8 +1,12 @@
-"""GPU detection: NVML where ``pynvml`` is installed, else ``nvidia-smi``, else the config.
+"""GPU detection behind one small interface: NVML, ``nvidia-smi``, or the config's list.
 
-Each source is tried once at start; the first that works is used from then on. A
-source that fails later is reported in the probe's ``last_error`` and yields no GPUs
-for that sample (the declared ones when there are any), never an exception.
+A :class:`GpuSource` reads the node's GPUs or raises :class:`GpuError`. Three exist:
+:class:`NvmlSource` (nvidia-ml-py, imported as ``pynvml``, when installed),
+:class:`SmiSource` (the ``nvidia-smi`` binary) and :class:`DeclaredSource` (the
+config's ``declared_gpus``, for hosts where detection is impossible and for tests).
+:class:`GpuProbe` tries NVML, then ``nvidia-smi`` once at start and keeps the first
+that works; a source that fails later is reported in ``last_error`` and that sample
+falls back on the declared GPUs (none by default), never an exception.
 """
 
 from __future__ import annotations
@@ -11,9 +15,8 @@ import importlib
 import logging
 import shutil
 import subprocess
-from collections.abc import Sequence
-from types import ModuleType
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
 
 from shared.jobs import GpuInfo
 
@@ -21,6 +24,21 @@ log = logging.getLogger("ringmaster.node_agent.gpus")
 
 SMI_QUERY = "index,name,memory.total,memory.used,utilization.gpu"
 SMI_TIMEOUT_S = 10.0
+
+
+class GpuError(RuntimeError):
+    """A GPU source could not be read."""
+
+
+class GpuSource(Protocol):
+    """Where a node's GPUs come from."""
+
+    #: Shown in health details: ``nvml``, ``nvidia-smi`` or ``declared``.
+    name: str
+
+    def read(self) -> list[GpuInfo]:
+        """The GPUs now (blocking); raises :class:`GpuError` when they cannot be read."""
+        ...
 
 
 def _number(text: str) -> float:
@@ -53,55 +71,22 @@ def parse_nvidia_smi(text: str) -> list[GpuInfo]:
     return gpus
 
 
-def _load_nvml() -> ModuleType | None:
-    # importlib rather than an import statement: nvidia-ml-py is optional and untyped.
-    try:
-        return importlib.import_module("pynvml")
-    except ImportError:
-        return None
-
-
 def _text(value: Any) -> str:
+    # Older pynvml versions return bytes for names, newer ones str.
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-class GpuProbe:
-    """Reads the node's GPUs from the first source that works."""
+class NvmlSource:
+    """GPUs through NVML; ``nvml`` is the ``pynvml`` module (or a stand-in in tests)."""
 
-    def __init__(self, declared: Sequence[GpuInfo] = (), *, detect: bool = True) -> None:
-        self.declared = list(declared)
-        self.source = "declared" if self.declared else "none"
-        self.last_error = ""
-        self._nvml: ModuleType | None = None
-        self._smi: str | None = None
-        if detect:
-            self._choose()
+    name = "nvml"
 
-    def _choose(self) -> None:
-        nvml = _load_nvml()
-        if nvml is not None:
-            try:
-                nvml.nvmlInit()
-            except Exception as exc:  # noqa: BLE001 - NVMLError has no stable import path
-                self.last_error = f"NVML: {exc}"
-                log.info("NVML present but not usable: %s", exc)
-            else:
-                self._nvml, self.source = nvml, "nvml"
-                return
-        smi = shutil.which("nvidia-smi")
-        if smi is not None and self._read_smi(smi) is not None:
-            self._smi, self.source = smi, "nvidia-smi"
+    def __init__(self, nvml: Any) -> None:
+        self.nvml = nvml
 
     def read(self) -> list[GpuInfo]:
-        """The GPUs now (blocking: call it from a worker thread)."""
-        found: list[GpuInfo] | None = None
-        if self._nvml is not None:
-            found = self._read_nvml(self._nvml)
-        elif self._smi is not None:
-            found = self._read_smi(self._smi)
-        return found if found else list(self.declared)
-
-    def _read_nvml(self, nvml: ModuleType) -> list[GpuInfo] | None:
+        """Every device NVML counts, in NVML's (PCI bus) order."""
+        nvml = self.nvml
         try:
             gpus = []
             for i in range(nvml.nvmlDeviceGetCount()):
@@ -117,18 +102,106 @@ class GpuProbe:
                         utilization_pct=float(util.gpu),
                     )
                 )
-        except Exception as exc:  # noqa: BLE001 - any NVML failure: this sample has no GPUs
-            self.last_error = f"NVML: {exc}"
-            return None
+        except Exception as exc:  # NVMLError has no stable import path: any failure
+            raise GpuError(f"NVML: {exc}") from exc
         return gpus
 
-    def _read_smi(self, smi: str) -> list[GpuInfo] | None:
-        argv = [smi, f"--query-gpu={SMI_QUERY}", "--format=csv,noheader,nounits"]
+
+#: Runs an argv and returns its stdout (raises OSError or SubprocessError).
+Run = Callable[[list[str]], str]
+
+
+def _run(argv: list[str]) -> str:
+    out = subprocess.run(argv, capture_output=True, text=True, timeout=SMI_TIMEOUT_S, check=True)
+    return out.stdout
+
+
+class SmiSource:
+    """GPUs from the ``nvidia-smi`` binary at ``path``; ``run`` is replaceable in tests."""
+
+    name = "nvidia-smi"
+
+    def __init__(self, path: str, run: Run = _run) -> None:
+        self.argv = [path, f"--query-gpu={SMI_QUERY}", "--format=csv,noheader,nounits"]
+        self.run = run
+
+    def read(self) -> list[GpuInfo]:
+        """The devices nvidia-smi lists."""
         try:
-            out = subprocess.run(
-                argv, capture_output=True, text=True, timeout=SMI_TIMEOUT_S, check=True
-            )
+            return parse_nvidia_smi(self.run(self.argv))
         except (OSError, subprocess.SubprocessError) as exc:
-            self.last_error = f"nvidia-smi: {exc}"
-            return None
-        return parse_nvidia_smi(out.stdout)
+            raise GpuError(f"nvidia-smi: {exc}") from exc
+
+
+class DeclaredSource:
+    """The GPUs the config declares, as they are."""
+
+    name = "declared"
+
+    def __init__(self, gpus: Sequence[GpuInfo]) -> None:
+        self.gpus = list(gpus)
+
+    def read(self) -> list[GpuInfo]:
+        """The declared GPUs."""
+        return list(self.gpus)
+
+
+def _load_nvml() -> Any:
+    # importlib rather than an import statement: nvidia-ml-py is optional and untyped.
+    try:
+        return importlib.import_module("pynvml")
+    except ImportError:
+        return None
+
+
+def detect_source() -> tuple[GpuSource | None, str]:
+    """The first detecting source that works (NVML, then nvidia-smi), and why not."""
+    error = ""
+    nvml = _load_nvml()
+    if nvml is not None:
+        try:
+            nvml.nvmlInit()
+            return NvmlSource(nvml), ""
+        except Exception as exc:  # noqa: BLE001 - NVMLError has no stable import path
+            error = f"NVML: {exc}"
+            log.info("NVML present but not usable: %s", exc)
+    path = shutil.which("nvidia-smi")
+    if path is not None:
+        smi = SmiSource(path)
+        try:
+            smi.read()
+            return smi, ""
+        except GpuError as exc:
+            error = str(exc)
+    return None, error
+
+
+class GpuProbe:
+    """Reads the node's GPUs: the detected source, else the declared GPUs."""
+
+    def __init__(
+        self,
+        declared: Sequence[GpuInfo] = (),
+        *,
+        detect: bool = True,
+        source: GpuSource | None = None,
+    ) -> None:
+        self.fallback = DeclaredSource(declared)
+        self.last_error = ""
+        if source is None and detect:
+            source, self.last_error = detect_source()
+        self.detected = source
+        self.source = source.name if source else ("declared" if declared else "none")
+
+    def read(self) -> list[GpuInfo]:
+        """The GPUs now (blocking: call it from a worker thread)."""
+        if self.detected is not None:
+            try:
+                found = self.detected.read()
+            except GpuError as exc:
+                self.last_error = str(exc)
+            else:
+                self.last_error = ""
+                if found:
+                    return found
+        return self.fallback.read()

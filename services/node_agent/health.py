@@ -6,6 +6,7 @@ Details show the running jobs with their progress, the floors' state, the job co
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING, Any
 
 from shared.contracts import HealthCheckResult
@@ -38,6 +39,8 @@ def agent_health(agent: NodeAgentService) -> HealthCheckResult:
     details: dict[str, Any] = {
         "node_id": agent.node_id,
         "hollow": len(agent.hollow_nodes),
+        # What it runs: its declared commands, and `shell` only where enabled.
+        "job_types": cfg.job_types,
         "running_jobs": count,
         "running": listed,
         "slots": cfg.capacity * len(agent.nodes),
@@ -53,15 +56,36 @@ def agent_health(agent: NodeAgentService) -> HealthCheckResult:
         },
         "not_taking": agent.not_taking(),
         "jobs": agent.stats.as_dict(),
-        "gpus": {
-            "source": agent.probe.gpus.source if agent.probe else "none",
-            "count": len(sample.gpus),
-        },
+        "slot_gaps": agent.real.gaps.view() if agent.real is not None else {},
+        # Output uploads by outcome (stored, sealed, duplicates, duplicate_chunks_left).
+        "uploads": dict(agent.real.runner.blobs.counts) if agent.real is not None else {},
+        "utilization": _utilization(agent),
+        "gpus": _gpus(agent),
         "sample_errors": list(sample.errors),
     }
     if not floors.accepting:
         return HealthCheckResult.degraded(f"taking no work: {floors.reason}", **details)
     return HealthCheckResult.ok(f"{count} jobs running, {free} slots free", **details)
+
+
+def _gpus(agent: NodeAgentService) -> dict[str, Any]:
+    """GPU inventory and assignment: free devices, who holds which, refusals, waits."""
+    inventory = agent.sample.gpus
+    found: dict[str, Any] = {
+        "source": agent.probe.gpus.source if agent.probe else "none",
+        "count": len(inventory),
+    }
+    gates = [node.gate for node in agent.nodes]
+    if agent.real is not None:
+        found.update(agent.real.gpus.view(inventory))
+    else:  # hollow nodes: sums only (there may be thousands)
+        found["free"] = sum(g.gpus.free_count(inventory) for g in gates)
+        found["refused"] = sum(g.gpus.refused for g in gates)
+        found["waited"] = sum(g.gpus.waited for g in gates)
+    found["waiting"] = [f"{g.parked[1].job_id}-{g.parked[1].attempt}" for g in gates if g.parked][
+        :MAX_LISTED
+    ]
+    return found
 
 
 def agent_metrics(agent: NodeAgentService) -> dict[str, float]:
@@ -70,12 +94,35 @@ def agent_metrics(agent: NodeAgentService) -> dict[str, float]:
     count, _ = _running(agent)
     return {
         "running_jobs": count,
-        "jobs_run": stats.run,
-        "jobs_completed": stats.completed,
-        "jobs_failed": stats.failed,
-        "jobs_killed": stats.killed,
-        "jobs_handed_back": stats.handed_back,
-        "invalid_progress_lines": stats.invalid_progress_lines,
-        "reports_lost": stats.reports_lost,
+        "jobs_run_total": stats.run,
+        "jobs_completed_total": stats.completed,
+        "jobs_failed_total": stats.failed,
+        "jobs_killed_total": stats.killed,
+        "jobs_handed_back_total": stats.handed_back,
+        "invalid_progress_lines_total": stats.invalid_progress_lines,
+        "reports_lost_total": stats.reports_lost,
+        "gpus_free": float(sum(n.gate.gpus.free_count(agent.sample.gpus) for n in agent.nodes)),
+        "gpu_refused_total": float(sum(n.gate.gpus.refused for n in agent.nodes)),
         "accepting": float(agent.floors.accepting),
+        "utilization": _utilization(agent),
+        **_gap_metrics(agent),
     }
+
+
+def _utilization(agent: NodeAgentService) -> float:
+    """The real node's busy share over the last minute (0 for hollow agents)."""
+    if agent.real is None:
+        return 0.0
+    return round(agent.real.utilization.share(agent.config.capacity, time.monotonic()), 4)
+
+
+def _gap_metrics(agent: NodeAgentService) -> dict[str, float]:
+    if agent.real is None:
+        return {}
+    view = agent.real.gaps.view()
+    found = {"slot_gaps": float(view["count"] or 0)}
+    for key in ("p50_ms", "p99_ms"):
+        value = view[key]
+        if value is not None:
+            found[f"slot_gap_{key}"] = float(value)
+    return found

@@ -2,15 +2,16 @@
 
 Each hollow node has its own node_id, NodeInfo and pool consumers, and speaks the real
 protocol (started, progress heartbeats, completed, acks); its jobs "run" for
-``spec.args["duration_s"]`` (default 0) and complete with an empty result. To stay
-cheap, all of them share the agent's one connection and resource sample, and each is
-one task: a loop that finishes due jobs, keeps leases, publishes NodeInfo and pulls.
+``spec.args["duration_s"]`` (default 0) and complete with an empty result (a GPU job's
+names its ``cuda_visible_devices``: each hollow node assigns the declared GPUs as the
+real node does). To stay cheap, all of them share the agent's one connection and
+resource sample; each is one task that finishes due jobs, keeps leases, publishes
+NodeInfo and pulls.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 from typing import Any
 
 import anyio
@@ -18,25 +19,20 @@ import msgspec
 from nats.aio.msg import Msg
 
 from services.node_agent import policy
+from services.node_agent.assignment import GpuGate, visible_devices_env
 from services.node_agent.info import NodeParts, node_info
-from services.node_agent.job import CANCELLED, DEFER_S, STOPPING, SUPERSEDED, Kill, settle
+from services.node_agent.job import (
+    CANCELLED,
+    DEFER_S,
+    STOPPING,
+    SUPERSEDED,
+    HollowJob,
+    Kill,
+    settle,
+)
 from services.node_agent.reports import Outcome, Reporter
 from shared.codec import decode
 from shared.jobs import JobDispatch, JobReport, JobResult, NodeInfo
-
-
-@dataclass
-class HollowJob:
-    """A simulated job: it ends at ``ends_at`` (monotonic)."""
-
-    dispatch: JobDispatch
-    msg: Msg
-    ends_at: float
-    timed_out: bool
-    heartbeat: float
-    last_report_at: float
-    last_ack_at: float
-    killed: Kill | None = None
 
 
 class HollowNode:
@@ -55,11 +51,14 @@ class HollowNode:
         self._stop: Kill | None = None
         self._wake = anyio.Event()
         self._next_info = 0.0
+        own = self.pools.pools[0].subject
+        self.gate = GpuGate(node_id, own, reporter, self.stats, self.config)
 
     def free(self) -> int:
         """Slots free for new work now."""
         _, floors, reason = self.view()
-        open_ = self.intake_open and not reason and self._stop is None
+        # A job waiting for GPUs closes the intake until it starts.
+        open_ = self.intake_open and not reason and self._stop is None and not self.gate.parked
         return policy.free_slots(
             self.config().capacity, len(self.running), floors, intake_open=open_
         )
@@ -73,6 +72,7 @@ class HollowNode:
             version=self.version,
             config=self.config(),
             sample=sample,
+            gpus=self.gate.gpus.annotate(sample.gpus),
             floors=floors,
             free=self.free(),
             running=[j.dispatch.job_id for j in self.running.values()],
@@ -139,7 +139,15 @@ class HollowNode:
             self.stats.invalid_dispatches += 1
             await settle(msg.term, self.stats, "term")
             return
+        devices = await self.gate.admit(msg, d, self.view()[0].gpus)
+        if devices is not None:
+            await self._begin(msg, d, devices)
+
+    async def _begin(self, msg: Msg, d: JobDispatch, devices: tuple[int, ...]) -> None:
+        key = f"{d.job_id}-{d.attempt}"
         answer = await self.reporter.send(self._report(d, "started"))
+        if answer.outcome is not Outcome.ACCEPTED:
+            self.gate.gpus.release(key)
         if answer.outcome is Outcome.CONFLICT:
             self.stats.refused += 1
             await settle(msg.term, self.stats, "term")
@@ -152,7 +160,7 @@ class HollowNode:
         now, cfg = time.monotonic(), self.config()
         lease = answer.lease_expires_at
         remaining = None if lease is None else lease - time.time()
-        self.running[f"{d.job_id}-{d.attempt}"] = HollowJob(
+        self.running[key] = HollowJob(
             dispatch=d,
             msg=msg,
             ends_at=now + min(_duration(d), self._timeout(d)),
@@ -160,6 +168,7 @@ class HollowNode:
             heartbeat=policy.heartbeat_interval(remaining, cfg.ack_wait_s),
             last_report_at=now,
             last_ack_at=now,
+            gpus=devices,
         )
 
     async def _tick(self, now: float) -> None:
@@ -168,6 +177,7 @@ class HollowNode:
             if job.killed is not None or now >= job.ends_at:
                 await self._finish(job)
                 del self.running[key]
+                self.gate.gpus.release(key)
                 self.on_change()
                 continue
             if policy.ack_due(now, job.last_ack_at, cfg.ack_wait_s):
@@ -178,6 +188,10 @@ class HollowNode:
                 answer = await self.reporter.send(self._report(job.dispatch, "progress"))
                 if answer.outcome is Outcome.CONFLICT:
                     job.killed = SUPERSEDED
+        sample, floors, reason = self.view()
+        open_ = self.intake_open and not reason and self._stop is None and floors.accepting
+        if (ready := await self.gate.resume(open_, sample.gpus)) is not None:
+            await self._begin(*ready)
         if now >= self._next_info:
             self._next_info = now + self.interval_s
             await self.publisher.publish(self.info())
@@ -199,7 +213,9 @@ class HollowNode:
             report = self._report(d, "failed", error=error)
         else:
             self.stats.completed += 1
-            report = self._report(d, "completed", progress=1.0, result=JobResult(exit_code=0))
+            shown = visible_devices_env(job.gpus)["CUDA_VISIBLE_DEVICES"]
+            done = JobResult(exit_code=0, result={"cuda_visible_devices": shown} if shown else {})
+            report = self._report(d, "completed", progress=1.0, result=done)
         if report is not None:
             await self.reporter.send_final(report, attempts if job.killed is None else 1)
         await settle(job.msg.ack, self.stats, "ack")
@@ -216,6 +232,7 @@ class HollowNode:
                     job.killed = job.killed or why
                     await self._finish(job)
                 self.running.clear()
+                await self.gate.give_back()
                 await self.pools.close()
                 await self.publisher.publish(self.info(reason="stopped"), force_kv=True)
         finally:

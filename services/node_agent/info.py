@@ -21,10 +21,10 @@ from nats.js.kv import KeyValue
 from services.node_agent.config import NodeAgentConfig
 from services.node_agent.policy import Floors, kv_put_due
 from services.node_agent.pools import Pools
-from services.node_agent.reports import AgentStats
+from services.node_agent.reports import INCARNATION, AgentStats
 from services.node_agent.resources import Sample
 from shared.codec import encode
-from shared.jobs import NodeInfo
+from shared.jobs import GpuInfo, NodeInfo
 from shared.subjects import Subjects
 
 #: The bucket is refreshed at least every this many intervals.
@@ -43,13 +43,18 @@ def node_info(
     config: NodeAgentConfig,
     sample: Sample,
     floors: Floors,
+    gpus: list[GpuInfo] | None = None,
     free: int,
     running: list[str],
     interval_s: float,
     hollow: bool = False,
     reason: str = "",
+    utilization: float = 0.0,
 ) -> NodeInfo:
-    """The NodeInfo a node publishes; a ``reason`` (draining, paused) also stops intake."""
+    """The NodeInfo a node publishes; a ``reason`` (draining, paused) also stops intake.
+
+    ``gpus``: the sample's GPUs with their holders filled in (default: the sample's).
+    """
     accepting = floors.accepting and not reason
     return NodeInfo(
         node_id=node_id,
@@ -63,13 +68,15 @@ def node_info(
         memory_total_mb=sample.memory_total_mb,
         memory_available_mb=sample.memory_available_mb,
         disk_free_mb=sample.disk_free_mb,
-        gpus=list(sample.gpus),
+        gpus=list(sample.gpus if gpus is None else gpus),
         running_jobs=running,
         accepting=accepting,
         reason=reason or floors.reason,
         hollow=hollow,
         sent_at=time.time(),
         interval_s=interval_s,
+        utilization=round(utilization, 4),
+        incarnation=INCARNATION,
     )
 
 
@@ -82,7 +89,7 @@ def _shape(info: NodeInfo) -> tuple[Any, ...]:
         info.free_slots,
         tuple(info.capabilities),
         tuple(info.running_jobs),
-        len(info.gpus),
+        tuple(g.assigned_to for g in info.gpus),
     )
 
 

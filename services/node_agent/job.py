@@ -49,6 +49,27 @@ class RunningJob:
     progress: float = 0.0
     pid: int | None = None
     killed: Kill | None = None
+    #: The process has ended: its slot is free while outputs upload and it reports.
+    exited: bool = False
+    #: The GPU devices this job holds (assignment.py); empty for a CPU job.
+    gpus: tuple[int, ...] = ()
+    #: Called when the process has started, and once when it ends (the node starts
+    #: its next job then).
+    on_start: Callable[[], None] | None = None
+    on_exit: Callable[[], None] | None = None
+
+    def process_started(self, pid: int) -> None:
+        """The job's process runs as ``pid``."""
+        self.pid = pid
+        if self.on_start is not None:
+            self.on_start()
+
+    def process_ended(self) -> None:
+        """The job's process is gone: free its slot for the next job."""
+        if not self.exited:
+            self.exited = True
+            if self.on_exit is not None:
+                self.on_exit()
 
     def kill(self, why: Kill) -> None:
         """Stop the job now (its whole process group); the first reason given sticks."""
@@ -66,8 +87,24 @@ class RunningJob:
             "type": d.spec.type,
             "progress": self.progress,
             "pid": self.pid,
+            "gpus": list(self.gpus),
             "running_s": round(time.monotonic() - self.started, 1),
         }
+
+
+@dataclass
+class HollowJob:
+    """A simulated job: it ends at ``ends_at`` (monotonic)."""
+
+    dispatch: JobDispatch
+    msg: Msg
+    ends_at: float
+    timed_out: bool
+    heartbeat: float
+    last_report_at: float
+    last_ack_at: float
+    killed: Kill | None = None
+    gpus: tuple[int, ...] = ()
 
 
 async def settle(action: Callable[[], Awaitable[None]], stats: AgentStats, what: str) -> None:

@@ -123,13 +123,18 @@ def build_argv(
     args: Mapping[str, Any],
     commands: Mapping[str, Sequence[str]],
     values: Mapping[str, str],
+    *,
+    shell: bool = False,
 ) -> list[str]:
     """The job's argv: ``shell`` runs ``args["argv"]``; other types fill their template.
 
+    ``shell`` jobs run only where ``shell`` is true (the node serves that capability).
     Only the known ``{placeholder}`` tokens are replaced, so other braces in a template
     are left as they are.
     """
     if job_type == "shell":
+        if not shell:
+            raise CommandError("shell jobs are not enabled on this node")
         argv = args.get("argv")
         if not isinstance(argv, list) or not argv or not all(isinstance(a, str) for a in argv):
             raise CommandError('shell job needs args["argv"], a non-empty list of strings')
@@ -146,10 +151,24 @@ def build_argv(
     return result
 
 
+#: What a job gets of the agent's environment: what programs need to start and find
+#: their tools and locale. Never the agent's credentials path, tokens or passwords.
+JOB_ENV = (
+    "PATH", "HOME", "USER", "LOGNAME", "LANG", "LANGUAGE", "LC_ALL", "LC_CTYPE", "TZ",
+    "TMPDIR", "PYTHONPATH", "VIRTUAL_ENV", "LD_LIBRARY_PATH", "CUDA_VISIBLE_DEVICES",
+    "NVIDIA_VISIBLE_DEVICES", "OMP_NUM_THREADS", "SYSTEMROOT",
+)  # fmt: skip
+
+
+def base_env(environ: Mapping[str, str], extra: Iterable[str] = ()) -> dict[str, str]:
+    """The allow-listed part of ``environ`` (``JOB_ENV`` and ``extra`` names)."""
+    return {name: environ[name] for name in (*JOB_ENV, *extra) if name in environ}
+
+
 def job_env(
     *, job_id: str, attempt: int, args: Mapping[str, Any], inputs_dir: str, outputs_dir: str
 ) -> dict[str, str]:
-    """The variables a job gets on top of the agent's environment."""
+    """The variables a job gets on top of :func:`base_env`."""
     return {
         "RINGMASTER_JOB_ID": job_id,
         "RINGMASTER_JOB_ATTEMPT": str(attempt),

@@ -17,6 +17,7 @@ from functools import partial
 from typing import Any
 
 import anyio
+import msgspec
 import nats.errors
 from nats.aio.msg import Msg
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
@@ -45,6 +46,25 @@ def consumer_config(*, ack_wait_s: float, max_deliver: int) -> ConsumerConfig:
     )
 
 
+class _SpecPriority(msgspec.Struct):
+    priority: int = 0
+
+
+class _DispatchPriority(msgspec.Struct):
+    spec: _SpecPriority = msgspec.field(default_factory=_SpecPriority)
+
+
+_priority_decoder = msgspec.json.Decoder(_DispatchPriority)
+
+
+def dispatch_priority(data: bytes) -> int:
+    """A dispatch's ``spec.priority`` (0 when it does not decode: the node refuses it)."""
+    try:
+        return _priority_decoder.decode(data).spec.priority
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return 0
+
+
 @dataclass
 class Pool:
     """One pool: its name (``node.<id>``, ``cap.<c>``), durable and subscription."""
@@ -69,6 +89,11 @@ class Pools:
     task that re-issues its pull as long as someone calls :meth:`fetch_one`; a message
     it gets is held (one per pool) until taken, or given back (:meth:`give_back`) when
     the node stops wanting work.
+
+    While every slot is busy the node may keep the pulls going (``prefetch``): what
+    arrives is held as the next jobs, their leases kept with in-progress acks, and the
+    moment a slot frees the best held one starts: the highest ``spec.priority``, then
+    the node's own pool, then the capability pools in turn.
     """
 
     def __init__(
@@ -99,6 +124,8 @@ class Pools:
         self._wanted_at = 0.0
         self._arrived = anyio.Event()
         self._closed = False
+        #: Keep pulling while no one waits in fetch_one (the node is full and prefetches).
+        self.prefetch = False
 
     async def _bind(self, pool: Pool) -> bool:
         config = consumer_config(ack_wait_s=self.ack_wait_s, max_deliver=self.max_deliver)
@@ -127,20 +154,40 @@ class Pools:
         return [self.pools[0], *caps]
 
     def _take_held(self) -> Msg | None:
+        best: Pool | None = None
+        best_priority = 0
         for pool in self._order():
             if pool.held is not None:
-                msg, pool.held = pool.held, None
-                return msg
-        return None
+                priority = dispatch_priority(pool.held.data)
+                if best is None or priority > best_priority:
+                    best, best_priority = pool, priority
+        if best is None:
+            return None
+        msg, best.held = best.held, None
+        return msg
+
+    def held(self) -> int:
+        """Messages pulled and not taken yet."""
+        return sum(1 for pool in self.pools if pool.held is not None)
+
+    def start_pulls(self) -> None:
+        """Start the pull task of every pool that holds nothing and is not pulling."""
+        for pool in self.pools:
+            if not pool.pulling and pool.held is None and not self._closed:
+                pool.pulling = True
+                self._spawn(partial(self._pull, pool))
+
+    async def keep_leases(self) -> None:
+        """In-progress ack every held message, so its ack wait does not run out."""
+        for pool in self.pools:
+            if pool.held is not None:
+                await settle(pool.held.in_progress, self.stats, "in_progress")
 
     async def fetch_one(self, timeout_s: float) -> Msg | None:
         """One job message from the pools (the node's own first), or None after ``timeout_s``."""
         self._waiting += 1
         try:
-            for pool in self.pools:
-                if not pool.pulling and pool.held is None and not self._closed:
-                    pool.pulling = True
-                    self._spawn(partial(self._pull, pool))
+            self.start_pulls()
             with anyio.move_on_after(timeout_s):
                 while (msg := self._take_held()) is None:
                     self._arrived = anyio.Event()
@@ -154,7 +201,9 @@ class Pools:
     def _wanted(self) -> bool:
         # Someone waits, or waited within one pull: a node between two fetch_one calls
         # (it is taking a job, or its loop is doing its chores) still wants work.
-        return self._waiting > 0 or time.monotonic() - self._wanted_at < self.pull_s
+        if self.prefetch or self._waiting > 0:
+            return True
+        return time.monotonic() - self._wanted_at < self.pull_s
 
     async def _pull(self, pool: Pool) -> None:
         """Keep one pull waiting on ``pool`` while work is wanted and nothing is held."""
@@ -181,6 +230,8 @@ class Pools:
                     continue
                 if msgs:
                     pool.held = msgs[0]
+                    if self._waiting == 0:
+                        self.stats.prefetched += 1  # held ahead of a free slot
                     self._arrived.set()
         finally:
             pool.pulling = False

@@ -1,4 +1,4 @@
-"""Reports to the job manager (``P.api.job_manager.report``) and the agent's counters.
+"""Reports to the job manager (``P.api.job_manager.report.<node>``) and the agent's counters.
 
 A report's answer is one of three outcomes: accepted (with the lease the job manager
 granted), conflict (409 or 404: the attempt is stale, cancelled or unknown, so the work
@@ -8,6 +8,8 @@ must stop) or unavailable (no answer, no responder, a 5xx: try again later).
 from __future__ import annotations
 
 import logging
+import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -20,6 +22,10 @@ from nats.aio.client import Client
 from shared.codec import decode, encode
 from shared.intake import ERROR_CODE_HEADER, ERROR_HEADER
 from shared.jobs import JobReport
+
+#: This agent process's incarnation: fresh at every start, so a restarted agent under
+#: the same node id is told apart from the one that started its node's attempts.
+INCARNATION = uuid.uuid4().hex[:16]
 
 log = logging.getLogger("ringmaster.node_agent.reports")
 
@@ -71,7 +77,11 @@ class AgentStats:
     rebinds: int = 0
     #: Pulled while the node still wanted work, then nak'd when it stopped wanting it.
     given_back: int = 0
+    #: Dispatches pulled while every slot was busy and held as the next job.
+    prefetched: int = 0
     info_publish_errors: int = 0
+    #: Attempts whose captured stdout and stderr could not be stored.
+    logs_failed: int = 0
     last_error: str = ""
 
     def as_dict(self) -> dict[str, Any]:
@@ -82,7 +92,10 @@ class AgentStats:
 class Reporter:
     """Sends JobReports and sorts their answers into outcomes, counting each."""
 
-    def __init__(self, nc: Client, subject: str, timeout_s: float, stats: AgentStats) -> None:
+    def __init__(
+        self, nc: Client, subject: Callable[[str], str], timeout_s: float, stats: AgentStats
+    ) -> None:
+        # ``subject(node_id)``: each node reports on its own subject (hollow nodes too).
         self.nc = nc
         self.subject = subject
         self.timeout_s = timeout_s
@@ -97,8 +110,13 @@ class Reporter:
 
     async def send(self, report: JobReport) -> Answer:
         """One report, one answer; never raises for a missing or failed job manager."""
+        # Every report names this process's incarnation: the job manager records the
+        # one that started an attempt, and fails it when a new incarnation drops it.
+        report = msgspec.structs.replace(report, incarnation=INCARNATION)
         try:
-            msg = await self.nc.request(self.subject, encode(report), timeout=self.timeout_s)
+            msg = await self.nc.request(
+                self.subject(report.node_id), encode(report), timeout=self.timeout_s
+            )
         except (nats.errors.Error, OSError) as exc:
             # nats.errors.TimeoutError and NoRespondersError are both here.
             return self._count(report, Answer(Outcome.UNAVAILABLE, detail=type(exc).__name__))

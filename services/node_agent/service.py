@@ -34,7 +34,8 @@ from services.node_agent.reports import AgentStats, Reporter
 from services.node_agent.resources import ResourceProbe, Sample
 from services.node_agent.runner import JobRunner
 from services.node_agent.sweep import sweep_orphans
-from shared.blobs import BlobStore, ensure_store
+from services.node_agent.workspace import node_blobs
+from shared.blobs import ensure_store
 from shared.contracts import Event, HealthCheckResult
 from shared.events import JobCancelled, decode_data
 from shared.kv import bucket_config, ensure_bucket
@@ -89,8 +90,7 @@ class NodeAgentService(Service[NodeAgentConfig]):
         )
         kv = await ensure_bucket(self.js, nodes_bucket)
         store = await ensure_store(self.js, self.subjects.data_store, replicas=cfg.replicas)
-        report_subject = self.subjects.api("job_manager", "report")
-        reporter = Reporter(self.nc, report_subject, cfg.report_timeout_s, self.stats)
+        reporter = Reporter(self.nc, self.subjects.node_report, cfg.report_timeout_s, self.stats)
         probe = partial(ResourceProbe, cfg, detect_gpus=not cfg.hollow)
         self.probe = await anyio.to_thread.run_sync(probe)
         await self.take_sample()
@@ -112,7 +112,8 @@ class NodeAgentService(Service[NodeAgentConfig]):
         else:
             swept = await anyio.to_thread.run_sync(sweep_orphans, Path(cfg.work_dir))
             self.stats.orphans_killed += len(swept)
-            blobs = await anyio.to_thread.run_sync(BlobStore, store, Path(cfg.cache_dir))
+            maker = partial(node_blobs, self.nc, store, cfg, self.subjects)
+            blobs = await anyio.to_thread.run_sync(maker)  # it creates the cache directory
             runner = JobRunner(
                 node_id=self.node_id,
                 config=lambda: self.config,

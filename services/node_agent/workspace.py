@@ -3,12 +3,15 @@
 ``<work_dir>/<job_id>-<attempt>/`` holds ``inputs/`` (each input under its DataRef
 name, checked against its sha256 by the blob store) and ``outputs/`` (every file but
 ``result.json`` becomes a DataRef named by its relative path; ``result.json`` is the
-job's result).
+job's result). Outputs are uploaded through :func:`node_blobs`: sealed by the sync
+planner when the agent runs as its node's own NATS user, which may publish chunks
+but never a name.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,10 +19,19 @@ from typing import Any
 
 import anyio.to_thread
 import nats.errors
+from nats.aio.client import Client
+from nats.js.object_store import ObjectStore
 
+from services.node_agent.config import NodeAgentConfig
 from services.node_agent.policy import safe_relative_name
+from shared.blob_seal import SealClient, SealRefused
+from shared.blob_wire import WireError
 from shared.blobs import BlobError, BlobStore
+from shared.credentials import credential_options
 from shared.jobs import DataRef
+from shared.subjects import Subjects
+
+log = logging.getLogger("ringmaster.node_agent.workspace")
 
 RESULT_FILE = "result.json"
 
@@ -54,6 +66,28 @@ class Workspace:
     def remove(self) -> None:
         """Delete the directory (blocking)."""
         shutil.rmtree(self.root, ignore_errors=True)
+
+
+def seals_uploads(mode: str, credentials_file: str, subjects: Subjects, node_id: str) -> bool:
+    """Whether uploads are sealed by the sync planner (see ``blob_upload``)."""
+    if mode != "auto":
+        return mode == "seal"
+    # A node's own user (nats-config --nodes) may not write names: it must seal.
+    user = credential_options(credentials_file).get("user")
+    return bool(user) and user == subjects.user(f"node-{node_id}")
+
+
+def node_blobs(
+    nc: Client, store: ObjectStore, cfg: NodeAgentConfig, subjects: Subjects
+) -> BlobStore:
+    """The agent's blob store: its chunks under its node id, named by the sync planner."""
+    cache = Path(cfg.cache_dir)
+    if not seals_uploads(cfg.blob_upload, cfg.credentials_file, subjects, cfg.node_id):
+        log.info("outputs are named directly (blob_upload %s)", cfg.blob_upload)
+        return BlobStore(store, cache)
+    log.info("outputs are sealed by the sync planner (blob_upload %s)", cfg.blob_upload)
+    sealer = SealClient(nc, subjects.api("sync_planner", "seal"), cfg.seal_timeout_s)
+    return BlobStore(store, cache, sealer=sealer, namespace=cfg.node_id)
 
 
 async def fetch_inputs(blobs: BlobStore, refs: list[DataRef], inputs: Path) -> None:
@@ -102,6 +136,6 @@ async def upload_outputs(blobs: BlobStore, outputs: Path) -> tuple[list[DataRef]
         result = await anyio.to_thread.run_sync(read_result, outputs)
         files = await anyio.to_thread.run_sync(output_files, outputs)
         refs = [await blobs.put_file(path, name) for path, name in files]
-    except (nats.errors.Error, OSError) as exc:
+    except (nats.errors.Error, OSError, BlobError, SealRefused, WireError) as exc:
         raise OutputError(f"uploading outputs failed: {exc!r}") from exc
     return refs, result

@@ -1,16 +1,21 @@
 """How the node selector ranks nodes for a requirement: pure functions, no I/O.
 
 A node is a candidate when it is alive, not in the unhealthy overlay, not excluded,
-accepting, has a free slot, serves the capability, has a GPU if one is needed, enough
-available memory, and is the pinned node if the requirement names one. Candidates are
-ordered by :func:`rank_key`, smallest first:
+accepting, has a free slot, serves the capability, has enough available memory, is
+the pinned node if the requirement names one, and, for GPU work, has at least
+``requirement.gpu_count`` free GPUs (no job holds them, per its NodeInfo) each with
+``gpu_memory_mb`` or more, after the GPUs of the picks handed out since its last
+NodeInfo are counted as taken. Candidates are ordered by :func:`rank_key`, smallest
+first:
 
-1. GPU power (:func:`node_gpu_power`: the best GPU's entry in the power table):
-   strongest first for GPU work; weakest first for other work, so CPU jobs fill the
-   nodes without GPUs and leave the GPU nodes for GPU work;
-2. free slot ratio, highest first;
-3. load per CPU (``load_1m / cpu_count``), lowest first;
-4. node id, so that equal nodes rank the same way every time.
+1. GPU power: for GPU work the best fitting free GPU's entry in the power table,
+   strongest first; for other work the node's best GPU (:func:`node_gpu_power`),
+   weakest first, so CPU jobs fill the nodes without GPUs and leave GPUs to GPU work;
+2. for GPU work, free fitting GPUs, most first (jobs spread over GPU nodes as they do
+   over slots), then the largest free fitting GPU's memory, most first;
+3. free slot ratio, highest first;
+4. load per CPU (``load_1m / cpu_count``), lowest first;
+5. node id, so that equal nodes rank the same way every time.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ from functools import lru_cache
 
 import msgspec
 
-from shared.jobs import NodeInfo, Requirements, SelectRequest
+from shared.jobs import GpuInfo, NodeInfo, Requirements, SelectRequest, free_gpus
 
 #: Relative power of common GPUs (A100 = 1.0). Matched against NVML names such as
 #: "NVIDIA A100-SXM4-80GB" by whole words, case-insensitive, the longest entry winning.
@@ -56,6 +61,8 @@ class Candidate(msgspec.Struct, frozen=True, kw_only=True):
     unhealthy: bool = False
     #: Picks handed out since the node's NodeInfo last reported its free slots.
     pending: int = 0
+    #: GPUs those picks asked for (taken, as far as the selector knows).
+    pending_gpus: int = 0
 
 
 @lru_cache(maxsize=1024)
@@ -79,9 +86,16 @@ def node_gpu_power(info: NodeInfo, table: Mapping[str, float], default: float) -
     return max((gpu_power(g.name, table, default) for g in info.gpus), default=0.0)
 
 
+def fitting_gpus(candidate: Candidate, requirement: Requirements) -> list[GpuInfo]:
+    """The node's free GPUs big enough for ``requirement``, less those of pending picks."""
+    fit = free_gpus(candidate.info, requirement.gpu_memory_mb)
+    return fit[: max(0, len(fit) - candidate.pending_gpus)]
+
+
 def matches(candidate: Candidate, requirement: Requirements, exclude: Collection[str]) -> bool:
     """Whether the node can take a job with ``requirement`` now."""
     info = candidate.info
+    need = requirement.gpu_count
     return (
         candidate.alive
         and not candidate.unhealthy
@@ -90,23 +104,45 @@ def matches(candidate: Candidate, requirement: Requirements, exclude: Collection
         and info.accepting
         and info.free_slots > 0
         and requirement.capability in info.capabilities
-        and (not requirement.gpu or bool(info.gpus))
+        and (need == 0 or len(fitting_gpus(candidate, requirement)) >= need)
         and info.memory_available_mb >= requirement.min_memory_mb
     )
 
 
+RankKey = tuple[float, float, float, float, float, str]
+
+
 def rank_key(
-    info: NodeInfo, requirement: Requirements, power: float, pending: int = 0
-) -> tuple[float, float, float, str]:
+    info: NodeInfo,
+    requirement: Requirements,
+    power: float,
+    pending: int = 0,
+    fitting: Collection[GpuInfo] = (),
+) -> RankKey:
     """The sort key of a candidate (smaller is better); see the module docstring.
 
     ``pending`` picks count against the node's free slots until its next NodeInfo, so
-    a burst of selections between two reports spreads over equal nodes.
+    a burst of selections between two reports spreads over equal nodes. ``fitting``:
+    the free GPUs that fit a GPU requirement (:func:`fitting_gpus`).
     """
     free = max(info.free_slots - pending, 0)
     free_ratio = free / info.slots if info.slots > 0 else 0.0
     load_per_cpu = info.load_1m / max(info.cpu_count, 1)
-    return (-power if requirement.gpu else power, -free_ratio, load_per_cpu, info.node_id)
+    if requirement.gpu_count == 0:
+        return (power, 0.0, 0.0, -free_ratio, load_per_cpu, info.node_id)
+    memory = max((g.memory_total_mb for g in fitting), default=0)
+    return (-power, -len(fitting), -memory, -free_ratio, load_per_cpu, info.node_id)
+
+
+def candidate_key(
+    c: Candidate, requirement: Requirements, table: Mapping[str, float], default: float
+) -> RankKey:
+    """:func:`rank_key` of a candidate, its power and fitting GPUs worked out."""
+    if requirement.gpu_count == 0:
+        return rank_key(c.info, requirement, node_gpu_power(c.info, table, default), c.pending)
+    fitting = fitting_gpus(c, requirement)
+    power = max((gpu_power(g.name, table, default) for g in fitting), default=0.0)
+    return rank_key(c.info, requirement, power, c.pending, fitting)
 
 
 def rank(
@@ -117,18 +153,11 @@ def rank(
 ) -> list[str]:
     """The ids of the best ``request.count`` matching nodes, best first."""
     exclude = frozenset(request.exclude)
+    req = request.requirement
     keyed = [
-        (
-            rank_key(
-                c.info,
-                request.requirement,
-                node_gpu_power(c.info, table, default_power),
-                c.pending,
-            ),
-            c,
-        )
+        (candidate_key(c, req, table, default_power), c)
         for c in candidates
-        if matches(c, request.requirement, exclude)
+        if matches(c, req, exclude)
     ]
     keyed.sort(key=lambda pair: pair[0])
     return [c.info.node_id for _, c in keyed[: request.count]]

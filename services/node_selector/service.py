@@ -24,7 +24,7 @@ from services.node_selector.view import LiveView, UnhealthyOverlay
 from shared.codec import decode
 from shared.contracts import Empty, Event, HealthCheckResult
 from shared.events import JobFailed, NodeRecovered, NodeUnhealthy, decode_data
-from shared.jobs import NodeInfo, NodeList, NodeView, SelectReply, SelectRequest
+from shared.jobs import REFUSED, NodeInfo, NodeList, NodeView, SelectReply, SelectRequest
 from shared.kv import bucket_config, ensure_bucket
 from shared.loops import Loop
 from shared.provision import BUCKET_SPECS
@@ -65,6 +65,7 @@ class NodeSelectorService(Service[NodeSelectorConfig]):
         self._seen: OrderedDict[str, None] = OrderedDict()
         self._alive: set[str] = set()
         self._picks: dict[str, int] = {}
+        self._gpu_picks: dict[str, int] = {}
 
     async def setup(self) -> None:
         """Read the nodes bucket, subscribe to NodeInfo and failures, add the API."""
@@ -98,7 +99,8 @@ class NodeSelectorService(Service[NodeSelectorConfig]):
     # -- intake ----------------------------------------------------------------------
     async def _on_node_info(self, info: NodeInfo, _: Msg) -> None:
         now = time.monotonic()
-        self._picks.pop(info.node_id, None)  # its free slots are fresh again
+        self._picks.pop(info.node_id, None)  # its free slots (and GPUs) are fresh again
+        self._gpu_picks.pop(info.node_id, None)
         if self.view.observe(info, now):
             self._alive.add(info.node_id)
             log.info("node %s alive", info.node_id)
@@ -119,6 +121,10 @@ class NodeSelectorService(Service[NodeSelectorConfig]):
             log.warning("JOB_FAILED %s does not decode: %s", event.id, exc)
             return
         if not isinstance(data, JobFailed) or not data.node_id:
+            return
+        if data.error.startswith(REFUSED):
+            # The job asked for more than the node has: the job's fault, not the node's.
+            self.counts["refusals_ignored"] += 1
             return
         self.counts["failures_counted"] += 1
         until = self.overlay.record_failure(data.node_id, time.monotonic())
@@ -151,6 +157,7 @@ class NodeSelectorService(Service[NodeSelectorConfig]):
                 alive=self.view.is_alive(node_id, now),
                 unhealthy=self.overlay.is_unhealthy(node_id),
                 pending=self._picks.get(node_id, 0),
+                pending_gpus=self._gpu_picks.get(node_id, 0),
             )
             for node_id, entry in self.view.entries.items()
         ]
@@ -161,11 +168,13 @@ class NodeSelectorService(Service[NodeSelectorConfig]):
             self._candidates(now), request, self.power_table, self.config.default_gpu_power
         )
         self.counts["selects"] += 1
+        need = request.requirement.gpu_count
         if nodes:
             self._picks[nodes[0]] = self._picks.get(nodes[0], 0) + 1
+            self._gpu_picks[nodes[0]] = self._gpu_picks.get(nodes[0], 0) + need
         else:
             self.counts["selects_empty"] += 1
-            if request.requirement.gpu and not request.preference:
+            if need and not request.preference:
                 self.last_gpu_miss = now
         return SelectReply(nodes=nodes)
 
@@ -228,6 +237,6 @@ class NodeSelectorService(Service[NodeSelectorConfig]):
             "nodes_alive": float(len(self.view.alive_ids(now))),
             "nodes_unhealthy": float(len(self.overlay.unhealthy)),
             "gpu_nodes": float(self._gpu_alive(now)),
-            "selects": float(self.counts["selects"]),
-            "selects_empty": float(self.counts["selects_empty"]),
+            "selects_total": float(self.counts["selects"]),
+            "selects_empty_total": float(self.counts["selects_empty"]),
         }

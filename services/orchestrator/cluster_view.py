@@ -17,7 +17,8 @@ from nats.js.client import JetStreamContext
 from nats.js.errors import BucketNotFoundError
 
 from shared.codec import decode, encode
-from shared.jobs import JobList, JobQuery, JobRecord, JobState, NodeInfo
+from shared.contracts import Empty
+from shared.jobs import JobCounts, JobList, JobQuery, JobRecord, JobState, NodeInfo
 from shared.kv import keys_matching, read
 from shared.subjects import Subjects
 from shared.training import Champion, Manifest
@@ -59,6 +60,7 @@ class ClusterView:
                     "slots": f"{info.free_slots}/{info.slots}",
                     "gpus": len(info.gpus),
                     "load": round(info.load_1m, 2),
+                    "busy": round(info.utilization, 3),
                     "jobs": len(info.running_jobs),
                     "accepting": "yes" if info.accepting else f"no: {info.reason}",
                 }
@@ -70,20 +72,21 @@ class ClusterView:
         return self._jobs
 
     async def refresh_jobs(self, nc: Client, timeout: float = 0.5) -> None:
-        """Ask the job manager for the active jobs; keep the last good answer."""
+        """Ask the job manager for job counts and the active jobs; keep the last good answer.
+
+        Both come from the job manager's memory (its ``counts`` endpoint and ``list``
+        for one non-terminal state), never a scan of the jobs bucket: the view stays
+        cheap however many finished jobs the bucket holds.
+        """
         counts: dict[str, int] = {}
         active: list[dict[str, Any]] = []
         try:
             for state in ACTIVE:
                 query = JobQuery(state=state, limit=20)
-                reply = await nc.request(
-                    self._subjects.api("job_manager", "list"), encode(query), timeout=timeout
-                )
-                if reply.headers and "Nats-Service-Error-Code" in reply.headers:
-                    raise ValueError(reply.headers["Nats-Service-Error-Code"])
-                listing = decode(JobList, reply.data)
+                listing = await self._ask(nc, "list", encode(query), JobList, timeout)
                 counts[state.value.lower()] = listing.total
                 active += [_row(job) for job in listing.jobs]
+            totals = await self._ask(nc, "counts", encode(Empty()), JobCounts, timeout)
         except (
             TimeoutError,
             nats.errors.Error,
@@ -94,7 +97,16 @@ class ClusterView:
             self.job_queries["unanswered"] += 1
             return
         self.job_queries["answered"] += 1
+        for name, n in totals.states.items():
+            counts.setdefault(name.lower(), n)
+        counts["retired"] = totals.retired
         self._jobs = {"counts": counts, "active": active}
+
+    async def _ask(self, nc: Client, method: str, data: bytes, tp: type[T], timeout: float) -> T:
+        reply = await nc.request(self._subjects.api("job_manager", method), data, timeout=timeout)
+        if reply.headers and "Nats-Service-Error-Code" in reply.headers:
+            raise ValueError(reply.headers["Nats-Service-Error-Code"])
+        return decode(tp, reply.data)
 
     def models(self) -> list[dict[str, Any]]:
         """Each config's champion, Elo and game count, from the last read."""

@@ -9,6 +9,7 @@ import msgspec
 
 from shared.cluster import load_cluster
 from shared.config import BaseConfig, Positive, PositiveInt
+from shared.http_auth import check_binding
 
 
 class OrchestratorConfig(BaseConfig, kw_only=True, forbid_unknown_fields=True):
@@ -18,14 +19,24 @@ class OrchestratorConfig(BaseConfig, kw_only=True, forbid_unknown_fields=True):
     http_host: str = "127.0.0.1"
     #: Its port: 0 picks a free one, -1 runs no HTTP server.
     http_port: Annotated[int, msgspec.Meta(ge=-1, le=65535)] = 8780
+    #: A file holding the bearer token ``/status``, ``/events`` and the dashboard ask
+    #: for (``/healthz`` stays open); required when ``http_host`` is beyond loopback.
+    http_token_file: str = ""
     #: Seconds between liveness sweeps of the registry.
     check_interval: Positive = 0.25
     #: Seconds between refreshes of the active jobs shown in the status.
     jobs_view_interval: Positive = 1.0
+    #: Seconds between reads of the champions and game counts shown in the status
+    #: (they change once a generation; each read scans two small buckets).
+    models_view_interval: Positive = 5.0
     #: Seconds a direct probe (a ``health`` control command) waits before LOST.
     probe_timeout: Positive = 0.5
     #: Probes in flight at once, so a mass silence does not become a request storm.
     max_probes: PositiveInt = 64
+    #: Seconds of silence after which a LOST child of the supervisor is killed as hung
+    #: (and restarted): never before it is LOST, and never sooner than this, so a
+    #: child starved of CPU for a moment under short beacon intervals is spared.
+    hung_after_s: Positive = 3.0
     #: Seconds a LOST instance stays listed before it is dropped.
     forget_lost_after_s: Positive = 300.0
     #: A cluster file (ringmaster.toml); when set, supervise the services in it.
@@ -51,6 +62,8 @@ class OrchestratorConfig(BaseConfig, kw_only=True, forbid_unknown_fields=True):
     elo_interval: Positive = 5.0
 
     def __post_init__(self) -> None:
+        if self.http_port >= 0:
+            check_binding(self.http_host, self.http_token_file, "http_token_file")
         # Each open page holds an HTTP connection: leave room for /healthz and /status.
         if self.dashboard_max_clients >= self.http_max_connections:
             raise ValueError("dashboard_max_clients must be below http_max_connections")

@@ -24,7 +24,7 @@ from services.orchestrator.config import OrchestratorConfig
 from services.orchestrator.elo import EloHistory
 from services.orchestrator.http import Page
 from services.orchestrator.sse import SseHub, frame
-from shared.contracts import ClusterStatus, Event
+from shared.contracts import ClusterStatus, Event, InstanceView
 from shared.subjects import Subjects
 
 #: Event subjects (``<noun>.<phase>`` at their end) counted but not tailed.
@@ -197,6 +197,7 @@ class Dashboard:
             "services": services,
             "nodes": status.nodes,
             "jobs": status.jobs,
+            "backlog": _backlog(status.services),
             "models": self._models(status.models),
             "failures": list(self.failures),
             "clients": self.hub.clients,
@@ -227,3 +228,11 @@ class Dashboard:
             "events": dict(self.events),
             "elo_reads": dict(self.elo.reads),
         }
+
+
+def _backlog(services: list[InstanceView]) -> str:
+    """The selfplay scheduler's word on its backlog (its health message), or ""."""
+    for view in services:
+        if view.service == "selfplay_scheduler" and view.message.startswith("backlog"):
+            return view.message[:200]
+    return ""

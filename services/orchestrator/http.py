@@ -22,6 +22,7 @@ from anyio.abc import SocketAttribute, SocketStream, TaskStatus
 
 from shared.codec import encode
 from shared.contracts import ErrorBody, ErrorReply
+from shared.http_auth import HEADER, OPEN_PATHS, authorized, header_value
 
 log = logging.getLogger("ringmaster.orchestrator.http")
 
@@ -37,6 +38,7 @@ JSON = "application/json"
 _REASONS = {
     200: "OK",
     400: "Bad Request",
+    401: "Unauthorized",
     404: "Not Found",
     405: "Method Not Allowed",
     408: "Request Timeout",
@@ -99,8 +101,12 @@ class HttpServer:
         timeout: float = 5.0,
         max_request_bytes: int = 8192,
         max_connections: int = 64,
+        token: str = "",
     ) -> None:
         self.host = host
+        # With a token, only /healthz and the dashboard's static files (no data) are open.
+        self.token = token
+        self.open_paths = OPEN_PATHS | {p for p in pages or {} if p != "/"}
         self.requested_port = port
         self.routes = dict(routes)
         self.pages = dict(pages or {})
@@ -158,6 +164,11 @@ class HttpServer:
                 self.stats["closed_early"] += 1
                 return
             method, path = parse_head(head)
+            text = head.decode("ascii")  # parse_head checked it is ASCII
+            target = text.split(" ", 2)[1]
+            if not authorized(self.token, header_value(text, HEADER), target, self.open_paths):
+                self.stats["unauthorized"] += 1
+                raise BadRequest(401, f"missing or wrong bearer token (header {HEADER})")
             handler = self.streams.get(path)
             if handler is not None and method == "GET":
                 self.stats["streams"] += 1
@@ -220,6 +231,7 @@ class HttpServer:
     ) -> None:
         self.stats[str(code)] += 1
         extra = "Allow: GET, HEAD\r\n" if code == 405 else ""
+        extra += "WWW-Authenticate: Bearer\r\n" if code == 401 else ""
         header = response_head(code, content_type, len(body), extra)
         payload = header + (b"" if head_only else body)
         try:

@@ -33,6 +33,11 @@ SUSPECT_AFTER = 2.0
 #: Silent intervals after which a SUSPECT instance whose probe went unanswered is LOST.
 LOST_AFTER = 3.0
 
+#: Intervals without a beacon from anyone (the observer's own included) after which
+#: the observer is deaf: the silence is the bus's, not the instances'. Below
+#: SUSPECT_AFTER, so a stalled server makes the observer deaf before anyone SUSPECT.
+DEAF_AFTER = 1.5
+
 #: Statuses that announce SERVICE_DEGRADED when an instance moves into them.
 BAD_STATUSES = frozenset({ServiceStatus.DEGRADED, ServiceStatus.ERROR})
 
@@ -136,6 +141,16 @@ def on_probe(
     if _lost(marked, silent_s, interval_s):
         return State(Liveness.LOST, prev.status, Liveness.LOST.value), (Change.LOST,)
     return marked, NO_CHANGES
+
+
+def deaf(heard_nothing_s: float, interval_s: float) -> bool:
+    """Whether an observer that heard no beacon at all for ``heard_nothing_s`` is deaf.
+
+    Its own beacon comes back through the server every interval, so hearing nothing
+    means the bus delivers nothing (a stalled server, a half-open connection): the
+    silence says nothing about the instances, and no one may be judged by it.
+    """
+    return heard_nothing_s > DEAF_AFTER * interval_s
 
 
 def should_forget(state: State, silent_s: float, forget_after_s: float) -> bool:

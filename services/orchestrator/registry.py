@@ -120,6 +120,14 @@ class Registry:
         entry.state = state
         return events
 
+    def lost_for(self, now: float, at_least_s: float) -> list[Entry]:
+        """The LOST entries silent for at least ``at_least_s`` seconds."""
+        return [
+            entry
+            for entry in self._entries.values()
+            if entry.state.liveness is Liveness.LOST and now - entry.seen >= at_least_s
+        ]
+
     def pardon(self, now: float) -> None:
         """Count every silence from ``now``: the observer itself could not hear anyone."""
         for entry in self._entries.values():

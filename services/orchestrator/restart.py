@@ -9,7 +9,8 @@ What happens when a child exits, Erlang/OTP style:
   a crash loop does not hammer the machine (or the bus) and several crashing
   children do not restart in lock step;
 - more than ``intensity`` restarts within ``period_s`` means the fault is not
-  transient: give up rather than loop forever;
+  transient: give up (announced once) and from then on retry only at the backoff
+  cap, never stop for good, since the cause (a long NATS outage) may still pass;
 - a child that stayed up longer than ``period_s`` starts afresh (its earlier
   crashes say nothing about the new run).
 
@@ -132,7 +133,10 @@ def decide(
     if not should_restart(policy, returncode):
         return Decision(action="stop", delay_s=0.0, state=state, in_window=len(times))
     if len(times) >= limits.intensity:
-        return Decision(action="give_up", delay_s=0.0, state=state, in_window=len(times))
+        # Not final: the caller announces it once and retries at the cap from then on.
+        return Decision(
+            action="give_up", delay_s=limits.max_delay_s, state=state, in_window=len(times)
+        )
     attempt = len(times) + 1
     return Decision(
         action="restart",

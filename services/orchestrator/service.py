@@ -2,14 +2,9 @@
 ``/healthz``, ``/status`` and the live dashboard at ``/``, and (with a cluster file)
 the supervisor of its children.
 
-It keeps no state that beacons cannot rebuild. The beacon handler is the hot path
-(every instance, every interval): a raw callback that decodes with one pre-made
-decoder and does O(1) work, no task per message. A liveness sweep every
-``check_interval`` marks silent instances SUSPECT and probes them directly before
-calling them LOST; while the orchestrator itself is cut off from NATS it judges
-nobody, since the silence would be its own. Events are queued (``emit_nowait``),
-not awaited: the outbox publishes them in order until acknowledged, and neither the
-beacon callback nor the sweep waits on JetStream.
+It keeps no state that beacons cannot rebuild. Beacons, the liveness sweep, the
+direct probes and the rule that a LOST child of the supervisor is hung (killed and
+restarted) are in ``liveness.Watch``.
 """
 
 from __future__ import annotations
@@ -17,12 +12,10 @@ from __future__ import annotations
 import functools
 import logging
 import time
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import anyio
-import nats.errors
 from anyio.abc import TaskStatus
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
@@ -31,18 +24,19 @@ from services.orchestrator.cluster_view import ClusterView
 from services.orchestrator.config import OrchestratorConfig
 from services.orchestrator.dashboard import Dashboard, pages
 from services.orchestrator.http import HttpServer
-from services.orchestrator.policy import BeaconHead, BeaconReader, InvalidBeacon
-from services.orchestrator.registry import Key, Registry
+from services.orchestrator.liveness import Watch
+from services.orchestrator.policy import BeaconHead
 from services.orchestrator.supervisor import Supervisor
 from shared.cluster import load_cluster
 from shared.codec import encode
 from shared.contracts import (
     ClusterStatus,
-    ControlCommand,
     Empty,
     HealthCheckResult,
+    Liveness,
     ServiceStatus,
 )
+from shared.http_auth import read_token
 from shared.jobs import NodeInfo
 from shared.loops import Loop
 from shared.service import Service
@@ -61,18 +55,12 @@ class OrchestratorService(Service[OrchestratorConfig]):
 
     def __init__(self, config: OrchestratorConfig, **kwargs: Any) -> None:
         super().__init__(config, **kwargs)
-        self.registry = Registry(forget_after_s=config.forget_lost_after_s)
-        self.beacons_ingested = 0
-        self.probes: Counter[str] = Counter()
-        self.blind_sweeps = 0
         self.http: HttpServer | None = None
         self.supervisor: Supervisor | None = None
-        self._reader = BeaconReader(self.subjects, config.max_message_bytes)
-        self._probe_cmd = encode(ControlCommand(command="health", reason="liveness probe"))
-        self._probe_limiter = anyio.CapacityLimiter(config.max_probes)
+        self.watch = Watch(self)
+        self.registry = self.watch.registry
+        self.probes = self.watch.probes
         self._beacon_sub: Subscription | None = None
-        self._blind = False
-        self._logged: set[str] = set()
         # Made in setup(): a cancel scope cannot be made outside the event loop.
         self._supervisor_scope: anyio.CancelScope | None = None
         self._supervisor_done = anyio.Event()
@@ -84,12 +72,14 @@ class OrchestratorService(Service[OrchestratorConfig]):
         """Subscribe to beacons, add the status endpoint, sweep loop, HTTP, supervisor."""
         cfg = self.config
         cluster = load_cluster(Path(cfg.cluster_file)) if cfg.cluster_file else None
-        self._beacon_sub = await self.nc.subscribe(self.subjects.beacons, cb=self._on_beacon)
+        self._beacon_sub = await self.nc.subscribe(self.subjects.beacons, cb=self.watch.on_beacon)
         self.intake_types[self.subjects.beacons] = BeaconHead
         await self.add_endpoint("status", Empty, self._status)
-        self.add_loop(Loop("liveness", self._sweep, interval=cfg.check_interval))
+        self.add_loop(Loop("liveness", self.watch.sweep, interval=cfg.check_interval))
         await self.subscribe(self.subjects.nodes, NodeInfo, self._on_node, kind="node_info")
         self.add_loop(Loop("jobs_view", self._refresh_jobs, interval=cfg.jobs_view_interval))
+        models = Loop("models_view", self._refresh_models, interval=cfg.models_view_interval)
+        self.add_loop(models)
         if cfg.http_port >= 0:
             await self._start_dashboard()
             self.http = HttpServer(
@@ -101,6 +91,9 @@ class OrchestratorService(Service[OrchestratorConfig]):
                 timeout=cfg.http_timeout,
                 max_request_bytes=cfg.http_max_request_bytes,
                 max_connections=cfg.http_max_connections,
+                token=read_token(cfg.http_token_file, "http_token_file")
+                if cfg.http_token_file
+                else "",
             )
             await self.tg.start(self.http.run)
         if cluster is not None:
@@ -144,65 +137,6 @@ class OrchestratorService(Service[OrchestratorConfig]):
         finally:
             self._supervisor_done.set()
 
-    # -- beacons (the hot path) ------------------------------------------------------
-    async def _on_beacon(self, msg: Msg) -> None:
-        try:
-            beacon = self._reader.read(msg.subject, msg.data)
-            events = self.registry.observe(beacon, time.monotonic())
-        except InvalidBeacon as exc:
-            self.intake.invalid[f"beacon:{exc.kind}"] += 1
-            self._log_once(exc.kind, "invalid beacon (%s): %s", exc.kind, exc.detail[:200])
-            await self.intake.reply_error(msg, 400, f"invalid beacon ({exc.kind})")
-            return
-        except Exception as exc:  # noqa: BLE001 - a bug: counted, logged once, never fatal
-            self.intake.errors["beacon"] += 1
-            self._log_once(f"bug:{type(exc).__name__}", "beacon handler failed: %r", exc)
-            return
-        self.beacons_ingested += 1
-        for event in events:
-            self.emit_nowait(event)
-
-    def _log_once(self, key: str, text: str, *args: object) -> None:
-        if key not in self._logged:
-            self._logged.add(key)
-            log.warning(text + " (further ones are only counted)", *args)
-
-    # -- liveness --------------------------------------------------------------------
-    async def _sweep(self) -> None:
-        now = time.monotonic()
-        if not self.nc.is_connected:
-            self._blind = True
-            self.blind_sweeps += 1
-            return
-        if self._blind:
-            # Nobody could be heard while we were cut off: restart every silence count.
-            self._blind = False
-            self.registry.pardon(now)
-        events, probes = self.registry.sweep(now)
-        for event in events:
-            self.emit_nowait(event)
-        for key in probes:
-            self.spawn(functools.partial(self._probe, key))
-
-    async def _probe(self, key: Key) -> None:
-        service, instance = key
-        async with self._probe_limiter:
-            started = time.monotonic()
-            self.probes["sent"] += 1
-            answered: bool | None = True
-            try:
-                await self.nc.request(
-                    self.subjects.ctl(service, instance),
-                    self._probe_cmd,
-                    timeout=self.config.probe_timeout,
-                )
-            except (TimeoutError, nats.errors.Error, OSError):
-                # Our own connection failing says nothing about the instance.
-                answered = False if self.nc.is_connected else None
-        self.probes[{True: "answered", False: "unanswered", None: "inconclusive"}[answered]] += 1
-        for event in self.registry.probe_result(key, answered, started, time.monotonic()):
-            self.emit_nowait(event)
-
     # -- status and health -----------------------------------------------------------
     def cluster_status(self) -> ClusterStatus:
         """The registry (and supervised children) as one ClusterStatus."""
@@ -222,6 +156,8 @@ class OrchestratorService(Service[OrchestratorConfig]):
 
     async def _refresh_jobs(self) -> None:
         await self.view.refresh_jobs(self.nc, timeout=self.config.probe_timeout)
+
+    async def _refresh_models(self) -> None:
         await self.view.refresh_models(self.js)
 
     async def _status(self, _: Empty) -> ClusterStatus:
@@ -241,9 +177,12 @@ class OrchestratorService(Service[OrchestratorConfig]):
         """ERROR when a child was given up on; DEGRADED when an instance needs attention."""
         details: dict[str, Any] = {
             "registry": self.registry.counts(),
-            "beacons": {"ingested": self.beacons_ingested, "invalid": self._invalid_beacons()},
+            "beacons": {
+                "ingested": self.watch.beacons_ingested,
+                "invalid": self._invalid_beacons(),
+            },
             "probes": dict(self.probes),
-            "blind_sweeps": self.blind_sweeps,
+            "blind_sweeps": self.watch.blind_sweeps,
             "job_queries": dict(self.view.job_queries),
             "model_reads": dict(self.view.model_reads),
         }
@@ -254,6 +193,7 @@ class OrchestratorService(Service[OrchestratorConfig]):
             details["supervisor"] = {
                 "children": len(self.supervisor.snapshot()),
                 "gave_up": self.supervisor.gave_up,
+                "hung_kills": self.watch.hung_kills,
             }
             if self.supervisor.gave_up:
                 return HealthCheckResult.error(
@@ -276,10 +216,16 @@ class OrchestratorService(Service[OrchestratorConfig]):
         """Beacon, registry and probe counters."""
         counts = self.registry.counts()
         metrics: dict[str, float] = {
-            "beacons_ingested": self.beacons_ingested,
-            "beacons_invalid": sum(self._invalid_beacons().values()),
+            "beacons_ingested_total": self.watch.beacons_ingested,
+            "beacons_invalid_total": sum(self._invalid_beacons().values()),
             "instances": counts["instances"],
         }
-        metrics.update({f"instances_{k.lower()}": n for k, n in counts["liveness"].items()})
-        metrics.update({f"probes_{k}": n for k, n in self.probes.items()})
+        # Every liveness, zeros included: an alert on instances_lost needs the series.
+        for state in Liveness:
+            metrics[f"instances_{state.value.lower()}"] = counts["liveness"].get(state.value, 0)
+        for kind in ("sent", "answered", "unanswered", "inconclusive"):
+            metrics[f"probes_{kind}_total"] = self.probes[kind]
+        children = self.supervisor.snapshot() if self.supervisor else []
+        metrics["supervisor_restarts_total"] = sum(c.restarts for c in children)
+        metrics["supervisor_gave_up"] = sum(c.gave_up for c in children)
         return metrics

@@ -4,7 +4,11 @@ One child per service instance, ``<service>-<i>`` (kept across restarts, so the
 registry sees it RECOVERED): config in ``RINGMASTER_<SERVICE>_<FIELD>`` variables,
 output appended to ``<log_dir>/<instance>.log``, its own process group, and killed by
 the kernel if the supervisor dies, even by SIGKILL. On exit ``restart.decide`` picks:
-restart after a delay (``ServiceRestarted``), give up (``ServiceGaveUp``), or nothing.
+restart after a delay (``ServiceRestarted``), past the intensity limit give up
+(``ServiceGaveUp`` once, ERROR) yet keep restarting at the backoff cap, since the
+cause (a NATS outage, say) may pass; or nothing (the policy does not want it back).
+A child the orchestrator found hung (LOST while its process lives) is killed through
+:meth:`Supervisor.condemn` and then restarted the same way.
 """
 
 from __future__ import annotations
@@ -15,22 +19,19 @@ import os
 import random
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Awaitable, Callable
-from contextlib import suppress
-from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
 import anyio
-from anyio.abc import TaskStatus
+from anyio.abc import TaskGroup, TaskStatus
 
-from services.orchestrator.restart import RestartLimits, RestartState, decide, describe_exit
-from shared.cluster import ClusterFile, RestartPolicy, service_env
+from services.orchestrator.children import Child, default_argv, die_with_parent
+from services.orchestrator.restart import RestartLimits, decide, describe_exit
+from shared.cluster import ClusterFile, service_env
 from shared.contracts import ChildView
 from shared.events import EventData, ServiceGaveUp, ServiceRestarted
-from shared.procutil import set_parent_death_signal
 
 __all__ = ["Supervisor", "default_argv"]
 
@@ -38,59 +39,6 @@ log = logging.getLogger(__name__)
 
 Emit = Callable[[EventData], Awaitable[bool]]
 ArgvFor = Callable[[str], list[str]]
-
-
-def default_argv(service: str) -> list[str]:
-    """The command line of a service's process: ``python -m services.<service>``."""
-    return [sys.executable, "-m", f"services.{service}"]
-
-
-def _die_with_parent(parent: int) -> None:
-    """Run in the forked child before exec: ask for SIGKILL when the parent dies."""
-    set_parent_death_signal()
-    # The parent may have died between fork and prctl: then no signal ever comes.
-    if os.getppid() != parent:
-        os._exit(1)
-
-
-@dataclass
-class _Child:
-    """Bookkeeping for one supervised instance (mutated only by its watcher)."""
-
-    service: str
-    instance: str
-    restart: RestartPolicy
-    env: dict[str, str]
-    proc: asyncio.subprocess.Process | None = None
-    started_at: float | None = None
-    state: RestartState = field(default_factory=RestartState)
-    restarts: int = 0
-    gave_up: bool = False
-    last_exit_code: int | None = None
-
-    @property
-    def running(self) -> bool:
-        return self.proc is not None and self.proc.returncode is None
-
-    def signal_group(self, sig: signal.Signals) -> None:
-        """Signal the child's whole process group; an empty group is not an error."""
-        if self.proc is None:
-            return
-        # No such group: all gone. EPERM: the id was reused by others, so ours are gone.
-        with suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.proc.pid, sig)
-
-    async def wait(self) -> int | None:
-        """Wait for the child's exit; its returncode (None if it never started)."""
-        return None if self.proc is None else await self.proc.wait()
-
-    @property
-    def pid(self) -> int | None:
-        return None if self.proc is None else self.proc.pid
-
-    def view(self) -> ChildView:
-        """This child as ChildView (same field names, so the two cannot drift apart)."""
-        return ChildView(**{name: getattr(self, name) for name in ChildView.__struct_fields__})
 
 
 class Supervisor:
@@ -105,16 +53,19 @@ class Supervisor:
         log_dir: Path,
         argv_for: ArgvFor = default_argv,
         grace_s: float = 5.0,
+        hung_grace_s: float = 2.0,
         rng: random.Random | None = None,
     ) -> None:
         settings = cluster.cluster
         self._emit_fn = emit
+        self._hung_grace_s = hung_grace_s
+        self._tg: TaskGroup | None = None
         self._log_dir = log_dir
         self._argv_for = argv_for
         self._grace_s = grace_s
         self._limits = RestartLimits.from_settings(settings)
         self._decide = partial(decide, limits=self._limits, rng=rng or random.Random())
-        self._children: list[_Child] = []
+        self._children: list[Child] = []
         #: Events ``emit`` did not get acknowledged (queued for retry by the emitter).
         self.emit_unacked = 0
         base = dict(os.environ)
@@ -128,16 +79,36 @@ class Supervisor:
                 instance = f"{name}-{i}"
                 values = {**entry.config, **common, "instance": instance}
                 env = {**base, **service_env(name, values)}
-                self._children.append(_Child(name, instance, entry.restart, env))
+                self._children.append(Child(name, instance, entry.restart, env))
+
+    def _refreshed(self) -> list[Child]:
+        now = time.monotonic()
+        for child in self._children:
+            child.refresh(now, self._limits.period_s)
+        return self._children
 
     @property
     def gave_up(self) -> list[str]:
-        """Instances the supervisor stopped restarting past the intensity limit."""
-        return [c.instance for c in self._children if c.gave_up]
+        """Instances past the intensity limit (restarted at the cap until a stable run)."""
+        return [c.instance for c in self._refreshed() if c.gave_up]
 
     def snapshot(self) -> list[ChildView]:
         """The current state of every supervised instance."""
-        return [c.view() for c in self._children]
+        return [c.view() for c in self._refreshed()]
+
+    def condemn(self, service: str, instance: str, pid: int, reason: str) -> bool:
+        """Kill ``instance`` as hung if ``pid`` is its running process; whether it was.
+
+        The pid guards against a late verdict: a LOST about an earlier process of the
+        instance must not kill the one that already replaced it.
+        """
+        child = next((c for c in self._children if c.instance == instance), None)
+        if child is None or child.service != service or self._tg is None:
+            return False
+        if child.pid != pid or not child.running or child.condemned == pid:
+            return False
+        self._tg.start_soon(child.terminate, pid, self._hung_grace_s, reason)
+        return True
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Start every child (then ready), supervise until cancelled, then stop them all.
@@ -146,6 +117,7 @@ class Supervisor:
         self._log_dir.mkdir(parents=True, exist_ok=True)
         try:
             async with anyio.create_task_group() as tg:
+                self._tg = tg
                 for child in self._children:
                     await tg.start(self._watch, child)
                 task_status.started()
@@ -155,38 +127,36 @@ class Supervisor:
                 await self._stop_all()
 
     async def _watch(
-        self, child: _Child, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+        self, child: Child, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED
     ) -> None:
-        """Run one instance through its restarts until its policy or the limit ends it."""
+        """Run one instance through its restarts until its policy does not want it back."""
         await self._spawn(child)
         task_status.started()
         while True:
             code = await self._wait_exit(child)
             now, started = time.monotonic(), child.started_at
-            decision = self._decide(child.restart, code, child.state, now=now, started_at=started)
+            verdict = code
+            if child.condemned is not None:
+                # Killed as hung: abnormal even if SIGTERM let it exit cleanly.
+                verdict = code if code else -signal.SIGKILL
+                child.condemned = None
+            decision = self._decide(
+                child.restart, verdict, child.state, now=now, started_at=started
+            )
             child.state = decision.state
             if decision.action == "stop":
                 log.info("%s: not restarted (policy %s)", child.instance, child.restart)
                 return
-            if decision.action == "give_up":
-                child.gave_up = True
-                n, window = decision.in_window, self._limits.period_s
-                log.error("%s: gave up, %d restarts in %.0fs", child.instance, n, window)
-                await self._emit(
-                    ServiceGaveUp(
-                        service=child.service,
-                        instance=child.instance,
-                        restarts=n,
-                        window_s=window,
-                        last_exit_code=code,
-                    )
-                )
-                return
+            delay = decision.delay_s
+            if decision.action == "give_up" and not child.gave_up:
+                await self._give_up(child, decision.in_window, code)
+            if child.gave_up:
+                delay = max(delay, self._limits.max_delay_s)
             child.restarts += 1
-            log.warning("%s: restart %d in %.2fs", child.instance, child.restarts, decision.delay_s)
-            await anyio.sleep(decision.delay_s)
+            log.warning("%s: restart %d in %.2fs", child.instance, child.restarts, delay)
+            await anyio.sleep(delay)
             if await self._spawn(child):
-                n, delay = child.restarts, decision.delay_s
+                n = child.restarts
                 await self._emit(
                     ServiceRestarted(
                         service=child.service,
@@ -197,7 +167,28 @@ class Supervisor:
                     )
                 )
 
-    async def _spawn(self, child: _Child) -> bool:
+    async def _give_up(self, child: Child, restarts: int, code: int | None) -> None:
+        """Say once that ``child`` is past the intensity limit; it is still retried."""
+        child.gave_up = True
+        window, cap = self._limits.period_s, self._limits.max_delay_s
+        log.error(
+            "%s: gave up, %d restarts in %.0fs; retrying every %.1fs until it runs steadily",
+            child.instance,
+            restarts,
+            window,
+            cap,
+        )
+        await self._emit(
+            ServiceGaveUp(
+                service=child.service,
+                instance=child.instance,
+                restarts=restarts,
+                window_s=window,
+                last_exit_code=code,
+            )
+        )
+
+    async def _spawn(self, child: Child) -> bool:
         """Start ``child``'s process; False (logged) if it could not be started."""
         argv = self._argv_for(child.service)
         path = self._log_dir / f"{child.instance}.log"
@@ -216,7 +207,7 @@ class Supervisor:
                         stderr=subprocess.STDOUT,
                         env=child.env,
                         start_new_session=True,
-                        preexec_fn=partial(_die_with_parent, os.getpid()),
+                        preexec_fn=partial(die_with_parent, os.getpid()),
                     )
                     child.proc = proc
         except (OSError, subprocess.SubprocessError) as exc:
@@ -227,7 +218,7 @@ class Supervisor:
         log.info("%s: started pid %d", child.instance, proc.pid)
         return True
 
-    async def _wait_exit(self, child: _Child) -> int | None:
+    async def _wait_exit(self, child: Child) -> int | None:
         """Wait for ``child`` to exit, sweep its process group, record the code."""
         code = child.last_exit_code = await child.wait()
         # Whatever the child started is in its group and must not outlive it.

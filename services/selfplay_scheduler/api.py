@@ -58,8 +58,12 @@ class Priorities(msgspec.Struct, frozen=True, kw_only=True):
     queued: int | None = None
     queued_by_config: dict[str, int] = msgspec.field(default_factory=dict)
     free_slots: int = 0
+    #: Selfplay slots of the alive nodes (the backlog is sized to them).
+    slots: int = 0
     nodes_alive: int = 0
     overrides: dict[str, float] = msgspec.field(default_factory=dict)
     in_training: list[str] = msgspec.field(default_factory=list)
     plateau: dict[str, int] = msgspec.field(default_factory=dict)
+    #: Per config: seconds per game observed, games of the last job, the run aimed at.
+    sizing: dict[str, dict[str, float]] = msgspec.field(default_factory=dict)
     updated_at: float = 0.0

@@ -21,14 +21,24 @@ class SelfplaySchedulerConfig(BaseConfig, kw_only=True, forbid_unknown_fields=Tr
     interval_s: Positive = 2.0
     #: The game configs to schedule.
     configs: list[ConfigName] = msgspec.field(default_factory=lambda: sorted(MNK_CONFIGS))
-    #: Queued jobs wanted beyond the free slots, so a freed slot finds work at once.
+    #: Queued jobs wanted per selfplay slot of the alive nodes (the backlog), so a
+    #: freed slot finds work at once instead of waiting for a round.
+    backlog_per_slot: Annotated[int, msgspec.Meta(ge=0)] = 1
+    #: Queued jobs wanted beyond the backlog.
     queue_buffer: Annotated[int, msgspec.Meta(ge=0)] = 1
+    #: Seconds a selfplay job should run: games per job are sized to it from the
+    #: durations observed (see the policy module); the job's fixed cost is then a small
+    #: share of its run.
+    target_job_s: Positive = 30.0
+    #: Games per job never exceed this.
+    max_games_per_job: PositiveInt = 100_000
     #: At most this many submissions per round (bounds a burst after a big change).
     max_submit_per_round: PositiveInt = 64
     #: The node capability (and capability pool) of selfplay work.
     capability: str = "selfplay"
     #: A node is alive while its NodeInfo is younger than this many of its intervals.
     lost_after_intervals: Positive = 3.5
+    #: Games of a config's first jobs, before any duration was observed.
     games_per_job: dict[str, PositiveInt] = msgspec.field(
         default_factory=lambda: dict(DEFAULT_GAMES_PER_JOB)
     )

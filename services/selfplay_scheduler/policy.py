@@ -1,9 +1,19 @@
 """How the selfplay scheduler sizes and splits its work: pure functions, no I/O.
 
-**Target.** Queued selfplay jobs (PENDING or DISPATCHED) should cover every free
-selfplay slot of the alive nodes plus a small buffer, so a slot that frees up finds
-work at once, and never more: ``target = free + buffer`` (0 with no selfplay node
-alive), and a round submits ``target - queued`` jobs (never negative).
+**Target.** Queued selfplay jobs (PENDING or DISPATCHED) keep a backlog ahead of
+the slots, so a slot that frees up finds work at once instead of waiting for a
+round: ``target = max(free, slots x backlog_per_slot) + buffer`` over the alive
+selfplay nodes (0 with none alive), and a round submits ``target - queued`` jobs
+(never negative). Queued work waits in the capability pool (late binding), so a
+node that dies strands none of it.
+
+**Sizing.** A job's fixed cost (process start, imports, model load, upload, reports)
+is paid per job, so each config's games per job are sized to make a job last
+``target_job_s``: the scheduler keeps a moving average of the seconds per game its
+jobs took (``run_s / games``, fixed cost included) and asks for
+``target_job_s / seconds_per_game`` games. With a run of ``f + n p`` seconds for
+``n`` games, that step converges to ``n = (target - f) / p``, the size whose whole
+run is the target.
 
 **Priority.** Each config's priority is a sum of boosts times penalties::
 
@@ -197,11 +207,50 @@ def free_slots(nodes: Iterable[NodeInfo], running: Mapping[str, Collection[str]]
     return total
 
 
-def target(free: int, buffer: int, nodes_alive: int) -> int:
-    """Queued selfplay jobs wanted: free slots plus the buffer; 0 with no node alive."""
+def target(free: int, buffer: int, nodes_alive: int, slots: int = 0, per_slot: int = 0) -> int:
+    """Queued selfplay jobs wanted: the backlog (``slots x per_slot``, at least the free
+    slots) plus the buffer; 0 with no node alive."""
     if nodes_alive <= 0:
         return 0
-    return max(0, free) + max(0, buffer)
+    return max(0, free, slots * per_slot) + max(0, buffer)
+
+
+def total_slots(nodes: Iterable[NodeInfo]) -> int:
+    """Selfplay slots of ``nodes`` (alive and serving selfplay, chosen by the caller)."""
+    return sum(max(0, info.slots) for info in nodes)
+
+
+#: Weight of the newest observation in the seconds-per-game average.
+PACE_WEIGHT = 0.3
+#: At most this factor between two successive sizes of one config: one odd job (a
+#: cold cache, a loaded host) must not swing the next job's length by much more.
+MAX_SIZE_STEP = 4.0
+
+
+def observe_pace(current: float | None, games: int, run_s: float) -> float | None:
+    """The seconds-per-game average after a job of ``games`` games that ran ``run_s``.
+
+    A job that reports no games or no time teaches nothing: the average is kept.
+    """
+    if games <= 0 or run_s <= 0:
+        return current
+    sample = run_s / games
+    if current is None:
+        return sample
+    return (1 - PACE_WEIGHT) * current + PACE_WEIGHT * sample
+
+
+def games_per_job(
+    pace_s: float | None, target_s: float, default: int, last: int | None, cap: int
+) -> int:
+    """Games for the next job: ``target_s / pace_s``, within ``MAX_SIZE_STEP`` of the
+    ``last`` size and within ``[1, cap]``; ``default`` before any job was observed."""
+    if pace_s is None or pace_s <= 0:
+        return max(1, min(default, cap))
+    wanted = target_s / pace_s
+    if last is not None and last > 0:
+        wanted = min(max(wanted, last / MAX_SIZE_STEP), last * MAX_SIZE_STEP)
+    return max(1, min(round(wanted), cap))
 
 
 def to_submit(wanted: int, queued: int, cap: int) -> int:

@@ -103,7 +103,13 @@ class Records:
         }
 
     def spec(
-        self, config: str, cfg: SelfplaySchedulerConfig, round_no: int, index: int, seed: int
+        self,
+        config: str,
+        cfg: SelfplaySchedulerConfig,
+        round_no: int,
+        index: int,
+        seed: int,
+        games: int,
     ) -> JobSpec:
         """The selfplay job ``index`` of submit round ``round_no`` for ``config``."""
         champion = self.champions.get(config)
@@ -112,7 +118,7 @@ class Records:
             type="selfplay",
             args={
                 "config": config,
-                "games": cfg.games_per_job.get(config, cfg.default_games_per_job),
+                "games": games,
                 "seed": seed,
                 "exploration": cfg.exploration,
             },

@@ -22,6 +22,7 @@ from services.selfplay_scheduler.config import SelfplaySchedulerConfig
 from services.selfplay_scheduler.jobs import CallError, JobManagerClient, QueueView
 from services.selfplay_scheduler.nodes import SelfplayNodes
 from services.selfplay_scheduler.records import Records
+from services.selfplay_scheduler.sizing import Sizer
 from services.selfplay_scheduler.store import Store
 from shared.events import EventData, SelfplayAllocationUpdated, SelfplayTargetUpdated
 
@@ -44,6 +45,7 @@ class Rounds:
         jobs: JobManagerClient,
         emit: Callable[[EventData], Awaitable[bool]],
         counts: Counter[str],
+        sizer: Sizer,
     ) -> None:
         self.config = config
         self.nodes = nodes
@@ -52,6 +54,7 @@ class Rounds:
         self.jobs = jobs
         self.emit = emit
         self.counts = counts
+        self.sizer = sizer
         #: The last round's view (what the ``priorities`` endpoint answers).
         self.view = Priorities()
         #: Credit each config carries between rounds (see policy.allocate).
@@ -80,7 +83,8 @@ class Rounds:
         nodes = self.nodes.alive(mono)
         queue = await self._queue()
         free = policy.free_slots(nodes, queue.running if queue else {})
-        target = policy.target(free, cfg.queue_buffer, len(nodes))
+        slots = policy.total_slots(nodes)
+        target = policy.target(free, cfg.queue_buffer, len(nodes), slots, cfg.backlog_per_slot)
         allocation, _ = policy.allocate(target, shares)
         self.view = Priorities(
             priorities=prios,
@@ -91,10 +95,12 @@ class Rounds:
             queued=queue.queued if queue else None,
             queued_by_config=queue.queued_by_config if queue else {},
             free_slots=free,
+            slots=slots,
             nodes_alive=len(nodes),
             overrides=dict(self.store.overrides),
             in_training=sorted(c for c, i in inputs.items() if i.in_training),
             plateau={c: i.plateau for c, i in inputs.items()},
+            sizing=self.sizer.view(cfg),
             updated_at=now,
         )
         await self._announce(self.view)
@@ -126,7 +132,8 @@ class Rounds:
             return
         split, self.credits = policy.allocate(n, self.view.shares, self.credits)
         for i, config in enumerate(policy.interleave(split)):
-            spec = self.records.spec(config, self.config, round_no, i, first_seed + i)
+            games = self.sizer.games(config, self.config)
+            spec = self.records.spec(config, self.config, round_no, i, first_seed + i, games)
             try:
                 await self.jobs.submit(spec)
             except CallError as exc:

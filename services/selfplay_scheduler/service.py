@@ -3,9 +3,13 @@
 Each round (``interval_s``) it reads what it needs, computes priorities, shares and
 the target with the pure functions of ``policy``, and submits the shortfall:
 
-- free slots: NodeInfo on ``P.node.*`` of alive nodes serving ``selfplay``;
+- slots and free slots: NodeInfo on ``P.node.*`` of alive nodes serving ``selfplay``;
+  the target keeps a backlog of queued jobs ahead of every slot;
 - queued: the job manager's selfplay jobs PENDING or DISPATCHED (``list``), and the
   RUNNING ones a node's NodeInfo does not show yet (they already took a slot);
+- job sizes: JOB_COMPLETED of selfplay jobs (``P.event.job_manager.job.completed``,
+  a plain subscription: a missed one only delays learning) teach each config's
+  seconds per game, and jobs are sized to run ``target_job_s`` (``sizing.py``);
 - games per config from the manifests bucket, champions from the models bucket
   (both read-only, read every round, so a new champion is used at once);
 - training, evaluation and promotion signals from a durable consumer on P_EVENTS,
@@ -24,6 +28,7 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
+import msgspec
 from nats.aio.msg import Msg
 
 from services.selfplay_scheduler.api import OverrideRequest, Overrides, Priorities
@@ -33,10 +38,12 @@ from services.selfplay_scheduler.nodes import SelfplayNodes
 from services.selfplay_scheduler.records import Records
 from services.selfplay_scheduler.rounds import Rounds
 from services.selfplay_scheduler.signals import CONSUMED
+from services.selfplay_scheduler.sizing import Sizer
 from services.selfplay_scheduler.store import Store
 from shared.circuit_breaker import BreakerState, CircuitBreaker
 from shared.consume import EventConsumer
 from shared.contracts import Empty, Event, HealthCheckResult
+from shared.events import JobCompleted, decode_data
 from shared.jobs import NodeInfo
 from shared.loops import Loop
 from shared.service import Service
@@ -75,6 +82,7 @@ class SelfplaySchedulerService(Service[SelfplaySchedulerConfig]):
             )
         )
         self.counts: Counter[str] = Counter()
+        self.sizer = Sizer(self.counts)
 
     async def setup(self) -> None:
         """Open the buckets, restore state, then listen to nodes and events; add the API."""
@@ -94,8 +102,11 @@ class SelfplaySchedulerService(Service[SelfplaySchedulerConfig]):
             jobs=self.jobs,
             emit=self.emit,
             counts=self.counts,
+            sizer=self.sizer,
         )
         await self.subscribe(self.subjects.nodes, NodeInfo, self._on_node_info, kind="node_info")
+        completed = self.subjects.event("job_manager", JobCompleted.TYPE)
+        await self.subscribe(completed, Event, self._on_job_completed, kind="job_completed")
         self.consumer = EventConsumer(
             self.js,
             stream=self.subjects.events_stream,
@@ -132,6 +143,15 @@ class SelfplaySchedulerService(Service[SelfplaySchedulerConfig]):
     async def _on_node_info(self, info: NodeInfo, _: Msg) -> None:
         self.nodes.observe(info, time.monotonic())
 
+    async def _on_job_completed(self, event: Event, _: Msg) -> None:
+        try:
+            data = decode_data(event)
+        except (msgspec.ValidationError, TypeError):
+            self.intake.invalid["job_completed:wrong_schema"] += 1
+            return
+        if isinstance(data, JobCompleted):
+            self.sizer.observe(data)
+
     async def _on_event(self, event: Event) -> None:
         """Fold a training, evaluation or promotion event into the signals (idempotent)."""
         outcome = await self.store.apply_event(event, time.time())
@@ -157,6 +177,8 @@ class SelfplaySchedulerService(Service[SelfplaySchedulerConfig]):
             "target": view.target,
             "queued": view.queued,
             "free_slots": view.free_slots,
+            "slots": view.slots,
+            "sizing": view.sizing,
             "nodes_alive": view.nodes_alive,
             "priorities": {c: round(p, 4) for c, p in view.priorities.items()},
             "allocation": view.allocation,
@@ -171,7 +193,9 @@ class SelfplaySchedulerService(Service[SelfplaySchedulerConfig]):
         if self.breaker.state is BreakerState.OPEN:
             return HealthCheckResult.degraded("job manager does not answer", **details)
         return HealthCheckResult.ok(
-            f"target {view.target}, queued {view.queued}, free slots {view.free_slots}", **details
+            f"backlog: target {view.target}, queued {view.queued}, "
+            f"free slots {view.free_slots}/{view.slots}",
+            **details,
         )
 
     def custom_metrics(self) -> dict[str, float]:
@@ -180,5 +204,5 @@ class SelfplaySchedulerService(Service[SelfplaySchedulerConfig]):
             "target": float(self.rounds.view.target),
             "queued": float(self.rounds.view.queued or 0),
             "free_slots": float(self.rounds.view.free_slots),
-            "submitted": float(self.counts["submitted"]),
+            "submitted_total": float(self.counts["submitted"]),
         }

@@ -260,7 +260,7 @@ class StateManagerService(Service[StateManagerConfig]):
         last = self.last_validation
         return {
             "epoch": float(self.epoch.epoch if self.epoch else 0),
-            "validations": float(self.validations),
+            "validations_total": float(self.validations),
             "state_records": float(last.records if last else 0),
             "state_problems": float(len(last.problems) if last else 0),
         }

@@ -7,6 +7,7 @@ from typing import Annotated
 import msgspec
 
 from shared.config import BaseConfig, Positive
+from shared.http_auth import check_binding
 
 
 class StatusMetricsCollectorConfig(BaseConfig, kw_only=True, forbid_unknown_fields=True):
@@ -23,7 +24,14 @@ class StatusMetricsCollectorConfig(BaseConfig, kw_only=True, forbid_unknown_fiel
     discover_timeout: Positive = 0.3
     prometheus_host: str = "127.0.0.1"
     prometheus_port: Annotated[int, msgspec.Meta(ge=-1, le=65535)] = 9780
+    #: A file holding the bearer token ``/metrics`` asks for (``/healthz`` stays open);
+    #: required when ``prometheus_host`` is beyond loopback.
+    prometheus_token_file: str = ""
     #: DEGRADED when more than this fraction of the last round's calls timed out or failed.
     degraded_timeout_ratio: Annotated[float, msgspec.Meta(ge=0, le=1)] = 0.2
     #: Parallel ``metrics`` calls at most, so a big cluster is not asked all at once.
     call_limit: Annotated[int, msgspec.Meta(ge=1)] = 64
+
+    def __post_init__(self) -> None:
+        if self.prometheus_port >= 0:
+            check_binding(self.prometheus_host, self.prometheus_token_file, "prometheus_token_file")

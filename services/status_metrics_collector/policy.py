@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from shared.contracts import InstanceSrvStats, ServiceMetrics
+import msgspec
+
+from shared.codec import encode
+from shared.contracts import ClusterMetrics, InstanceSrvStats, ServiceMetrics
 from shared.srv import SrvStats
 
 #: ServiceMetrics fields summed into ClusterMetrics.totals (and exported per instance).
@@ -69,3 +72,16 @@ def round_problem(succeeded: int, timed_out: int, failed: int, max_ratio: float)
             f"({timed_out} timed out, {failed} failed; limit {max_ratio:.0%})"
         )
     return ""
+
+
+def fit(cluster: ClusterMetrics, max_payload: int) -> tuple[bytes, bool]:
+    """``cluster`` encoded, without histograms if whole it passes ``max_payload``.
+
+    Histograms are most of a big round; the collector's Prometheus endpoint keeps them
+    from memory. The flag says whether they were left out.
+    """
+    data = encode(cluster)
+    if len(data) <= max_payload:
+        return data, False
+    bare = [msgspec.structs.replace(m, histograms=[]) for m in cluster.instances]
+    return encode(msgspec.structs.replace(cluster, instances=bare)), True

@@ -1,29 +1,39 @@
 """Prometheus exposition of the latest round, from the collector's own registry.
 
-The exported families are built from the latest ClusterMetrics at scrape time (a
-custom prometheus-client collector), so an instance that left the cluster drops out
-of ``/metrics`` with the next round instead of lingering as a stale labelled gauge.
-The HTTP server runs in prometheus-client's daemon thread; it only reads immutable
-snapshots that the event loop swaps in.
+The exported families are built from the latest ClusterMetrics and NodeInfo at scrape
+time (a custom prometheus-client collector; names in ``families.py``), so an instance
+that left the cluster drops out of ``/metrics`` with the next round instead of
+lingering as a stale labelled gauge.
+The HTTP server runs in a daemon thread (prometheus-client's WSGI app); it only
+reads immutable snapshots that the event loop swaps in. With a token, every path but
+``/healthz`` needs ``Authorization: Bearer <token>`` (``shared/http_auth.py``).
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
-from wsgiref.simple_server import WSGIServer
+from typing import TYPE_CHECKING, Any
+from wsgiref.simple_server import WSGIServer, make_server
 
 import anyio
 import msgspec
-from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client import CollectorRegistry, make_wsgi_app
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.exposition import ThreadingWSGIServer, _SilentHandler
 
-from services.status_metrics_collector.policy import NUMERIC_FIELDS, instance_key
+from services.status_metrics_collector.families import instance_families, node_families
+from services.status_metrics_collector.policy import instance_key
 from shared.collector import CollectorStats
 from shared.contracts import ClusterMetrics
+from shared.http_auth import HEADER, authorized
+from shared.jobs import NodeInfo
+
+if TYPE_CHECKING:
+    from wsgiref.types import StartResponse, WSGIApplication, WSGIEnvironment
 
 log = logging.getLogger("ringmaster.status_metrics_collector.prometheus")
 
@@ -32,12 +42,13 @@ _LABELS = ["service", "instance"]
 
 @dataclass(frozen=True)
 class Snapshot:
-    """What one scrape shows: the latest round and the collector's own counters."""
+    """What one scrape shows: the latest round, the nodes and the collector's counters."""
 
     latest: ClusterMetrics | None
     stats: CollectorStats
     publish_errors: int
     discover_errors: int
+    nodes: tuple[NodeInfo, ...] = ()
 
 
 class ClusterCollector:
@@ -45,13 +56,17 @@ class ClusterCollector:
 
     def __init__(self, snapshot: Callable[[], Snapshot]) -> None:
         self._snapshot = snapshot
+        #: Series left out of a scrape (bad histograms, name clashes): health details.
+        self.problems: Counter[str] = Counter()
 
     def collect(self) -> Iterator[Metric]:
         """Yield every family for one scrape."""
         snap = self._snapshot()
         yield from self._own(snap)
         if snap.latest is not None:
-            yield from self._instances(snap.latest)
+            yield from self._srv(snap.latest)
+            yield from instance_families(snap.latest, self.problems)
+        yield from node_families(snap.nodes)
 
     def _own(self, snap: Snapshot) -> Iterator[Metric]:
         calls = CounterMetricFamily(
@@ -80,19 +95,19 @@ class ClusterCollector:
             value=snap.stats.last_elapsed_s,
         )
 
-    def _instances(self, latest: ClusterMetrics) -> Iterator[Metric]:
+    def _srv(self, latest: ClusterMetrics) -> Iterator[Metric]:
         up = GaugeMetricFamily(
             "ringmaster_instance_up",
             "1 if the instance answered its metrics call in the latest round",
             labels=_LABELS,
         )
         answered = {instance_key(m.service, m.instance) for m in latest.instances}
-        requests = GaugeMetricFamily(
+        requests = CounterMetricFamily(
             "ringmaster_instance_srv_requests",
             "requests over all endpoints ($SRV.STATS)",
             labels=_LABELS,
         )
-        errors = GaugeMetricFamily(
+        errors = CounterMetricFamily(
             "ringmaster_instance_srv_errors",
             "errors over all endpoints ($SRV.STATS)",
             labels=_LABELS,
@@ -103,26 +118,6 @@ class ClusterCollector:
             requests.add_metric(labels, srv.requests)
             errors.add_metric(labels, srv.errors)
         yield from (up, requests, errors)
-        families = {
-            field: GaugeMetricFamily(
-                f"ringmaster_instance_{field}", f"ServiceMetrics.{field}", labels=_LABELS
-            )
-            for field in NUMERIC_FIELDS
-        }
-        # Custom metrics are free-form names: a label keeps them valid and collision-free.
-        custom = GaugeMetricFamily(
-            "ringmaster_instance_custom",
-            "custom metrics of each instance, by name",
-            labels=[*_LABELS, "name"],
-        )
-        for m in latest.instances:
-            labels = [m.service, m.instance]
-            for field, family in families.items():
-                family.add_metric(labels, float(getattr(m, field)))
-            for name, value in sorted(m.custom.items()):
-                custom.add_metric([*labels, name], value)
-        yield from families.values()
-        yield custom
 
 
 class PrometheusEndpoint:
@@ -130,18 +125,40 @@ class PrometheusEndpoint:
 
     def __init__(self, snapshot: Callable[[], Snapshot]) -> None:
         self.registry = CollectorRegistry(auto_describe=False)
-        self.registry.register(ClusterCollector(snapshot))
+        self.collector = ClusterCollector(snapshot)
+        self.registry.register(self.collector)
         self.port: int | None = None
+        #: Requests refused for a missing or wrong token (health details).
+        self.unauthorized = 0
         self._server: WSGIServer | None = None
         self._thread: threading.Thread | None = None
 
-    def start(self, host: str, port: int) -> int:
+    def start(self, host: str, port: int, token: str = "") -> int:
         """Bind and serve; returns the bound port (``port`` 0 picks a free one)."""
-        server, thread = start_http_server(port, host, registry=self.registry)
+        app = self._guarded(make_wsgi_app(self.registry), token)
+        server = make_server(host, port, app, ThreadingWSGIServer, handler_class=_SilentHandler)
+        thread = threading.Thread(target=server.serve_forever, daemon=True)
+        thread.start()
         self._server, self._thread = server, thread
         self.port = int(server.server_address[1])
         log.info("Prometheus metrics on http://%s:%d/metrics", host, self.port)
         return self.port
+
+    def _guarded(self, app: WSGIApplication, token: str) -> WSGIApplication:
+        def guarded(environ: WSGIEnvironment, start: StartResponse) -> Any:
+            path = environ.get("PATH_INFO", "/")
+            query = environ.get("QUERY_STRING", "")
+            target = f"{path}?{query}" if query else path
+            if path == "/healthz":
+                start("200 OK", [("Content-Type", "text/plain")])
+                return [b"ok\n"]
+            if not authorized(token, environ.get("HTTP_AUTHORIZATION"), target):
+                self.unauthorized += 1
+                start("401 Unauthorized", [("WWW-Authenticate", "Bearer")])
+                return [f"missing or wrong bearer token (header {HEADER})\n".encode()]
+            return app(environ, start)
+
+        return guarded
 
     async def stop(self) -> None:
         """Stop serving (off the event loop: shutdown waits for the serve loop)."""
@@ -156,7 +173,12 @@ class PrometheusEndpoint:
 
     def details(self) -> dict[str, Any]:
         """For health details."""
-        return {"port": self.port, "serving": self._server is not None}
+        return {
+            "port": self.port,
+            "serving": self._server is not None,
+            "unauthorized": self.unauthorized,
+            "left_out": dict(self.collector.problems),
+        }
 
 
 def snapshot_details(snap: Snapshot) -> dict[str, Any]:

@@ -16,9 +16,12 @@ from functools import partial
 
 import msgspec
 import nats.errors
+from nats.aio.msg import Msg
 
 from services.status_metrics_collector.config import StatusMetricsCollectorConfig
+from services.status_metrics_collector.families import NodeTable
 from services.status_metrics_collector.policy import (
+    fit,
     instance_key,
     ours,
     round_problem,
@@ -35,7 +38,9 @@ from shared.collector import Collector
 from shared.contracts import ClusterMetrics, Empty, HealthCheckResult, ServiceMetrics
 from shared.errors import Unavailable
 from shared.events import MetricsCollected
+from shared.http_auth import read_token
 from shared.intake import ERROR_CODE_HEADER, ERROR_HEADER
+from shared.jobs import NodeInfo
 from shared.loops import Loop
 from shared.service import Service
 from shared.srv import SrvStats, decode_stats, discover
@@ -69,6 +74,10 @@ class StatusMetricsCollectorService(Service[StatusMetricsCollectorConfig]):
         self.discover_errors = 0
         self.prometheus = PrometheusEndpoint(self.snapshot)
         self.prometheus_error = ""
+        #: Rounds published without histograms, whole they were past max_payload.
+        self.oversized_rounds = 0
+        #: Latest NodeInfo per node, for the per-node GPU series.
+        self.nodes = NodeTable()
 
     @property
     def prometheus_port(self) -> int | None:
@@ -90,9 +99,12 @@ class StatusMetricsCollectorService(Service[StatusMetricsCollectorConfig]):
             )
         )
         await self.add_endpoint("latest", Empty, self._latest)
+        await self.subscribe(self.subjects.nodes, NodeInfo, self._on_node, kind="node")
         if cfg.prometheus_port >= 0:
             try:
-                self.prometheus.start(cfg.prometheus_host, cfg.prometheus_port)
+                token_file = cfg.prometheus_token_file
+                token = read_token(token_file, "prometheus_token_file") if token_file else ""
+                self.prometheus.start(cfg.prometheus_host, cfg.prometheus_port, token)
             except OSError as exc:
                 # Metrics still flow on NATS; the missing endpoint shows as DEGRADED.
                 self.prometheus_error = f"{type(exc).__name__}: {exc}"
@@ -176,19 +188,27 @@ class StatusMetricsCollectorService(Service[StatusMetricsCollectorConfig]):
                 )
             )
 
+    def _fitted(self, cluster: ClusterMetrics) -> bytes:
+        data, trimmed = fit(cluster, self.nc.max_payload)
+        self.oversized_rounds += trimmed
+        return data
+
     async def _publish(self, cluster: ClusterMetrics) -> None:
         try:
-            await self.nc.publish(self.subjects.metrics_cluster, encode(cluster))
+            await self.nc.publish(self.subjects.metrics_cluster, self._fitted(cluster))
         except (nats.errors.Error, OSError) as exc:
             # Core NATS on purpose: the next round replaces this one. Counted, not retried.
             self.publish_errors += 1
             if self.publish_errors == 1:
                 log.warning("publishing ClusterMetrics failed: %r (further ones only counted)", exc)
 
+    async def _on_node(self, info: NodeInfo, _: Msg) -> None:
+        self.nodes.observe(info)
+
     async def _latest(self, _: Empty) -> ClusterMetrics:
         if self.latest is None:
             raise Unavailable("no collection round finished yet")
-        return self.latest
+        return decode(ClusterMetrics, self._fitted(self.latest))
 
     # -- health and metrics ----------------------------------------------------------
     def snapshot(self) -> Snapshot:
@@ -198,6 +218,7 @@ class StatusMetricsCollectorService(Service[StatusMetricsCollectorConfig]):
             stats=self.collector.stats(),
             publish_errors=self.publish_errors,
             discover_errors=self.discover_errors,
+            nodes=self.nodes.live(),
         )
 
     def health(self) -> HealthCheckResult:
@@ -206,6 +227,7 @@ class StatusMetricsCollectorService(Service[StatusMetricsCollectorConfig]):
         details = {
             "collector": snapshot_details(snap),
             "prometheus": self.prometheus.details(),
+            "oversized_rounds": self.oversized_rounds,
             "last_round": {
                 "timeouts": snap.latest.timeouts if snap.latest else [],
                 "failures": snap.latest.failures if snap.latest else {},
@@ -231,9 +253,10 @@ class StatusMetricsCollectorService(Service[StatusMetricsCollectorConfig]):
         """The collector's own counters."""
         stats = self.collector.stats()
         return {
-            "rounds": stats.rounds,
-            "call_successes": stats.successes,
-            "call_timeouts": stats.timeouts,
-            "call_failures": stats.failures,
-            "publish_errors": self.publish_errors,
+            "rounds_total": stats.rounds,
+            "call_successes_total": stats.successes,
+            "call_timeouts_total": stats.timeouts,
+            "call_failures_total": stats.failures,
+            "publish_errors_total": self.publish_errors,
+            "nodes": len(self.nodes.latest),
         }

@@ -33,3 +33,8 @@ class SyncPlannerConfig(BaseConfig, kw_only=True, forbid_unknown_fields=True):
     #: Attempts and run time limit of each prefetch job.
     prefetch_max_attempts: Annotated[int, msgspec.Meta(ge=1, le=100)] = 3
     prefetch_timeout_s: Positive = 600.0
+    #: How long a seal waits for each batch of an upload's chunks when reading them back.
+    seal_read_timeout_s: Positive = 5.0
+    #: A node upload never sealed is purged once it has lain unchanged this long (far
+    #: longer than a seal may take; see ``sweep.py``).
+    unsealed_grace_s: Positive = 3600.0

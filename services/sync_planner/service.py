@@ -8,9 +8,12 @@ Consumes the job manager's JOB_COMPLETED and JOB_FAILED through the durable cons
   adding up to at most ``max_games`` games;
 - ``manifest`` (ConfigRef -> Manifest for one config, or a list of every Manifest when
   the config is empty);
-- ``prefetch`` (PrefetchRequest -> JobRecord): a ``prefetch`` job pinned to the node.
+- ``prefetch`` (PrefetchRequest -> JobRecord): a ``prefetch`` job pinned to the node;
+- ``seal`` (SealRequest -> SealReply): name a node's uploaded chunks as a blob, after
+  checking them (``sealing.py``); node users cannot write the object store's meta.
 
-The retention loop (``retention.py``) is the only deleter of game data.
+The retention loop (``retention.py``) is the only deleter of game data; the upload
+sweep (``sweep.py``) removes only chunks of node uploads that were never sealed.
 """
 
 from __future__ import annotations
@@ -24,6 +27,9 @@ from services.sync_planner.manifests import ManifestStore
 from services.sync_planner.prefetch import JOB_MANAGER, Prefetcher
 from services.sync_planner.references import Handouts, References
 from services.sync_planner.retention import Retention
+from services.sync_planner.sealing import Sealer
+from services.sync_planner.sweep import UploadSweep
+from shared.blob_seal import SealReply, SealRequest
 from shared.blobs import BlobStore, ensure_store
 from shared.circuit_breaker import CircuitBreaker
 from shared.consume import EventConsumer
@@ -54,6 +60,8 @@ class SyncPlannerService(Service[SyncPlannerConfig]):
         self.handouts = Handouts(config.handout_grace_s)
         self._parts: tuple[ManifestStore, Ingest, Prefetcher, Retention] | None = None
         self.consumer: EventConsumer | None = None
+        self.sealer: Sealer | None = None
+        self.sweep: UploadSweep | None = None
 
     async def setup(self) -> None:
         """Provision, wire the parts, start the consumer, add endpoints and retention."""
@@ -106,9 +114,24 @@ class SyncPlannerService(Service[SyncPlannerConfig]):
         await self.add_endpoint("training_data", TrainingDataRequest, self.training_data)
         await self.add_endpoint("manifest", ConfigRef, self.manifest)
         await self.add_endpoint("prefetch", PrefetchRequest, self.prefetch)
+        self.sealer = Sealer(self.js, self.subjects.data_store, cfg.seal_read_timeout_s)
+        await self.add_endpoint("seal", SealRequest, self.seal)
         interval = cfg.retention_interval_s
         self.add_loop(
             Loop("retention", retention.tick, interval=interval, max_backoff=max(60.0, interval))
+        )
+        # Unsealed node uploads: swept by whoever holds the retention lease.
+        self.sweep = UploadSweep(
+            self.js,
+            store,
+            self.subjects.data_store,
+            cfg.unsealed_grace_s,
+            lambda: retention.lease.held,
+        )
+        self.add_loop(
+            Loop(
+                "upload_sweep", self.sweep.tick, interval=interval, max_backoff=max(60.0, interval)
+            )
         )
 
     @property
@@ -155,6 +178,12 @@ class SyncPlannerService(Service[SyncPlannerConfig]):
         """``prefetch``: submit a prefetch job pinned to ``request.node_id``."""
         return await self.parts[2].submit(request)
 
+    async def seal(self, request: SealRequest) -> SealReply:
+        """``seal``: check a node's uploaded chunks and name them (see sealing.py)."""
+        if self.sealer is None:
+            raise RuntimeError("the sync planner is not set up")
+        return await self.sealer.seal(request)
+
     # -- health -------------------------------------------------------------------------
     def health(self) -> HealthCheckResult:
         """Consumer, manifests, retention and prefetch counters."""
@@ -171,6 +200,8 @@ class SyncPlannerService(Service[SyncPlannerConfig]):
             "references": dict(retention.references.counts),
             "prefetches": dict(prefetcher.counts),
             "handouts": len(self.handouts.current()),
+            "seals": dict(self.sealer.counts) if self.sealer is not None else {},
+            "upload_sweep": dict(self.sweep.counts) if self.sweep is not None else {},
         }
         games = sum(s["games"] for s in manifests.summary.values())
         return HealthCheckResult.ok(

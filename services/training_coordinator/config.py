@@ -33,6 +33,10 @@ class TrainingCoordinatorConfig(BaseConfig, kw_only=True, forbid_unknown_fields=
     cooldown_s: NonNegative = 60.0
     #: How often readiness (and recovery of interrupted steps) is checked.
     interval_s: Positive = 1.0
+    #: How often the record of each job waited on is read from the job manager, so a
+    #: lost JOB_COMPLETED or JOB_FAILED never leaves a cycle waiting (events wake up;
+    #: the record is the truth).
+    reconcile_interval_s: Positive = 5.0
     #: Games of one evaluation batch, the cap of one evaluation, and the fallback rule
     #: (accept iff the score reaches it) when the cap is hit without an SPRT decision.
     eval_batch_games: PositiveInt = 40
@@ -49,6 +53,10 @@ class TrainingCoordinatorConfig(BaseConfig, kw_only=True, forbid_unknown_fields=
     train_timeout_s: Positive = 3600.0
     eval_timeout_s: Positive = 1800.0
     job_max_attempts: Annotated[int, msgspec.Meta(ge=1, le=100)] = 3
+    #: Priority of training and evaluation jobs: an agent whose slot frees starts the
+    #: highest-priority job it holds, so the loop's next step goes ahead of queued
+    #: selfplay (priority 0) instead of waiting behind the backlog.
+    job_priority: int = 10
     train_capability: str = "train"
     eval_capability: str = "evaluate"
     #: Training epochs passed to the train job (0: the workload's default).

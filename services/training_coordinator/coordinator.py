@@ -5,6 +5,10 @@ evaluation batch submitted but not recorded, a decision not yet applied), so a c
 anywhere is repaired by the next tick of this or another instance. ``handle`` routes
 the job manager's events (JOB_COMPLETED, JOB_FAILED, JOB_CANCELLED) to the training
 or the evaluation they belong to; anything else is ignored and counted.
+``reconcile`` reads the record of the job a config waits on and, when it is over,
+acts on it exactly as on its event: an event is a wake-up, the record the truth.
+Both go through the same state checks and compare-and-sets, so whichever comes
+second finds the state moved on and does nothing (counted as stale).
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from services.training_coordinator.training import Trainer
 from shared.contracts import Event
 from shared.errors import RequestError
 from shared.events import JobCancelled, JobCompleted, JobFailed, decode_data
+from shared.jobs import JobState
 from shared.training import Champion
 
 log = logging.getLogger("ringmaster.training_coordinator")
@@ -79,6 +84,41 @@ class Coordinator:
                 await self._ended(data.job_id, data.error)
         elif isinstance(data, JobCancelled):
             await self._ended(data.job_id, f"cancelled: {data.reason or 'no reason given'}")
+
+    async def reconcile(self, config: str) -> None:
+        """Act on the end of the job ``config`` waits on, read from its record.
+
+        Raises ``Unavailable`` when the job manager cannot answer (its breaker open).
+        """
+        state = await self.ctx.store.state(config)
+        if state.phase == "training" and state.training_job:
+            kind, job_id = "train", state.training_job
+        elif state.phase == "evaluating" and state.eval_job and not state.decision:
+            kind, job_id = "evaluate", state.eval_job
+        else:
+            return
+        rec = await self.ctx.peers.job(job_id)
+        if rec.state is JobState.COMPLETED:
+            result = rec.result
+            await self._completed(
+                JobCompleted(
+                    job_id=rec.job_id,
+                    type=rec.spec.type,
+                    attempt=rec.attempt,
+                    node_id=rec.node_id,
+                    outputs=[msgspec.to_builtins(o) for o in result.outputs] if result else [],
+                    result=result.result if result else {},
+                    labels=rec.spec.labels,
+                )
+            )
+        elif rec.state is JobState.FAILED:
+            await self._ended(job_id, rec.error or "failed")
+        elif rec.state is JobState.CANCELLED:
+            await self._ended(job_id, f"cancelled: {rec.error or 'no reason given'}")
+        else:
+            return
+        self.ctx.counts[f"reconciled_{kind}"] += 1
+        log.info("%s: %s job %s found %s by reconciling", config, kind, job_id, rec.state)
 
     async def _completed(self, event: JobCompleted) -> None:
         kind, config = event.labels.get("kind"), event.labels.get("config", "")

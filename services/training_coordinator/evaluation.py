@@ -61,6 +61,7 @@ class Evaluator:
             },
             inputs=inputs,
             requirements=Requirements(capability=cfg.eval_capability, pooled=True),
+            priority=cfg.job_priority,
             timeout_s=cfg.eval_timeout_s,
             max_attempts=cfg.job_max_attempts,
             idempotency_key=policy.eval_key(

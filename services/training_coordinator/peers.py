@@ -1,6 +1,6 @@
 """Requests to the services the coordinator depends on, each behind a circuit breaker.
 
-The job manager (``submit``), the sync planner (``training_data``, ``prefetch``) and the
+The job manager (``submit``, ``get``), the sync planner (``training_data``, ``prefetch``) and the
 node selector (``select``). Every failure (no responder, timeout, an error reply, a
 reply that does not decode) raises :class:`PeerError` or the breaker's
 ``CircuitOpenError``, both ``Unavailable``: callers decide what a failure means.
@@ -20,7 +20,7 @@ from shared.codec import decode, encode
 from shared.contracts import ErrorReply
 from shared.errors import Unavailable
 from shared.intake import ERROR_CODE_HEADER
-from shared.jobs import JobRecord, JobSpec, Requirements, SelectReply, SelectRequest
+from shared.jobs import JobRecord, JobRef, JobSpec, Requirements, SelectReply, SelectRequest
 from shared.subjects import Subjects
 from shared.training import PrefetchRequest, TrainingData, TrainingDataRequest
 
@@ -91,6 +91,10 @@ class Peers:
     async def submit(self, spec: JobSpec) -> JobRecord:
         """Submit a job (its idempotency key makes a repeat return the same job)."""
         return await self._call(JOB_MANAGER, "submit", spec, JobRecord)
+
+    async def job(self, job_id: str) -> JobRecord:
+        """The job manager's record of ``job_id``."""
+        return await self._call(JOB_MANAGER, "get", JobRef(job_id=job_id), JobRecord)
 
     async def training_data(self, request: TrainingDataRequest) -> TrainingData:
         """The sync planner's window of a config's newest data."""

@@ -58,8 +58,10 @@ class Placement:
             return [], 0
         return policy.window_from_manifest(manifest, request.max_games)
 
-    async def pick_node(self) -> str | None:
-        """The best GPU node, else the best CPU node, for training; None: bind late."""
+    async def pick_node(self) -> tuple[str | None, bool]:
+        """The best GPU node, else the best CPU node, for training (None: bind late),
+        and whether it was picked for its GPU: the job must then ask for one, since a
+        job is shown only the GPUs assigned to it."""
         capability = self.ctx.config.train_capability
         for gpu in (True, False):
             try:
@@ -70,11 +72,11 @@ class Placement:
             except Unavailable as exc:
                 self.ctx.counts["select_failed"] += 1
                 log.info("node selector unavailable (%s): the pool will bind late", exc)
-                return None
+                return None, False
             if node is not None:
-                return node
+                return node, gpu
         self.ctx.counts["select_empty"] += 1
-        return None
+        return None, False
 
     async def prefetch(self, key: str, config: str, node: str, refs: list[DataRef]) -> None:
         """Ask the sync planner to cache ``refs`` on ``node``, once per training ``key``."""

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 import anyio
 import msgspec
@@ -132,6 +132,8 @@ class TrainingCoordinatorService(Service[TrainingCoordinatorConfig]):
         self.add_loop(
             Loop("readiness", self._tick, interval=cfg.interval_s, max_backoff=cfg.interval_s * 10)
         )
+        every = cfg.reconcile_interval_s
+        self.add_loop(Loop("reconcile", self._reconcile, interval=every, max_backoff=every * 4))
 
     async def teardown(self) -> None:
         """Refuse new steps, wait for the one under way, then stop consuming."""
@@ -163,13 +165,23 @@ class TrainingCoordinatorService(Service[TrainingCoordinatorConfig]):
                 await self.coordinator.handle(event)
 
     async def _tick(self) -> None:
+        await self._each_config(self.coordinator.tick, "tick", shown=True)
+
+    async def _reconcile(self) -> None:
+        # Through the job manager's breaker: while it is open, each try fails at once.
+        # Its failures are counted, not shown as the config's: the tick says the same.
+        await self._each_config(self.coordinator.reconcile, "reconcile", shown=False)
+
+    async def _each_config(
+        self, step: Callable[[str], Awaitable[None]], name: str, *, shown: bool
+    ) -> None:
         for config in self.config.configs:
             async with self._lock:
                 if self._stopping:
                     return
                 try:
                     with anyio.fail_after(self.config.step_timeout_s):
-                        await self.coordinator.tick(config)
+                        await step(config)
                 except (
                     RingmasterError,
                     nats.errors.Error,
@@ -178,11 +190,14 @@ class TrainingCoordinatorService(Service[TrainingCoordinatorConfig]):
                     TimeoutError,
                 ) as exc:
                     # One config's trouble must not starve the others: counted, shown.
-                    self.coordinator.ctx.counts["tick_errors"] += 1
-                    self._errors[config] = f"{type(exc).__name__}: {exc}"
-                    log.info("%s: tick failed: %s", config, self._errors[config])
+                    self.coordinator.ctx.counts[f"{name}_errors"] += 1
+                    error = f"{type(exc).__name__}: {exc}"
+                    log.info("%s: %s failed: %s", config, name, error)
+                    if shown:
+                        self._errors[config] = error
                 else:
-                    self._errors.pop(config, None)
+                    if shown:
+                        self._errors.pop(config, None)
 
     # -- health ----------------------------------------------------------------------
     def health(self) -> HealthCheckResult:

@@ -87,7 +87,7 @@ class Trainer:
             await self.failed(state, "", "no training data in the window")
             return
         key = policy.train_key(config, state.run_id, state.generation)
-        node = await self.placement.pick_node()
+        node, on_gpu = await self.placement.pick_node()
         if node is not None:
             blobs = refs + ([champion.ref] if champion else [])
             await self.placement.prefetch(key, config, node, blobs)
@@ -95,13 +95,14 @@ class Trainer:
         if cfg.train_epochs:
             args["epochs"] = cfg.train_epochs
         requirement = Requirements(
-            capability=cfg.train_capability, node_id=node or "", pooled=node is None
+            capability=cfg.train_capability, node_id=node or "", pooled=node is None, gpu=on_gpu
         )
         spec = JobSpec(
             type="train",
             args=args,
             inputs=policy.train_inputs(refs, champion.ref if champion else None, MODEL_FILE),
             requirements=requirement,
+            priority=cfg.job_priority,
             timeout_s=cfg.train_timeout_s,
             max_attempts=cfg.job_max_attempts,
             idempotency_key=key,

@@ -15,6 +15,7 @@ import anyio
 import msgspec
 
 from shared.blobs import BlobStore, ensure_store
+from shared.cli import job_ops
 from shared.cli.client import (
     CliError,
     connected,
@@ -35,6 +36,10 @@ from shared.jobs import (
 )
 
 SERVICE = "job_manager"
+
+# ``ringmaster jobs inspect|retry``: verbs of the ``jobs`` command (optional: without one
+# it lists jobs).
+JOB_VERBS = job_ops.JOB_VERBS
 
 
 def add_submit_arguments(parser: argparse.ArgumentParser) -> None:
@@ -98,7 +103,9 @@ async def _submit(args: argparse.Namespace) -> tuple[JobRecord, int]:
     async with connected(args, "ringmaster-submit") as nc:
         inputs = []
         if args.input:
-            blobs = BlobStore(await ensure_store(nc.jetstream(), subs.data_store))
+            # The operator may purge: an input already stored leaves no second copy.
+            store = await ensure_store(nc.jetstream(), subs.data_store)
+            blobs = BlobStore(store, purge=True)
             inputs = [await blobs.put_file(path) for path in args.input]
         try:
             spec = JobSpec(
@@ -146,20 +153,44 @@ def add_jobs_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--state", choices=[s.value for s in JobState])
     parser.add_argument("--type", default="")
     parser.add_argument("--node", default="")
-    parser.add_argument("--limit", type=non_negative_int, default=50)
+    parser.add_argument(
+        "--limit", type=non_negative_int, default=50, help="at most this many (pages followed)"
+    )
+    parser.add_argument(
+        "--cursor", default="", help="start after this point (a next_cursor from --json)"
+    )
     parser.add_argument("--json", action="store_true")
 
 
 async def _list(args: argparse.Namespace) -> JobList:
+    """Up to ``--limit`` jobs, following ``next_cursor`` page after page.
+
+    A page may hold fewer jobs than asked (each reply fits the server's max_payload),
+    so the listing asks again from the page's cursor until it has enough or none is left.
+    """
     subs = subjects(args)
-    query = JobQuery(
-        state=JobState(args.state) if args.state else None,
-        type=args.type,
-        node_id=args.node,
-        limit=max(1, args.limit),
-    )
+    wanted = max(1, args.limit)
+    jobs: list[JobRecord] = []
+    total, cursor = 0, args.cursor
     async with connected(args, "ringmaster-jobs") as nc:
-        return await request(nc, subs.api(SERVICE, "list"), query, JobList, timeout=5)
+        while True:
+            query = JobQuery(
+                state=JobState(args.state) if args.state else None,
+                type=args.type,
+                node_id=args.node,
+                limit=min(10_000, wanted - len(jobs)),
+                cursor=cursor,
+            )
+            try:
+                page = await request(nc, subs.api(SERVICE, "list"), query, JobList, timeout=10)
+            except CliError as exc:
+                if cursor and cursor == args.cursor and " error 400: " in exc.message:
+                    raise CliError(exc.message, 2) from None  # --cursor was bad: usage
+                raise
+            jobs += page.jobs
+            total, cursor = page.total, page.next_cursor
+            if not cursor or len(jobs) >= wanted:
+                return JobList(jobs=jobs, total=total, next_cursor=cursor)
 
 
 def run_jobs(args: argparse.Namespace) -> int:

@@ -12,18 +12,22 @@ import argparse
 from pathlib import Path
 
 from shared.cli.client import CliError
+from shared.denials import markdown
 from shared.errors import ConfigError
 from shared.natsconf import DEFAULT_COST, load_or_make_users, render
+from shared.node_permissions import NodeSpec, parse_nodes
 from shared.permissions import KINDS, rules_for
 from shared.subjects import DEFAULT_PREFIX, Subjects
 
 EPILOG = """examples:
   ringmaster nats-config --out deploy/nats --secrets deploy/secrets
+  ringmaster nats-config --nodes gpu1:cpu+gpu+train,cpu1 --tls --out deploy/nats
   ringmaster nats-config --explain            # what each service kind may do, and why
+  ringmaster nats-config --denials            # the denial table of docs/operations.md
 
 Each service then connects with --credentials-file SECRETS/<kind>.user
-(RINGMASTER_<SERVICE>_CREDENTIALS_FILE); the CLI with SECRETS/operator.user
-($RINGMASTER_CREDENTIALS_FILE)."""
+(RINGMASTER_<SERVICE>_CREDENTIALS_FILE); a node agent with SECRETS/node-<id>.user;
+the CLI with SECRETS/operator.user ($RINGMASTER_CREDENTIALS_FILE)."""
 
 
 def _cost(text: str) -> int:
@@ -57,8 +61,31 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"bcrypt cost, 4..16 (default: {DEFAULT_COST}); every connect pays it once",
     )
     parser.add_argument(
+        "--nodes",
+        metavar="ID[:CAP+CAP],...",
+        default="",
+        help="one user per node, serving the given capability pools (default: cpu)",
+    )
+    parser.add_argument(
+        "--tls",
+        action="store_true",
+        help="also make a private CA, server and client certificates in OUT/tls",
+    )
+    parser.add_argument(
         "--explain", action="store_true", help="print the permission table (Markdown) and exit"
     )
+    parser.add_argument(
+        "--denials", action="store_true", help="print the denial table (Markdown) and exit"
+    )
+
+
+def _nodes(text: str) -> tuple[NodeSpec, ...]:
+    # Parsed here, not by argparse: any token is a valid node id, so a bad entry is
+    # told apart only by its content, and the message names the entry at fault.
+    try:
+        return tuple(parse_nodes(text))
+    except ConfigError as exc:
+        raise CliError(str(exc), 2) from None
 
 
 def explain(subjects: Subjects) -> str:
@@ -80,12 +107,22 @@ def run(args: argparse.Namespace) -> int:
     if args.explain:
         print(explain(subjects))
         return 0
+    if args.denials:
+        print(markdown(Subjects()))  # the doc's table, always for the default prefix
+        return 0
+    nodes = _nodes(args.nodes)
     try:
-        users = load_or_make_users(subjects, args.secrets)
-        rendered = render(subjects, users, args.cost)
+        users = load_or_make_users(subjects, args.secrets, nodes)
+        rendered = render(subjects, users, args.cost, nodes)
         args.out.mkdir(parents=True, exist_ok=True)
         target = args.out / "auth.conf"
         target.write_text(rendered.config, encoding="utf-8")
+        if args.tls:
+            from shared.tlsgen import make_tls
+
+            tls_dir = args.out / "tls"
+            made = make_tls(tls_dir, [n.node_id for n in nodes])
+            print(f"TLS files in {tls_dir}/: {', '.join(made) or 'all present, kept'}")
     except (OSError, ConfigError) as exc:
         raise CliError(str(exc), 1) from None
     print(f"wrote {target} ({len(users)} users); user files in {args.secrets}/")

@@ -33,7 +33,7 @@ def cluster_file(tmp_path: Path, prefix: str, nats_port: int) -> Path:
         "[services.job_manager]\n[services.job_manager.config]\n"
         "lease_s = 3.0\nnode_lost_after_s = 2.0\nretry_base_s = 0.2\n"
         "[services.node_agent]\ninstances = 2\n[services.node_agent.config]\n"
-        "slots = 1\nmin_free_disk_mb = 1\nmin_memory_mb = 1\n"
+        "slots = 1\nmin_free_disk_mb = 1\nmin_memory_mb = 1\ncapabilities = ['cpu', 'shell']\n"
     )
     return path
 

@@ -35,6 +35,7 @@ http_port = -1
 [services.selfplay_scheduler.config]
 configs = ["3x3k3"]
 interval_s = 0.5
+target_job_s = 2.0
 [services.selfplay_scheduler.config.games_per_job]
 3x3k3 = 150
 [services.training_coordinator]

@@ -7,6 +7,7 @@ from the ``RINGMASTER_<SERVICE>_<FIELD>`` variables the supervisor sets:
 - ``grandchild = true``: first starts a sleeping grandchild in its process group and
   prints ``grandchild=<pid>``;
 - ``ignore_term = true``: ignores SIGTERM, so only SIGKILL stops it;
+- ``crash_unless = PATH``: exits with 3 at once while PATH does not exist;
 - ``exit_code = N``: exits with N at once; otherwise sleeps until killed.
 
 ``childproc.py --supervise LOG_DIR`` runs a real Supervisor over two sleeping
@@ -36,6 +37,8 @@ def child(service: str) -> int:
     if env.get("ignore_term") == "true":
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
     sys.stdout.flush()
+    if "crash_unless" in env and not Path(env["crash_unless"]).exists():
+        return 3  # the cause (say, NATS away) has not passed yet
     if "exit_code" in env:
         return int(env["exit_code"])
     while True:

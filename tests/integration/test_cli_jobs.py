@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 from pathlib import Path
 
@@ -89,12 +90,23 @@ async def test_submit_wait_list_cancel_and_state_round_trip(
     assert await cli("state", *common, "export", str(snapshot)) == 0
     exported = json.loads(snapshot.read_text())
     assert record["job_id"] in exported["buckets"]["jobs"]
-    assert await cli("state", *common, "import", str(snapshot)) == 1  # not empty: refused
-    assert "not empty" in capsys.readouterr().err
+    assert await cli("state", *common, "import", str(snapshot)) == 1  # running: refused
+    assert "cluster is running (job_manager/" in capsys.readouterr().err
+    assert await cli("state", *common, "import", "--force", str(snapshot)) == 0
+    assert "imported " in capsys.readouterr().out
     other = prefix + "b"
-    assert (
-        await cli("state", "--nats-url", nats_url, "--prefix", other, "import", str(snapshot)) == 0
-    )
+    # One record that is not its bucket's Struct spoils the file: nothing is written.
+    bad = json.loads(snapshot.read_text())
+    bad["buckets"]["jobs"][record["job_id"]] = base64.b64encode(b'{"state": 7}').decode()
+    (tmp_path / "bad.json").write_text(json.dumps(bad))
+    other_args = ["state", "--nats-url", nats_url, "--prefix", other]
+    assert await cli(*other_args, "import", str(tmp_path / "bad.json")) == 2
+    err = capsys.readouterr().err
+    assert f"bad.json: nothing imported; jobs/{record['job_id']}: " in err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert await cli(*other_args, "import", str(snapshot)) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("imported ") and f"jobs {len(exported['buckets']['jobs'])}" in out
     assert (
         await cli(
             "state",

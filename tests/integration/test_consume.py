@@ -103,3 +103,46 @@ async def test_garbage_events_are_each_counted_but_logged_once(
             tg.cancel_scope.cancel()
     assert consumer.stats()["invalid"] == 20
     assert sum("undecodable event" in r.getMessage() for r in caplog.records) == 1
+
+
+async def test_poison_events_are_terminated_after_bounded_deliveries(
+    nc: Client, prefix: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    subjects = Subjects(prefix)
+    config = convert_config(BaseConfig, {"prefix": prefix, "events_max_bytes": 1 << 20})
+    await ensure_stream(nc.jetstream(), events_stream_config(subjects, config))
+    # More poison than the consumer may have unacknowledged (4 x batch): unbounded
+    # redelivery would hold every slot and the good event behind them would never come.
+    for seq in range(1, 21):
+        await publish(nc, subjects, seq)
+    await publish(nc, subjects, 100)
+    attempts: list[str] = []
+    handled: list[str] = []
+
+    async def handler(event: Event) -> None:
+        job = str(event.data["job_id"])
+        if job != "job-100":
+            attempts.append(job)
+            raise RuntimeError("this event always breaks the handler")
+        handled.append(job)
+
+    consumer = EventConsumer(
+        nc.jetstream(),
+        stream=subjects.events_stream,
+        durable="t-poison",
+        filter_subjects=[subjects.events_of("job_manager")],
+        handler=handler,
+        batch=4,
+        retry_delay_s=0.05,
+        max_deliveries=3,
+    )
+    with caplog.at_level("WARNING", logger="ringmaster"):
+        async with anyio.create_task_group() as tg:
+            await tg.start(consumer.run)
+            await eventually(lambda: handled, timeout=20.0, what="the event behind the poison")
+            await eventually(lambda: consumer.stats().get("poison") == 20, what="20 terminated")
+            await anyio.sleep(0.3)  # room for a wrong redelivery to show up
+            tg.cancel_scope.cancel()
+    assert len(attempts) == 20 * 3
+    assert consumer.stats()["handler_errors"] == 60
+    assert sum("gave up on" in r.getMessage() for r in caplog.records) == 1

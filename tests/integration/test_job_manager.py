@@ -103,7 +103,7 @@ class StandIn:
     async def report(self, d: JobDispatch, phase: str, **fields: Any) -> tuple[int, Any]:
         body = {"job_id": d.job_id, "attempt": d.attempt, "fencing": d.fencing}
         body.update(node_id=self.node_id, phase=phase, **fields)
-        return await call(self.nc, self.prefix, "report", body)
+        return await call(self.nc, self.prefix, f"report.{self.node_id}", body)
 
     async def run_one(self, result: JobResult) -> JobDispatch:
         """Take one dispatch and run it to completion, as a well-behaved agent does."""
@@ -194,6 +194,32 @@ async def test_a_report_from_an_old_attempt_is_refused_and_counted(
     (retried,) = await events(nc, prefix, "JOB_RETRIED")
     assert retried["attempt"] == 2 and 0 < retried["delay_s"] <= 0.2
     assert (await state_of(nc, prefix, rec.job_id)).state is S.RUNNING
+
+
+async def test_a_report_from_another_node_is_refused_and_counted(
+    start_service: ServiceFactory, nc: Client, prefix: str
+) -> None:
+    # Node "a" holds its own credential: it can only publish on report.a. Reports
+    # about node "b"'s pinned attempt are refused whichever node the body names.
+    svc = await start_service(JobManagerService, **FAST)
+    spec = JobSpec(type="train", requirements=Requirements(node_id="b"))
+    rec = await ok(nc, prefix, "submit", spec, JobRecord)
+    assert (rec.pool, rec.node_id) == ("node.b", "b")
+    async with StandIn(nc, prefix, "node.b", node_id="b").pulling() as b:
+        d, msg = await b.take()
+        forged = {"job_id": d.job_id, "attempt": d.attempt, "fencing": d.fencing}
+        forged.update(node_id="b", phase="completed")
+        code, body = await call(nc, prefix, "report.a", forged)
+        assert code == 403 and "names node 'b'" in body["error"]["message"]
+        forged["node_id"] = "a"
+        code, body = await call(nc, prefix, "report.a", forged)
+        assert code == 409 and "another node" in body["error"]["message"]
+        refused = svc.health_check().details["refused_reports"]
+        assert refused == {"forged_node": 1, "wrong_node": 1}
+        assert (await state_of(nc, prefix, rec.job_id)).state is S.DISPATCHED
+        assert (await b.report(d, "started"))[0] == 200  # the right node still may
+        await msg.ack()
+    assert not await events(nc, prefix, "JOB_COMPLETED")
 
 
 async def test_lease_expiry_retries_then_the_next_attempt_completes(
@@ -306,16 +332,19 @@ async def test_garbage_is_refused_with_400_and_counted(
     assert (await call(nc, prefix, "submit", {"type": "t", "max_attempts": 0}))[0] == 400
     bad_pool = {"type": "t", "requirements": {"capability": "a.b"}}
     assert (await call(nc, prefix, "submit", bad_pool))[0] == 400
-    assert (await call(nc, prefix, "report", {"job_id": 7}))[0] == 400
+    for bad in ({"gpus": -1}, {"gpus": 1000}, {"gpu_memory_mb": -5}):
+        code, body = await call(nc, prefix, "submit", {"type": "t", "requirements": bad})
+        assert code == 400 and "requirements." in body["error"]["message"], body
+    assert (await call(nc, prefix, "report.n", {"job_id": 7}))[0] == 400
     report = {"job_id": "x", "attempt": 1, "fencing": 1, "node_id": "n", "phase": "exploded"}
-    assert (await call(nc, prefix, "report", report))[0] == 400
+    assert (await call(nc, prefix, "report.n", report))[0] == 400
     report["phase"] = "started"
-    assert (await call(nc, prefix, "report", report))[0] == 404
+    assert (await call(nc, prefix, "report.n", report))[0] == 404
     assert (await call(nc, prefix, "get", JobRef(job_id="nope")))[0] == 404
     assert (await call(nc, prefix, "cancel", JobRef(job_id="nope")))[0] == 404
     details = svc.health_check().details
     invalid = details["framework"]["intake"]["invalid"]
-    assert invalid["submit:malformed"] == 1 and invalid["submit:wrong_schema"] == 2
+    assert invalid["submit:malformed"] == 1 and invalid["submit:wrong_schema"] == 5
     assert invalid["report:wrong_schema"] == 1
     assert details["counts"]["bad_submits"] == 1 and details["counts"]["bad_reports"] == 1
     # Still serving.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 from pathlib import Path
 
 import anyio
@@ -11,6 +12,7 @@ import pytest
 from nats.aio.client import Client
 from nats.js.api import AckPolicy, ConsumerConfig
 
+from shared.blob_wire import STORE_CHUNK, digest_of
 from shared.blobs import BlobError, BlobStore, ensure_store
 from shared.config import BaseConfig, convert_config
 from shared.jobs import DataRef
@@ -142,6 +144,59 @@ async def test_blobs_are_content_addressed_and_verified(
         await blobs.get_bytes(DataRef(name="bad", sha256=fake, size=17))
     with pytest.raises(BlobError, match="missing"):
         await blobs.get_bytes(DataRef(name="gone", sha256="0" * 64, size=1))
+
+
+@pytest.mark.parametrize("size", [0, 1, STORE_CHUNK, 3 * STORE_CHUNK + 17])
+async def test_blobs_keep_the_object_store_wire_format_both_ways(
+    nc: Client, prefix: str, tmp_path: Path, size: int
+) -> None:
+    """nats-py's own ObjectStore reads what BlobStore writes, and the other way round."""
+    store = await ensure_store(nc.jetstream(), f"{prefix}_data")
+    blobs = BlobStore(store)
+    data = os.urandom(size)
+    source = tmp_path / "blob.bin"
+    source.write_bytes(data)
+    ref = await blobs.put_file(source)
+    got = await store.get(ref.sha256)  # nats-py checks the digest header itself
+    assert got.data == data
+    assert got.info.size == size and got.info.chunks == -(-size // STORE_CHUNK)
+    assert got.info.digest == digest_of(ref.sha256)
+    theirs = os.urandom(size)
+    name = hashlib.sha256(theirs).hexdigest()
+    await store.put(name, theirs)
+    their_ref = DataRef(name="theirs", sha256=name, size=size)
+    assert await blobs.get_bytes(their_ref) == theirs
+    out = await blobs.fetch(their_ref, tmp_path / "job" / "theirs.bin")
+    assert out.read_bytes() == theirs
+
+
+async def test_a_duplicate_put_leaves_one_copy_and_counts_it(nc: Client, prefix: str) -> None:
+    store = await ensure_store(nc.jetstream(), f"{prefix}_data")
+    data = os.urandom(2 * STORE_CHUNK)
+    first = await BlobStore(store).put_bytes("a", data)
+    keeper = BlobStore(store, purge=True)
+    assert (await keeper.put_bytes("b", data)).sha256 == first.sha256
+    assert keeper.counts == {"duplicates": 1}
+    leaver = BlobStore(store)  # may not purge: its duplicate chunks are counted
+    await leaver.put_bytes("c", data)
+    assert leaver.counts == {"duplicates": 1, "duplicate_chunks_left": 2}
+    info = await nc.jetstream().stream_info(store._stream, subjects_filter="$O.>")
+    chunk_subjects = [k for k in info.state.subjects or {} if ".C." in k]
+    assert len(chunk_subjects) == 2  # the first upload's and the leaver's
+    assert await keeper.get_bytes(first) == data
+
+
+async def test_a_fetch_that_fails_verification_leaves_no_file(
+    nc: Client, prefix: str, tmp_path: Path
+) -> None:
+    store = await ensure_store(nc.jetstream(), f"{prefix}_data")
+    blobs = BlobStore(store, cache_dir=tmp_path / "cache")
+    fake = hashlib.sha256(b"promised").hexdigest()
+    await store.put(fake, os.urandom(STORE_CHUNK + 1))
+    with pytest.raises(BlobError, match="does not match"):
+        await blobs.fetch(DataRef(name="x", sha256=fake, size=8), tmp_path / "job" / "x")
+    assert not (tmp_path / "job" / "x").exists()
+    assert list((tmp_path / "cache").iterdir()) == []
 
 
 async def test_provision_all_is_idempotent(nc: Client, prefix: str) -> None:

@@ -73,6 +73,10 @@ def test_selfplay_train_evaluate(tmp_path: Path, config: str, games: int) -> Non
     assert result["model_id"] == ""  # no champion yet: the initial model
     data = Games.load(played / "games.npz", config)
     assert len(data) == games and data.counts()["x_wins"] == result["x_wins"]
+    # What the scheduler sizes jobs by: games and the positions (samples) they gave.
+    assert result["positions"] == result["samples"] == int(data.lengths.sum())
+    # Networks search: a visit distribution per position; the table has none.
+    assert (data.visits is not None) == (config != "3x3k3")
 
     inputs = {"data-0.npz": played / "games.npz"}
     proc, trained = run("train", {"config": config, "seed": 1}, tmp_path / "train", inputs)

@@ -5,6 +5,7 @@ protocol: JobDispatch messages in ``P_JOBS``, reports answered on
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import signal
 import subprocess
@@ -56,7 +57,7 @@ class JobManagerStandIn:
 
     async def start(self) -> None:
         await ensure_stream(self.js, jobs_stream_config(self.subjects, BaseConfig()))
-        subject = self.subjects.api("job_manager", "report")
+        subject = self.subjects.node_report("*")
         self.sub = await self.nc.subscribe(subject, cb=self._on_report)
 
     async def _on_report(self, msg: Msg) -> None:
@@ -116,6 +117,7 @@ def agent_config(tmp_path: Path, **overrides: Any) -> dict[str, Any]:
     values: dict[str, Any] = {
         "node_id": f"n-{uuid.uuid4().hex[:6]}",
         "work_dir": str(tmp_path / "work"),
+        "capabilities": ["cpu", "shell"],
         "slots": 2,
         "min_free_disk_mb": 0,
         "min_memory_mb": 0,
@@ -217,6 +219,25 @@ result = {"job": os.environ["RINGMASTER_JOB_ID"], "attempt": os.environ["RINGMAS
     assert await eventually(_is_zero(manager), what="dispatch acked")
     stats = agent.health_check().details["jobs"]
     assert stats["completed"] == 1 and stats["invalid_progress_lines"] >= 1
+
+
+async def test_a_busy_slot_holds_its_next_job_and_starts_it_when_the_process_ends(
+    start_service: ServiceFactory, manager: JobManagerStandIn, tmp_path: Path
+) -> None:
+    agent = await start_service(NodeAgentService, **agent_config(tmp_path, slots=1))
+    sleeper = shell("import time; time.sleep(0.6)")
+    first, second, third = [await manager.dispatch(sleeper, "cap.shell") for _ in range(3)]
+    for d in (first, second, third):
+        assert (await manager.final(d.job_id)).phase == "completed"
+    assert await eventually(_is_zero(manager), what="every dispatch acked")
+    details = agent.health_check().details
+    # The second and third were pulled while the slot was busy, and each started in a
+    # slot freed with its dispatch already held: two gaps measured.
+    assert details["jobs"]["prefetched"] >= 2
+    assert details["slot_gaps"]["count"] == 2
+    starts = [manager.of(d.job_id, "started")[0] for d in (first, second, third)]
+    assert [r.job_id for r in starts] == [first.job_id, second.job_id, third.job_id]
+    assert 0.0 < details["utilization"] <= 1.0
 
 
 def _is_zero(manager: JobManagerStandIn) -> Any:
@@ -478,7 +499,8 @@ async def test_no_job_process_outlives_a_killed_agent(
     config = agent_config(tmp_path, beacon_interval=0.2)
     argv = [sys.executable, "-m", "services.node_agent", "--nats-url", nats_url]
     for name, value in config.items():
-        argv += ["--" + name.replace("_", "-"), str(value)]
+        text = json.dumps(value) if isinstance(value, list) else str(value)
+        argv += ["--" + name.replace("_", "-"), text]
     argv += ["--prefix", prefix]
     pidfile = tmp_path / "pids"
     with (tmp_path / "agent.log").open("wb") as log:

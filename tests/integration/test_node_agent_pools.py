@@ -30,10 +30,11 @@ async def subjects(nc: Client, prefix: str) -> AsyncIterator[Subjects]:
     yield s
 
 
-async def dispatch(nc: Client, subjects: Subjects, pool: str, job_id: str) -> None:
-    d = JobDispatch(
-        job_id=job_id, attempt=1, fencing=1, spec=JobSpec(type="t"), dispatched_at=time.time()
-    )
+async def dispatch(
+    nc: Client, subjects: Subjects, pool: str, job_id: str, priority: int = 0
+) -> None:
+    spec = JobSpec(type="t", priority=priority)
+    d = JobDispatch(job_id=job_id, attempt=1, fencing=1, spec=spec, dispatched_at=time.time())
     await nc.jetstream().publish(subjects.jobs(pool), encode(d))
 
 
@@ -112,4 +113,49 @@ async def test_what_is_held_when_the_node_stops_wanting_work_goes_to_another_nod
         await msg.ack()
         await full.close()
         await other.close()
+        tg.cancel_scope.cancel()
+
+
+async def test_a_full_node_prefetches_and_a_freed_slot_takes_the_highest_priority(
+    nc: Client, subjects: Subjects
+) -> None:
+    """No one waits in fetch_one (every slot busy) yet the pulls go on; the held jobs'
+    leases are kept, and the next fetch returns the urgent job before the bulk one."""
+    async with anyio.create_task_group() as tg:
+        pools = pools_for(nc, subjects, "busy", tg)
+        await pools.open()
+        pools.prefetch = True
+        pools.start_pulls()
+        await dispatch(nc, subjects, "cap.cpu", "bulk-job")
+        await eventually(lambda: pools.held() == 1, what="the bulk job held")
+        await anyio.sleep(0.7)  # past pull_s: without prefetch the pulls would have ended
+        await dispatch(nc, subjects, "node.busy", "urgent-job", priority=10)
+        await eventually(lambda: pools.held() == 2, what="the urgent job held too")
+        assert pools.stats.prefetched == 2
+        await pools.keep_leases()
+        assert pools.stats.settle_errors == 0
+        got = []
+        for _ in range(2):
+            msg = await pools.fetch_one(1.0)
+            assert msg is not None
+            got.append(decode(JobDispatch, msg.data).job_id)
+            await msg.ack()
+        assert got == ["urgent-job", "bulk-job"]
+        pools.prefetch = False
+        await pools.close()
+        tg.cancel_scope.cancel()
+
+
+async def test_priority_beats_pool_order(nc: Client, subjects: Subjects) -> None:
+    async with anyio.create_task_group() as tg:
+        pools = pools_for(nc, subjects, "n3", tg)
+        await pools.open()
+        assert await pools.fetch_one(0.1) is None
+        await dispatch(nc, subjects, "node.n3", "pinned-low")
+        await dispatch(nc, subjects, "cap.cpu", "shared-high", priority=5)
+        await eventually(lambda: pools.held() == 2, what="both pools pulled")
+        msg = await pools.fetch_one(1.0)
+        assert msg is not None and decode(JobDispatch, msg.data).job_id == "shared-high"
+        await msg.ack()
+        await pools.close()
         tg.cancel_scope.cancel()

@@ -131,7 +131,7 @@ async def test_a_service_is_registered_and_alive(
     types = await eventually(lambda: event_types(nc, prefix, demo.instance))
     assert types.count("SERVICE_REGISTERED") == 1
     assert orch.health_check().status is ServiceStatus.RUNNING
-    assert orch.custom_metrics()["beacons_ingested"] > 0
+    assert orch.custom_metrics()["beacons_ingested_total"] > 0
 
 
 async def test_silent_instance_goes_suspect_then_lost_then_recovers(
@@ -243,7 +243,7 @@ async def test_garbage_beacons_are_counted_and_harmless(
         "beacon:bad_interval",
     }
     assert sum(invalid.values()) == len(garbage)
-    assert orch.custom_metrics()["beacons_invalid"] == len(garbage)
+    assert orch.custom_metrics()["beacons_invalid_total"] == len(garbage)
     assert orch.effective_status() is ServiceStatus.RUNNING
     assert await find(nc, prefix, "someone-else") is None
 

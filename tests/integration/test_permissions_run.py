@@ -1,7 +1,9 @@
 """Every service runs with the generated NATS permissions, and nothing it does is refused.
 
 All ten service kinds start on one nats-server of ``deploy/nats/server.conf`` with
-the ``auth.conf`` of ``ringmaster nats-config``, each with its own user file; a job
+the ``auth.conf`` and certificates of ``ringmaster nats-config --tls``, each with its
+own user file and over TLS (the node agent with its node's own user and
+certificate, ``--nodes``); a job
 goes through the job manager, a node agent and the object store; each service is
 probed with its own credentials, as its container would be; and the server logged
 no permission violation.
@@ -43,7 +45,7 @@ PREFIX = new_prefix()
 @pytest.fixture
 def auth(tmp_path: Path) -> Iterator[AuthServer]:
     """A nats-server of deploy/nats/server.conf with the generated users."""
-    server = AuthServer(tmp_path / "perm", PREFIX)
+    server = AuthServer(tmp_path / "perm", PREFIX, nodes="perm-node:shell", tls=True)
     try:
         yield server
     finally:
@@ -88,14 +90,19 @@ async def test_every_service_runs_with_its_own_credentials(
             "min_memory_mb": 1,
         }
         for cls, extra in [*SERVICES, (NodeAgentService, agent)]:
+            # The node agent runs as its host would: with its own node's user.
+            who = "node-perm-node" if cls is NodeAgentService else cls.name
+            files = auth.tls_files(who if cls is NodeAgentService else "client")
             cfg = service_config(
-                cls, url, PREFIX, credentials_file=auth.user_file(cls.name), **extra
+                cls, url, PREFIX, credentials_file=auth.user_file(who), **files, **extra
             )
             running.append(await stack.enter_async_context(cls(cfg).running()))
         assert {s.name for s in running} == set(KINDS)
 
         # A job goes through the job manager, the node agent and the object store.
         monkeypatch.setenv("RINGMASTER_CREDENTIALS_FILE", auth.user_file("operator"))
+        for field, path in auth.tls_files().items():
+            monkeypatch.setenv(f"RINGMASTER_{field.upper()}", path)
         source = tmp_path / "in.txt"
         source.write_text("hello")
         common = ["--nats-url", url, "--prefix", PREFIX]
@@ -109,7 +116,8 @@ async def test_every_service_runs_with_its_own_credentials(
 
         # Each container probes itself with its own service's credentials.
         for service in running:
-            monkeypatch.setenv("RINGMASTER_CREDENTIALS_FILE", auth.user_file(service.name))
+            who = "node-perm-node" if service.name == "node_agent" else service.name
+            monkeypatch.setenv("RINGMASTER_CREDENTIALS_FILE", auth.user_file(who))
             probe = ["probe", service.name, "--instance", service.instance, "--metrics"]
             assert await cli(*probe, "--readiness", *common) == 0, capsys.readouterr()
 

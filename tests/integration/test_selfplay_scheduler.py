@@ -39,7 +39,8 @@ pytestmark = pytest.mark.anyio
 
 T = TypeVar("T")
 JM = {"reaper_interval": 0.1, "dispatch_timeout_s": 600.0}
-FAST = {"interval_s": 0.2, "breaker_recovery_s": 0.5}
+# The free-slot rules alone: no backlog beyond the free slots (its own test sets one).
+FAST = {"interval_s": 0.2, "breaker_recovery_s": 0.5, "backlog_per_slot": 0}
 SHA = "ab" * 32
 
 
@@ -159,6 +160,18 @@ async def test_queues_free_slots_plus_buffer_and_never_more(
     assert splits and sum(splits[-1]["allocation"].values()) == 10
     assert set(splits[-1]["priorities"]) == set(games)
     assert len(splits) <= 3  # announced on change only, not every round
+
+
+async def test_keeps_a_backlog_ahead_of_busy_slots(
+    start_service: ServiceFactory, nc: Client, prefix: str
+) -> None:
+    """Every slot busy: one queued job per slot plus the buffer waits ahead of them."""
+    await start_service(JobManagerService, **JM)
+    await start_service(SelfplaySchedulerService, **{**FAST, "backlog_per_slot": 1})
+    async with fake_nodes(nc, prefix, n1=0, n2=0):
+        await exactly(nc, prefix, 17)  # 2 nodes of 8 slots, all busy, + a buffer of 1
+        view = await priorities(nc, prefix)
+        assert (view.target, view.slots, view.free_slots) == (17, 16, 0)
 
 
 async def test_an_override_makes_its_config_dominate(

@@ -156,16 +156,21 @@ async def test_transient_restarts_after_a_crash_only(tmp_path: Path) -> None:
         assert rec.of(ServiceRestarted)[0].exit_code == 2
 
 
-async def test_six_crashes_in_the_period_give_up(tmp_path: Path) -> None:
+async def test_six_crashes_in_the_period_give_up_once_and_retry_at_the_cap(
+    tmp_path: Path,
+) -> None:
     entry = ServiceEntry(config={"exit_code": 3, "grandchild": True})
     async with supervising(cluster(crasher=entry), tmp_path) as (sup, rec):
         await eventually(lambda: rec.of(ServiceGaveUp), what="ServiceGaveUp")
         assert sup.gave_up == ["crasher-0"]
+        # Giving up is not final: it keeps restarting, at the cap, and says so once.
+        await eventually(lambda: len(rec.of(ServiceRestarted)) >= 8, what="restarts go on")
         state = view(sup, "crasher-0")
-        assert (state.running, state.gave_up, state.restarts) == (False, True, 5)
+        assert state.gave_up and state.restarts >= 8
         delays = [e.delay_s for e in rec.of(ServiceRestarted)]
-        assert len(delays) == 5 and delays[0] == 0.0
-        assert all(0 < d <= SETTINGS.max_restart_delay_s for d in delays[1:])
+        assert delays[0] == 0.0
+        assert all(0 < d <= SETTINGS.max_restart_delay_s for d in delays[1:5])
+        assert all(d == SETTINGS.max_restart_delay_s for d in delays[5:])
         assert rec.of(ServiceGaveUp) == [
             ServiceGaveUp(
                 service="crasher", instance="crasher-0", restarts=5, window_s=60.0, last_exit_code=3
@@ -173,8 +178,8 @@ async def test_six_crashes_in_the_period_give_up(tmp_path: Path) -> None:
         ]
         # Each run left a grandchild behind in its group; the supervisor swept them all.
         grands = grandchild_pids(tmp_path / "crasher-0.log")
-        assert len(grands) == 6
-        await eventually(lambda: all(gone(p) for p in grands), what="grandchildren gone")
+        assert len(grands) >= 6
+        await eventually(lambda: all(gone(p) for p in grands[:6]), what="grandchildren gone")
 
 
 async def test_disabled_is_not_started_and_unstartable_gives_up(tmp_path: Path) -> None:
@@ -189,6 +194,7 @@ async def test_disabled_is_not_started_and_unstartable_gives_up(tmp_path: Path) 
     async with supervising(cluster(**services), tmp_path, argv=nowhere) as (sup, rec):
         assert [v.instance for v in sup.snapshot()] == ["missing-0", "missing-1"]
         await eventually(lambda: len(sup.gave_up) == 2, what="both gave up")
+        await anyio.sleep(0.5)  # still tried at the cap: no second give-up announced
         assert all(v.pid is None and not v.running for v in sup.snapshot())
         # Never started, so never "restarted"; the give-up still says what happened.
         assert rec.of(ServiceRestarted) == []
@@ -229,3 +235,46 @@ async def test_children_die_with_a_killed_supervisor(tmp_path: Path) -> None:
             host.kill()  # SIGKILL: the supervisor gets no chance to clean up
         assert await host.wait() == -signal.SIGKILL
     await eventually(lambda: all(gone(p) for p in pids), timeout=20.0, what="children die")
+
+
+async def test_a_condemned_hung_child_is_killed_and_restarted(tmp_path: Path) -> None:
+    services = {
+        "sleeper": ServiceEntry(),
+        "stubborn": ServiceEntry(restart="transient", config={"ignore_term": True}),
+    }
+    async with supervising(cluster(**services), tmp_path) as (sup, rec):
+        await eventually(lambda: "instance=" in (tmp_path / "stubborn-0.log").read_text())
+        hung = {name: view(sup, f"{name}-0").pid for name in services}
+        for pid in hung.values():
+            assert pid is not None
+            os.kill(pid, signal.SIGSTOP)  # hung: alive, silent, deaf to SIGTERM for now
+        # A verdict about another process of the instance, or another service, is ignored.
+        assert not sup.condemn("sleeper", "sleeper-0", 1, "stale verdict")
+        assert not sup.condemn("other", "sleeper-0", hung["sleeper"] or 0, "wrong service")
+        for name, pid in hung.items():
+            assert pid is not None and sup.condemn(name, f"{name}-0", pid, "test")
+        await eventually(lambda: len(rec.of(ServiceRestarted)) == 2, what="both restarted")
+        after = {name: view(sup, f"{name}-0") for name in services}
+        # SIGCONT let the stopped sleeper act on SIGTERM; the stubborn one needed SIGKILL,
+        # and though "transient", a hung child killed is an abnormal end: restarted.
+        assert after["sleeper"].last_exit_code == -signal.SIGTERM
+        assert after["stubborn"].last_exit_code == -signal.SIGKILL
+        assert all(v.running and v.pid != hung[n] for n, v in after.items())
+        assert all(reaped(p or 0) for p in hung.values())
+
+
+async def test_a_child_given_up_on_comes_back_when_the_cause_passes(tmp_path: Path) -> None:
+    fixed = tmp_path / "fixed"
+    settings = ClusterSettings(
+        prefix="suptest", max_restart_delay_s=0.2, restart_intensity=2, restart_period_s=1.0
+    )
+    entry = ServiceEntry(config={"crash_unless": str(fixed)})
+    clusterfile = ClusterFile(cluster=settings, services={"flaky": entry})
+    async with supervising(clusterfile, tmp_path) as (sup, rec):
+        await eventually(lambda: sup.gave_up == ["flaky-0"], what="gave up")
+        fixed.touch()  # the outage is over
+        await eventually(lambda: view(sup, "flaky-0").running, what="running again")
+        # One whole period of running clears it: no operator needed.
+        await eventually(lambda: sup.gave_up == [], what="cleared after a stable run")
+        assert not view(sup, "flaky-0").gave_up
+        assert len(rec.of(ServiceGaveUp)) == 1

@@ -470,6 +470,52 @@ async def test_a_candidate_whose_blob_rots_during_its_evaluation_is_not_promoted
     assert svc.health_check().details["counts"]["accepts_overruled"] == 1
 
 
+async def test_a_training_whose_completion_event_was_lost_is_reconciled_from_its_record(
+    cluster: Cluster, start_service: ServiceFactory
+) -> None:
+    games = await cluster.games(500)
+    cluster.outcome(40, 0, 0)
+    now = time.time()
+    state = CoordinatorState(
+        config=CONFIG,
+        run_id="r1",
+        phase="training",
+        phase_since=now,
+        generation=1,
+        training_games=500,
+        last_training_at=now,
+    )
+    await cluster.models.put(f"state.{CONFIG}", encode(state))
+    spec = JobSpec(
+        type="train",
+        args={"config": CONFIG, "seed": 1},
+        inputs=train_inputs([games], None, "model.npz"),
+        requirements=Requirements(capability="train", pooled=True),
+        idempotency_key=train_key(CONFIG, "r1", 1),
+        labels={"kind": "train", "config": CONFIG, "generation": "1", "run": "r1"},
+    )
+    job = await cluster.api("job_manager", "submit", spec, JobRecord)
+
+    async def done() -> bool:
+        rec = await cluster.api("job_manager", "get", JobRef(job_id=job.job_id), JobRecord)
+        return rec.state == "COMPLETED"
+
+    await eventually(done, timeout=WAIT, what="the training job COMPLETED")
+    # The record is the truth; the event that announced it is gone (never published,
+    # or lost): only reconciling from the record can move the cycle on.
+    completed = cluster.subjects.event("job_manager", "JOB_COMPLETED")
+    await cluster.js.purge_stream(cluster.subjects.events_stream, subject=completed)
+    assert await cluster.events("JOB_COMPLETED") == []
+    coordinator = await start_service(
+        TrainingCoordinatorService, **COORDINATOR, reconcile_interval_s=0.5
+    )
+    promoted = await cluster.one("MODEL_PROMOTED")
+    assert promoted["generation"] == 1
+    assert len(await cluster.events("TRAINING_COMPLETED")) == 1
+    counts = coordinator.health_check().details["counts"]
+    assert counts["reconciled_train"] == 1
+
+
 async def test_a_promotion_whose_event_was_not_acked_stays_decided_until_announced(
     cluster: Cluster, start_service: ServiceFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:

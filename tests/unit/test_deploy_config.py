@@ -82,6 +82,71 @@ def test_tls_needs_cert_and_key_together(tmp_path: Path) -> None:
         tls_options(TlsFiles(ca_file=str(tmp_path / "none.pem")))
 
 
+def test_a_bad_tls_file_is_named_in_one_line(tmp_path: Path) -> None:
+    from shared.tlsgen import make_tls
+
+    make_tls(tmp_path / "tls", [])
+    good = {n: str(tmp_path / "tls" / n) for n in ("ca.crt", "client.crt", "client.key")}
+    assert "tls" in tls_options(TlsFiles(good["ca.crt"], good["client.crt"], good["client.key"]))
+    garbage = tmp_path / "garbage.crt"
+    garbage.write_text("-----BEGIN CERTIFICATE-----\nnot base64\n-----END CERTIFICATE-----\n")
+    for files, named in [
+        (TlsFiles(ca_file=str(tmp_path / "nope.crt")), "nope.crt"),
+        (TlsFiles(ca_file=str(garbage)), "garbage.crt"),
+        (TlsFiles(good["ca.crt"], str(garbage), good["client.key"]), "garbage.crt"),
+        (TlsFiles(good["ca.crt"], good["client.crt"], good["ca.crt"]), "client.crt"),
+    ]:
+        with pytest.raises(ConfigError, match=named) as info:
+            tls_options(files)
+        assert "\n" not in str(info.value) and "_ssl.c" not in str(info.value)
+
+
+def test_nats_config_makes_node_users_and_tls(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out, secrets = tmp_path / "o", tmp_path / "s"
+    args = ["nats-config", "--prefix", "rm", "--out", str(out), "--secrets", str(secrets)]
+    args += ["--cost", "4", "--nodes", "gpu1:cpu+gpu,cpu1", "--tls"]
+    assert main(args) == 0
+    assert (secrets / "node-gpu1.user").exists() and (secrets / "node-cpu1.user").exists()
+    assert parse_user_file((secrets / "node-gpu1.user").read_text()).user == "rm-node-gpu1"
+    conf = (out / "auth.conf").read_text()
+    assert '"rm.api.job_manager.report.gpu1"' in conf
+    assert '"$JS.API.CONSUMER.CREATE.rm_JOBS.cap-gpu.rm.jobs.cap.gpu"' in conf
+    made = sorted(p.name for p in (out / "tls").iterdir())
+    assert made == sorted(
+        f"{stem}.{ext}"
+        for stem in ("ca", "server", "client", "node-gpu1", "node-cpu1")
+        for ext in ("crt", "key")
+    )
+    assert stat.S_IMODE((out / "tls" / "server.key").stat().st_mode) == 0o600
+    before = (out / "tls" / "ca.crt").read_bytes()
+    assert main(args) == 0  # again: everything kept
+    assert (out / "tls" / "ca.crt").read_bytes() == before
+    assert (out / "auth.conf").read_text() == conf
+    capsys.readouterr()
+    assert main([*args[:-3], "--nodes", "bad node!"]) == 2
+    err = capsys.readouterr().err
+    assert "--nodes: node id" in err and "Traceback" not in err
+
+
+def test_a_node_user_publishes_only_its_own() -> None:
+    from shared.node_permissions import NodeSpec, node_allowed
+
+    published = set(node_allowed(S, NodeSpec("n1", ("cpu",)), "publish"))
+    assert {"rm.node.n1", "$KV.rm_nodes.n1", "rm.api.job_manager.report.n1"} <= published
+    assert not {p for p in published if "*" in p and p.startswith(("rm.node", "$KV", "rm.api.job"))}
+    js = {p for p in published if p.startswith("$JS.API.")}
+    # Object gets run ephemeral consumers it may clean up; nothing else is deleted.
+    ephemeral = "$JS.API.CONSUMER.DELETE.OBJ_rm_data.*"
+    assert not {p for p in js - {ephemeral} if "DELETE" in p or "PURGE" in p or "UPDATE" in p}
+    assert not {p for p in js if "CONSUMER" in p and "rm_JOBS" in p and p.endswith(".*")}
+    # The object store: its own chunks only, never a meta message (name or delete marker).
+    objects = {p for p in published if p.startswith("$O.")}
+    assert objects == {"$O.rm_data.C.n1.*"}
+    assert "rm.api.sync_planner.seal" in published
+
+
 def test_bcrypt_hash_is_stable_and_verifies() -> None:
     first = bcrypt_hash("rm-node_agent", "pw", cost=4)
     assert first == bcrypt_hash("rm-node_agent", "pw", cost=4)
@@ -98,12 +163,14 @@ def test_only_the_orchestrator_may_publish_control() -> None:
 def test_node_agent_publishes_only_what_it_owns() -> None:
     mine = {
         "rm.beacon.node_agent.*",
+        "rm.log.node_agent.*",
         "rm.event.node_agent.>",
         "rm.node.*",
         "rm.api.node_agent.*.metrics",
-        "rm.api.job_manager.report",
+        "rm.api.job_manager.report.*",
         "$KV.rm_nodes.>",
         "$O.rm_data.>",
+        "rm.api.sync_planner.seal",
         "$JS.ACK.rm_JOBS.>",
         "$JS.ACK.OBJ_rm_data.>",
         "_INBOX.>",
@@ -167,22 +234,36 @@ REPO = Path(__file__).resolve().parents[2]
         ("cluster.conf", {"NATS_SERVER_NAME": "nats-1"}),
         (
             "leaf.conf",
-            {"NATS_SERVER_NAME": "leaf-1", "LEAF_USER": "u", "LEAF_PASSWORD": "p", "LEAF_HUB": "h"},
+            {
+                "NATS_SERVER_NAME": "leaf-1",
+                "LEAF_USER": "u",
+                "LEAF_PASSWORD": "p",
+                "LEAF_HUB": "h",
+                "LEAF_CA_FILE": "ca.crt",
+                "LEAF_CERT_FILE": "node-n1.crt",
+                "LEAF_KEY_FILE": "node-n1.key",
+            },
         ),
     ],
 )
 def test_shipped_nats_configs_parse_with_the_generated_users(
     tmp_path: Path, conf: str, env: dict[str, str]
 ) -> None:
-    """``nats-server -t`` checks each config file, with auth.conf beside it."""
+    """``nats-server -t`` checks each config file, with auth.conf and tls/ beside it."""
     import os
     import subprocess
 
     from shared.embedded import find_nats_server_binary
-    from shared.testing.cluster import generate_auth
+    from shared.testing.cluster import TLS_DIR, generate_auth
+    from shared.tlsgen import make_tls
 
-    (tmp_path / conf).write_text((REPO / "deploy" / "nats" / conf).read_text())
+    tls = tmp_path / "tls"
+    make_tls(tls, ["n1"])
+    text = (REPO / "deploy" / "nats" / conf).read_text()
+    assert "tls {" in text, f"{conf} runs without TLS"
+    (tmp_path / conf).write_text(text.replace(TLS_DIR, f"{tls}/"))
     (tmp_path / "auth.conf").write_text(generate_auth("ringmaster", tmp_path / "secrets"))
+    env = {k: str(tls / v) if k.endswith("_FILE") else v for k, v in env.items()}
     done = subprocess.run(
         [str(find_nats_server_binary()), "-t", "-c", str(tmp_path / conf)],
         env={**os.environ, **env},
@@ -194,7 +275,18 @@ def test_shipped_nats_configs_parse_with_the_generated_users(
     assert done.returncode == 0, done.stdout + done.stderr
 
 
-def test_compose_environments_are_valid_service_configs() -> None:
+def with_token_file(env: dict[str, str], token: Path) -> dict[str, str]:
+    """``env`` with its HTTP token files (secrets mounted in the container) made real."""
+    token.write_text("t0ken\n")
+    out = dict(env)
+    for key in env:
+        if key.endswith("_TOKEN_FILE"):
+            assert env[key].startswith(("/run/secrets/", "/etc/ringmaster/")), key
+            out[key] = str(token)
+    return out
+
+
+def test_compose_environments_are_valid_service_configs(tmp_path: Path) -> None:
     """Every variable compose gives a service is a field its config accepts."""
     import importlib
 
@@ -208,6 +300,7 @@ def test_compose_environments_are_valid_service_configs() -> None:
         if name.startswith("nats-"):
             continue
         env = {k: str(v) for k, v in spec["environment"].items()}
+        env = with_token_file(env, tmp_path / "http.token")
         kind = env["RINGMASTER_SERVICE"]
         kinds.add(kind)
         module = importlib.import_module(f"services.{kind}.config")
@@ -218,11 +311,19 @@ def test_compose_environments_are_valid_service_configs() -> None:
         ]
         config = load_config(cls, kind, [], env=env)
         assert config.replicas == 3, name
-        assert {s["source"] for s in spec["secrets"]} == {kind}
+        assert env["NATS_URL"].startswith("tls://")
+        secrets = {s["target"]: s["source"] for s in spec["secrets"]}
+        assert {"nats-user", "nats-ca", "nats-cert", "nats-key"} <= set(secrets)
+        if kind == "node_agent":  # its own node's user and certificate, no kind-wide one
+            node = env["RINGMASTER_NODE_AGENT_NODE_ID"]
+            assert secrets["nats-user"] == f"node-{node}"
+            assert secrets["nats-cert"] == f"tls-{node}-cert"
+        else:
+            assert secrets["nats-user"] == kind
     assert kinds == set(KINDS)
 
 
-def test_kubernetes_pods_get_valid_service_configs() -> None:
+def test_kubernetes_pods_get_valid_service_configs(tmp_path: Path) -> None:
     """Each pod's env (its own plus the ConfigMap) is a valid config of its service."""
     import importlib
 
@@ -251,12 +352,47 @@ def test_kubernetes_pods_get_valid_service_configs() -> None:
         ]
         env = {**shared_env, **own, f"RINGMASTER_{kind.upper()}_INSTANCE": "pod-1"}
         env.pop(f"RINGMASTER_{kind.upper()}_NODE_ID", None)  # from the node's name
+        env = with_token_file(env, tmp_path / "http.token")
         assert load_config(cls, kind, [], env=env).replicas == 3
-        (volume,) = [v for v in pod["volumes"] if v["name"] == "nats-user"]
-        assert volume["secret"]["items"] == [{"key": f"{kind}.user", "path": "nats-user"}]
+        assert env["NATS_URL"].startswith("tls://") and env["RINGMASTER_TLS_CERT_FILE"]
+        if kind == "node_agent":  # the host's own identity, never the shared Secret
+            (volume,) = [v for v in pod["volumes"] if v["name"] == "node-identity"]
+            assert "hostPath" in volume and "secret" not in volume
+            assert own["RINGMASTER_CREDENTIALS_FILE"].startswith("/etc/ringmaster/identity/")
+            assert own["RINGMASTER_TLS_CERT_FILE"].startswith("/etc/ringmaster/identity/")
+        else:
+            (volume,) = [v for v in pod["volumes"] if v["name"] == "nats-user"]
+            assert volume["secret"]["items"] == [{"key": f"{kind}.user", "path": "nats-user"}]
         probes = (container["livenessProbe"], container["readinessProbe"])
         assert [p["exec"]["command"][-1] for p in probes] == ["--probe", "--readiness"]
     assert kinds == set(KINDS)
+
+
+def shell_defaults() -> list[str]:
+    """Where compose or Kubernetes makes ``shell`` (any command) a node's capability."""
+    import json
+
+    import yaml
+
+    found = []
+    compose = yaml.safe_load((REPO / "deploy" / "compose.yaml").read_text())
+    configmap = yaml.safe_load((REPO / "deploy" / "k8s" / "configmap.yaml").read_text())
+    envs = {f"compose {n}": s.get("environment", {}) for n, s in compose["services"].items()}
+    envs["k8s configmap"] = configmap["data"]
+    for where, env in envs.items():
+        for key, value in env.items():
+            if key.endswith("_CAPABILITIES") and "shell" in json.loads(value):
+                found.append(f"{where}: {key}")
+    return found
+
+
+def test_shell_is_no_default_capability_in_the_deploy_files() -> None:
+    """Only the local `make run` (ringmaster.toml) serves shell jobs."""
+    assert shell_defaults() == []
+    from services.node_agent.config import NodeAgentConfig
+    from shared.config import convert_config
+
+    assert not convert_config(NodeAgentConfig, {}).runs_shell
 
 
 def test_probe_metrics_needs_an_instance(capsys: pytest.CaptureFixture[str]) -> None:

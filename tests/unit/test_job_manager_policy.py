@@ -402,3 +402,77 @@ def test_select_and_count() -> None:
     assert [r.job_id for r in select_jobs(recs, JobQuery(node_id="n2")).jobs] == ["b"]
     counts = count_states(recs)
     assert counts["RUNNING"] == 2 and counts["COMPLETED"] == 1 and counts["PENDING"] == 0
+
+
+def _reap_with(
+    rec: JobRecord, agent: policy.Agent | None, published: bool = True, now: float = T0 + 3
+) -> policy.Reap | None:
+    return policy.reap_action(
+        rec,
+        now,
+        now,
+        dispatch_timeout_s=60.0,
+        node_lost_after_s=5.0,
+        lease_s=LEASE,
+        agent=agent,
+        published=published,
+        republish_after_s=2.0,
+    )
+
+
+@pytest.mark.parametrize(
+    ("incarnation", "agent", "lost"),
+    [
+        ("a", policy.Agent("b", frozenset()), True),
+        # the agent that started it, not listing it (yet): the lease decides
+        ("a", policy.Agent("a", frozenset()), False),
+        # a new incarnation that took the attempt over lists it
+        ("a", policy.Agent("b", frozenset({"j1"})), False),
+        # an older agent (no incarnation) on either side: nothing is known
+        ("", policy.Agent("b", frozenset()), False),
+        ("a", policy.Agent("", frozenset()), False),
+        ("a", None, False),
+    ],
+)
+def test_a_running_attempt_dies_with_its_agents_incarnation(
+    incarnation: str, agent: policy.Agent | None, lost: bool
+) -> None:
+    rec = record(S.RUNNING, incarnation=incarnation, lease_expires_at=T0 + 30)
+    expected = policy.Reap("fail", policy.AGENT_RESTARTED) if lost else None
+    assert _reap_with(rec, agent) == expected
+    # A DISPATCHED record names no incarnation: the dispatch timeout decides.
+    assert _reap_with(record(S.DISPATCHED, updated_at=T0), agent) is None
+
+
+def test_an_unvouched_dispatch_is_republished_not_failed() -> None:
+    dispatched = record(S.DISPATCHED, updated_at=T0)
+    assert _reap_with(dispatched, None, published=False, now=T0 + 1) is None
+    assert _reap_with(dispatched, None, published=False) == policy.Reap("republish")
+    # Published and never started: the dispatch timeout still fails it.
+    assert _reap_with(dispatched, None, now=T0 + 61) == policy.Reap("fail", "not started")
+
+
+def test_no_republish_past_the_streams_dedupe_window() -> None:
+    old = record(S.DISPATCHED, updated_at=T0)
+    late = T0 + policy.DEDUPE_WINDOW_S + 1
+    assert _reap_with(old, None, published=False, now=late) == policy.Reap("fail", "not started")
+
+
+def test_a_dispatch_first_queued_by_a_republish_times_out_from_then() -> None:
+    # A manager down for 70 s finds a dispatch cut before its publish.
+    cut = record(S.DISPATCHED, updated_at=T0)
+    assert _reap_with(cut, None, published=False, now=T0 + 70) == policy.Reap("republish")
+
+    def after(now: float) -> policy.Reap | None:
+        return policy.reap_action(
+            cut,
+            now,
+            now,
+            dispatch_timeout_s=60.0,
+            node_lost_after_s=5.0,
+            lease_s=LEASE,
+            queued_at=T0 + 70,
+        )
+
+    assert after(T0 + 75) is None  # queued only now: a full dispatch timeout from here
+    assert after(T0 + 131) == policy.Reap("fail", "not started")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import random
+import time
 from collections.abc import Callable
 
 import anyio
@@ -242,3 +243,26 @@ def test_invalid_settings_are_rejected(kwargs: dict[str, float]) -> None:
     func = Calls()
     with pytest.raises(ValueError):
         Loop("x", func, **kwargs)  # type: ignore[arg-type]
+
+
+@pytest.mark.anyio
+async def test_each_loop_measures_what_its_runs_cost() -> None:
+    def spin() -> None:
+        # Busy for a few milliseconds of CPU, so the thread's CPU clock moves.
+        end = time.thread_time() + 0.005
+        while time.thread_time() < end:
+            pass
+
+    async def func() -> None:
+        spin()
+        await anyio.sleep(0.01)
+
+    loop = Loop("costly", func, interval=1.0)
+    assert await loop.run_once() and await loop.run_once()
+    stats = loop.stats()
+    assert stats.runs == 2
+    assert stats.total_duration_s >= 2 * 0.01
+    assert stats.total_duration_s >= stats.last_duration_s
+    assert stats.cpu_s >= 2 * 0.005
+    decoded = msgspec.json.decode(msgspec.json.encode(stats), type=LoopStats)
+    assert decoded.cpu_s == stats.cpu_s

@@ -13,6 +13,7 @@ from workloads.mnk.mlp import MlpModel, features
 from workloads.mnk.models import initial_model, load_model, load_or_initial
 from workloads.mnk.npzio import FormatError, write_npz
 from workloads.mnk.play import play_game
+from workloads.mnk.pvnet import PvNet
 from workloads.mnk.table import TableModel, train_table
 from workloads.mnk.train import NetSettings, train, train_net
 
@@ -68,8 +69,8 @@ def test_load_refuses_bad_files(tmp_path: Path) -> None:
 
 def test_a_missing_model_is_the_initial_model() -> None:
     model, model_id = load_or_initial(None, "5x5k4")
-    assert model_id == "" and isinstance(model, MlpModel)
-    # Its output layer is zero: it values everything 0 and plays at random.
+    assert model_id == "" and isinstance(model, PvNet)
+    # Its heads are zero: it values everything 0 and its priors are uniform.
     assert not model.values(make_game("5x5k4").empty()[None, :]).any()
     assert initial_model(make_game("5x5k4")).model_id == model.model_id
 

@@ -9,7 +9,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from services.node_agent import policy
+from services.node_agent.config import NodeAgentConfig
 from services.node_agent.policy import CommandError, Floors
+from shared.config import convert_config
+from shared.errors import ConfigError
 
 
 def test_floors_hold_at_or_above_each_floor() -> None:
@@ -141,14 +144,20 @@ def test_in_progress_ack_every_third_of_ack_wait() -> None:
 
 
 def test_shell_runs_args_argv_as_given() -> None:
-    argv = policy.build_argv("shell", {"argv": ["echo", "{python}"]}, {}, {"python": "/py"})
+    args = {"argv": ["echo", "{python}"]}
+    argv = policy.build_argv("shell", args, {}, {"python": "/py"}, shell=True)
     assert argv == ["echo", "{python}"]  # no templating of a shell job's own argv
+
+
+def test_shell_runs_only_where_enabled() -> None:
+    with pytest.raises(CommandError, match="shell jobs are not enabled on this node"):
+        policy.build_argv("shell", {"argv": ["true"]}, {}, {})
 
 
 @pytest.mark.parametrize("args", [{}, {"argv": []}, {"argv": "echo hi"}, {"argv": ["a", 1]}])
 def test_shell_needs_a_list_of_strings(args: dict[str, object]) -> None:
     with pytest.raises(CommandError, match="argv"):
-        policy.build_argv("shell", args, {}, {})
+        policy.build_argv("shell", args, {}, {}, shell=True)
 
 
 def test_templates_fill_known_placeholders_only() -> None:
@@ -161,6 +170,26 @@ def test_templates_fill_known_placeholders_only() -> None:
 def test_unknown_type_has_no_command() -> None:
     with pytest.raises(CommandError, match="no command for job type train"):
         policy.build_argv("train", {}, {"selfplay": ["x"]}, {})
+
+
+def test_a_job_gets_the_allow_listed_environment_only() -> None:
+    agent = {
+        "PATH": "/bin",
+        "HOME": "/home/agent",
+        "RINGMASTER_CREDENTIALS_FILE": "/run/secrets/nats-user",
+        "RINGMASTER_NODE_AGENT_CREDENTIALS_FILE": "/run/secrets/node.user",
+        "RINGMASTER_HTTP_TOKEN": "s3cret",
+        "AWS_SECRET_ACCESS_KEY": "x",
+        "MY_TOOL": "on",
+    }
+    assert policy.base_env(agent) == {"PATH": "/bin", "HOME": "/home/agent"}
+    assert policy.base_env(agent, ["MY_TOOL"])["MY_TOOL"] == "on"
+
+
+@pytest.mark.parametrize("name", ["RINGMASTER_TOKEN", "NATS_PASSWORD", "GH_TOKEN", "SSH_KEY"])
+def test_job_env_refuses_secret_names(name: str) -> None:
+    with pytest.raises(ConfigError, match="looks like a secret"):
+        convert_config(NodeAgentConfig, {"job_env": [name]})
 
 
 def test_job_env() -> None:

@@ -21,7 +21,8 @@ from shared.jobs import GpuInfo
 def test_config_defaults_are_derived() -> None:
     cfg = convert_config(NodeAgentConfig, {})
     assert cfg.node_id  # the short host name
-    assert cfg.capabilities == ["cpu", "shell"]
+    assert cfg.capabilities == ["cpu"]  # shell (arbitrary commands) is off by default
+    assert cfg.job_types == [] and not cfg.runs_shell
     assert cfg.slots == (os.cpu_count() or 1)
     assert cfg.work_dir == os.path.join(".ringmaster", "node", cfg.node_id)
     assert cfg.cache_dir == os.path.join(cfg.work_dir, "cache")

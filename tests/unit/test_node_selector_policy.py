@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import msgspec
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -12,6 +13,8 @@ from services.node_selector.policy import (
     DEFAULT_GPU_POWER,
     DEFAULT_UNKNOWN_GPU_POWER,
     Candidate,
+    RankKey,
+    candidate_key,
     gpu_power,
     matches,
     merged_power_table,
@@ -20,7 +23,7 @@ from services.node_selector.policy import (
     rank_key,
 )
 from services.node_selector.view import LiveView, UnhealthyOverlay
-from shared.jobs import NodeInfo, Requirements, SelectRequest
+from shared.jobs import GpuInfo, NodeInfo, Requirements, SelectRequest
 from shared.testing.builders import node_info
 
 
@@ -131,6 +134,50 @@ def test_power_table_overrides_and_node_power() -> None:
     assert rank(candidates, request, DEFAULT_GPU_POWER, 0.0) == ["a100", "t4", "u"]
 
 
+def gpu_node(node_id: str, free: int, *, total: int = 4, memory_mb: int = 40_960) -> NodeInfo:
+    """An A100 node with ``total`` GPUs of which ``total - free`` are held by a job."""
+    gpus = [
+        GpuInfo(
+            index=i,
+            name="NVIDIA A100-SXM4-40GB",
+            memory_total_mb=memory_mb,
+            assigned_to="" if i < free else "other-1",
+        )
+        for i in range(total)
+    ]
+    return msgspec.structs.replace(node(node_id, capabilities=["cpu", "train"]), gpus=gpus)
+
+
+def test_gpu_requirements_need_enough_free_gpus_and_rank_by_them() -> None:
+    four, two, none_free = gpu_node("four", 4), gpu_node("two", 2), gpu_node("zero", 0)
+    assert ranked(four, two, none_free, CPU_A, gpus=2) == ["four", "two"]
+    assert ranked(four, two, none_free, CPU_A, gpus=3) == ["four"]
+    assert ranked(four, two, none_free, gpus=5) == []  # no node has that many
+    # The old boolean: at least one free GPU.
+    assert ranked(two, none_free, CPU_A, gpu=True) == ["two"]
+    # Memory per device: the 16 GB node cannot serve a 40 GB need, whatever its count.
+    small = gpu_node("small", 4, memory_mb=16_000)
+    assert ranked(small, two, gpus=1, gpu_memory_mb=40_000) == ["two"]
+    assert ranked(small, two, gpus=2) == ["small", "two"]  # more free GPUs first
+    # Bigger devices first among equal counts.
+    big = gpu_node("big", 2, memory_mb=81_920)
+    assert ranked(two, big, gpus=2) == ["big", "two"]
+    # CPU work still goes to the nodes without GPUs first.
+    assert ranked(four, CPU_A) == ["a", "four"]
+
+
+def test_pending_gpu_picks_count_as_taken() -> None:
+    request = SelectRequest(requirement=Requirements(gpus=2), count=2)
+    fresh = [Candidate(info=gpu_node("x", 4)), Candidate(info=gpu_node("y", 2))]
+    assert rank(fresh, request) == ["x", "y"]
+    picked = [Candidate(info=gpu_node("x", 4), pending=1, pending_gpus=2), fresh[1]]
+    # Two of x's GPUs are spoken for: equal GPU counts, and y has more free slots.
+    assert rank(picked, request) == ["y", "x"]
+    full = [Candidate(info=gpu_node("x", 4), pending=2, pending_gpus=4), fresh[1]]
+    assert rank(full, request) == ["y"]
+    assert rank_key(fresh[1].info, Requirements(), 0.0)[1:3] == (0.0, 0.0)
+
+
 # -- hypothesis: the result is always a sorted subset of the matching nodes -----------
 
 GPU_NAMES = st.sampled_from(["Tesla T4", "NVIDIA A100-SXM4-80GB", "NVIDIA H100", "Mystery"])
@@ -159,6 +206,8 @@ REQUESTS = st.builds(
         Requirements,
         capability=st.sampled_from(["cpu", "train", "eval"]),
         gpu=st.booleans(),
+        gpus=st.integers(0, 3),
+        gpu_memory_mb=st.sampled_from([0, 16_000, 40_000]),
         min_memory_mb=st.integers(0, 10_000),
         node_id=st.sampled_from(["", "a", "b"]),
     ),
@@ -180,10 +229,10 @@ def test_rank_returns_matching_nodes_sorted_by_the_key(
     for node_id in result:
         assert matches(by_id[node_id], request.requirement, request.exclude)
 
-    def key(node_id: str) -> tuple[float, float, float, str]:
-        info = by_id[node_id].info
-        power = node_gpu_power(info, DEFAULT_GPU_POWER, DEFAULT_UNKNOWN_GPU_POWER)
-        return rank_key(info, request.requirement, power)
+    def key(node_id: str) -> RankKey:
+        return candidate_key(
+            by_id[node_id], request.requirement, DEFAULT_GPU_POWER, DEFAULT_UNKNOWN_GPU_POWER
+        )
 
     assert [key(n) for n in result] == sorted(key(n) for n in result)
     # Nothing left out ranks better than what was chosen.

@@ -280,3 +280,22 @@ def test_beacon_reader_rejects_with_a_kind(subject: str, data: bytes, kind: str)
         reader.read(subject, data)
     assert caught.value.kind == kind
     assert reader.read("p.beacon.demo.i1", msgspec.json.encode(beacon())) == beacon()
+
+
+def test_an_observer_that_hears_nobody_is_deaf_before_anyone_is_suspect() -> None:
+    assert policy.DEAF_AFTER < policy.SUSPECT_AFTER
+    assert not policy.deaf(1.0, 1.0) and policy.deaf(1.6, 1.0)
+    # A full stall: by the time any instance could be SUSPECT, the observer is deaf.
+    assert policy.deaf(policy.SUSPECT_AFTER * 0.25, 0.25)
+
+
+def test_registry_lists_the_lost_silent_long_enough_to_be_hung() -> None:
+    reg = Registry()
+    reg.observe(beacon(), now=0.0)
+    reg.observe(beacon(instance="i2"), now=0.0)
+    reg.sweep(2.1)  # both SUSPECT, probes out
+    reg.probe_result(("demo", "i1"), False, started=2.1, now=2.6)
+    reg.probe_result(("demo", "i2"), True, started=2.1, now=2.6)  # i2 answered
+    reg.sweep(3.1)  # i1 LOST
+    assert reg.lost_for(3.1, 5.0) == []  # LOST, but not silent long enough yet
+    assert [e.beacon.instance for e in reg.lost_for(5.0, 5.0)] == ["i1"]

@@ -169,3 +169,8 @@ def test_more_than_intensity_crashes_in_the_period_give_up(
     decisions = crash_loop(intensity + 1, gap=gap, uptime=0.0, limits=limits, seed=seed)
     assert [d.action for d in decisions] == ["restart"] * intensity + ["give_up"]
     assert all(d.delay_s <= limits.max_delay_s for d in decisions)
+
+
+def test_giving_up_is_not_final_it_retries_at_the_cap() -> None:
+    give_up = crash_loop(6)[-1]
+    assert (give_up.action, give_up.delay_s) == ("give_up", LIMITS.max_delay_s)

@@ -47,7 +47,11 @@ def parser() -> argparse.ArgumentParser:
     loop.add_argument("--games", type=int, default=500, help="selfplay games per generation")
     loop.add_argument("--eval-games", type=int, default=200)
     loop.add_argument("--window", type=int, default=8, help="newest data files trained on")
-    loop.add_argument("--exploration", type=float, default=0.2)
+    loop.add_argument("--exploration", type=float, default=0.25)
+    loop.add_argument("--simulations", type=int, default=0, help="per move (0: the config's)")
+    loop.add_argument(
+        "--strength-games", type=int, default=100, help="champion vs depth-2 minimax per gen"
+    )
     loop.add_argument("--seed", type=int, default=1)
     loop.add_argument("--workdir", type=Path, help="keep the files here (default: a temp dir)")
     return top

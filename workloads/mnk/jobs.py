@@ -19,6 +19,8 @@ from typing import Any
 import numpy as np
 
 from shared.training import CANDIDATE_FILE, CHAMPION_FILE, GAMES_FILE, MODEL_FILE
+from workloads.mnk.agents import RandomAgent, SearchAgent
+from workloads.mnk.arena import duel
 from workloads.mnk.data import Games
 from workloads.mnk.game import make_game
 from workloads.mnk.jobenv import JobEnv, emit_progress, every_tenth
@@ -26,7 +28,9 @@ from workloads.mnk.match import Tally, match
 from workloads.mnk.models import load_model, load_or_initial
 from workloads.mnk.npzio import FormatError
 from workloads.mnk.play import play_game
+from workloads.mnk.selfplay import SelfplaySettings, play_searched
 from workloads.mnk.sprt import Sprt
+from workloads.mnk.table import TableModel
 from workloads.mnk.train import train
 
 #: Random plies that open each pair of evaluation games (played once with each colour).
@@ -36,25 +40,51 @@ MIN_GAMES = 20
 
 
 def selfplay(job: JobEnv) -> dict[str, Any]:
-    """Champion against itself, epsilon-greedy; writes games.npz."""
+    """Champion against itself; writes games.npz.
+
+    The table (3x3) plays epsilon-greedy on its values (``exploration``: epsilon).
+    Networks search every move (``simulations`` per move, 0: the config's default)
+    with ``exploration`` as the weight of the Dirichlet noise on the root priors.
+    """
     config = job.config()
     games = job.number("games", 100, 1, 1_000_000)
     seed = job.number("seed", 0, 0, 2**63 - 1)
     epsilon = job.number("exploration", 0.1, 0.0, 1.0, float)
+    simulations = job.number("simulations", 0, 0, 4096)
     started = time.monotonic()
     model, model_id = load_or_initial(job.inputs / MODEL_FILE, config)
     game = make_game(config)
-    rng = np.random.default_rng(seed)
-    report = every_tenth(games, emit_progress)
-    records = []
-    for i in range(games):
-        played = play_game(game, model, model, rng, epsilon=epsilon, explore=True)
-        records.append((played.moves, played.winner, played.explored))
-        report(i + 1)
-    data = Games.build(game, model_id, records)
+    extra: dict[str, Any] = {}
+    if isinstance(model, TableModel):
+        rng = np.random.default_rng(seed)
+        report = every_tenth(games, emit_progress)
+        records = []
+        for i in range(games):
+            played = play_game(game, model, model, rng, epsilon=epsilon, explore=True)
+            records.append((played.moves, played.winner, played.explored))
+            report(i + 1)
+        data = Games.build(game, model_id, records)
+    else:
+        settings = SelfplaySettings.of(config, epsilon, simulations)
+        data = play_searched(game, model, model_id, games, seed, settings, at_most_every(0.005))
+        extra = {"simulations": settings.simulations}
     data.save(job.outputs / GAMES_FILE)
     result = {"config": config, **data.counts(), "model_id": model_id, "exploration": epsilon}
+    positions = int(data.lengths.sum())
+    result |= {"positions": positions, "samples": positions, **extra}
     return {**result, "seconds": round(time.monotonic() - started, 3)}
+
+
+def at_most_every(step: float) -> Callable[[float], None]:
+    """A progress reporter that writes a line only when the share grew by ``step``."""
+    last = [-1.0]
+
+    def report(share: float) -> None:
+        if share >= last[0] + step:
+            last[0] = share
+            emit_progress(share)
+
+    return report
 
 
 def data_files(inputs: Path) -> list[Path]:
@@ -105,10 +135,13 @@ def train_job(job: JobEnv) -> dict[str, Any]:
 def evaluate(job: JobEnv) -> dict[str, Any]:
     """Candidate against champion (or the random player), colours alternating.
 
-    Pairs of games open where one model expects the other to blunder (against the
-    random player: ``opening`` random plies). With ``early_stop`` (the default) the
-    match ends, after at least ``min_games``, once the SPRT on its tallies (``elo0``,
-    ``elo1``, ``alpha``, ``beta``: the coordinator's defaults) has decided.
+    Networks search on both sides (``simulations`` per move, 0: the config's default)
+    and play their most visited move; pairs of games open with ``opening`` random
+    plies. Tables play their one-ply choice; their pairs open where one model expects
+    the other to blunder (against the random player: ``opening`` random plies). With
+    ``early_stop`` (the default) the match ends, after at least ``min_games``, once
+    the SPRT on its tallies (``elo0``, ``elo1``, ``alpha``, ``beta``: the
+    coordinator's defaults) has decided.
     """
     config = job.config()
     budget = job.number("games", 100, 2, 1_000_000)
@@ -133,17 +166,33 @@ def evaluate(job: JobEnv) -> dict[str, Any]:
             return False
         return sprt.decide(tally.wins, tally.draws, tally.losses) != "continue"
 
-    tally = match(
-        make_game(config),
-        candidate,
-        champion,
-        budget,
-        seed,
-        opening_plies=opening,
-        disagreements=disagreements,
-        stop=stop,
-        progress=every_tenth(budget, emit_progress),
-    )
+    game = make_game(config)
+    if isinstance(candidate, TableModel):
+        tally = match(
+            game,
+            candidate,
+            champion,
+            budget,
+            seed,
+            opening_plies=opening,
+            disagreements=disagreements,
+            stop=stop,
+            progress=every_tenth(budget, emit_progress),
+        )
+    else:
+        simulations = job.number("simulations", 0, 0, 4096) or None
+        player = SearchAgent(candidate, simulations)
+        opponent = RandomAgent() if champion is None else SearchAgent(champion, simulations)
+        tally = duel(
+            game,
+            player,
+            opponent,
+            budget,
+            seed,
+            opening_plies=opening,
+            stop=stop,
+            progress=lambda done: emit_progress(done / budget),
+        )
     return {
         "config": config,
         **tally.as_dict(),

@@ -4,8 +4,9 @@ It calls the same job functions a node agent runs, with the same files in the sa
 directories, so it shows the workload learns on its own and tunes it quickly. Each
 generation prints one JSON line: the selfplay tallies, the training losses, the
 evaluation and whether the candidate was promoted, the candidate's and the champion's
-strength (3x3: losses against perfect play; bigger boards: win rate against the random
-player) and the loop's seconds so far (wall and CPU, measuring left out).
+strength (3x3: losses against perfect play; bigger boards: the champion's score,
+searching, against the depth-2 minimax searcher over ``--strength-games`` games) and
+the loop's seconds so far (wall and CPU, measuring left out).
 A candidate is promoted when the evaluation's SPRT accepts it, or, undecided at the
 game budget, when it scored at least ``PROMOTE_SCORE`` (the cluster's training
 coordinator applies its own rule to the same tallies).
@@ -24,15 +25,17 @@ from pathlib import Path
 from typing import Any
 
 from shared.training import CANDIDATE_FILE, CHAMPION_FILE, GAMES_FILE, MODEL_FILE
+from workloads.mnk.agents import MinimaxAgent, SearchAgent
+from workloads.mnk.arena import duel
 from workloads.mnk.game import make_game
 from workloads.mnk.jobenv import JobEnv
 from workloads.mnk.jobs import run_job
-from workloads.mnk.match import match
 from workloads.mnk.models import load_model
 from workloads.mnk.solver import Solver, versus_perfect
 
 PROMOTE_SCORE = 0.55
-STRENGTH_GAMES = 400
+#: Random plies opening each pair of strength games.
+STRENGTH_OPENING = 2
 
 
 def run_job_quietly(kind: str, args: dict[str, Any], inputs: dict[str, Path], root: Path) -> Any:
@@ -47,16 +50,24 @@ def run_job_quietly(kind: str, args: dict[str, Any], inputs: dict[str, Path], ro
         return run_job(kind, job)
 
 
-def strength(config: str, model_path: Path | None, solver: Solver | None) -> dict[str, Any]:
-    """Losses against perfect play (3x3), or the win rate against random (bigger boards)."""
+def strength(
+    config: str, model_path: Path | None, solver: Solver | None, games: int
+) -> dict[str, Any]:
+    """Losses against perfect play (3x3), or the score against depth-2 minimax."""
     if model_path is None:
         return {}
     model = load_model(model_path, config)
     if solver is not None:
-        games = versus_perfect(model, solver)
-        return {"minimax_losses": games["as_x"]["losses"] + games["as_o"]["losses"]}
-    tally = match(make_game(config), model, None, STRENGTH_GAMES, seed=12345)
-    return {"vs_random_win": round(tally.wins / tally.games, 3), "vs_random": tally.as_dict()}
+        paths = versus_perfect(model, solver)
+        return {"minimax_losses": paths["as_x"]["losses"] + paths["as_o"]["losses"]}
+    if games < 2:
+        return {}
+    game = make_game(config)
+    tally = duel(
+        game, SearchAgent(model), MinimaxAgent(game), games, 12345, opening_plies=STRENGTH_OPENING
+    )
+    score = (tally.wins + tally.draws / 2) / tally.games
+    return {"vs_minimax2_score": round(score, 3), "vs_minimax2": tally.as_dict()}
 
 
 def run_loop(opts: argparse.Namespace) -> tuple[list[dict[str, Any]], Path | None]:
@@ -83,6 +94,7 @@ def run_loop(opts: argparse.Namespace) -> tuple[list[dict[str, Any]], Path | Non
                     "games": opts.games,
                     "seed": seed,
                     "exploration": opts.exploration,
+                    **({"simulations": opts.simulations} if opts.simulations else {}),
                 },
                 inputs,
                 work / "selfplay",
@@ -98,7 +110,12 @@ def run_loop(opts: argparse.Namespace) -> tuple[list[dict[str, Any]], Path | Non
             duel = {CANDIDATE_FILE: candidate, **({CHAMPION_FILE: champion} if champion else {})}
             evaluated = run_job_quietly(
                 "evaluate",
-                {"config": config, "games": opts.eval_games, "seed": seed},
+                {
+                    "config": config,
+                    "games": opts.eval_games,
+                    "seed": seed,
+                    **({"simulations": opts.simulations} if opts.simulations else {}),
+                },
                 duel,
                 work / "evaluate",
             )
@@ -117,8 +134,8 @@ def run_loop(opts: argparse.Namespace) -> tuple[list[dict[str, Any]], Path | Non
                     k: evaluated[k] for k in ("wins", "losses", "draws", "sprt", "seconds")
                 },
                 "promoted": promoted,
-                "candidate": strength(config, candidate, solver),
-                "champion": strength(config, champion, solver),
+                "candidate": strength(config, candidate, solver, 0),
+                "champion": strength(config, champion, solver, opts.strength_games),
                 "elapsed": round(wall, 2),
                 "cpu": round(cpu, 2),
             }

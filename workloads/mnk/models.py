@@ -1,12 +1,14 @@
-"""Value models and their files: a table for 3x3, a small numpy network for bigger boards.
+"""Models and their files: a table for 3x3, a policy-value network for bigger boards.
 
-A model answers one question: the value of a position for the player to move there,
-in [-1, 1] (1: that player wins). Both kinds are saved as an ``.npz`` holding
-``kind``, ``config``, ``model_id`` and the kind's arrays; ``model_id`` is a prefix of
-the sha256 of everything else, checked on load, so a damaged file is caught even when
-it still unzips. A missing model stands for the initial model of its config: the
-all-zero table, or the network from a fixed seed with a zero output layer. Both value
-every position 0, so the initial players move uniformly at random.
+Every model answers the value of a position for the player to move there, in [-1, 1]
+(1: that player wins); the network (``pvnet``) also gives move probabilities, which
+guide the search. ``mlp`` files (the value-only network before search) still load.
+Every kind is saved as an ``.npz`` holding ``kind``, ``config``, ``model_id`` and the
+kind's arrays; ``model_id`` is a prefix of the sha256 of everything else, checked on
+load, so a damaged file is caught even when it still unzips. A missing model stands
+for the initial model of its config: the all-zero table, or the network from a fixed
+seed with zero heads (uniform priors, every value 0: its search is a plain Monte Carlo
+tree search on the rules).
 """
 
 from __future__ import annotations
@@ -85,9 +87,9 @@ def initial_model(game: Game) -> Model:
         from workloads.mnk.table import TableModel
 
         return TableModel(game)
-    from workloads.mnk.mlp import MlpModel
+    from workloads.mnk.pvnet import PvNet
 
-    return MlpModel.initial(game)
+    return PvNet.initial(game)
 
 
 def load_model(path: Path, config: str | None = None) -> Model:
@@ -110,11 +112,14 @@ def load_model(path: Path, config: str | None = None) -> Model:
         raise FormatError(f"{path.name}: content does not match model_id {stored_id}")
     body = {key: value for key, value in content.items() if key not in ("kind", "config")}
     from workloads.mnk.mlp import MlpModel
+    from workloads.mnk.pvnet import PvNet
     from workloads.mnk.table import TableModel
 
     try:
         if kind == TableModel.kind:
             return TableModel.from_arrays(game, body)
+        if kind == PvNet.kind:
+            return PvNet.from_arrays(game, body)
         if kind == MlpModel.kind:
             return MlpModel.from_arrays(game, body)
     except KeyError as exc:

@@ -1,12 +1,16 @@
-"""Learning from self-play games: the table's value iteration, the network's fitted values.
+"""Learning from self-play games: the table's value iteration, the networks' training.
 
 Table (3x3): see workloads.mnk.table (batch value iteration over the positions seen).
 
-Network (bigger boards): regression of each position's value on a target mixing the
-game's final outcome for the player to move (Monte Carlo) with a one-ply backup of
-the network itself (the best move's score, as the player computes it), recomputed
-before every epoch, so wins and forced losses near the end of the game are learned
-exactly and propagate backwards. Each epoch sees every position once under a random
+Policy-value network (bigger boards, what ``train`` fits): see workloads.mnk.pvtrain.
+
+Value-only network (``train_net``, the bigger boards' model before search, kept for
+comparison; ``train`` hands an ``mlp`` parent over to a fresh PvNet): regression of
+each position's value on a target mixing the game's final outcome for the player to
+move (Monte Carlo) with a one-ply backup of the network itself (the best move's
+score, as the player computes it), recomputed before every epoch, so wins and forced
+losses near the end of the game are learned exactly and propagate backwards. Each
+epoch sees every position once under a random
 board symmetry. Losses are the mean squared errors of the epochs.
 """
 
@@ -23,6 +27,8 @@ from workloads.mnk.game import Boards, Game
 from workloads.mnk.mlp import Adam, MlpModel, features
 from workloads.mnk.models import Model
 from workloads.mnk.play import score_matrix
+from workloads.mnk.pvnet import PvNet
+from workloads.mnk.pvtrain import PV_SETTINGS, PvSettings, train_pv
 from workloads.mnk.table import TableModel, train_table
 
 Progress = Callable[[float], None]
@@ -62,12 +68,14 @@ def train(
     if isinstance(model, TableModel):
         table, losses = train_table(model, positions.boards)
         return table, losses, len(positions.boards)
-    if isinstance(model, MlpModel):
-        settings = NET_SETTINGS.get(model.game.name, NetSettings())
+    if isinstance(model, PvNet | MlpModel):
+        # A value-only network (an older champion) hands over to a fresh PvNet: its
+        # weights do not fit the two heads, and search data has policy targets.
+        net = model if isinstance(model, PvNet) else PvNet.initial(model.game)
+        pv = PV_SETTINGS.get(net.game.name, PvSettings())
         if epochs is not None:
-            settings = NetSettings(**{**settings.__dict__, "epochs": epochs})
-        net, losses = train_net(model, positions, settings, seed, progress)
-        return net, losses, min(len(positions.boards), settings.max_positions)
+            pv = PvSettings(**{**pv.__dict__, "epochs": epochs})
+        return train_pv(net, positions, pv, seed, progress)
     raise TypeError(f"cannot train a {type(model).__name__}")
 
 
@@ -75,12 +83,16 @@ def _concat(parts: list[Positions], game: Game) -> Positions:
     if not parts:
         none = np.zeros(0, dtype=np.intp)
         empty = np.zeros((0, game.cells), dtype=np.int8)
-        return Positions(empty, np.zeros(0, dtype=np.float32), none, none)
+        no_policy = np.zeros((0, game.cells), dtype=np.float32)
+        nothing = np.zeros(0, dtype=np.float32)
+        return Positions(empty, nothing, none, none, no_policy, nothing)
     return Positions(
         np.concatenate([p.boards for p in parts]),
         np.concatenate([p.outcomes for p in parts]),
         np.concatenate([p.game_index for p in parts]),
         np.concatenate([p.ply for p in parts]),
+        np.concatenate([p.policies for p in parts]),
+        np.concatenate([p.searched for p in parts]),
     )
 
 

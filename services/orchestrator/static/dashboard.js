@@ -66,6 +66,7 @@ function renderNodes(nodes) {
     return `<tr data-node="${esc(n.node)}" class="${n.alive ? "" : "dead"}">` +
       `<td>${esc(n.node)}${n.alive ? "" : " " + badge("SILENT", "lost")}</td>` +
       `<td>${bar(used, `${total - free}/${total}`)}</td><td>${esc(n.gpus)}</td><td>${esc(n.load)}</td>` +
+      `<td>${bar(n.busy ?? 0)}</td>` +
       `<td>${esc(n.jobs)}</td><td>${esc(n.accepting)}</td></tr>`;
   }));
   $("nodes-count").textContent = `${nodes.length}`;
@@ -167,6 +168,7 @@ function onSnapshot(s) {
   renderServices(s.services || []);
   renderNodes(s.nodes || []);
   renderJobs(s.jobs || {});
+  $("backlog").textContent = s.backlog ? `selfplay ${s.backlog}` : "";
   renderModels(s.models || []);
   renderFailures(s.failures || []);
 }
@@ -189,7 +191,11 @@ function onEvents(batch) {
 }
 
 function connect() {
-  const source = new EventSource("/events");
+  // Bound beyond loopback the stream needs the token the page was opened with.
+  const token = new URLSearchParams(location.search).get("access_token");
+  const source = token
+    ? new EventSource("/events?access_token=" + encodeURIComponent(token))
+    : new EventSource("/events");
   const link = $("link");
   source.onopen = () => { link.textContent = "live"; link.className = "link up"; };
   source.onerror = () => { link.textContent = "reconnecting"; link.className = "link down"; };

@@ -1,0 +1,197 @@
+"""How strong the champions play: 5x5k4 against depth-2 minimax, 4x4k3 and 3x3k3 exactly.
+
+Per model file (each says its config):
+
+- 5x5k4 (and any network): ``--games`` games (200 by default) of the model's search
+  against the depth-2 minimax searcher on the open-lines heuristic
+  (workloads.mnk.agents.MinimaxAgent), in pairs sharing two random opening moves, the
+  model X in one game of each pair and O in the other;
+- 4x4k3 (a first-player win): the model as X against every defense: all of O's
+  replies at every turn, X moving by its search (ties broken by a fixed generator),
+  counted over the distinct lines of play;
+- 3x3k3: the table against perfect play from both sides, every branch
+  (``python -m workloads.mnk solve``).
+
+Models come from ``--model FILE ...``, a running cluster (``--nats-url URL``) or a
+stopped one's data directory (``--data-dir .ringmaster``), found as bench/mnk_outcome.py
+finds them. Prints a Markdown table; ``--json`` prints the rows as JSON instead.
+
+Usage: ``.venv/bin/python bench/mnk_strength.py --model model.npz`` or
+``.venv/bin/python -m bench.mnk_strength --data-dir .ringmaster``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+#: Games against the depth-2 searcher and the random plies opening each pair.
+VERSUS_GAMES = 200
+OPENING_PLIES = 2
+SEED = 2026
+#: Positions searched at once in the every-defense walk.
+CHUNK = 2048
+
+
+def versus_minimax(path: Path, games: int, seed: int = SEED) -> dict[str, Any]:
+    """The model's search against depth-2 minimax, both colours, random openings."""
+    from workloads.mnk.agents import MinimaxAgent, SearchAgent
+    from workloads.mnk.arena import duel
+    from workloads.mnk.models import load_model
+
+    model = load_model(path)
+    game = model.game
+    started = time.process_time()
+    tally = duel(
+        game, SearchAgent(model), MinimaxAgent(game), games, seed, opening_plies=OPENING_PLIES
+    )
+    return {
+        **tally.as_dict(),
+        "score": round((tally.wins + tally.draws / 2) / max(1, tally.games), 3),
+        "as_x": dict(zip(("wins", "losses", "draws"), tally.by_colour["as_x"], strict=True)),
+        "as_o": dict(zip(("wins", "losses", "draws"), tally.by_colour["as_o"], strict=True)),
+        "cpu_seconds": round(time.process_time() - started, 1),
+    }
+
+
+def every_defense(path: Path) -> dict[str, int]:
+    """Lines of play of the model as X against every sequence of O's replies."""
+    from workloads.mnk.agents import SearchAgent
+    from workloads.mnk.models import load_model
+
+    model = load_model(path)
+    game = model.game
+    agent = SearchAgent(model)
+    rng = np.random.default_rng(0)
+    # Distinct positions with X to move, each with how many lines of play reach it.
+    frontier: dict[bytes, int] = {game.empty().tobytes(): 1}
+    counts = {"lines": 0, "wins": 0, "draws": 0, "losses": 0}
+
+    def finish(outcome: str, lines: int) -> None:
+        counts[outcome] += lines
+        counts["lines"] += lines
+
+    while frontier:
+        boards = np.stack([np.frombuffer(key, dtype=np.int8) for key in frontier])
+        # Chunks bound the search trees' memory when a weak X lets the lines multiply.
+        moves = np.concatenate(
+            [agent.moves(boards[i : i + CHUNK], rng) for i in range(0, len(boards), CHUNK)]
+        )
+        after: dict[bytes, int] = {}
+        for board, move, lines in zip(boards, moves, frontier.values(), strict=True):
+            played = board.copy()
+            played[move] = 1
+            over, winner = game.terminal(played)
+            if over:
+                finish("wins" if winner == 1 else "draws", lines)
+                continue
+            for reply in game.legal_moves(played):
+                answered = played.copy()
+                answered[reply] = -1
+                over, winner = game.terminal(answered)
+                if over:
+                    finish("losses" if winner == -1 else "draws", lines)
+                else:
+                    key = answered.tobytes()
+                    after[key] = after.get(key, 0) + lines
+        frontier = after
+    return counts
+
+
+def measure(path: Path, games: int) -> dict[str, Any]:
+    """The strength figures of one model file."""
+    from workloads.mnk.__main__ import solve
+    from workloads.mnk.models import load_model
+
+    model = load_model(path)
+    config = model.game.name
+    row: dict[str, Any] = {"config": config, "model_id": model.model_id, "kind": model.kind}
+    if config == "3x3k3":
+        solved = solve(path, config)
+        row["exact"] = (
+            f"vs perfect play: {solved['as_x']['losses']} / {solved['as_o']['losses']} losses "
+            f"in {solved['as_x']['games']} / {solved['as_o']['games']} lines (X / O)"
+        )
+        return row
+    if config == "4x4k3":
+        found = every_defense(path)
+        row["every_defense"] = found
+        row["exact"] = (
+            f"as X vs every defense: {found['wins']} wins, {found['draws']} draws, "
+            f"{found['losses']} losses in {found['lines']} lines"
+        )
+    row["versus_minimax2"] = versus_minimax(path, games)
+    return row
+
+
+def table(rows: list[dict[str, Any]]) -> str:
+    """The Markdown table of the measured rows."""
+    lines = [
+        "| config | model | vs depth-2 minimax (W / D / L, score) | as X / as O (W-D-L) | exact |",
+        "|---|---|---|---|---|",
+    ]
+    for row in rows:
+        vs = row.get("versus_minimax2")
+        if vs is None:
+            duel_text = colours = "n/a"
+        else:
+            duel_text = f"{vs['wins']} / {vs['draws']} / {vs['losses']}, {vs['score']:.3f}"
+            colours = " / ".join(
+                f"{vs[c]['wins']}-{vs[c]['draws']}-{vs[c]['losses']}" for c in ("as_x", "as_o")
+            )
+        lines.append(
+            f"| {row['config']} | {row['model_id']} ({row['kind']}) | {duel_text} | {colours} "
+            f"| {row.get('exact', 'n/a')} |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Find the models, measure them, print the table (or JSON)."""
+    if not __package__:  # run as a script: make ``bench`` importable
+        sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    from bench.mnk_outcome import fetch_champions, from_data_dir
+
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--model", type=Path, nargs="+", help="model files")
+    source.add_argument("--nats-url", help="a running cluster's NATS URL")
+    source.add_argument("--data-dir", type=Path, help="a stopped cluster's data directory")
+    parser.add_argument("--prefix", default="ringmaster")
+    parser.add_argument("--games", type=int, default=VERSUS_GAMES, help="games vs minimax")
+    parser.add_argument("--json", action="store_true", help="print the rows as JSON")
+    args = parser.parse_args(argv)
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory() as scratch:
+        out = Path(scratch)
+        if args.model:
+            paths = list(args.model)
+        elif args.nats_url:
+            paths = [
+                c["path"] for c in asyncio.run(fetch_champions(args.nats_url, args.prefix, out))
+            ]
+        else:
+            paths = [c["path"] for c in from_data_dir(args.data_dir.resolve(), args.prefix, out)]
+        if not paths:
+            print("no champions found", file=sys.stderr)
+            return 1
+        rows = [measure(Path(path), args.games) for path in paths]
+    if args.json:
+        print(json.dumps(rows, sort_keys=True))
+    else:
+        print(table(rows))
+        print(f"\nmeasured in {time.monotonic() - started:.1f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
