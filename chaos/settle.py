@@ -58,8 +58,7 @@ async def settle(run: Run, nc: Client) -> DurableRecord:
             if await _jobs_done(nc, run.subjects):
                 break
             await anyio.sleep(1.0)
-    messages = await stream_size(nc, run.subjects)
-    record = await read_record(nc, run.subjects)
+    messages, record = await _read_settled(run, nc)
     champions = await champion_history(nc, run.subjects)
     decisions = await nc.subscribe(
         run.subjects.event("training_coordinator", "EVALUATION_COMPLETED")
@@ -105,6 +104,26 @@ async def _next_decision(run: Run, sub: Subscription) -> str | None:
         return ""
     finally:
         await sub.unsubscribe()
+
+
+async def _read_settled(run: Run, nc: Client) -> tuple[int, DurableRecord]:
+    """The stream's size and the record, read when every job in it is terminal.
+
+    A pause reaches a creator that is restarting late, and a submit round under way
+    finishes after it: a job can start after every job had ended. Such a record is
+    read again (the pause sent again) once that job has ended, up to ``SETTLE_S``.
+    """
+    messages = await stream_size(nc, run.subjects)
+    record = await read_record(nc, run.subjects)
+    with anyio.move_on_after(SETTLE_S):
+        while any(job.state not in TERMINAL for job in record.jobs.values()):
+            run.log("settling: a job started after the pause; reading again when it ends")
+            for service in CREATORS:
+                await run.control(nc, service, "pause")
+            await anyio.sleep(2.0)
+            messages = await stream_size(nc, run.subjects)
+            record = await read_record(nc, run.subjects)
+    return messages, record
 
 
 async def _jobs_done(nc: Client, subjects: Subjects) -> bool:
