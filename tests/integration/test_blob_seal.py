@@ -277,7 +277,8 @@ async def test_the_real_agent_as_node_a_completes_a_job_with_sealed_outputs(
 
             rec = await eventually(ended, what="the job ends", timeout=30)
             assert rec.state == "COMPLETED", rec
-            assert agent.health_check().details["uploads"] == {"sealed": 1}
+            # Two sealed uploads: the output, and the attempt's stdout/stderr (logs.json).
+            assert agent.health_check().details["uploads"] == {"sealed": 2}
         assert rec.result is not None and rec.result.result == {"games": 7}
         (ref,) = rec.result.outputs
         expected = bytes(range(256)) * 3000
@@ -285,6 +286,9 @@ async def test_the_real_agent_as_node_a_completes_a_job_with_sealed_outputs(
         store = await operator.jetstream().object_store(S.data_store)
         got = await store.get(ref.sha256)
         assert got.data == expected and got.info.nuid.startswith("a.")
-        assert planner.health_check().details["seals"]["sealed"] == 1
+        assert rec.result.logs is not None
+        logs = await store.get(rec.result.logs.sha256)
+        assert logs.info.nuid.startswith("a.")
+        assert planner.health_check().details["seals"]["sealed"] == 2
     finally:
         await operator.close()
