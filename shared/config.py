@@ -49,6 +49,8 @@ class BaseConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     tls_cert_file: str = ""
     tls_key_file: str = ""
     log_level: str = "INFO"
+    #: OTLP/HTTP collector for spans ("" and no OTEL_EXPORTER_OTLP_ENDPOINT: off).
+    otlp_endpoint: str = ""
 
 
 C = TypeVar("C", bound=BaseConfig)

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 import psutil
 
+from shared import tracing
 from shared.circuit_breaker import BreakerState
 from shared.contracts import HealthCheckResult, ServiceMetrics, ServiceStatus
 
@@ -32,6 +33,11 @@ def framework_details(service: Service[Any]) -> dict[str, Any]:
         "breakers": [msgspec.to_builtins(b.snapshot()) for b in service.breakers],
         "loops": [msgspec.to_builtins(loop.stats()) for loop in service.loops],
         "paused": service.paused,
+        # Per process: malformed trace headers ignored, and spans handed to the exporter.
+        "tracing": {
+            "malformed": dict(tracing.MALFORMED),
+            "spans_recorded": service.spans.recorded if service.spans else None,
+        },
     }
 
 

@@ -159,6 +159,12 @@ class JobRecord(msgspec.Struct, frozen=True, kw_only=True):
     result: JobResult | None = None
     #: The incarnation of the agent that started the live attempt ("" if unknown).
     incarnation: str = ""
+    #: The job's span (W3C traceparent): its attempts and events are in this trace.
+    traceparent: str = ""
+    #: The submitter's W3C tracestate, passed on with the trace ("" when none).
+    tracestate: str = ""
+    #: The submitter's span id, the job span's parent ("" for a trace the job began).
+    trace_parent: str = ""
 
 
 class JobDispatch(msgspec.Struct, frozen=True, kw_only=True):

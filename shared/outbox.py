@@ -50,6 +50,8 @@ class _Entry:
     acked: bool = False
     # When emit queued it: publish latency runs from here to the stream's ack.
     queued_at: float = 0.0
+    #: Extra headers (the trace context), sent with the message id.
+    headers: dict[str, str] | None = None
 
     def settle(self) -> None:
         if self.settled is not None:
@@ -85,7 +87,9 @@ class Outbox:
             "ringmaster_event_publish_seconds", "event emit to JetStream acknowledgment"
         )
 
-    def put(self, subject: str, payload: bytes, msg_id: str) -> _Entry | None:
+    def put(
+        self, subject: str, payload: bytes, msg_id: str, headers: dict[str, str] | None = None
+    ) -> _Entry | None:
         """Queue one event; None (and counted) when the outbox is full."""
         self._emitted += 1
         if len(self._queue) >= self._capacity:
@@ -96,14 +100,16 @@ class Outbox:
                     "outbox full (%d): dropped %d events so far", self._capacity, self._dropped
                 )
             return None
-        entry = _Entry(subject, payload, msg_id, queued_at=time.monotonic())
+        entry = _Entry(subject, payload, msg_id, queued_at=time.monotonic(), headers=headers)
         self._queue.append(entry)
         self._wake.set()
         return entry
 
-    async def publish(self, subject: str, payload: bytes, msg_id: str) -> bool:
+    async def publish(
+        self, subject: str, payload: bytes, msg_id: str, headers: dict[str, str] | None = None
+    ) -> bool:
         """Queue one event and wait until it is acknowledged or its first try failed."""
-        entry = self.put(subject, payload, msg_id)
+        entry = self.put(subject, payload, msg_id, headers)
         if entry is None:
             return False
         entry.settled = anyio.Event()
@@ -156,9 +162,10 @@ class Outbox:
         futures: list[asyncio.Future[PubAck]] = []
         try:
             for entry in batch:
-                fut = await self._js.publish_async(
-                    entry.subject, entry.payload, headers={"Nats-Msg-Id": entry.msg_id}
-                )
+                headers = {"Nats-Msg-Id": entry.msg_id}
+                if entry.headers:
+                    headers.update(entry.headers)
+                fut = await self._js.publish_async(entry.subject, entry.payload, headers=headers)
                 futures.append(fut)
         except (OSError, nats.errors.Error) as exc:
             self._note_failure(exc)

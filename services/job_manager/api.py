@@ -19,7 +19,7 @@ import msgspec
 from nats.js.errors import KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
-from services.job_manager import policy
+from services.job_manager import policy, traces
 from services.job_manager.catalog import JobCatalog
 from services.job_manager.config import JobManagerConfig
 from services.job_manager.dispatcher import Dispatcher
@@ -29,6 +29,7 @@ from services.job_manager.listing import Lister
 from services.job_manager.reaper import Reaper
 from services.job_manager.reports import REPORT_PHASES, Refusal, apply_report
 from services.job_manager.timings import JobTimings
+from shared import tracing
 from shared.codec import encode
 from shared.contracts import Empty
 from shared.errors import BadRequest, Conflict, Forbidden, NotFound
@@ -98,7 +99,7 @@ class JobApi:
             if existing is not None:
                 self.counts["duplicate_submits"] += 1
                 return existing
-        record = policy.new_record(job_id, spec, time.time())
+        record = traces.start(policy.new_record(job_id, spec, time.time()))
         self.dispatcher.busy.add(job_id)  # the reaper leaves it to the dispatch below
         try:
             try:
@@ -113,14 +114,16 @@ class JobApi:
                 job_id=job_id, type=spec.type, idempotency_key=spec.idempotency_key
             )
             if self.paused():
-                await self.emit(submitted)
+                with tracing.use(traces.job_span(record)):
+                    await self.emit(submitted)
                 return record  # kept PENDING: the reaper dispatches it once resumed
 
             # The event's ack and the dispatch overlap; the reply still waits for both.
             # The outbox keeps order, and the event is queued when the dispatch first
             # waits, long before the job can start: JOB_SUBMITTED precedes JOB_STARTED.
             async def announce() -> None:
-                await self.emit(submitted)
+                with tracing.use(traces.job_span(record)):
+                    await self.emit(submitted)
 
             async with anyio.create_task_group() as tg:
                 tg.start_soon(announce)
@@ -197,7 +200,9 @@ class JobApi:
             raise NotFound(f"no job {ref.job_id!r}")
         self.index.apply(*written)
         self.counts["cancelled_total"] += 1
-        await self.emit(JobCancelled(job_id=ref.job_id, reason=ref.reason))
+        with tracing.use(traces.job_span(written[0])):
+            await self.emit(JobCancelled(job_id=ref.job_id, reason=ref.reason))
+        traces.export_attempt(written[0], now)
         await self.dispatcher.discard(ref.job_id)
         return written[0]
 
@@ -236,7 +241,10 @@ class JobApi:
             return current
         self.index.apply(*written)
         self.timings.observe(known[0] if known else None, written[0], report.phase, now)
-        await self._announce(written[0], report.phase, now)
+        with tracing.use(traces.attempt_span(written[0])):
+            await self._announce(written[0], report.phase, now)
+        if report.phase in ("completed", "failed"):
+            traces.export_attempt(written[0], now)
         return written[0]
 
     async def _announce(self, rec: JobRecord, phase: str, now: float) -> None:

@@ -21,13 +21,17 @@ from nats.aio.client import Client
 
 from shared.codec import decode, encode
 from shared.intake import ERROR_CODE_HEADER, ERROR_HEADER
-from shared.jobs import JobReport
+from shared import tracing
+from shared.jobs import JobDispatch, JobReport
 
 #: This agent process's incarnation: fresh at every start, so a restarted agent under
 #: the same node id is told apart from the one that started its node's attempts.
 INCARNATION = uuid.uuid4().hex[:16]
 
 log = logging.getLogger("ringmaster.node_agent.reports")
+
+#: Attempts whose trace context the agent keeps at most (far above any slot count).
+_MAX_TRACES = 4096
 
 
 class Outcome(StrEnum):
@@ -98,6 +102,18 @@ class Reporter:
         self.subject = subject
         self.timeout_s = timeout_s
         self.stats = stats
+        #: (job_id, fencing) -> the attempt's trace headers, from its dispatch: each
+        #: report on the attempt carries them back. Bounded; forgotten at the final report.
+        self.traces: dict[tuple[str, int], dict[str, str]] = {}
+
+    def follow(self, d: JobDispatch, headers: dict[str, str] | None) -> None:
+        """Keep the dispatch's trace context (a malformed one is counted and ignored)."""
+        span = tracing.from_headers(headers, "dispatch")
+        if span is None:
+            return
+        if len(self.traces) >= _MAX_TRACES:
+            del self.traces[next(iter(self.traces))]
+        self.traces[(d.job_id, d.fencing)] = span.headers()
 
     def _count(self, report: JobReport, answer: Answer) -> Answer:
         key = f"{report.phase}:{answer.outcome}"
@@ -113,7 +129,10 @@ class Reporter:
         report = msgspec.structs.replace(report, incarnation=INCARNATION)
         try:
             msg = await self.nc.request(
-                self.subject(report.node_id), encode(report), timeout=self.timeout_s
+                self.subject(report.node_id),
+                encode(report),
+                timeout=self.timeout_s,
+                headers=self.traces.get((report.job_id, report.fencing)),
             )
         except (nats.errors.Error, OSError) as exc:
             # nats.errors.TimeoutError and NoRespondersError are both here.
@@ -138,6 +157,7 @@ class Reporter:
         for attempt in range(attempts):
             answer = await self.send(report)
             if answer.outcome is not Outcome.UNAVAILABLE:
+                self.traces.pop((report.job_id, report.fencing), None)
                 return answer
             if attempt + 1 < attempts:
                 await anyio.sleep(min(5.0, 0.25 * 2**attempt))
