@@ -19,9 +19,9 @@ import msgspec
 import nats.errors
 from nats.aio.client import Client
 
+from shared import tracing
 from shared.codec import decode, encode
 from shared.intake import ERROR_CODE_HEADER, ERROR_HEADER
-from shared import tracing
 from shared.jobs import JobDispatch, JobReport
 
 #: This agent process's incarnation: fresh at every start, so a restarted agent under
