@@ -134,14 +134,24 @@ def current() -> TraceContext | None:
     return _CURRENT.get()
 
 
-@contextmanager
-def use(ctx: TraceContext | None) -> Iterator[TraceContext | None]:
-    """Make ``ctx`` current inside the block: events and requests there carry it."""
-    token = _CURRENT.set(ctx)
-    try:
-        yield ctx
-    finally:
-        _CURRENT.reset(token)
+class use:  # lower case: it reads as a function, ``with tracing.use(ctx):``
+    """Make ``ctx`` current inside the block: events and requests there carry it.
+
+    A class, not a generator context manager: it is entered around every traced
+    emit, and this is about three times cheaper.
+    """
+
+    __slots__ = ("_ctx", "_token")
+
+    def __init__(self, ctx: TraceContext | None) -> None:
+        self._ctx = ctx
+
+    def __enter__(self) -> TraceContext | None:
+        self._token = _CURRENT.set(self._ctx)
+        return self._ctx
+
+    def __exit__(self, *_: object) -> None:
+        _CURRENT.reset(self._token)
 
 
 @contextmanager
