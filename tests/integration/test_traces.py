@@ -26,9 +26,12 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from services.job_manager import traces
 from services.job_manager.service import JobManagerService
 from services.node_agent.service import NodeAgentService
+from services.sync_planner.service import SyncPlannerService
 from shared import tracing
+from shared.blobs import BlobStore, ensure_store
 from shared.codec import decode, encode
 from shared.contracts import Event
+from shared.events import JobCompleted, build_event
 from shared.jobs import JobRecord, JobRef, JobSpec, JobState, Requirements
 from shared.subjects import Subjects
 from shared.testing.fixtures import ServiceFactory
@@ -77,23 +80,24 @@ async def finished(nc: Client, prefix: str, job_id: str) -> JobRecord:
     return await eventually(done, timeout=60, what=f"{job_id} COMPLETED")
 
 
-async def job_events(nc: Client, prefix: str, job_id: str) -> list[tuple[Event, dict[str, str]]]:
-    """Every event of ``job_id`` in P_EVENTS, with its headers, in stream order."""
+async def stored_events(nc: Client, prefix: str) -> list[tuple[Event, dict[str, str]]]:
+    """Every event in P_EVENTS with its headers, in stream order."""
     js = nc.jetstream()
     total = (await js.stream_info(f"{prefix}_EVENTS")).state.messages
     sub = await js.pull_subscribe(
         "", stream=f"{prefix}_EVENTS", config=ConsumerConfig(deliver_policy=DeliverPolicy.ALL)
     )
     found: list[tuple[Event, dict[str, str]]] = []
-    seen = 0
-    while seen < total:
-        for msg in await sub.fetch(min(500, total - seen), timeout=2.0):
-            seen += 1
-            event = decode(Event, msg.data)
-            if event.data.get("job_id") == job_id:
-                found.append((event, dict(msg.headers or {})))
+    while len(found) < total:
+        for msg in await sub.fetch(min(500, total - len(found)), timeout=2.0):
+            found.append((decode(Event, msg.data), dict(msg.headers or {})))
     await sub.unsubscribe()
     return found
+
+
+async def job_events(nc: Client, prefix: str, job_id: str) -> list[tuple[Event, dict[str, str]]]:
+    """Every event of ``job_id`` in P_EVENTS, with its headers, in stream order."""
+    return [(e, h) for e, h in await stored_events(nc, prefix) if e.data.get("job_id") == job_id]
 
 
 async def test_every_event_of_a_job_carries_the_submitters_trace(
@@ -228,3 +232,33 @@ async def test_spans_reach_an_otlp_endpoint_when_one_is_configured(
         ]
         >= 5
     )
+
+
+async def test_data_available_continues_the_selfplay_jobs_trace(
+    start_service: ServiceFactory, nc: Client, prefix: str
+) -> None:
+    await start_service(SyncPlannerService, retention_interval_s=3600.0)
+    blobs = BlobStore(await ensure_store(nc.jetstream(), Subjects(prefix).data_store))
+    ref = await blobs.put_bytes("games.npz", b"games of sp-1")
+    done = JobCompleted(
+        job_id="sp-1",
+        type="selfplay",
+        attempt=1,
+        node_id="n1",
+        outputs=[msgspec.to_builtins(ref)],
+        result={"config": "3x3k3", "games": 10, "x_wins": 1, "o_wins": 1, "draws": 8},
+        labels={"kind": "selfplay", "config": "3x3k3", "model_id": "m0"},
+    )
+    attempt = tracing.new_trace().child()  # the selfplay attempt's span
+    event = build_event(prefix, "job_manager", "jm-test", 1, done)
+    subject = Subjects(prefix).event("job_manager", done.TYPE)
+    await nc.jetstream().publish(subject, encode(event), headers=attempt.event_headers())
+
+    async def announced() -> dict[str, str] | None:
+        found = [h for e, h in await stored_events(nc, prefix) if e.type == "DATA_AVAILABLE"]
+        return found[0] if found else None
+
+    headers = await eventually(announced, what="DATA_AVAILABLE")
+    span = tracing.from_headers(headers, "test")
+    assert span is not None and span.trace_id == attempt.trace_id
+    assert headers[tracing.PARENT_HEADER] == attempt.span_id
