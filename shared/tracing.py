@@ -109,13 +109,15 @@ def from_headers(headers: Mapping[str, str] | None, kind: str) -> TraceContext |
     """The context in a message's headers; None when absent or malformed (counted)."""
     if not headers or TRACEPARENT not in headers:
         return None
-    return from_value(headers[TRACEPARENT], kind, headers.get(TRACESTATE, ""))
+    return _counted(headers[TRACEPARENT], kind, headers.get(TRACESTATE, ""))
 
 
 def from_value(value: str, kind: str, tracestate: str = "") -> TraceContext | None:
-    """The context in a stored or received ``traceparent``; None when empty or bad."""
-    if not value:
-        return None
+    """The context in a stored ``traceparent``; None when empty ("": none kept) or bad."""
+    return _counted(value, kind, tracestate) if value else None
+
+
+def _counted(value: str, kind: str, tracestate: str) -> TraceContext | None:
     try:
         return parse(value, tracestate)
     except ValueError as exc:
