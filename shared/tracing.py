@@ -36,6 +36,7 @@ TRACESTATE = "tracestate"
 PARENT_HEADER = "Ringmaster-Parent-Id"
 
 _FORMAT = re.compile(r"^00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$")
+_PARENT = re.compile(r"^[0-9a-f]{16}$")
 _ZERO_TRACE = "0" * 32
 _ZERO_SPAN = "0" * 16
 
@@ -109,7 +110,14 @@ def from_headers(headers: Mapping[str, str] | None, kind: str) -> TraceContext |
     """The context in a message's headers; None when absent or malformed (counted)."""
     if not headers or TRACEPARENT not in headers:
         return None
-    return _counted(headers[TRACEPARENT], kind, headers.get(TRACESTATE, ""))
+    span = _counted(headers[TRACEPARENT], kind, headers.get(TRACESTATE, ""))
+    parent = headers.get(PARENT_HEADER, "")
+    if span is None or not parent:
+        return span
+    if _PARENT.match(parent) is None:
+        _count(kind, f"bad {PARENT_HEADER} {parent[:40]!r}")
+        return span
+    return span._replace(parent_id=parent)
 
 
 def from_value(value: str, kind: str, tracestate: str = "") -> TraceContext | None:
@@ -121,10 +129,14 @@ def _counted(value: str, kind: str, tracestate: str) -> TraceContext | None:
     try:
         return parse(value, tracestate)
     except ValueError as exc:
-        MALFORMED[kind] += 1
-        if MALFORMED[kind] == 1:
-            log.warning("%s: malformed traceparent ignored (counted from now on): %s", kind, exc)
+        _count(kind, str(exc))
         return None
+
+
+def _count(kind: str, why: str) -> None:
+    MALFORMED[kind] += 1
+    if MALFORMED[kind] == 1:
+        log.warning("%s: malformed trace header ignored (counted from now on): %s", kind, why)
 
 
 _CURRENT: ContextVar[TraceContext | None] = ContextVar("ringmaster_trace", default=None)

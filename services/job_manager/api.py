@@ -218,6 +218,9 @@ class JobApi:
         if report.phase not in REPORT_PHASES:
             self.counts["bad_reports"] += 1
             raise BadRequest(f"unknown phase {report.phase!r}; one of {sorted(REPORT_PHASES)}")
+        # The record's span is the truth; the agent's header is only checked (a malformed
+        # one is counted in health details), never trusted.
+        tracing.incoming("report")
         now = time.time()
 
         def change(rec: JobRecord) -> JobRecord | None:

@@ -44,7 +44,7 @@ def attempt_span(rec: JobRecord) -> TraceContext | None:
 def dispatch_headers(rec: JobRecord) -> dict[str, str]:
     """The trace headers a JobDispatch carries to the agent (none for old records)."""
     span = attempt_span(rec)
-    return {} if span is None else span.headers()
+    return {} if span is None else span.event_headers()
 
 
 def export_attempt(rec: JobRecord, now: float | None = None) -> None:

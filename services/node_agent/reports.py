@@ -23,6 +23,7 @@ from shared import tracing
 from shared.codec import decode, encode
 from shared.intake import ERROR_CODE_HEADER, ERROR_HEADER
 from shared.jobs import JobDispatch, JobReport
+from shared.tracing import TraceContext
 
 #: This agent process's incarnation: fresh at every start, so a restarted agent under
 #: the same node id is told apart from the one that started its node's attempts.
@@ -104,7 +105,7 @@ class Reporter:
         self.stats = stats
         #: (job_id, fencing) -> the attempt's trace headers, from its dispatch: each
         #: report on the attempt carries them back. Bounded; forgotten at the final report.
-        self.traces: dict[tuple[str, int], dict[str, str]] = {}
+        self.traces: dict[tuple[str, int], TraceContext] = {}
 
     def follow(self, d: JobDispatch, headers: dict[str, str] | None) -> None:
         """Keep the dispatch's trace context (a malformed one is counted and ignored)."""
@@ -113,7 +114,11 @@ class Reporter:
             return
         if len(self.traces) >= _MAX_TRACES:
             del self.traces[next(iter(self.traces))]
-        self.traces[(d.job_id, d.fencing)] = span.headers()
+        self.traces[(d.job_id, d.fencing)] = span
+
+    def span(self, d: JobDispatch) -> TraceContext | None:
+        """The attempt's span, as its dispatch named it (None: an untraced dispatch)."""
+        return self.traces.get((d.job_id, d.fencing))
 
     def _count(self, report: JobReport, answer: Answer) -> Answer:
         key = f"{report.phase}:{answer.outcome}"
@@ -132,7 +137,7 @@ class Reporter:
                 self.subject(report.node_id),
                 encode(report),
                 timeout=self.timeout_s,
-                headers=self.traces.get((report.job_id, report.fencing)),
+                headers=_headers(self.traces.get((report.job_id, report.fencing))),
             )
         except (nats.errors.Error, OSError) as exc:
             # nats.errors.TimeoutError and NoRespondersError are both here.
@@ -165,3 +170,7 @@ class Reporter:
         self.stats.reports_lost += 1
         log.warning("report %s of %s not delivered: %s", report.phase, report.job_id, answer.detail)
         return answer
+
+
+def _headers(span: TraceContext | None) -> dict[str, str] | None:
+    return None if span is None else span.headers()

@@ -35,6 +35,7 @@ from services.node_agent.workspace import (
     fetch_inputs,
     upload_outputs,
 )
+from shared import tracing
 from shared.blobs import BlobStore
 from shared.events import JobProgress
 from shared.jobs import JobReport, JobResult
@@ -235,9 +236,12 @@ class JobRunner:
             if action.event:
                 self.stats.progress_events += 1
                 d, node = job.dispatch, self.node_id
-                self.emit(
-                    JobProgress(job_id=d.job_id, attempt=d.attempt, node_id=node, progress=progress)
-                )
+                with tracing.use(self.reporter.span(d)):  # in the attempt's span
+                    self.emit(
+                        JobProgress(
+                            job_id=d.job_id, attempt=d.attempt, node_id=node, progress=progress
+                        )
+                    )
             if not action.report:
                 continue
             answer = await self.reporter.send(self.report(job, "progress", progress=progress))

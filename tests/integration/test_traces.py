@@ -32,7 +32,7 @@ from shared.blobs import BlobStore, ensure_store
 from shared.codec import decode, encode
 from shared.contracts import Event
 from shared.events import JobCompleted, build_event
-from shared.jobs import JobRecord, JobRef, JobSpec, JobState, Requirements
+from shared.jobs import JobRecord, JobRef, JobReport, JobSpec, JobState, Requirements
 from shared.subjects import Subjects
 from shared.testing.fixtures import ServiceFactory
 from shared.testing.helpers import eventually
@@ -40,7 +40,13 @@ from shared.testing.helpers import eventually
 pytestmark = pytest.mark.anyio
 
 FAST = {"reaper_interval": 0.1, "retry_base_s": 0.05, "retry_max_s": 0.2}
-JOB = "import json; print(json.dumps({'progress': 0.5}), flush=True)"
+#: Reports progress, then (given a path) waits for that file: the test lets it finish.
+JOB = """
+import json, os, sys, time
+print(json.dumps({"progress": 0.5}), flush=True)
+while len(sys.argv) > 1 and not os.path.exists(sys.argv[1]):
+    time.sleep(0.05)
+"""
 
 
 def agent_config(tmp_path: Path, node_id: str) -> dict[str, Any]:
@@ -57,10 +63,12 @@ def agent_config(tmp_path: Path, node_id: str) -> dict[str, Any]:
     }
 
 
-async def submit(nc: Client, prefix: str, node_id: str, headers: dict[str, str] | None) -> str:
+async def submit(
+    nc: Client, prefix: str, node_id: str, headers: dict[str, str] | None, *argv: str
+) -> str:
     spec = JobSpec(
         type="shell",
-        args={"argv": [sys.executable, "-c", JOB]},
+        args={"argv": [sys.executable, "-c", JOB, *argv]},
         requirements=Requirements(node_id=node_id),
     )
     subject = Subjects(prefix).api("job_manager", "submit")
@@ -114,7 +122,14 @@ async def test_every_event_of_a_job_carries_the_submitters_trace(
     # A plain (non-queue) subscriber sees the agent's reports alongside the job manager.
     await nc.subscribe(Subjects(prefix).node_report(node_id), cb=on_report)
     caller = tracing.new_trace()._replace(state="vendor=abc")
-    job_id = await submit(nc, prefix, node_id, caller.headers())
+    release = tmp_path / "release"
+    job_id = await submit(nc, prefix, node_id, caller.headers(), str(release))
+
+    async def progressed() -> bool:
+        return any(e.type == "JOB_PROGRESS" for e, _ in await job_events(nc, prefix, job_id))
+
+    await eventually(progressed, timeout=30, what="the agent's JOB_PROGRESS")
+    release.touch()
     rec = await finished(nc, prefix, job_id)
 
     job = traces.job_span(rec)
@@ -127,7 +142,7 @@ async def test_every_event_of_a_job_carries_the_submitters_trace(
         lambda: _with_end(job_events(nc, prefix, job_id)), what="JOB_COMPLETED stored"
     )
     kinds = [event.type for event, _ in found]
-    assert kinds[0] == "JOB_SUBMITTED" and "JOB_STARTED" in kinds
+    assert kinds[0] == "JOB_SUBMITTED" and {"JOB_STARTED", "JOB_PROGRESS"} <= set(kinds)
     for event, headers in found:
         span = tracing.from_headers(headers, "test")
         assert span is not None, event.type
@@ -262,3 +277,30 @@ async def test_data_available_continues_the_selfplay_jobs_trace(
     span = tracing.from_headers(headers, "test")
     assert span is not None and span.trace_id == attempt.trace_id
     assert headers[tracing.PARENT_HEADER] == attempt.span_id
+
+
+async def test_a_report_with_a_malformed_trace_header_is_counted_and_applied(
+    start_service: ServiceFactory, nc: Client, prefix: str
+) -> None:
+    manager = await start_service(JobManagerService, **FAST)
+    node_id = "n-bad"
+    job_id = await submit(nc, prefix, node_id, None)
+    msg = await nc.request(
+        Subjects(prefix).api("job_manager", "get"), encode(JobRef(job_id=job_id)), timeout=5
+    )
+    rec = decode(JobRecord, msg.data)
+    report = JobReport(
+        job_id=job_id, attempt=rec.attempt, fencing=rec.fencing, node_id=node_id, phase="started"
+    )
+    before = tracing.MALFORMED["report"]
+    reply = await nc.request(
+        Subjects(prefix).node_report(node_id),
+        encode(report),
+        timeout=5,
+        headers={tracing.TRACEPARENT: "00-xyz-01"},
+    )
+    assert "Nats-Service-Error-Code" not in (reply.headers or {}), reply.data
+    assert decode(JobRecord, reply.data).state is JobState.RUNNING
+    assert tracing.MALFORMED["report"] == before + 1
+    details = msgspec.to_builtins(manager.health_check().details)
+    assert details["framework"]["tracing"]["malformed"]["report"] >= 1
