@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import anyio
 import pytest
 from nats.aio.msg import Msg
 from nats.js.api import ConsumerConfig, DeliverPolicy
@@ -19,6 +20,7 @@ from shared.contracts import Event
 from shared.testing.fixtures import ServiceFactory
 from shared.testing.helpers import eventually
 from shared.training import TrainingData
+from tests.integration.test_traces import Receiver, receiver
 from tests.integration.test_training_coordinator import (
     CONFIG,
     COORDINATOR,
@@ -28,7 +30,7 @@ from tests.integration.test_training_coordinator import (
 )
 
 pytestmark = pytest.mark.anyio
-__all__ = ["cluster"]  # the fixture, used by name
+__all__ = ["cluster", "receiver"]  # the fixtures, used by name
 
 GENERATION_EVENTS = {
     "TRAINING_STARTED",
@@ -56,7 +58,7 @@ async def headed_events(cluster: Cluster) -> list[tuple[Event, dict[str, str]]]:
 
 
 async def test_a_generations_jobs_events_and_promotion_share_one_trace(
-    cluster: Cluster, start_service: ServiceFactory
+    cluster: Cluster, start_service: ServiceFactory, receiver: Receiver
 ) -> None:
     games = await cluster.games(500)
     cluster.outcome(38, 1, 1)
@@ -73,7 +75,10 @@ async def test_a_generations_jobs_events_and_promotion_share_one_trace(
         for m, cb in (("training_data", training_data), ("prefetch", prefetch))
     ]
     try:
-        await start_service(TrainingCoordinatorService, **COORDINATOR)
+        # Exporting to an OTLP/HTTP receiver in this process (see test_traces).
+        coordinator = await start_service(
+            TrainingCoordinatorService, otlp_endpoint=receiver.url, **COORDINATOR
+        )
         await cluster.one("MODEL_PROMOTED")
     finally:
         for sub in subs:
@@ -105,3 +110,17 @@ async def test_a_generations_jobs_events_and_promotion_share_one_trace(
             seen.add(event.type)
     assert seen >= GENERATION_EVENTS
     assert {"JOB_SUBMITTED", "JOB_STARTED", "JOB_COMPLETED"} <= seen
+
+    # The generation's root span and its events reached the OTLP receiver.
+    assert coordinator.spans is not None
+    await anyio.to_thread.run_sync(coordinator.spans.flush)
+
+    def exported() -> list[Any] | None:
+        mine = [s for s in receiver.spans if s.trace_id.hex() == generation.trace_id]
+        return mine if any(s.span_id.hex() == generation.span_id for s in mine) else None
+
+    spans = await eventually(exported, timeout=30, what="the generation's span exported")
+    (root,) = [s for s in spans if s.span_id.hex() == generation.span_id]
+    assert root.name == f"generation {CONFIG} 1" and not root.parent_span_id
+    names = {s.name for s in spans}
+    assert {"TRAINING_STARTED", "MODEL_PROMOTED"} <= names
