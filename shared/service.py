@@ -50,11 +50,12 @@ from shared.credentials import TlsFiles
 from shared.events import EventData, ServiceStarted, ServiceStopped, build_event
 from shared.health import combine_health, service_metrics
 from shared.intake import Intake
+from shared.logstream import OWNER, LogPublisher
 from shared.loops import Loop
 from shared.micro import MicroService
 from shared.otel import SpanSink
 from shared.outbox import Outbox
-from shared.provision import ensure_stream, events_stream_config
+from shared.provision import ensure_stream, events_stream_config, logs_stream_config
 from shared.subjects import Subjects
 from shared.window import SlidingWindow
 
@@ -111,6 +112,7 @@ class Service(Generic[C]):
         #: Span export (None unless an OTLP endpoint is configured).
         self.spans: SpanSink | None = None
         self._micro: MicroService | None = None
+        self.log_stream: LogPublisher | None = None
 
     # -- hooks for subclasses ------------------------------------------------------
     async def setup(self) -> None:
@@ -296,6 +298,8 @@ class Service(Generic[C]):
     async def running(self) -> AsyncIterator[Self]:
         """Start the service, yield it ready, and stop it in order on exit."""
         cfg = self.config
+        # Tasks started from here on inherit it: the log handler keeps to this service.
+        OWNER.set(self)
         self._nc = await connect(
             cfg.nats_url,
             name=f"{self.name}:{self.instance}",
@@ -309,8 +313,11 @@ class Service(Generic[C]):
         try:
             self._js = self._nc.jetstream()
             await ensure_stream(self._js, events_stream_config(self.subjects, cfg))
+            await ensure_stream(self._js, logs_stream_config(self.subjects, cfg))
             async with anyio.create_task_group() as tg:
                 self._tg = tg
+                self.log_stream = LogPublisher.for_service(self)
+                tg.start_soon(self.log_stream.run)
                 self.intake.bind(tg)
                 self._outbox = Outbox(
                     self._js, capacity=cfg.outbox_size, ack_timeout=cfg.ack_timeout
@@ -395,6 +402,8 @@ class Service(Generic[C]):
             await anyio.to_thread.run_sync(self.spans.shutdown)
         self.status = ServiceStatus.STOPPED
         await self.publish_beacon()
+        if self.log_stream is not None:
+            await self.log_stream.publish_queued()  # the stop's own lines
 
     async def _close(self) -> None:
         nc = self._nc
