@@ -78,6 +78,12 @@ class JobRunner:
 
     async def run(self, job: RunningJob) -> None:
         """The whole attempt; the job's process group is gone when this returns."""
+        # In the attempt's span (from its dispatch): the events the agent emits for it
+        # (JOB_PROGRESS, JOB_LOGS_STORED) carry it, in every task started from here.
+        with tracing.use(self.reporter.span(job.dispatch)):
+            await self._run(job)
+
+    async def _run(self, job: RunningJob) -> None:
         try:
             answer = await self.reporter.send(self.report(job, "started"))
             if answer.outcome is Outcome.CONFLICT:
@@ -244,12 +250,9 @@ class JobRunner:
             if action.event:
                 self.stats.progress_events += 1
                 d, node = job.dispatch, self.node_id
-                with tracing.use(self.reporter.span(d)):  # in the attempt's span
-                    self.emit(
-                        JobProgress(
-                            job_id=d.job_id, attempt=d.attempt, node_id=node, progress=progress
-                        )
-                    )
+                self.emit(
+                    JobProgress(job_id=d.job_id, attempt=d.attempt, node_id=node, progress=progress)
+                )
             if not action.report:
                 continue
             answer = await self.reporter.send(self.report(job, "progress", progress=progress))
