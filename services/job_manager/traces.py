@@ -41,6 +41,12 @@ def attempt_span(rec: JobRecord) -> TraceContext | None:
     return None if job is None else job.derived(f"attempt-{rec.fencing}")
 
 
+def terminal_span(rec: JobRecord) -> TraceContext | None:
+    """The span a terminal event belongs to: the job's for a cancellation (no attempt
+    need be running), else the last attempt's."""
+    return job_span(rec) if rec.state is JobState.CANCELLED else attempt_span(rec)
+
+
 def dispatch_headers(rec: JobRecord) -> dict[str, str]:
     """The trace headers a JobDispatch carries to the agent (none for old records)."""
     span = attempt_span(rec)
