@@ -4,8 +4,16 @@
 windows, each with a ``Nats-Msg-Id`` so a retry after a lost acknowledgment is
 de-duplicated by the stream. When a publish fails (server away, timeout) the
 flusher backs off and retries from the first unacknowledged event, so order is
-kept. When the outbox is full a new event is dropped and counted: the one loss
-mode left, and a visible one.
+kept. Two loss modes are left, both counted, logged and shown in health: when the
+outbox is full a new event is dropped; and an event that can never be published
+(larger than the server's max_payload, a subject or header the client refuses, a 400
+from the stream such as its max_msg_size) is dropped at the head of the queue instead
+of being retried forever in front of every event behind it.
+
+``publish`` reports whether the event was acknowledged at its first try. A caller
+that must not go on without the announcement does not treat False as done: the event
+stays queued, and the durable change it announces carries the obligation to announce
+it again (see the job manager's announce.py and the training coordinator's decision).
 """
 
 from __future__ import annotations
@@ -20,6 +28,7 @@ from dataclasses import dataclass
 import anyio
 import msgspec
 import nats.errors
+import nats.js.errors
 from anyio.abc import TaskStatus
 from nats.js.api import PubAck
 from nats.js.client import JetStreamContext
@@ -27,6 +36,12 @@ from nats.js.client import JetStreamContext
 from shared.histogram import Histogram
 
 log = logging.getLogger("ringmaster.outbox")
+
+#: Refused by the client before it is sent: the same bytes will be refused again.
+_UNSENDABLE = (nats.errors.MaxPayloadError, nats.errors.BadSubjectError, nats.errors.BadHeaderError)
+#: Refused by the stream with a 400 (too large for the stream, bad headers): ditto. A
+#: missing stream (no responders) or a 503 may pass, and is retried.
+_REFUSED = (nats.js.errors.BadRequestError,)
 
 
 class OutboxStats(msgspec.Struct, frozen=True):
@@ -38,6 +53,8 @@ class OutboxStats(msgspec.Struct, frozen=True):
     failed_attempts: int
     pending: int
     last_error: str
+    #: Of ``dropped``: events that could never be published (dropped, not retried).
+    unpublishable: int = 0
 
 
 @dataclass(eq=False)
@@ -77,7 +94,7 @@ class Outbox:
         self._max_backoff = max_backoff
         self._queue: deque[_Entry] = deque()
         self._wake = anyio.Event()
-        self._emitted = self._acked = self._dropped = self._failed = 0
+        self._emitted = self._acked = self._dropped = self._failed = self._poisoned = 0
         self._last_error = ""
         self._drained = anyio.Event()
         self.failing = False
@@ -130,6 +147,7 @@ class Outbox:
             failed_attempts=self._failed,
             pending=len(self._queue),
             last_error=self._last_error,
+            unpublishable=self._poisoned,
         )
 
     async def flush(self, timeout: float) -> bool:
@@ -150,7 +168,7 @@ class Outbox:
                 self._wake = anyio.Event()
                 await self._wake.wait()
                 continue
-            if await self._send_window():
+            if await self._send_window() or await self._probe_head():
                 self.failing = False
                 backoff = 0.05
             else:
@@ -158,28 +176,45 @@ class Outbox:
                 backoff = min(backoff * 2, self._max_backoff)
 
     async def _send_window(self) -> bool:
+        """Send one window; False when a transient failure calls for a backoff."""
         batch = list(itertools.islice(self._queue, self._window))
         futures: list[asyncio.Future[PubAck]] = []
+        poison: BaseException | None = None
+        transient = False
         try:
             for entry in batch:
                 headers = {"Nats-Msg-Id": entry.msg_id}
                 if entry.headers:
                     headers.update(entry.headers)
-                fut = await self._js.publish_async(entry.subject, entry.payload, headers=headers)
+                try:
+                    fut = await self._js.publish_async(
+                        entry.subject, entry.payload, headers=headers
+                    )
+                except _UNSENDABLE as exc:
+                    poison = (
+                        exc  # entry number len(futures): dropped once those before it are acked
+                    )
+                    break
                 futures.append(fut)
         except (OSError, nats.errors.Error) as exc:
+            transient = True
             self._note_failure(exc)
         acked = 0
         try:
             # One deadline for the whole window: a timer per ack costs more than the ack.
             with anyio.fail_after(self._ack_timeout):
                 for fut in futures:
-                    await fut
+                    try:
+                        await fut
+                    except _REFUSED as exc:
+                        poison = exc
+                        break
                     acked += 1
         except (TimeoutError, nats.errors.Error) as exc:
+            transient = True
             self._note_failure(exc)
-            for rest in futures[acked:]:
-                rest.cancel()
+        for rest in futures[acked:]:
+            rest.cancel()  # re-sent with the same id later; the stream keeps one copy
         now = time.monotonic()
         for _ in range(acked):
             entry = self._queue.popleft()
@@ -187,12 +222,61 @@ class Outbox:
             entry.acked = True
             entry.settle()
         self._acked += acked
+        if poison is not None and not transient:
+            # Everything before it is acked, so it is the head: drop it, or it blocks all.
+            self._drop_head(poison)
+            return True
         if acked == len(batch):
             return True
         # What is left waits for the retry; its callers learn it is not acked yet.
         for entry in batch[acked:]:
             entry.settle()
         return False
+
+    async def _probe_head(self) -> bool:
+        """Send the head event alone, awaited; True when it was acked or dropped.
+
+        nats-py 2.16 never completes a ``publish_async`` future whose ack is an error
+        (its reply handler raises instead of setting the exception), so a 400 from the
+        stream looks like a timeout there. The plain publish raises it properly: this
+        tells an event that can never be stored from a server that is away.
+        """
+        entry = self._queue[0]
+        try:
+            await self._js.publish(
+                entry.subject,
+                entry.payload,
+                timeout=self._ack_timeout,
+                headers={"Nats-Msg-Id": entry.msg_id, **(entry.headers or {})},
+            )
+        except (*_UNSENDABLE, *_REFUSED) as exc:
+            self._drop_head(exc)
+            return True
+        except (OSError, TimeoutError, nats.errors.Error) as exc:
+            self._note_failure(exc)
+            return False
+        self._queue.popleft()
+        self.latency.observe(time.monotonic() - entry.queued_at)
+        entry.acked = True
+        entry.settle()
+        self._acked += 1
+        return True
+
+    def _drop_head(self, exc: BaseException) -> None:
+        entry = self._queue.popleft()
+        entry.settle()
+        self._dropped += 1
+        self._poisoned += 1
+        self.last_drop_at = time.monotonic()
+        self._last_error = f"{type(exc).__name__}: {exc}"
+        log.error(
+            "event %s on %s (%d bytes) can never be published, dropped (%d so far): %s",
+            entry.msg_id,
+            entry.subject,
+            len(entry.payload),
+            self._poisoned,
+            self._last_error,
+        )
 
     def _note_failure(self, exc: BaseException) -> None:
         self.failing = True

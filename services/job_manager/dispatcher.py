@@ -38,6 +38,7 @@ from services.job_manager.index import JobIndex
 from shared.circuit_breaker import CircuitBreaker
 from shared.codec import decode, encode
 from shared.errors import RequestError, Unavailable
+from shared.failpoints import failpoint
 from shared.intake import ERROR_CODE_HEADER
 from shared.jobs import JobDispatch, JobRecord, JobState, SelectReply, SelectRequest
 from shared.kv import cas_update, read
@@ -141,6 +142,7 @@ class Dispatcher:
             return None
         new, revision = written
         self.index.apply(new, revision)
+        failpoint("job_manager.dispatch.after_write")
         try:
             ack = await self._publish(new, now)
         except (nats.errors.Error, TimeoutError) as exc:

@@ -23,6 +23,7 @@ from shared import tracing
 from shared.blobs import BlobStore
 from shared.contracts import Event
 from shared.events import DataAvailable, EventData, JobCompleted, JobFailed, decode_data
+from shared.failpoints import failpoint
 
 log = logging.getLogger("ringmaster.sync_planner.ingest")
 
@@ -95,6 +96,7 @@ class Ingest:
             self.counts["duplicates"] += 1
             return
         self.counts["recorded"] += 1
+        failpoint("sync_planner.manifest.after_write")
         # DATA_AVAILABLE continues the selfplay job's trace (a child of its attempt's
         # span): from the data, an operator can follow back to the job that made it.
         selfplay = tracing.incoming("job_event")
