@@ -42,6 +42,14 @@ CHUNK = 256
 ODD: list[Any] = [None, True, -1, 0, 2**70, 1e308, -0.5, "", "x" * 50, [], {}, [None], {"a": 1}]
 #: Stream-kind messages are not size-checked by a decoder limit; none of them is valid.
 NO_LIMIT = 1 << 30
+#: Trace headers no parser may accept: empty, unknown version, short, zero ids, not hex.
+_BAD_TRACEPARENTS = (
+    "",
+    "ff-" + "1" * 32 + "-" + "2" * 16 + "-01",
+    "00-abc-def-01",
+    "00-" + "0" * 32 + "-" + "0" * 16 + "-01",
+    "00-" + "z" * 32 + "-" + "2" * 16 + "-01",
+)
 
 
 #: hypothesis pools by type, shared by every service fed in this process (drawing is slow).
@@ -203,7 +211,11 @@ class Feed:
         elif listener.kind == "request":
             self._n += 1
             reply = f"{self.inbox}.{self._n}"  # a valid request is answered, not judged here
-        await self.nc.publish(listener.subject, payload, reply=reply)
+        # Every other message also carries a malformed trace header: a handler that reads
+        # it (submit, reports, event consumers) must count it and carry on.
+        bad = _BAD_TRACEPARENTS[sent.total % len(_BAD_TRACEPARENTS)] if sent.total % 2 else None
+        headers = {"traceparent": bad} if bad is not None else None
+        await self.nc.publish(listener.subject, payload, reply=reply, headers=headers)
 
     async def _on_reply(self, msg: Msg) -> None:
         number = int(msg.subject.rsplit(".", 1)[1])

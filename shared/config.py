@@ -55,6 +55,8 @@ class BaseConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     log_queue_size: PositiveInt = 1000
     logs_max_age_s: Positive = 3 * 24 * 3600.0
     logs_max_bytes: PositiveInt = 256 << 20
+    #: OTLP/HTTP collector for spans ("" and no OTEL_EXPORTER_OTLP_ENDPOINT: off).
+    otlp_endpoint: str = ""
 
 
 C = TypeVar("C", bound=BaseConfig)

@@ -26,6 +26,7 @@ from nats.aio.msg import Msg
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.client import JetStreamContext
 
+from shared import tracing
 from shared.codec import decode, decode_error_kind
 from shared.contracts import Event
 
@@ -139,7 +140,9 @@ class EventConsumer:
             await msg.term()
             return
         try:
-            await self._handler(event)
+            # The event's trace context, for handlers that continue it (tracing.incoming).
+            with tracing.receiving(msg.headers):
+                await self._handler(event)
         except Exception as exc:  # noqa: BLE001 - counted; the event comes back later
             self.counts["handler_errors"] += 1
             await self._failed(msg, event, exc)

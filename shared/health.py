@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 import psutil
 
+from shared import tracing
 from shared.circuit_breaker import BreakerState
 from shared.contracts import HealthCheckResult, ServiceMetrics, ServiceStatus
 
@@ -33,6 +34,11 @@ def framework_details(service: Service[Any]) -> dict[str, Any]:
         "loops": [msgspec.to_builtins(loop.stats()) for loop in service.loops],
         "paused": service.paused,
         "logs": service.log_stream.handler.details() if service.log_stream else None,
+        # Per process: malformed trace headers ignored, and spans handed to the exporter.
+        "tracing": {
+            "malformed": dict(tracing.MALFORMED),
+            "spans_recorded": service.spans.recorded if service.spans else None,
+        },
     }
 
 

@@ -23,6 +23,7 @@ import nats.errors
 from anyio.abc import TaskGroup
 from nats.aio.msg import Msg
 
+from shared import tracing
 from shared.codec import decode, decode_error_kind, encode
 from shared.contracts import ErrorBody, ErrorReply
 from shared.errors import BadRequest, RequestError, Unavailable
@@ -134,7 +135,9 @@ class Intake:
             try:
                 if not self.accepting:
                     raise Unavailable("service is stopping")
-                result = await handler(self._decode(method, request_type, msg))
+                # The caller's trace context, parsed only by handlers that look.
+                with tracing.receiving(msg.headers):
+                    result = await handler(self._decode(method, request_type, msg))
                 if msg.reply:
                     await self._send(msg, encode(result), None)
                 self.window.record(True)

@@ -166,6 +166,12 @@ class JobRecord(msgspec.Struct, frozen=True, kw_only=True):
     #: a crash in between leaves work that any job manager finishes. Older records
     #: (written before the field) were announced.
     announced: bool = True
+    #: The job's span (W3C traceparent): its attempts and events are in this trace.
+    traceparent: str = ""
+    #: The submitter's W3C tracestate, passed on with the trace ("" when none).
+    tracestate: str = ""
+    #: The submitter's span id, the job span's parent ("" for a trace the job began).
+    trace_parent: str = ""
 
 
 class JobDispatch(msgspec.Struct, frozen=True, kw_only=True):

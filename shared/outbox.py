@@ -67,6 +67,8 @@ class _Entry:
     acked: bool = False
     # When emit queued it: publish latency runs from here to the stream's ack.
     queued_at: float = 0.0
+    #: Extra headers (the trace context), sent with the message id.
+    headers: dict[str, str] | None = None
 
     def settle(self) -> None:
         if self.settled is not None:
@@ -102,7 +104,9 @@ class Outbox:
             "ringmaster_event_publish_seconds", "event emit to JetStream acknowledgment"
         )
 
-    def put(self, subject: str, payload: bytes, msg_id: str) -> _Entry | None:
+    def put(
+        self, subject: str, payload: bytes, msg_id: str, headers: dict[str, str] | None = None
+    ) -> _Entry | None:
         """Queue one event; None (and counted) when the outbox is full."""
         self._emitted += 1
         if len(self._queue) >= self._capacity:
@@ -113,14 +117,16 @@ class Outbox:
                     "outbox full (%d): dropped %d events so far", self._capacity, self._dropped
                 )
             return None
-        entry = _Entry(subject, payload, msg_id, queued_at=time.monotonic())
+        entry = _Entry(subject, payload, msg_id, queued_at=time.monotonic(), headers=headers)
         self._queue.append(entry)
         self._wake.set()
         return entry
 
-    async def publish(self, subject: str, payload: bytes, msg_id: str) -> bool:
+    async def publish(
+        self, subject: str, payload: bytes, msg_id: str, headers: dict[str, str] | None = None
+    ) -> bool:
         """Queue one event and wait until it is acknowledged or its first try failed."""
-        entry = self.put(subject, payload, msg_id)
+        entry = self.put(subject, payload, msg_id, headers)
         if entry is None:
             return False
         entry.settled = anyio.Event()
@@ -178,6 +184,8 @@ class Outbox:
         try:
             for entry in batch:
                 headers = {"Nats-Msg-Id": entry.msg_id}
+                if entry.headers:
+                    headers.update(entry.headers)
                 try:
                     fut = await self._js.publish_async(
                         entry.subject, entry.payload, headers=headers
@@ -239,7 +247,7 @@ class Outbox:
                 entry.subject,
                 entry.payload,
                 timeout=self._ack_timeout,
-                headers={"Nats-Msg-Id": entry.msg_id},
+                headers={"Nats-Msg-Id": entry.msg_id, **(entry.headers or {})},
             )
         except (*_UNSENDABLE, *_REFUSED) as exc:
             self._drop_head(exc)

@@ -24,6 +24,7 @@ from contextlib import asynccontextmanager
 from typing import Any, ClassVar, Generic, Self, TypeVar
 
 import anyio
+import msgspec
 from anyio.abc import TaskGroup, TaskStatus
 from nats.aio.client import Client
 from nats.aio.msg import Msg
@@ -32,6 +33,7 @@ from nats.js.client import JetStreamContext
 from nats.js.kv import KeyValue
 
 import shared
+from shared import otel, tracing
 from shared.beacons import Beacons
 from shared.bus import BusStats, connect
 from shared.circuit_breaker import CircuitBreaker
@@ -52,6 +54,7 @@ from shared.intake import Intake
 from shared.logstream import OWNER, LogPublisher
 from shared.loops import Loop
 from shared.micro import MicroService
+from shared.otel import SpanSink
 from shared.outbox import Outbox
 from shared.provision import ensure_stream, events_stream_config, logs_stream_config
 from shared.subjects import Subjects
@@ -110,6 +113,8 @@ class Service(Generic[C]):
         self._js: JetStreamContext | None = None
         self._tg: TaskGroup | None = None
         self._outbox: Outbox | None = None
+        #: Span export (None unless an OTLP endpoint is configured).
+        self.spans: SpanSink | None = None
         self._micro: MicroService | None = None
         self.log_stream: LogPublisher | None = None
 
@@ -258,17 +263,29 @@ class Service(Generic[C]):
         )
         return self.subjects.event(self.name, data.TYPE), encode(event), event.id
 
+    def _trace_headers(self, data: EventData) -> dict[str, str] | None:
+        # Outside a span this is one ContextVar read: the cost of tracing when unused.
+        ctx = tracing.current()
+        if ctx is None:
+            return None
+        if self.spans is not None:
+            self.spans.event(ctx, data.TYPE, msgspec.structs.asdict(data))
+        return ctx.event_headers()
+
     async def emit(self, data: EventData, *, subject: str | None = None, msg_id: str = "") -> bool:
         """Publish an event and wait for its ack; never raises. False: queued for retry.
 
         ``msg_id`` makes it an announcement of a durable change: the id is the event's
         ``Nats-Msg-Id``, so a repeat (after a crash, by another instance) is one event.
+        Inside ``tracing.use(ctx)`` the event carries ``ctx`` in its headers.
         """
-        return await self.outbox.publish(*self._event_bytes(data, subject, msg_id))
+        headers = self._trace_headers(data)
+        return await self.outbox.publish(*self._event_bytes(data, subject, msg_id), headers)
 
     def emit_nowait(self, data: EventData, *, subject: str | None = None) -> bool:
         """Queue an event for acknowledged publishing; False if the outbox is full."""
-        return self.outbox.put(*self._event_bytes(data, subject)) is not None
+        headers = self._trace_headers(data)
+        return self.outbox.put(*self._event_bytes(data, subject), headers) is not None
 
     def request_stop(self, reason: str = "") -> None:
         """Ask the service to stop in order."""
@@ -311,6 +328,8 @@ class Service(Generic[C]):
             credentials_file=cfg.credentials_file,
             tls=TlsFiles(cfg.tls_ca_file, cfg.tls_cert_file, cfg.tls_key_file),
         )
+        self.spans = otel.configure(cfg.otlp_endpoint, self.name, self.instance)
+        otel.install(self.spans)
         try:
             self._js = self._nc.jetstream()
             await ensure_stream(self._js, events_stream_config(self.subjects, cfg))
@@ -398,6 +417,9 @@ class Service(Generic[C]):
             log.error("%s: %d events not acknowledged at stop", self.name, self.outbox.pending)
         if self._micro is not None:
             await self._micro.stop()
+        if self.spans is not None:
+            # The export thread flushes what is queued; bounded by the exporter's timeout.
+            await anyio.to_thread.run_sync(self.spans.shutdown)
         self.status = ServiceStatus.STOPPED
         await self.publish_beacon()
         if self.log_stream is not None:

@@ -26,7 +26,9 @@ import msgspec
 import nats.errors
 from nats.js.kv import KeyValue
 
+from services.job_manager import traces
 from services.job_manager.index import JobIndex
+from shared import tracing
 from shared.errors import Conflict
 from shared.events import EventData, JobCancelled, JobCompleted, JobFailed
 from shared.failpoints import failpoint
@@ -84,7 +86,10 @@ class Announcer:
         """Emit ``rec``'s terminal event; once acked, mark the record announced."""
         if rec.state not in TERMINAL or rec.announced:
             return True
-        if not await self.emit(terminal_event(rec), msg_id=msg_id(rec)):
+        # In the job's trace, whoever announces (the live path, a repeat, the sweep).
+        with tracing.use(traces.terminal_span(rec)):
+            acked = await self.emit(terminal_event(rec), msg_id=msg_id(rec))
+        if not acked:
             # Still queued in the outbox, and still owed by the record: the sweep or a
             # repeated report tries again; the stream keeps one copy.
             self.stats["not_acked"] += 1

@@ -18,7 +18,7 @@ import anyio
 from nats.js.errors import KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
-from services.job_manager import policy
+from services.job_manager import policy, traces
 from services.job_manager.announce import Announcer
 from services.job_manager.catalog import JobCatalog
 from services.job_manager.config import JobManagerConfig
@@ -29,6 +29,7 @@ from services.job_manager.listing import Lister
 from services.job_manager.reaper import Reaper
 from services.job_manager.reports import REPORT_PHASES, Refusal, apply_report
 from services.job_manager.timings import JobTimings
+from shared import tracing
 from shared.codec import encode
 from shared.contracts import Empty
 from shared.errors import BadRequest, Conflict, Forbidden, NotFound
@@ -101,7 +102,7 @@ class JobApi:
             if existing is not None:
                 self.counts["duplicate_submits"] += 1
                 return existing
-        record = policy.new_record(job_id, spec, time.time())
+        record = traces.start(policy.new_record(job_id, spec, time.time()))
         self.dispatcher.busy.add(job_id)  # the reaper leaves it to the dispatch below
         try:
             try:
@@ -116,14 +117,16 @@ class JobApi:
                 job_id=job_id, type=spec.type, idempotency_key=spec.idempotency_key
             )
             if self.paused():
-                await self.emit(submitted)
+                with tracing.use(traces.job_span(record)):
+                    await self.emit(submitted)
                 return record  # kept PENDING: the reaper dispatches it once resumed
 
             # The event's ack and the dispatch overlap; the reply still waits for both.
             # The outbox keeps order, and the event is queued when the dispatch first
             # waits, long before the job can start: JOB_SUBMITTED precedes JOB_STARTED.
             async def announce() -> None:
-                await self.emit(submitted)
+                with tracing.use(traces.job_span(record)):
+                    await self.emit(submitted)
 
             async with anyio.create_task_group() as tg:
                 tg.start_soon(announce)
@@ -202,6 +205,7 @@ class JobApi:
         self.counts["cancelled_total"] += 1
         failpoint("job_manager.cancel.after_write")
         await self.announcer.announce(written[0])
+        traces.export_attempt(written[0], now)
         await self.dispatcher.discard(ref.job_id)
         return written[0]
 
@@ -217,6 +221,9 @@ class JobApi:
         if report.phase not in REPORT_PHASES:
             self.counts["bad_reports"] += 1
             raise BadRequest(f"unknown phase {report.phase!r}; one of {sorted(REPORT_PHASES)}")
+        # The record's span is the truth; the agent's header is only checked (a malformed
+        # one is counted in health details), never trusted.
+        tracing.incoming("report")
         now = time.time()
 
         def change(rec: JobRecord) -> JobRecord | None:
@@ -248,7 +255,10 @@ class JobApi:
         self.timings.observe(known[0] if known else None, written[0], report.phase, now)
         if written[0].state in TERMINAL:
             failpoint("job_manager.report.after_write")
-        await self._announce(written[0], report.phase, now)
+        with tracing.use(traces.attempt_span(written[0])):
+            await self._announce(written[0], report.phase, now)
+        if report.phase in ("completed", "failed"):
+            traces.export_attempt(written[0], now)
         return written[0]
 
     async def _announce(self, rec: JobRecord, phase: str, now: float) -> None:

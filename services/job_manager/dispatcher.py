@@ -32,7 +32,7 @@ from nats.js.api import PubAck
 from nats.js.client import JetStreamContext
 from nats.js.kv import KeyValue
 
-from services.job_manager import policy
+from services.job_manager import policy, traces
 from services.job_manager.config import JobManagerConfig
 from services.job_manager.index import JobIndex
 from shared.circuit_breaker import CircuitBreaker
@@ -165,7 +165,7 @@ class Dispatcher:
             self.subjects.jobs(rec.pool),
             encode(message),
             stream=self.subjects.jobs_stream,
-            headers={"Nats-Msg-Id": f"{rec.job_id}-{rec.fencing}"},
+            headers={"Nats-Msg-Id": f"{rec.job_id}-{rec.fencing}", **traces.dispatch_headers(rec)},
         )
 
     def published(self, rec: JobRecord) -> bool:

@@ -24,10 +24,11 @@ from nats.js.client import JetStreamContext
 from nats.js.errors import NotFoundError
 from nats.js.kv import KeyValue
 
-from services.job_manager import policy
+from services.job_manager import policy, traces
 from services.job_manager.config import JobManagerConfig
 from services.job_manager.dispatcher import Dispatcher
 from services.job_manager.index import JobIndex
+from shared import tracing
 from shared.codec import decode
 from shared.events import EventData, JobFailed, JobRetried
 from shared.failpoints import failpoint
@@ -161,7 +162,9 @@ class Reaper:
         self.index.apply(*written)
         failpoint("job_manager.reaper.after_write")
         await self.dispatcher.discard(job_id, fencing)
-        await self.announce_failure(written[0], reason, now)
+        with tracing.use(traces.attempt_span(written[0])):
+            await self.announce_failure(written[0], reason, now)
+        traces.export_attempt(written[0], now)
         return written[0]
 
     async def _refresh(self, job_id: str) -> None:

@@ -139,6 +139,7 @@ class HollowNode:
             self.stats.invalid_dispatches += 1
             await settle(msg.term, self.stats, "term")
             return
+        self.reporter.follow(d, msg.headers)
         devices = await self.gate.admit(msg, d, self.view()[0].gpus)
         if devices is not None:
             await self._begin(msg, d, devices)

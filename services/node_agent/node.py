@@ -181,6 +181,7 @@ class RealNode:
             self.stats.last_error = f"invalid dispatch: {exc}"
             await settle(msg.term, self.stats, "term")
             return
+        self.gate.reporter.follow(d, msg.headers)
         key = f"{d.job_id}-{d.attempt}"
         if key in self.running:
             # Redelivered while it runs here: the newest delivery is the one to ack.

@@ -19,15 +19,20 @@ import msgspec
 import nats.errors
 from nats.aio.client import Client
 
+from shared import tracing
 from shared.codec import decode, encode
 from shared.intake import ERROR_CODE_HEADER, ERROR_HEADER
-from shared.jobs import JobReport
+from shared.jobs import JobDispatch, JobReport
+from shared.tracing import TraceContext
 
 #: This agent process's incarnation: fresh at every start, so a restarted agent under
 #: the same node id is told apart from the one that started its node's attempts.
 INCARNATION = uuid.uuid4().hex[:16]
 
 log = logging.getLogger("ringmaster.node_agent.reports")
+
+#: Attempts whose trace context the agent keeps at most (far above any slot count).
+_MAX_TRACES = 4096
 
 
 class Outcome(StrEnum):
@@ -100,6 +105,22 @@ class Reporter:
         self.subject = subject
         self.timeout_s = timeout_s
         self.stats = stats
+        #: (job_id, fencing) -> the attempt's trace headers, from its dispatch: each
+        #: report on the attempt carries them back. Bounded; forgotten at the final report.
+        self.traces: dict[tuple[str, int], TraceContext] = {}
+
+    def follow(self, d: JobDispatch, headers: dict[str, str] | None) -> None:
+        """Keep the dispatch's trace context (a malformed one is counted and ignored)."""
+        span = tracing.from_headers(headers, "dispatch")
+        if span is None:
+            return
+        if len(self.traces) >= _MAX_TRACES:
+            del self.traces[next(iter(self.traces))]
+        self.traces[(d.job_id, d.fencing)] = span
+
+    def span(self, d: JobDispatch) -> TraceContext | None:
+        """The attempt's span, as its dispatch named it (None: an untraced dispatch)."""
+        return self.traces.get((d.job_id, d.fencing))
 
     def _count(self, report: JobReport, answer: Answer) -> Answer:
         key = f"{report.phase}:{answer.outcome}"
@@ -115,7 +136,10 @@ class Reporter:
         report = msgspec.structs.replace(report, incarnation=INCARNATION)
         try:
             msg = await self.nc.request(
-                self.subject(report.node_id), encode(report), timeout=self.timeout_s
+                self.subject(report.node_id),
+                encode(report),
+                timeout=self.timeout_s,
+                headers=_headers(self.traces.get((report.job_id, report.fencing))),
             )
         except (nats.errors.Error, OSError) as exc:
             # nats.errors.TimeoutError and NoRespondersError are both here.
@@ -140,6 +164,7 @@ class Reporter:
         for attempt in range(attempts):
             answer = await self.send(report)
             if answer.outcome is not Outcome.UNAVAILABLE:
+                self.traces.pop((report.job_id, report.fencing), None)
                 return answer
             if attempt + 1 < attempts:
                 await anyio.sleep(min(5.0, 0.25 * 2**attempt))
@@ -147,3 +172,7 @@ class Reporter:
         self.stats.reports_lost += 1
         log.warning("report %s of %s not delivered: %s", report.phase, report.job_id, answer.detail)
         return answer
+
+
+def _headers(span: TraceContext | None) -> dict[str, str] | None:
+    return None if span is None else span.headers()

@@ -36,6 +36,7 @@ from services.node_agent.workspace import (
     fetch_inputs,
     upload_outputs,
 )
+from shared import tracing
 from shared.blobs import BlobStore
 from shared.events import EventData, JobProgress
 from shared.failpoints import failpoint
@@ -78,6 +79,12 @@ class JobRunner:
 
     async def run(self, job: RunningJob) -> None:
         """The whole attempt; the job's process group is gone when this returns."""
+        # In the attempt's span (from its dispatch): the events the agent emits for it
+        # (JOB_PROGRESS, JOB_LOGS_STORED) carry it, in every task started from here.
+        with tracing.use(self.reporter.span(job.dispatch)):
+            await self._run(job)
+
+    async def _run(self, job: RunningJob) -> None:
         try:
             answer = await self.reporter.send(self.report(job, "started"))
             if answer.outcome is Outcome.CONFLICT:

@@ -19,6 +19,7 @@ from services.sync_planner import policy
 from services.sync_planner.manifests import ManifestStore
 from services.sync_planner.prefetch import KIND as PREFETCH
 from services.sync_planner.prefetch import Prefetcher
+from shared import tracing
 from shared.blobs import BlobStore
 from shared.contracts import Event
 from shared.events import DataAvailable, EventData, JobCompleted, JobFailed, decode_data
@@ -96,11 +97,15 @@ class Ingest:
             return
         self.counts["recorded"] += 1
         failpoint("sync_planner.manifest.after_write")
-        await self.emit(
-            DataAvailable(
-                config=config,
-                sha256=entry.ref.sha256,
-                games=entry.games,
-                games_total=manifest.games_total,
+        # DATA_AVAILABLE continues the selfplay job's trace (a child of its attempt's
+        # span): from the data, an operator can follow back to the job that made it.
+        selfplay = tracing.incoming("job_event")
+        with tracing.use(selfplay.child() if selfplay is not None else None):
+            await self.emit(
+                DataAvailable(
+                    config=config,
+                    sha256=entry.ref.sha256,
+                    games=entry.games,
+                    games_total=manifest.games_total,
+                )
             )
-        )

@@ -22,6 +22,7 @@ from services.training_coordinator.context import Context
 from services.training_coordinator.evaluation import Evaluator
 from services.training_coordinator.records import CoordinatorState
 from services.training_coordinator.training import Trainer
+from shared import tracing
 from shared.contracts import Event
 from shared.errors import RequestError
 from shared.events import JobCancelled, JobCompleted, JobFailed, decode_data
@@ -46,6 +47,11 @@ class Coordinator:
         """Redo the pending step of ``config``'s state, if any; the state seen."""
         state = await self.ctx.store.state(config)
         self.states[config] = state
+        with tracing.use(state.span):
+            await self._pending_step(state)
+        return state
+
+    async def _pending_step(self, state: CoordinatorState) -> None:
         if state.phase == "training" and not state.training_job:
             self.ctx.counts["resumed_training"] += 1
             await self.trainer.submit(state)
@@ -55,7 +61,6 @@ class Coordinator:
                 await self.evaluator.decider.finish(state)
         elif state.phase == "evaluating" and not state.eval_job:
             await self.evaluator.submit_batch(state)
-        return state
 
     async def tick(self, config: str) -> None:
         """Repair, then start a training run when the config is ready for one."""
@@ -125,25 +130,27 @@ class Coordinator:
         if kind not in ("train", "evaluate") or config not in self.ctx.config.configs:
             return  # selfplay and other configs' jobs: not ours
         state = await self.ctx.store.state(config)
-        if kind == "train" and self.trainer.matches(state, event.job_id, event.labels):
-            await self.trainer.completed(state, event)
-        elif kind == "evaluate" and self.evaluator.matches(state, event.job_id, event.labels):
-            await self.evaluator.completed(state, event)
-        else:
-            self.ctx.counts[f"{kind}_events_stale"] += 1
-            return
+        with tracing.use(state.span):
+            if kind == "train" and self.trainer.matches(state, event.job_id, event.labels):
+                await self.trainer.completed(state, event)
+            elif kind == "evaluate" and self.evaluator.matches(state, event.job_id, event.labels):
+                await self.evaluator.completed(state, event)
+            else:
+                self.ctx.counts[f"{kind}_events_stale"] += 1
+                return
         await self._advance_quietly(config)
 
     async def _ended(self, job_id: str, error: str) -> None:
         # JOB_FAILED and JOB_CANCELLED carry no labels: find the state waiting on the job.
         for config in self.ctx.config.configs:
             state = await self.ctx.store.state(config)
-            if state.phase == "training" and state.training_job == job_id:
-                await self.trainer.failed(state, job_id, error)
-            elif state.phase == "evaluating" and state.eval_job == job_id:
-                await self.evaluator.fail_closed(state, job_id, error)
-            else:
-                continue
+            with tracing.use(state.span):
+                if state.phase == "training" and state.training_job == job_id:
+                    await self.trainer.failed(state, job_id, error)
+                elif state.phase == "evaluating" and state.eval_job == job_id:
+                    await self.evaluator.fail_closed(state, job_id, error)
+                else:
+                    continue
             await self._advance_quietly(config)
             return
 

@@ -15,6 +15,7 @@ import msgspec
 import nats.errors
 from nats.aio.client import Client
 
+from shared import tracing
 from shared.circuit_breaker import CircuitBreaker
 from shared.codec import decode, encode
 from shared.contracts import ErrorReply
@@ -56,7 +57,10 @@ class Peers:
     async def _raw(self, service: str, method: str, payload: msgspec.Struct) -> bytes:
         subject = self.subjects.api(service, method)
         try:
-            msg = await self.nc.request(subject, encode(payload), timeout=self.timeout_s)
+            # Inside a generation's span the request carries it (a job joins its trace).
+            msg = await self.nc.request(
+                subject, encode(payload), timeout=self.timeout_s, headers=tracing.outgoing()
+            )
         except nats.errors.NoRespondersError:
             raise PeerError(f"nobody answers on {subject}") from None
         except (nats.errors.Error, TimeoutError) as exc:

@@ -17,7 +17,9 @@ from typing import Literal
 
 import msgspec
 
+from shared import tracing
 from shared.jobs import DataRef
+from shared.tracing import TraceContext
 from shared.training import Champion, ModelRecord
 
 Phase = Literal["idle", "training", "evaluating"]
@@ -97,6 +99,14 @@ class CoordinatorState(msgspec.Struct, frozen=True, kw_only=True):
     rejections: int = 0
     training_failures: int = 0
     updated_at: float = 0.0
+    #: The generation's span (W3C traceparent): its training and evaluation jobs, and
+    #: its events up to the promotion or rejection, are one trace ("" before tracing).
+    traceparent: str = ""
+
+    @property
+    def span(self) -> TraceContext | None:
+        """The generation's span, to work in with ``tracing.use``."""
+        return tracing.from_value(self.traceparent, "coordinator_state")
 
 
 class EloEntry(msgspec.Struct, frozen=True, kw_only=True):

@@ -26,6 +26,7 @@ from services.training_coordinator.records import (
     new_run_id,
     state_key,
 )
+from shared import otel
 from shared.codec import decode, encode
 from shared.errors import Conflict
 from shared.kv import cas_update, read
@@ -67,12 +68,21 @@ class ModelStore:
     ) -> CoordinatorState | None:
         """CAS ``change`` onto the state (stamped); None when ``change`` declined."""
 
+        ended: list[bool] = [False]
+
         def stamped(current: CoordinatorState) -> CoordinatorState | None:
             new = change(current)
-            return None if new is None else msgspec.structs.replace(new, updated_at=time.time())
+            if new is None:
+                return None
+            ended[0] = current.phase != "idle" and new.phase == "idle"
+            return msgspec.structs.replace(new, updated_at=time.time())
 
         written = await cas_update(self.kv, state_key(config), CoordinatorState, stamped)
-        return written[0] if written is not None else None
+        if written is None:
+            return None
+        if ended[0]:  # the write that ends a generation exports its span, once
+            _export_generation(written[0])
+        return written[0]
 
     # -- champion --------------------------------------------------------------------
     async def champion(self, config: str) -> Champion | None:
@@ -157,3 +167,21 @@ class ModelStore:
             except KeyWrongLastSequenceError:
                 continue
         raise Conflict(f"{key}: too many concurrent updates")
+
+
+def _export_generation(state: CoordinatorState) -> None:
+    """The generation's root span, training to verdict (when an exporter is set)."""
+    sink, span = otel.sink(), state.span
+    if sink is None or span is None:
+        return
+    sink.record(
+        span,
+        f"generation {state.config} {state.generation}",
+        start=state.last_training_at or None,
+        end=state.updated_at,
+        attributes={
+            "config": state.config,
+            "generation": state.generation,
+            "result": state.last_result,
+        },
+    )

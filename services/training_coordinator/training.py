@@ -18,6 +18,7 @@ from services.training_coordinator import policy
 from services.training_coordinator.context import Context
 from services.training_coordinator.placement import Placement
 from services.training_coordinator.records import CoordinatorState
+from shared import tracing
 from shared.events import JobCompleted, TrainingCompleted, TrainingFailed, TrainingStarted
 from shared.jobs import DataRef, JobSpec, JobState, Requirements
 from shared.training import MODEL_FILE, ModelRecord
@@ -69,6 +70,8 @@ class Trainer:
                 train_node="",
                 training_games=games,
                 last_training_at=now,
+                # Each generation is a trace of its own, from training to the verdict.
+                traceparent=tracing.new_trace().traceparent,
             )
 
         new = await self.ctx.store.update(config, start)
@@ -76,7 +79,8 @@ class Trainer:
             return
         self.ctx.counts["trainings_triggered"] += 1
         log.info("%s: training generation %d (%s)", config, new.generation, verdict.reason)
-        await self.submit(new)
+        with tracing.use(new.span):
+            await self.submit(new)
 
     async def submit(self, state: CoordinatorState) -> None:
         """Submit (or submit again: same key, same job) the training of ``state``."""

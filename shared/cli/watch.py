@@ -11,6 +11,7 @@ never stops the watch.
 from __future__ import annotations
 
 import argparse
+import re
 import signal
 import sys
 from datetime import datetime
@@ -19,6 +20,7 @@ import anyio
 import msgspec
 from nats.aio.msg import Msg
 
+from shared import tracing
 from shared.cli.client import CliError, connected, nats_url, non_negative_int, short, subjects
 from shared.cli.history import parse_since, subscribe_since
 from shared.codec import decode, decode_error_kind
@@ -40,6 +42,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--since",
         metavar="WHEN",
         help="replay events from WHEN (90s, 10m, 2h, 1d or an ISO time), then follow",
+    )
+    parser.add_argument(
+        "--trace", metavar="TRACE_ID", help="only events of this trace (traceparent header)"
     )
     parser.add_argument(
         "--count",
@@ -72,8 +77,15 @@ class Watcher:
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:
             self.warn(msg, exc)
             return
-        if self.wanted(event):
+        if self.wanted(event) and self.in_trace(msg):
             self.emit(msg.data, event_line(event))
+
+    def in_trace(self, msg: Msg) -> bool:
+        """Whether ``msg`` passes ``--trace`` (a malformed header is counted, not shown)."""
+        if not self.args.trace:
+            return True
+        span = tracing.from_headers(msg.headers, "watch")
+        return span is not None and span.trace_id == self.args.trace
 
     async def on_beacon(self, msg: Msg) -> None:
         """Print one beacon."""
@@ -143,6 +155,10 @@ async def watch(args: argparse.Namespace) -> int:
     try:
         if args.service:
             check_token(args.service, "--service")
+        if args.trace:
+            args.trace = args.trace.lower()
+            if not re.fullmatch(r"[0-9a-f]{32}", args.trace):
+                raise ConfigError(f"--trace: {args.trace!r} is not a 32-hex-digit trace id")
     except ConfigError as exc:
         raise CliError(str(exc), 2) from None
     since = parse_since(args.since) if args.since else None  # a bad one: exit 2, nothing sent

@@ -37,10 +37,12 @@ def lose(svc: JobManagerService, suffix: str, monkeypatch: pytest.MonkeyPatch) -
     outbox: Outbox = svc.outbox
     publish = outbox.publish
 
-    async def dying(subject: str, payload: bytes, msg_id: str) -> bool:
+    async def dying(
+        subject: str, payload: bytes, msg_id: str, headers: dict[str, str] | None = None
+    ) -> bool:
         if subject.endswith(suffix):
             return False  # never reaches the stream: the process "died" first
-        return await publish(subject, payload, msg_id)
+        return await publish(subject, payload, msg_id, headers)
 
     monkeypatch.setattr(outbox, "publish", dying)
 

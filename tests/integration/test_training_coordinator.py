@@ -527,10 +527,12 @@ async def test_a_promotion_whose_event_was_not_acked_stays_decided_until_announc
     publish = svc.outbox.publish
     refusing = True
 
-    async def stream_away(subject: str, payload: bytes, msg_id: str) -> bool:
+    async def stream_away(
+        subject: str, payload: bytes, msg_id: str, headers: dict[str, str] | None = None
+    ) -> bool:
         if refusing and subject.endswith("model.promoted"):
             return False  # as if JetStream did not answer this time
-        return await publish(subject, payload, msg_id)
+        return await publish(subject, payload, msg_id, headers)
 
     monkeypatch.setattr(svc.outbox, "publish", stream_away)
     await cluster.one("EVALUATION_COMPLETED")
