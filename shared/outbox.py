@@ -1,8 +1,9 @@
 """A bounded, ordered outbox that gets every event acknowledged by JetStream.
 
 ``emit`` never raises into the caller. Events are published in order, pipelined in
-windows, each with a ``Nats-Msg-Id`` so a retry after a lost acknowledgment is
-de-duplicated by the stream. When a publish fails (server away, timeout) the
+windows with several windows in flight (the next is sent while the acks of the
+earlier ones are still coming), each with a ``Nats-Msg-Id`` so a retry after a lost
+acknowledgment is de-duplicated by the stream. When a publish fails (server away, timeout) the
 flusher backs off and retries from the first unacknowledged event, so order is
 kept. When the outbox is full a new event is dropped and counted: the one loss
 mode left, and a visible one.
@@ -65,12 +66,18 @@ class Outbox:
         *,
         capacity: int = 10_000,
         window: int = 512,
+        depth: int = 4,
         ack_timeout: float = 5.0,
         max_backoff: float = 2.0,
     ) -> None:
         self._js = js
         self._capacity = capacity
         self._window = window
+        #: Windows in flight at once; window * depth stays under nats-py's own limit
+        #: of outstanding async publishes (4,000), past which publish_async stalls.
+        self._depth = depth
+        #: Entries at the head of the queue that are sent and await their ack.
+        self._sent = 0
         self._ack_timeout = ack_timeout
         self._max_backoff = max_backoff
         self._queue: deque[_Entry] = deque()
@@ -152,38 +159,67 @@ class Outbox:
                 backoff = min(backoff * 2, self._max_backoff)
 
     async def _send_window(self) -> bool:
-        batch = list(itertools.islice(self._queue, self._window))
-        futures: list[asyncio.Future[PubAck]] = []
+        """Send and settle every queued event, ``depth`` windows in flight; False on failure."""
+        windows: deque[list[tuple[_Entry, asyncio.Future[PubAck]]]] = deque()
+        ok = True
+        try:
+            while True:
+                while ok and len(windows) < self._depth and self._sent < len(self._queue):
+                    window, ok = await self._send_next()
+                    windows.append(window)
+                if not windows:
+                    return ok
+                if not await self._settle(windows.popleft()):
+                    return False
+        finally:
+            # Whatever is still out is given up on: it is sent again (same id) on retry.
+            for window in windows:
+                for entry, fut in window:
+                    fut.cancel()
+                    entry.settle()
+            self._sent = 0
+
+    async def _send_next(self) -> tuple[list[tuple[_Entry, asyncio.Future[PubAck]]], bool]:
+        """Publish the next window of unsent entries; False as well when a publish failed."""
+        start = self._sent
+        batch = list(itertools.islice(self._queue, start, start + self._window))
+        window: list[tuple[_Entry, asyncio.Future[PubAck]]] = []
         try:
             for entry in batch:
                 fut = await self._js.publish_async(
                     entry.subject, entry.payload, headers={"Nats-Msg-Id": entry.msg_id}
                 )
-                futures.append(fut)
+                window.append((entry, fut))
+                self._sent += 1
         except (OSError, nats.errors.Error) as exc:
             self._note_failure(exc)
+            return window, False
+        return window, True
+
+    async def _settle(self, window: list[tuple[_Entry, asyncio.Future[PubAck]]]) -> bool:
+        """Await one window's acks in order, dequeuing each acked entry; False on failure."""
         acked = 0
         try:
             # One deadline for the whole window: a timer per ack costs more than the ack.
             with anyio.fail_after(self._ack_timeout):
-                for fut in futures:
+                for _, fut in window:
                     await fut
                     acked += 1
         except (TimeoutError, nats.errors.Error) as exc:
             self._note_failure(exc)
-            for rest in futures[acked:]:
-                rest.cancel()
         now = time.monotonic()
         for _ in range(acked):
             entry = self._queue.popleft()
             self.latency.observe(now - entry.queued_at)
             entry.acked = True
             entry.settle()
+        self._sent -= acked
         self._acked += acked
-        if acked == len(batch):
+        if acked == len(window):
             return True
         # What is left waits for the retry; its callers learn it is not acked yet.
-        for entry in batch[acked:]:
+        for entry, fut in window[acked:]:
+            fut.cancel()
             entry.settle()
         return False
 
