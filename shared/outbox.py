@@ -198,15 +198,19 @@ class Outbox:
 
     async def _settle(self, window: list[tuple[_Entry, asyncio.Future[PubAck]]]) -> bool:
         """Await one window's acks in order, dequeuing each acked entry; False on failure."""
+        # One wake-up for the whole window (a suspension per ack costs more than the
+        # ack), and one deadline; then count the acks in order up to the first miss.
+        await asyncio.wait([fut for _, fut in window], timeout=self._ack_timeout)
         acked = 0
-        try:
-            # One deadline for the whole window: a timer per ack costs more than the ack.
-            with anyio.fail_after(self._ack_timeout):
-                for _, fut in window:
-                    await fut
-                    acked += 1
-        except (TimeoutError, nats.errors.Error) as exc:
-            self._note_failure(exc)
+        for _, fut in window:
+            if not fut.done():
+                self._note_failure(TimeoutError(f"no ack in {self._ack_timeout:g}s"))
+                break
+            exc = fut.exception()
+            if exc is not None:
+                self._note_failure(exc)
+                break
+            acked += 1
         now = time.monotonic()
         for _ in range(acked):
             entry = self._queue.popleft()
