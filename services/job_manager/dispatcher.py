@@ -130,7 +130,8 @@ class Dispatcher:
             return None
         rec = found[0]
         req = rec.spec.requirements
-        selected = await self.select(rec) if policy.needs_selector(req) else None
+        asks = policy.needs_selector(req, failed_on=rec.node_id)
+        selected = await self.select(rec) if asks else None
         pool = policy.choose_pool(req, selected)
         now = time.time()
         # The record just read is the first try: no second read before the write.

@@ -74,9 +74,19 @@ def requirements_problem(req: Requirements) -> str | None:
     return None
 
 
-def needs_selector(req: Requirements) -> bool:
-    """Whether the node selector is asked: neither pinned to a node nor pooled."""
-    return not req.node_id and not req.pooled
+def needs_selector(req: Requirements, failed_on: str = "") -> bool:
+    """Whether the node selector is asked: only when the choice of node matters.
+
+    Pinned or pooled jobs never ask. Nor does a first attempt that needs only a
+    capability: every agent serving the capability pool fits it, and the first one
+    with a free slot takes it, which spreads load by itself; pooling it by default
+    saves a round trip to the selector per job. GPUs or a memory minimum need the
+    selector's view of which nodes have them free, and a retry of an attempt that
+    failed on node ``failed_on`` needs it to steer clear of that node.
+    """
+    if req.node_id or req.pooled:
+        return False
+    return bool(failed_on) or req.gpu_count > 0 or req.min_memory_mb > 0
 
 
 def choose_pool(req: Requirements, selected: str | None) -> str:

@@ -279,16 +279,26 @@ def test_backoff_never_shrinks_with_more_attempts_at_the_same_jitter(
         (Req(node_id="n9"), "n1", False, "node.n9"),
         (Req(node_id="n9", pooled=True), None, False, "node.n9"),
         (Req(capability="gpu", pooled=True), "n1", False, "cap.gpu"),
-        (Req(capability="gpu"), "n1", True, "node.n1"),
-        (Req(capability="gpu"), None, True, "cap.gpu"),
-        (Req(capability="gpu"), "", True, "cap.gpu"),
-        (Req(capability="gpu"), "bad.id", True, "cap.gpu"),
+        (Req(capability="gpu", gpus=1), "n1", True, "node.n1"),
+        (Req(capability="gpu", gpus=2), "n2", True, "node.n2"),
+        (Req(capability="gpu", gpu=True), None, True, "cap.gpu"),
+        (Req(capability="cpu", min_memory_mb=512), "", True, "cap.cpu"),
+        (Req(capability="gpu", gpu_memory_mb=8000), "bad.id", True, "cap.gpu"),
+        # Only a capability: any agent of the pool fits, so the selector is not asked.
+        (Req(capability="cpu"), None, False, "cap.cpu"),
+        (Req(), None, False, "cap.cpu"),
     ],
 )
 def test_pool_choice(req: Req, selected: str | None, asks: bool, pool: str) -> None:
     assert policy.needs_selector(req) == asks
     assert policy.choose_pool(req, selected) == pool
     assert policy.pool_node(pool) == (pool[5:] if pool.startswith("node.") else "")
+
+
+def test_a_retry_asks_the_selector_to_avoid_the_node_that_failed_it() -> None:
+    assert policy.needs_selector(Req(capability="cpu"), failed_on="n1")
+    assert not policy.needs_selector(Req(capability="cpu", pooled=True), failed_on="n1")
+    assert not policy.needs_selector(Req(node_id="n1"), failed_on="n1")
 
 
 @pytest.mark.parametrize(
