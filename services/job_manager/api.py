@@ -14,7 +14,6 @@ import uuid
 from collections import Counter
 from collections.abc import Awaitable, Callable
 
-import anyio
 import msgspec
 from nats.js.errors import KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
@@ -66,6 +65,7 @@ class JobApi:
         dispatcher: Dispatcher,
         reaper: Reaper,
         emit: Callable[[EventData], Awaitable[bool]],
+        emit_nowait: Callable[[EventData], bool],
         paused: Callable[[], bool],
         counts: Counter[str],
         lister: Lister | None = None,
@@ -82,6 +82,9 @@ class JobApi:
         self.dispatcher = dispatcher
         self.reaper = reaper
         self.emit = emit
+        #: Queues an event without awaiting its ack (the outbox keeps order, retries
+        #: and counts): for announcements no reply needs to wait for.
+        self.emit_nowait = emit_nowait
         self.paused = paused
         self.counts = counts
         self.refused: Counter[str] = Counter()
@@ -98,7 +101,14 @@ class JobApi:
             if existing is not None:
                 self.counts["duplicate_submits"] += 1
                 return existing
-        record = policy.new_record(job_id, spec, time.time())
+        now = time.time()
+        record = policy.new_record(job_id, spec, now)
+        req = spec.requirements
+        # Needing no selector, the first attempt is written with the record itself:
+        # one write instead of create-then-dispatch.
+        direct = not self.paused() and not policy.needs_selector(req)
+        if direct:
+            record = policy.dispatched(record, now, policy.choose_pool(req, None)) or record
         self.dispatcher.busy.add(job_id)  # the reaper leaves it to the dispatch below
         try:
             try:
@@ -109,23 +119,18 @@ class JobApi:
                 return await self.read(job_id)
             self.index.apply(record, revision)
             self.counts["submitted_total"] += 1
-            submitted = JobSubmitted(
-                job_id=job_id, type=spec.type, idempotency_key=spec.idempotency_key
+            # Queued before the dispatch is published, so JOB_SUBMITTED precedes
+            # JOB_STARTED in the outbox's order; the reply need not wait for its ack.
+            self.emit_nowait(
+                JobSubmitted(job_id=job_id, type=spec.type, idempotency_key=spec.idempotency_key)
             )
             if self.paused():
-                await self.emit(submitted)
                 return record  # kept PENDING: the reaper dispatches it once resumed
-
-            # The event's ack and the dispatch overlap; the reply still waits for both.
-            # The outbox keeps order, and the event is queued when the dispatch first
-            # waits, long before the job can start: JOB_SUBMITTED precedes JOB_STARTED.
-            async def announce() -> None:
-                await self.emit(submitted)
-
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(announce)
-                dispatched = await self.dispatcher.safely(job_id, (record, revision))
-            return dispatched or record
+            if direct:
+                sent = await self.dispatcher.send_safely(record, revision, now)
+            else:
+                sent = await self.dispatcher.safely(job_id, (record, revision))
+            return sent or record
         finally:
             self.dispatcher.busy.discard(job_id)
 
@@ -241,7 +246,9 @@ class JobApi:
 
     async def _announce(self, rec: JobRecord, phase: str, now: float) -> None:
         if phase == "started":
-            await self.emit(
+            # Not awaited: the record says RUNNING, and the reply need not wait for a
+            # wake-up event's ack (the outbox retries it in order and counts a loss).
+            self.emit_nowait(
                 JobStarted(
                     job_id=rec.job_id, type=rec.spec.type, attempt=rec.attempt, node_id=rec.node_id
                 )

@@ -117,6 +117,15 @@ class Dispatcher:
             log.error("job %s: record does not decode: %s", job_id, exc)
         return None
 
+    async def send_safely(self, new: JobRecord, revision: int, now: float) -> JobRecord | None:
+        """:meth:`send`, its failures counted: the reaper republishes or retries."""
+        try:
+            return await self.send(new, revision, now)
+        except (nats.errors.Error, TimeoutError) as exc:
+            self.stats["errors"] += 1
+            log.warning("dispatch of %s failed: %r", new.job_id, exc)
+            return None
+
     async def dispatch(
         self, job_id: str, known: tuple[JobRecord, int] | None = None
     ) -> JobRecord | None:
@@ -140,7 +149,15 @@ class Dispatcher:
         )
         if written is None:
             return None
-        new, revision = written
+        return await self.send(*written, now)
+
+    async def send(self, new: JobRecord, revision: int, now: float) -> JobRecord | None:
+        """Publish the dispatch of ``new``, just written DISPATCHED at ``revision``.
+
+        A submit that needs no selector writes its record DISPATCHED at once and comes
+        here directly (one write per dispatch, not two). A failed publish gives the
+        attempt back; a cut before the publish is the reaper's republish case.
+        """
         self.index.apply(new, revision)
         try:
             ack = await self._publish(new, now)
@@ -148,8 +165,8 @@ class Dispatcher:
             return await self._give_back(new, exc)
         self.failing = 0
         self.stats["dispatched"] += 1
-        self.stats[f"to_{pool.partition('.')[0]}"] += 1
-        self.messages[job_id] = (new.fencing, ack.seq)
+        self.stats[f"to_{new.pool.partition('.')[0]}"] += 1
+        self.messages[new.job_id] = (new.fencing, ack.seq)
         return new
 
     async def _publish(self, rec: JobRecord, now: float) -> PubAck:

@@ -121,6 +121,7 @@ class JobManagerService(Service[JobManagerConfig]):
             dispatcher=dispatcher,
             reaper=reaper,
             emit=self.emit,
+            emit_nowait=self.emit_nowait,
             paused=lambda: self.paused,
             counts=self.counts,
             lister=lister,
