@@ -20,6 +20,7 @@ answers: the fake hung instance here is what the orchestrator sees of one.
 from __future__ import annotations
 
 import os
+import signal
 import statistics
 import time
 from collections.abc import Awaitable, Callable
@@ -30,6 +31,7 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 
 from bench.bench_ingest import orchestrator_env, wait_metrics
+from bench.bench_jobs import env
 from bench.harness import Ctx, Row, percentile
 from services.orchestrator.policy import SUSPECT_AFTER
 from shared.codec import decode, encode
@@ -127,6 +129,39 @@ async def fake_instance(
             await anyio.sleep(INTERVAL)
 
 
+async def sigstopped(ctx: Ctx, nc: Client, url: str) -> float:
+    """A real loop_manager stopped with SIGSTOP: its last beacon -> SERVICE_LOST, seconds."""
+    subjects = Subjects(PREFIX)
+    name, seen, lost = "lm-stopped", anyio.Event(), anyio.Event()
+    last: list[float] = []
+
+    async def on_beacon(msg: Msg) -> None:
+        if decode(Beacon, msg.data).status is ServiceStatus.RUNNING:
+            last.append(time.monotonic())
+            if len(last) >= BEACONS:
+                seen.set()
+
+    async def on_lost(msg: Msg) -> None:
+        if decode(Event, msg.data).data.get("instance") == name:
+            last.append(time.monotonic())
+            lost.set()
+
+    await nc.subscribe(subjects.beacon("loop_manager", name), cb=on_beacon)
+    await nc.subscribe(subjects.event("orchestrator", "SERVICE_LOST"), cb=on_lost)
+    proc = ctx.python(name, ["-m", "services.loop_manager"], env("loop_manager", url, PREFIX, name))
+    with anyio.fail_after(60):
+        await seen.wait()
+    os.kill(proc.pid, signal.SIGSTOP)
+    try:
+        with anyio.fail_after(8 * INTERVAL):
+            await lost.wait()
+    finally:
+        os.kill(proc.pid, signal.SIGCONT)
+    # LOST is the last entry; before it, the last beacon (one already on its way when
+    # the process stopped included). No callback runs between SIGCONT and here.
+    return last[-1] - last[-2]
+
+
 async def measure(ctx: Ctx, url: str) -> list[Row]:
     """Run dead and hung instances side by side; LOST latency from the last beacon."""
     subjects = Subjects(PREFIX)
@@ -151,6 +186,7 @@ async def measure(ctx: Ctx, url: str) -> list[Row]:
                 tg.start_soon(fake_instance, nc, subjects, watch, name, (i % PER_KIND) * 0.07)
         with anyio.move_on_after(8 * INTERVAL):
             await watch.all_lost.wait()
+        real_hung = await sigstopped(ctx, nc, url)
     finally:
         await nc.close()
     missing = sorted(set(dead + hung) - set(watch.lost))
@@ -163,6 +199,8 @@ async def measure(ctx: Ctx, url: str) -> list[Row]:
         return [times[n] - watch.last_beacon[n] for n in names if n in times]
 
     lost_dead, lost_hung = since_last(watch.lost, dead), since_last(watch.lost, hung)
+    lost_hung.append(real_hung)
+    ctx.context(NAME, "real loop_manager under SIGSTOP: last beacon -> LOST", real_hung, "s")
     suspect = since_last(watch.suspect, dead + hung)
     probe_at = since_last(watch.probe, hung)
     probe_wait = [watch.lost[n] - watch.probe[n] for n in hung if n in watch.probe]
@@ -196,7 +234,9 @@ async def measure(ctx: Ctx, url: str) -> list[Row]:
     )
     setup = (
         f"{PER_KIND} dead and {PER_KIND} hung fake instances at once, 3 beacons each at 1 s "
-        "then silence, offsets spread over one sweep period (0.25 s)"
+        "then silence, offsets spread over one sweep period (0.25 s); then one real "
+        f"loop_manager (1 s beacons) stopped with SIGSTOP: LOST {real_hung:.2f} s after its "
+        "last beacon (counted among the hung)"
     )
     return [
         Row(
