@@ -14,7 +14,7 @@ import socket
 import tomllib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 import msgspec
 
@@ -49,6 +49,12 @@ class BaseConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     tls_cert_file: str = ""
     tls_key_file: str = ""
     log_level: str = "INFO"
+    #: Records at or above this level also go to ``P.log.<service>.<instance>``.
+    log_stream_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
+    #: Records waiting to be published; past it new ones are dropped and counted.
+    log_queue_size: PositiveInt = 1000
+    logs_max_age_s: Positive = 3 * 24 * 3600.0
+    logs_max_bytes: PositiveInt = 256 << 20
 
 
 C = TypeVar("C", bound=BaseConfig)

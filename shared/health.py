@@ -32,6 +32,7 @@ def framework_details(service: Service[Any]) -> dict[str, Any]:
         "breakers": [msgspec.to_builtins(b.snapshot()) for b in service.breakers],
         "loops": [msgspec.to_builtins(loop.stats()) for loop in service.loops],
         "paused": service.paused,
+        "logs": service.log_stream.handler.details() if service.log_stream else None,
     }
 
 

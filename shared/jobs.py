@@ -135,6 +135,8 @@ class JobResult(msgspec.Struct, frozen=True, kw_only=True):
     outputs: list[DataRef] = msgspec.field(default_factory=list)
     result: dict[str, Any] = msgspec.field(default_factory=dict)
     exit_code: int | None = None
+    #: The attempt's captured stdout and stderr (a ``shared.joblogs.JobLogs`` blob).
+    logs: DataRef | None = None
 
 
 class JobRecord(msgspec.Struct, frozen=True, kw_only=True):

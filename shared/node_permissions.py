@@ -76,6 +76,7 @@ def node_rules(s: Subjects, node: NodeSpec) -> list[Rule]:
         Rule("subscribe", f"_INBOX.{s.user(node.kind)}.>", "replies to its own requests"),
     ]
     rules += js_rules(s.events_stream, "provision")
+    rules += js_rules(s.logs_stream, "provision")
     rules += js_rules(s.jobs_stream, "provision")
     rules += js_rules(s.kv_stream("nodes"), "provision")
     rules += js_rules(s.data_stream, "read")

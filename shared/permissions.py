@@ -42,7 +42,7 @@ KINDS = (
 ALL_BUCKETS = tuple(BUCKET_OWNERS)
 
 # Names of the streams that are not KV buckets (bucket short names name the others).
-EVENTS, JOBS, DATA = "@events", "@jobs", "@data"
+EVENTS, JOBS, DATA, LOGS = "@events", "@jobs", "@data", "@logs"
 
 
 @dataclass(frozen=True)
@@ -61,6 +61,8 @@ def stream_name(s: Subjects, short: str) -> str:
         return s.events_stream
     if short == JOBS:
         return s.jobs_stream
+    if short == LOGS:
+        return s.logs_stream
     if short == DATA:
         return s.data_stream
     return s.kv_stream(short)
@@ -88,6 +90,7 @@ def _needs(s: Subjects) -> dict[str, Needs]:
         "state_manager": Needs(
             {
                 EVENTS: "admin",
+                LOGS: "admin",
                 JOBS: "admin",
                 DATA: "admin",
                 **dict.fromkeys(ALL_BUCKETS, "admin"),
@@ -206,6 +209,7 @@ def base_rules(s: Subjects, kind: str) -> list[Rule]:
     return [
         Rule("publish", s.beacon(kind, "*"), "its beacons"),
         Rule("publish", s.events_of(kind), "its events (captured by the events stream)"),
+        Rule("publish", s.logs_of(kind), "its log records (captured by the logs stream)"),
         Rule("publish", s.instance_api(kind, "*", "metrics"), "probe itself (ringmaster probe)"),
         # allow_responses alone would do, were it not tracked by the server the request
         # came through: a reply sent after a reconnect to another server would be
@@ -226,7 +230,7 @@ def rules_for(s: Subjects, kind: str) -> list[Rule]:
         raise KeyError(f"unknown service kind {kind!r}; known: {', '.join(KINDS)}")
     needs = _needs(s)[kind]
     rules = base_rules(s, kind)
-    streams = {EVENTS: "provision", **needs.streams}
+    streams = {EVENTS: "provision", LOGS: "provision", **needs.streams}
     for short, level in streams.items():
         rules += js_rules(stream_name(s, short), level)
     rules += [Rule("publish", s.kv_writes(b), f"write the {b} bucket") for b in needs.writes]

@@ -59,6 +59,24 @@ def events_stream_config(subjects: Subjects, config: BaseConfig) -> StreamConfig
     )
 
 
+def logs_stream_config(subjects: Subjects, config: BaseConfig) -> StreamConfig:
+    """``P_LOGS``: every service's log records, limits retention, bounded by age and size.
+
+    Old records are discarded first, so the stream never refuses a record when full.
+    """
+    return StreamConfig(
+        name=subjects.logs_stream,
+        subjects=[subjects.logs],
+        retention=RetentionPolicy.LIMITS,
+        storage=StorageType.FILE,
+        discard=DiscardPolicy.OLD,
+        max_age=config.logs_max_age_s,
+        max_bytes=config.logs_max_bytes,
+        num_replicas=config.replicas,
+        duplicate_window=120.0,
+    )
+
+
 #: KV buckets of the catalogue: short name -> (history, ttl seconds or None).
 BUCKET_SPECS: dict[str, tuple[int, float | None]] = {
     "jobs": (5, None),
@@ -102,6 +120,7 @@ async def provision_all(js: JetStreamContext, subjects: Subjects, config: BaseCo
     from shared.kv import bucket_config, ensure_bucket
 
     await ensure_stream(js, events_stream_config(subjects, config))
+    await ensure_stream(js, logs_stream_config(subjects, config))
     await ensure_stream(js, jobs_stream_config(subjects, config))
     for name, (history, ttl) in BUCKET_SPECS.items():
         await ensure_bucket(

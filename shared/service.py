@@ -48,10 +48,11 @@ from shared.credentials import TlsFiles
 from shared.events import EventData, ServiceStarted, ServiceStopped, build_event
 from shared.health import combine_health, service_metrics
 from shared.intake import Intake
+from shared.logstream import OWNER, LogPublisher
 from shared.loops import Loop
 from shared.micro import MicroService
 from shared.outbox import Outbox
-from shared.provision import ensure_stream, events_stream_config
+from shared.provision import ensure_stream, events_stream_config, logs_stream_config
 from shared.subjects import Subjects
 from shared.window import SlidingWindow
 
@@ -106,6 +107,7 @@ class Service(Generic[C]):
         self._tg: TaskGroup | None = None
         self._outbox: Outbox | None = None
         self._micro: MicroService | None = None
+        self.log_stream: LogPublisher | None = None
 
     # -- hooks for subclasses ------------------------------------------------------
     async def setup(self) -> None:
@@ -277,6 +279,8 @@ class Service(Generic[C]):
     async def running(self) -> AsyncIterator[Self]:
         """Start the service, yield it ready, and stop it in order on exit."""
         cfg = self.config
+        # Tasks started from here on inherit it: the log handler keeps to this service.
+        OWNER.set(self)
         self._nc = await connect(
             cfg.nats_url,
             name=f"{self.name}:{self.instance}",
@@ -288,8 +292,11 @@ class Service(Generic[C]):
         try:
             self._js = self._nc.jetstream()
             await ensure_stream(self._js, events_stream_config(self.subjects, cfg))
+            await ensure_stream(self._js, logs_stream_config(self.subjects, cfg))
             async with anyio.create_task_group() as tg:
                 self._tg = tg
+                self.log_stream = LogPublisher.for_service(self)
+                tg.start_soon(self.log_stream.run)
                 self.intake.bind(tg)
                 self._outbox = Outbox(
                     self._js, capacity=cfg.outbox_size, ack_timeout=cfg.ack_timeout
@@ -371,6 +378,8 @@ class Service(Generic[C]):
             await self._micro.stop()
         self.status = ServiceStatus.STOPPED
         await self.publish_beacon()
+        if self.log_stream is not None:
+            await self.log_stream.publish_queued()  # the stop's own lines
 
     async def _close(self) -> None:
         nc = self._nc

@@ -13,6 +13,7 @@ one NATS server. No other module builds a subject by hand.
 ``P.node.<node_id>``                NodeInfo
 ``P.jobs.<pool>``                   JobDispatch, work-queue stream ``P_JOBS``
 ``P.metrics.cluster``               ClusterMetrics
+``P.log.<service>.<instance>``      LogEntry, captured by ``P_LOGS``
 =================================  ==========================================
 """
 
@@ -143,11 +144,29 @@ class Subjects:
         """Cluster metrics from the status metrics collector."""
         return f"{self.prefix}.metrics.cluster"
 
+    def log(self, service: str, instance: str) -> str:
+        """Where one instance publishes its log records."""
+        return f"{self.prefix}.log.{service}.{instance}"
+
+    @property
+    def logs(self) -> str:
+        """Every log record of the cluster (what ``P_LOGS`` captures)."""
+        return f"{self.prefix}.log.>"
+
+    def logs_of(self, service: str) -> str:
+        """Every log record of one service kind."""
+        return f"{self.prefix}.log.{service}.*"
+
     # -- JetStream names ---------------------------------------------------
     @property
     def events_stream(self) -> str:
         """Limits-retention stream of every event."""
         return f"{self.prefix}_EVENTS"
+
+    @property
+    def logs_stream(self) -> str:
+        """Limits-retention stream of every log record, bounded by age and size."""
+        return f"{self.prefix}_LOGS"
 
     @property
     def jobs_stream(self) -> str:

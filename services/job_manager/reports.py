@@ -99,4 +99,6 @@ def apply_report(
         )
     # A pooled attempt that failed before it started names its node only here.
     failed = rec if rec.node_id else change(rec, node_id=r.node_id)
+    if r.result is not None:  # a failed attempt's exit code and logs stay readable
+        failed = change(failed, result=r.result)
     return fail_attempt(failed, now, r.error or "failed", retry_delay)

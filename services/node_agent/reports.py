@@ -80,6 +80,8 @@ class AgentStats:
     #: Dispatches pulled while every slot was busy and held as the next job.
     prefetched: int = 0
     info_publish_errors: int = 0
+    #: Attempts whose captured stdout and stderr could not be stored.
+    logs_failed: int = 0
     last_error: str = ""
 
     def as_dict(self) -> dict[str, Any]:

@@ -2,7 +2,8 @@
 
 started report (409 -> term, no answer -> nak for later) -> working directory ->
 command -> inputs (sha256-checked; a bad one fails the attempt before anything runs)
--> process (progress lines read, lease kept, timeout enforced) -> outputs uploaded ->
+-> process (progress lines read, lease kept, timeout enforced; both streams kept,
+``output.py``) -> its logs stored (whatever the outcome) -> outputs uploaded ->
 completed or failed report -> ack. The job manager owns retries: a failed attempt is
 reported and acked, never nak'ed back into the stream.
 """
@@ -14,7 +15,6 @@ import os
 import subprocess
 import sys
 import time
-from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -26,7 +26,8 @@ from services.node_agent import policy, sweep
 from services.node_agent.assignment import visible_devices_env
 from services.node_agent.config import NodeAgentConfig
 from services.node_agent.job import DEFER_S, STOPPING, SUPERSEDED, Kill, RunningJob, settle
-from services.node_agent.process import kill_group, spawn, stderr_collector, supervise
+from services.node_agent.output import AttemptOutput, store_logs
+from services.node_agent.process import kill_group, spawn, supervise
 from services.node_agent.reports import AgentStats, Outcome, Reporter
 from services.node_agent.workspace import (
     InputError,
@@ -36,8 +37,8 @@ from services.node_agent.workspace import (
     upload_outputs,
 )
 from shared.blobs import BlobStore
-from shared.events import JobProgress
-from shared.jobs import JobReport, JobResult
+from shared.events import EventData, JobProgress
+from shared.jobs import DataRef, JobReport, JobResult
 
 log = logging.getLogger("ringmaster.node_agent.runner")
 
@@ -53,7 +54,7 @@ class JobRunner:
         reporter: Reporter,
         blobs: BlobStore,
         stats: AgentStats,
-        emit: Callable[[JobProgress], object],
+        emit: Callable[[EventData], object],
     ) -> None:
         self.node_id = node_id
         self.config = config
@@ -159,38 +160,44 @@ class JobRunner:
         sweep.register(Path(cfg.work_dir), job.key, proc.pid, d.job_id)
         if job.killed is not None:
             kill_group(proc.pid)  # a kill that came while it was starting
-        tail: deque[str] = deque(maxlen=20)
+        output = AttemptOutput(lambda line: self._on_line(job, line))
         timeout = policy.job_timeout(d.spec.timeout_s, d.spec.type, cfg.type_timeouts_s)
         timed_out = await supervise(
-            proc,
-            timeout_s=timeout,
-            on_stdout=lambda line: self._on_line(job, line),
-            on_stderr=stderr_collector(tail),
+            proc, timeout_s=timeout, on_stdout=output.on_stdout, on_stderr=output.on_stderr
         )
         job.process_ended()
+        code = proc.returncode if proc.returncode is not None else -1
+        logs = await store_logs(
+            self.blobs, output.logs(d, self.node_id, code), self.emit, self.stats
+        )
         if timed_out:
             job.kill(Kill(f"timed out after {timeout:g}s", report=True))
         if job.killed is not None:
-            return self._killed(job)
-        code = proc.returncode if proc.returncode is not None else -1
+            return self._killed(job, logs)
         if code != 0:
-            return self._failed(job, policy.failure_message(code, tail), exit_code=code)
+            return self._failed(job, policy.failure_message(code, output.tail), code, logs)
         try:
             outputs, result = await upload_outputs(self.blobs, ws.outputs)
         except OutputError as exc:
-            return self._failed(job, str(exc), exit_code=0)
+            return self._failed(job, str(exc), 0, logs)
         self.stats.completed += 1
         job.progress = 1.0
-        done = JobResult(outputs=outputs, result=result, exit_code=0)
+        done = JobResult(outputs=outputs, result=result, exit_code=0, logs=logs)
         return self.report(job, "completed", progress=1.0, result=done)
 
-    def _failed(self, job: RunningJob, error: str, exit_code: int | None = None) -> JobReport:
+    def _failed(
+        self,
+        job: RunningJob,
+        error: str,
+        exit_code: int | None = None,
+        logs: DataRef | None = None,
+    ) -> JobReport:
         self.stats.failed += 1
         log.info("job %s failed: %s", job.key, error.splitlines()[0] if error else "")
-        result = JobResult(exit_code=exit_code)
+        result = JobResult(exit_code=exit_code, logs=logs)
         return self.report(job, "failed", progress=job.progress, error=error, result=result)
 
-    def _killed(self, job: RunningJob) -> JobReport | None:
+    def _killed(self, job: RunningJob, logs: DataRef | None = None) -> JobReport | None:
         why = job.killed
         assert why is not None
         if why.counter == "handed_back":
@@ -200,7 +207,8 @@ class JobRunner:
         log.info("job %s stopped: %s", job.key, why.error)
         if not why.report:
             return None
-        return self.report(job, "failed", progress=job.progress, error=why.error)
+        result = JobResult(logs=logs) if logs is not None else None
+        return self.report(job, "failed", progress=job.progress, error=why.error, result=result)
 
     def _on_line(self, job: RunningJob, line: bytes) -> None:
         value = policy.parse_progress_line(line)

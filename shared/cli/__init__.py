@@ -16,6 +16,18 @@
     ringmaster cancel JOB_ID                      cancel a job
     ringmaster state export|import FILE           back up or restore all KV state
     ringmaster models                             the Elo table of every config
+    ringmaster --version                          the package version
+    ringmaster logs SERVICE [--instance I] [--tail N] [-f] [--level L]
+    ringmaster logs --job ID [--attempt N]        a job attempt's stdout and stderr
+    ringmaster jobs inspect|retry JOB_ID          one job's full record; submit it again
+    ringmaster loops list|pause|resume|trigger    the loop manager's housekeeping loops
+    ringmaster scheduler priorities|override      the selfplay scheduler's weights
+    ringmaster nodes list|drain NODE              nodes as the selector sees them; drain one
+    ringmaster watch --since 10m                  events from the P_EVENTS history, then live
+    ringmaster completion bash|zsh                a shell completion script
+
+Exit codes are the same everywhere (``shared/cli/client.py``): 0 ok, 1 the thing
+failed, 2 usage, 3 cannot reach the cluster.
 
 Each subcommand lives in its own module with ``add_arguments(parser)`` and
 ``run(args) -> int``. Services are imported by name at run time only
@@ -29,21 +41,27 @@ import sys
 from collections.abc import Callable, Sequence
 from types import ModuleType
 
+import shared
 from shared.cli import (
+    completion,
     ctl,
     jobs,
+    logs,
+    loops,
     models,
     nats_config,
     nats_server,
+    nodes,
     probe,
     scaffold,
+    scheduler,
     service,
     state,
     status,
     up,
     watch,
 )
-from shared.cli.client import CliError, add_common_options
+from shared.cli.client import EXIT_CODES, CliError, add_common_options
 
 __all__ = ["build_parser", "main"]
 
@@ -65,6 +83,11 @@ COMMANDS: dict[str, tuple[ModuleType, str, bool]] = {
     "cancel": (jobs, "cancel a job", True),
     "state": (state, "export or import all KV state (backup and restore)", True),
     "models": (models, "each config's champions and their Elo", True),
+    "logs": (logs, "a service's log records, or a job attempt's stdout and stderr", True),
+    "loops": (loops, "list, pause, resume or trigger the loop manager's loops", True),
+    "scheduler": (scheduler, "the selfplay scheduler's priorities and overrides", True),
+    "nodes": (nodes, "list nodes as the node selector sees them; drain one", True),
+    "completion": (completion, "print a bash or zsh completion script", False),
 }
 
 # Commands that share a module name their own entry points.
@@ -74,29 +97,63 @@ _ENTRY = {
     "cancel": ("add_cancel_arguments", "run_cancel"),
 }
 
+#: Where a command's verbs are, when its module is shared with other commands.
+_VERB_TABLE = {"jobs": "JOB_VERBS", "submit": "", "cancel": ""}
+#: Commands whose verbs are optional (``ringmaster jobs`` alone lists jobs).
+_OPTIONAL_VERBS = {"jobs"}
+
+RunFn = Callable[[argparse.Namespace], int]
+
 
 def build_parser() -> argparse.ArgumentParser:
     """The parser of every subcommand; each sets ``args.run`` to its entry point."""
     parser = argparse.ArgumentParser(
         prog=PROG,
         description="Control plane for self-play training clusters, on NATS.",
+        epilog=EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    parser.add_argument("--version", action="version", version=f"{PROG} {shared.__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, (module, help_text, uses_nats) in COMMANDS.items():
-        child = sub.add_parser(
-            name,
-            help=help_text,
-            description=help_text,
-            epilog=getattr(module, "EPILOG", None),
-            formatter_class=argparse.RawDescriptionHelpFormatter,
-        )
+        child = _add_parser(sub, name, help_text, getattr(module, "EPILOG", None))
         add_name, run_name = _ENTRY.get(name, ("add_arguments", "run"))
         getattr(module, add_name)(child)
         if uses_nats:
             add_common_options(child)
-        run: Callable[[argparse.Namespace], int] = getattr(module, run_name)
+        run: RunFn = getattr(module, run_name)
         child.set_defaults(run=run)
+        verbs: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], RunFn]] = getattr(
+            module, _VERB_TABLE.get(name, "VERB_PARSERS"), {}
+        )
+        if verbs:
+            inner = child.add_subparsers(
+                dest="verb", metavar="VERB", required=name not in _OPTIONAL_VERBS
+            )
+            for verb, (verb_help, add, verb_run) in verbs.items():
+                leaf = _add_parser(inner, verb, verb_help, getattr(module, "EPILOG", None))
+                add(leaf)
+                add_common_options(leaf, inherited=True)
+                leaf.set_defaults(run=verb_run)
+        # ``completion`` prints a script generated from this very tree.
+        child.set_defaults(root_parser=parser)
     return parser
+
+
+def _add_parser(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser],
+    name: str,
+    help_text: str,
+    epilog: str | None,
+) -> argparse.ArgumentParser:
+    return sub.add_parser(
+        name,
+        help=help_text,
+        description=help_text,
+        # Every command's help ends with the exit codes, the same for all of them.
+        epilog=epilog or EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -2,7 +2,14 @@
 
 Every failure a user can cause or meet (NATS unreachable, nobody answering, a bad
 value) becomes a :class:`CliError` carrying its exit code; ``main`` prints it as one
-line, ``ringmaster <cmd>: error: ...``, never a traceback.
+line, ``ringmaster <cmd>: error: ...``, never a traceback. The codes are the same for
+every subcommand (``probe`` keeps Kubernetes' two: 0 alive, 1 not):
+
+- 0 it worked;
+- 1 the thing failed (an error answer, a job that failed, nothing found);
+- 2 usage: bad arguments, caught before anything is sent;
+- 3 the cluster cannot be reached: NATS is unreachable, or no instance of the
+  service that must answer is there.
 """
 
 from __future__ import annotations
@@ -31,6 +38,16 @@ CREDENTIALS_ENV = "RINGMASTER_CREDENTIALS_FILE"
 ERROR_CODE_HEADER = "Nats-Service-Error-Code"
 
 
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
+
+#: The exit codes as ``--help`` shows them (every subcommand's epilog ends with it).
+EXIT_CODES = """exit codes:
+  0  ok
+  1  the thing failed (an error answer, a failed job, nothing found)
+  2  usage: bad arguments
+  3  cannot reach the cluster (NATS, or the service that must answer)"""
+
+
 class CliError(Exception):
     """A failure shown as one line on stderr, with the exit code it maps to."""
 
@@ -43,25 +60,36 @@ class CliError(Exception):
 class NoAnswer(CliError):
     """Nobody answered a request: no responders, or no reply within the timeout."""
 
+    def __init__(self, message: str, code: int = EXIT_UNREACHABLE) -> None:
+        super().__init__(message, code)
 
-def add_common_options(parser: argparse.ArgumentParser) -> None:
-    """``--nats-url``, ``--prefix`` and ``--connect-timeout``, for commands that use NATS."""
+
+def add_common_options(parser: argparse.ArgumentParser, *, inherited: bool = False) -> None:
+    """``--nats-url``, ``--prefix`` and ``--connect-timeout``, for commands that use NATS.
+
+    ``inherited``: the parser is a verb under a command that has them too; its unset
+    options must not overwrite what was given before the verb, so they have no default.
+    """
     group = parser.add_argument_group("NATS")
+
+    def default(value: object) -> object:
+        return argparse.SUPPRESS if inherited else value
+
     group.add_argument(
         "--nats-url",
         metavar="URL",
-        default=None,
+        default=default(None),
         help=f"NATS server(s), comma-separated (default: $NATS_URL or {DEFAULT_NATS_URL})",
     )
     group.add_argument(
         "--prefix",
-        default=None,
+        default=default(None),
         help=f"cluster prefix (default: $RINGMASTER_PREFIX or {DEFAULT_PREFIX})",
     )
     group.add_argument(
         "--credentials-file",
         metavar="FILE",
-        default=None,
+        default=default(None),
         help="NATS credentials (.creds, nkey seed or user file; default: "
         "$RINGMASTER_CREDENTIALS_FILE); TLS files come from $RINGMASTER_TLS_CA_FILE, "
         "$RINGMASTER_TLS_CERT_FILE and $RINGMASTER_TLS_KEY_FILE",
@@ -70,7 +98,7 @@ def add_common_options(parser: argparse.ArgumentParser) -> None:
         "--connect-timeout",
         metavar="S",
         type=positive_float,
-        default=3.0,
+        default=default(3.0),
         help="seconds to reach NATS before giving up (default: 3)",
     )
 
@@ -114,7 +142,9 @@ def subjects(args: argparse.Namespace, fallback: str = DEFAULT_PREFIX) -> Subjec
 
 
 @asynccontextmanager
-async def connected(args: argparse.Namespace, name: str, *, code: int = 1) -> AsyncIterator[Client]:
+async def connected(
+    args: argparse.Namespace, name: str, *, code: int = EXIT_UNREACHABLE
+) -> AsyncIterator[Client]:
     """A NATS connection for one command; unreachable NATS is a CliError with ``code``."""
     url = nats_url(args)
     stats = BusStats()

@@ -19,6 +19,7 @@ from nats.aio.client import Client
 from shared.cli.client import (
     ERROR_CODE_HEADER,
     CliError,
+    NoAnswer,
     connected,
     error_message,
     positive_float,
@@ -37,8 +38,9 @@ NO_RESPONDERS = ("Status", "503")
 
 EPILOG = """exit codes:
   0  every instance that answered carried the command out (at least one answered)
-  1  nobody answered, or an instance refused the command
-  2  bad arguments"""
+  1  an instance refused the command
+  2  bad arguments
+  3  cannot reach NATS, or no instance answered"""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -63,7 +65,7 @@ class Answer(msgspec.Struct, frozen=True):
     error: str = ""
 
 
-async def _gather(nc: Client, subject: str, cmd: ControlCommand, timeout: float) -> list[Answer]:
+async def gather(nc: Client, subject: str, cmd: ControlCommand, timeout: float) -> list[Answer]:
     # A request to ``.all`` has as many answers as instances: collect them on one inbox
     # until the timeout, instead of taking the first as nc.request would.
     inbox = nc.new_inbox()
@@ -103,14 +105,14 @@ async def send(args: argparse.Namespace) -> list[Answer]:
         if args.instance is not None:
             subject = subs.ctl(args.name, args.instance)
             return [Answer(await request(nc, subject, cmd, ControlReply, timeout=args.timeout))]
-        return await _gather(nc, subs.ctl_all(args.name), cmd, args.timeout)
+        return await gather(nc, subs.ctl_all(args.name), cmd, args.timeout)
 
 
 def run(args: argparse.Namespace) -> int:
     """Print one line per answering instance; 0 when all of them did it."""
     answers = anyio.run(send, args)
     if not answers:
-        raise CliError(f"no instance of {args.name} answered within {args.timeout:g}s")
+        raise NoAnswer(f"no instance of {args.name} answered within {args.timeout:g}s")
     refused = 0
     for answer in answers:
         if answer.reply is None:

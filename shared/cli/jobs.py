@@ -15,6 +15,7 @@ import anyio
 import msgspec
 
 from shared.blobs import BlobStore, ensure_store
+from shared.cli import job_ops
 from shared.cli.client import (
     CliError,
     connected,
@@ -35,6 +36,10 @@ from shared.jobs import (
 )
 
 SERVICE = "job_manager"
+
+# ``ringmaster jobs inspect|retry``: verbs of the ``jobs`` command (optional: without one
+# it lists jobs).
+JOB_VERBS = job_ops.JOB_VERBS
 
 
 def add_submit_arguments(parser: argparse.ArgumentParser) -> None:

@@ -71,7 +71,7 @@ async def ask_health(args: argparse.Namespace) -> ControlReply:
             raise CliError("--metrics needs --instance", 2)
         return await _ask_metrics(args)
     subject = subs.ctl(args.name, args.instance) if args.instance else subs.ctl_all(args.name)
-    async with connected(args, "ringmaster-probe") as nc:
+    async with connected(args, "ringmaster-probe", code=1) as nc:
         try:
             return await request(
                 nc,
@@ -86,7 +86,7 @@ async def ask_health(args: argparse.Namespace) -> ControlReply:
 
 async def _ask_metrics(args: argparse.Namespace) -> ControlReply:
     subject = subjects(args).instance_api(args.name, args.instance, "metrics")
-    async with connected(args, "ringmaster-probe") as nc:
+    async with connected(args, "ringmaster-probe", code=1) as nc:
         try:
             metrics = await request(nc, subject, Empty(), ServiceMetrics, timeout=args.timeout)
         except CliError as exc:

@@ -40,6 +40,7 @@ class Row(msgspec.Struct, frozen=True, kw_only=True):
     pid: int | None
     restarts: int | None
     message: str
+    version: str = ""
 
 
 def service_rows(status: ClusterStatus) -> list[Row]:
@@ -60,6 +61,7 @@ def service_rows(status: ClusterStatus) -> list[Row]:
                 pid=view.pid,
                 restarts=child.restarts if child else None,
                 message=message,
+                version=view.version,
             )
         )
     for child in children.values():
@@ -107,14 +109,16 @@ def _styled(value: str, styles: dict[Any, str]) -> Text:
 
 
 def services_table(status: ClusterStatus) -> Table:
-    """The services table: service, instance, status, liveness, pid, restarts, message."""
+    """The services table: service, instance, version, status, liveness, pid, restarts, message."""
     table = Table(title="services", title_justify="left", expand=False)
-    for column in ("service", "instance", "status", "liveness", "pid", "restarts", "message"):
+    columns = ("service", "instance", "version", "status", "liveness", "pid", "restarts")
+    for column in (*columns, "message"):
         table.add_column(column, overflow="fold")
     for row in service_rows(status):
         table.add_row(
             row.service,
             row.instance,
+            row.version or "-",
             _styled(row.status, _STATUS_STYLE),
             _styled(row.liveness, _LIVENESS_STYLE),
             "-" if row.pid is None else str(row.pid),

@@ -1,9 +1,11 @@
 """``ringmaster watch``: events (and beacons) as they happen, one line each, until Ctrl-C.
 
 Lines are ``time source TYPE key=value ...``; ``--json`` prints each message's own
-JSON instead (one per line, for ``jq``). Only what is published from now on is shown
-(the history is in the ``P_EVENTS`` stream). A message that does not decode is
-counted and reported on stderr; it never stops the watch.
+JSON instead (one per line, for ``jq``). Without ``--since`` only what is published
+from now on is shown; ``--since 10m`` (or an ISO time) first replays the events the
+``P_EVENTS`` stream holds from then, through an ordered consumer that then keeps
+following. A message that does not decode is counted and reported on stderr; it
+never stops the watch.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import msgspec
 from nats.aio.msg import Msg
 
 from shared.cli.client import CliError, connected, nats_url, non_negative_int, short, subjects
+from shared.cli.history import parse_since, subscribe_since
 from shared.codec import decode, decode_error_kind
 from shared.contracts import Beacon, Event
 from shared.errors import ConfigError
@@ -33,6 +36,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--failed", action="store_true", help="only failure events (*_FAILED)")
     parser.add_argument("--beacons", action="store_true", help="show beacons too")
     parser.add_argument("--json", action="store_true", help="print each message's JSON")
+    parser.add_argument(
+        "--since",
+        metavar="WHEN",
+        help="replay events from WHEN (90s, 10m, 2h, 1d or an ISO time), then follow",
+    )
     parser.add_argument(
         "--count",
         metavar="N",
@@ -137,10 +145,17 @@ async def watch(args: argparse.Namespace) -> int:
             check_token(args.service, "--service")
     except ConfigError as exc:
         raise CliError(str(exc), 2) from None
+    since = parse_since(args.since) if args.since else None  # a bad one: exit 2, nothing sent
     watcher = Watcher(args)
     async with connected(args, "ringmaster-watch") as nc:
         watched = [event_subject(subs, args)]
-        await nc.subscribe(watched[0], cb=watcher.on_event)
+        if since is None:
+            await nc.subscribe(watched[0], cb=watcher.on_event)
+        else:
+            # The same callback as a live watch: the ordered consumer replays, then follows.
+            js = nc.jetstream()
+            await subscribe_since(js, subs.events_stream, watched[0], since, watcher.on_event)
+            watched[0] += f" since {since.astimezone():%Y-%m-%d %H:%M:%S}"
         if args.beacons:
             beacons = subs.beacon(args.service, "*") if args.service else subs.beacons
             await nc.subscribe(beacons, cb=watcher.on_beacon)

@@ -110,3 +110,17 @@ class StateValidated(EventData, frozen=True, kw_only=True):
     TYPE: ClassVar[str] = "STATE_VALIDATED"
     records: int
     problems: list[str] = msgspec.field(default_factory=list)
+
+
+class JobLogsStored(EventData, frozen=True, kw_only=True):
+    """A node agent stored an attempt's captured stdout and stderr as a blob.
+
+    The record keeps only the latest attempt's result; this event names the logs of
+    every attempt, so ``ringmaster logs --job ID --attempt N`` finds older ones.
+    """
+
+    TYPE: ClassVar[str] = "JOB_LOGS_STORED"
+    job_id: str
+    attempt: int
+    node_id: str
+    logs: dict[str, Any]

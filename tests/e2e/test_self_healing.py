@@ -44,6 +44,8 @@ def cluster_file(tmp_path: Path, prefix: str, nats_port: int) -> Path:
         "[services.state_manager]\n[services.node_selector]\n[services.job_manager]\n"
         "[services.node_agent]\ninstances = 2\n[services.node_agent.config]\n"
         "slots = 1\nmin_free_disk_mb = 1\nmin_memory_mb = 1\n"
+        # The tests' jobs are shell jobs: a node runs them only where it says so.
+        'capabilities = ["cpu", "shell"]\n'
     )
     return path
 

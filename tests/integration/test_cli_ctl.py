@@ -53,11 +53,11 @@ async def test_a_refused_command_exits_1(
     assert "refused" in capsys.readouterr().out
 
 
-async def test_nobody_answering_is_one_line_and_exit_1(
+async def test_nobody_answering_is_one_line_and_exit_3(
     nats_url: str, prefix: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     argv = ("ctl", "absent", "stop", "--timeout", "0.3", "--nats-url", nats_url, "--prefix", prefix)
-    assert await cli(*argv) == 1
+    assert await cli(*argv) == 3
     err = capsys.readouterr().err.strip().splitlines()
     assert err == ["ringmaster ctl: error: no instance of absent answered within 0.3s"]
 

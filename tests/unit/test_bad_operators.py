@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Any
 
 import msgspec
 import msgspec.inspect as mi
@@ -19,10 +20,27 @@ from shared.cli.service import known_services
 SERVICES = known_services()
 
 
+def _children(parser: argparse.ArgumentParser) -> argparse._SubParsersAction[Any] | None:
+    return next((a for a in parser._actions if isinstance(a, argparse._SubParsersAction)), None)
+
+
 def _subparsers() -> dict[str, argparse.ArgumentParser]:
-    parser = build_parser()
-    action = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-    return dict(action.choices)
+    """Every command that runs, by its words: ``status``, ``jobs``, ``jobs inspect``, ...
+
+    A command whose verb is required is only reached through its verbs.
+    """
+    found: dict[str, argparse.ArgumentParser] = {}
+
+    def walk(path: str, parser: argparse.ArgumentParser) -> None:
+        children = _children(parser)
+        if children is None or not children.required:
+            found[path] = parser
+        for name, child in (children.choices if children else {}).items():
+            walk(f"{path} {name}".strip(), child)
+
+    for name, child in _children(build_parser()).choices.items():  # type: ignore[union-attr]
+        walk(name, child)
+    return found
 
 
 def _typed_options() -> list[tuple[str, str]]:
@@ -37,11 +55,13 @@ def _typed_options() -> list[tuple[str, str]]:
 
 
 def _positionals(command: str) -> list[str]:
-    """Acceptable values for a subcommand's required positional arguments."""
-    values = []
+    """The command's words and acceptable values for its required positional arguments."""
+    values = command.split()
     for action in _subparsers()[command]._actions:
         if action.option_strings or action.nargs in ("?", "*", argparse.REMAINDER):
             continue
+        if isinstance(action, argparse._SubParsersAction):
+            continue  # optional verbs: the command runs without one
         if command == "service":  # the rest goes to the service's own parser
             values.append(SERVICES[0])
         else:
@@ -50,15 +70,15 @@ def _positionals(command: str) -> list[str]:
 
 
 def test_every_subcommand_is_covered() -> None:
-    assert set(_subparsers()) == set(COMMANDS)
+    assert {command.split()[0] for command in _subparsers()} == set(COMMANDS)
     assert len(_typed_options()) >= 5
 
 
-@pytest.mark.parametrize("command", sorted(COMMANDS))
+@pytest.mark.parametrize("command", sorted(_subparsers()))
 def test_an_unknown_option_exits_2_with_usage(
     capsys: pytest.CaptureFixture[str], command: str
 ) -> None:
-    argv = [command, *_positionals(command), "--no-such-option"]
+    argv = [*_positionals(command), "--no-such-option"]
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert err.startswith("usage: ringmaster")
@@ -70,7 +90,7 @@ def test_an_unknown_option_exits_2_with_usage(
 def test_a_malformed_option_value_exits_2_naming_the_option(
     capsys: pytest.CaptureFixture[str], command: str, option: str
 ) -> None:
-    argv = [command, *_positionals(command), option, "not-a-value"]
+    argv = [*_positionals(command), option, "not-a-value"]
     assert main(argv) == 2
     last = capsys.readouterr().err.strip().splitlines()[-1]
     assert last.startswith(f"ringmaster {command}: error: argument {option}")

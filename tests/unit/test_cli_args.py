@@ -268,6 +268,15 @@ def test_rows_merge_beacons_with_supervised_children() -> None:
         ("a", "RUNNING", 2),
         ("b", "GAVE_UP", 2),
     ]
+    # Each instance's version, from its beacon; a child without beacons has none.
+    assert [r.version for r in rows] == ["1", ""]
+    from rich.console import Console
+
+    from shared.cli.tables import services_table
+
+    console = Console(width=200, record=True)
+    console.print(services_table(status))
+    assert "version" in console.export_text()
     before = snapshot(status)
     after = snapshot(_status([_instance("a", ServiceStatus.ERROR, Liveness.ALIVE)], []))
     lines = changes(before, after)
@@ -299,3 +308,99 @@ def test_orchestrator_restart_delays_back_off_and_reset(tmp_path: Path) -> None:
     assert delays == [0.0, 1.0, 2.0, 4.0, 8.0, 16.0, 30.0, 30.0]
     orch.started_at = time.monotonic() - 120  # it had run stably before dying
     assert orch.next_delay() == 0.0
+
+
+# -- logs, loops, scheduler, nodes, jobs verbs, watch --since, completion ---------------
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["logs"], "name a SERVICE (or --job ID)"),
+        (["logs", "bad.name"], "SERVICE: 'bad.name' must be one token"),
+        (["logs", "job_manager", "--instance", "a b"], "--instance: 'a b' must be one token"),
+        (["logs", "job_manager", "--attempt", "2"], "--attempt goes with --job"),
+        (["logs", "job_manager", "--job", "j1"], "--job takes no SERVICE"),
+        (["logs", "--job", "j1", "-f"], "--job takes no SERVICE, --instance or --follow"),
+        (["watch", "--since", "last week"], "--since 'last week': not a duration"),
+        (["watch", "--since", "3000-01-01T00:00:00+00:00"], "is in the future"),
+        (["scheduler", "override", "5x5k4"], "give either WEIGHT or --clear"),
+        (["scheduler", "override", "5x5k4", "2", "--clear"], "give either WEIGHT or --clear"),
+        (["scheduler", "override", "5x5k4", "-1"], "WEIGHT -1 must be 0 or more"),
+        (["nodes", "drain", "no/such"], "NODE: 'no/such' must be one token"),
+    ],
+)
+def test_bad_operator_input_is_one_line_and_exit_2(
+    capsys: pytest.CaptureFixture[str], argv: list[str], expected: str
+) -> None:
+    # Caught before any connection: the URL below is never dialled.
+    assert main([*argv, "--nats-url", "nats://127.0.0.1:1"]) == 2
+    assert expected in _error_line(capsys, argv[0])
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["logs", "job_manager", "--level", "LOUD"], "invalid choice: 'LOUD'"),
+        (["logs", "job_manager", "--tail", "-1"], "'-1' must be 0 or more"),
+        (["loops"], "the following arguments are required: VERB"),
+        (["loops", "pause"], "the following arguments are required: LOOP"),
+        (["nodes", "drain"], "the following arguments are required: NODE"),
+        (["jobs", "inspect"], "the following arguments are required: JOB_ID"),
+        (["completion", "fish"], "invalid choice: 'fish'"),
+    ],
+)
+def test_bad_verbs_and_options_exit_2_with_usage(
+    capsys: pytest.CaptureFixture[str], argv: list[str], expected: str
+) -> None:
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("usage: ringmaster") and expected in err
+
+
+def test_version_and_exit_codes_in_help(capsys: pytest.CaptureFixture[str]) -> None:
+    import shared
+
+    assert main(["--version"]) == 0
+    assert capsys.readouterr().out == f"ringmaster {shared.__version__}\n"
+    for argv in (["--help"], ["logs", "--help"], ["nodes", "drain", "--help"]):
+        assert main(argv) == 0
+        out = capsys.readouterr().out
+        assert "3  cannot reach the cluster" in out and "2  usage" in out
+
+
+def test_options_before_a_verb_are_kept() -> None:
+    from shared.cli import build_parser
+
+    args = build_parser().parse_args(["loops", "--prefix", "p1", "list", "--timeout", "2"])
+    assert args.prefix == "p1" and args.timeout == 2.0
+    args = build_parser().parse_args(["loops", "list", "--prefix", "p2"])
+    assert args.prefix == "p2"
+
+
+def test_parse_since_durations_and_times() -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from shared.cli.history import parse_since
+
+    now = datetime(2026, 12, 5, 12, 0, tzinfo=UTC)
+    assert parse_since("90s", now) == now - timedelta(seconds=90)
+    assert parse_since("10m", now) == now - timedelta(minutes=10)
+    assert parse_since("1.5h", now) == now - timedelta(minutes=90)
+    assert parse_since("2d", now) == now - timedelta(days=2)
+    assert parse_since("2026-12-05T11:00:00Z", now) == now - timedelta(hours=1)
+
+
+@pytest.mark.parametrize("shell", ["bash", "zsh"])
+def test_completion_scripts_name_every_command_and_verb(
+    capsys: pytest.CaptureFixture[str], shell: str
+) -> None:
+    import shutil
+    import subprocess
+
+    assert main(["completion", shell]) == 0
+    script = capsys.readouterr().out
+    for word in ('"logs"', '"loops pause"', '"jobs inspect"', "--since", "--version"):
+        assert word in script
+    if shell == "bash" and shutil.which("bash"):
+        subprocess.run(["bash", "-n"], input=script, text=True, check=True)

@@ -163,6 +163,7 @@ def test_only_the_orchestrator_may_publish_control() -> None:
 def test_node_agent_publishes_only_what_it_owns() -> None:
     mine = {
         "rm.beacon.node_agent.*",
+        "rm.log.node_agent.*",
         "rm.event.node_agent.>",
         "rm.node.*",
         "rm.api.node_agent.*.metrics",
