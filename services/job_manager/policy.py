@@ -108,6 +108,10 @@ def pool_node(pool: str) -> str:
     return rest if kind == "node" else ""
 
 
+#: Seconds a fresh submit is left to the job manager instance that took it.
+SUBMIT_GRACE_S = 2.0
+
+
 # -- records --------------------------------------------------------------------------
 
 
@@ -239,6 +243,7 @@ def reap_action(
     published: bool = True,
     republish_after_s: float = 2.0,
     queued_at: float | None = None,
+    submit_grace_s: float = 0.0,
 ) -> Reap | None:
     """The reaper's decision for ``rec``; None when there is nothing to do.
 
@@ -253,6 +258,10 @@ def reap_action(
     by an instance that died): it is published again, under the same message id,
     before its dispatch can time out, so the cut never spends an attempt;
     ``queued_at`` is when that republish queued it, where its dispatch timeout starts.
+    A fresh submit (attempt 0, no retry time) is left to the instance that took it for
+    ``submit_grace_s``: with several job managers, another one's submit is PENDING for
+    the moment its dispatch asks the selector, and dispatching it here too would only
+    lose the compare-and-set after a second selector round trip.
     """
     lost = (
         bool(rec.node_id)
@@ -260,6 +269,9 @@ def reap_action(
         and now - node_last_seen > node_lost_after_s
     )
     if rec.state is S.PENDING:
+        if rec.attempt == 0 and rec.retry_at is None:
+            fresh = now - rec.submitted_at < submit_grace_s
+            return None if fresh else Reap("dispatch")
         return Reap("dispatch") if rec.retry_at is None or rec.retry_at <= now else None
     if rec.state is S.DISPATCHED:
         if lost:

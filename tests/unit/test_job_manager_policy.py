@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import msgspec
 import pytest
 from hypothesis import given
@@ -271,6 +273,18 @@ def test_backoff_never_shrinks_with_more_attempts_at_the_same_jitter(
 
 
 # -- pools ----------------------------------------------------------------------------------
+
+
+def test_a_fresh_submit_is_left_to_its_instance_for_the_grace() -> None:
+    fresh = record(S.PENDING, attempt=0, fencing=0, node_id="", retry_at=None)
+    act = functools.partial(
+        policy.reap_action, dispatch_timeout_s=60, node_lost_after_s=5, lease_s=30
+    )
+    assert act(fresh, T0 + 1.0, None, submit_grace_s=2.0) is None
+    assert act(fresh, T0 + 2.5, None, submit_grace_s=2.0) == policy.Reap("dispatch")
+    # A retry (attempt 1, retry time come) is not a fresh submit: dispatched at once.
+    retry = record(S.PENDING, retry_at=T0)
+    assert act(retry, T0, None, submit_grace_s=2.0) == policy.Reap("dispatch")
 
 
 @pytest.mark.parametrize(
