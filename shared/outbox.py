@@ -2,9 +2,9 @@
 
 ``emit`` never raises into the caller. Events are published in order, pipelined in
 windows with several windows in flight (the next is sent while the acks of the
-earlier ones are still coming), each with a ``Nats-Msg-Id`` so a retry after a lost
-acknowledgment is de-duplicated by the stream. When a publish fails (server away, timeout) the
-flusher backs off and retries from the first unacknowledged event, so order is
+earlier ones are still coming), each with a ``Nats-Msg-Id`` so a retry after a
+lost acknowledgment is de-duplicated by the stream. When a publish fails (server
+away, timeout) the flusher backs off and retries from the first unacknowledged event, so order is
 kept. When the outbox is full a new event is dropped and counted: the one loss
 mode left, and a visible one.
 """
@@ -198,6 +198,8 @@ class Outbox:
 
     async def _settle(self, window: list[tuple[_Entry, asyncio.Future[PubAck]]]) -> bool:
         """Await one window's acks in order, dequeuing each acked entry; False on failure."""
+        if not window:  # its first publish failed: nothing went out
+            return True
         # One wake-up for the whole window (a suspension per ack costs more than the
         # ack), and one deadline; then count the acks in order up to the first miss.
         await asyncio.wait([fut for _, fut in window], timeout=self._ack_timeout)
