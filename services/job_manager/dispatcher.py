@@ -35,21 +35,15 @@ from nats.js.kv import KeyValue
 from services.job_manager import policy
 from services.job_manager.config import JobManagerConfig
 from services.job_manager.index import JobIndex
+from services.job_manager.selection import Selection
 from shared.circuit_breaker import CircuitBreaker
-from shared.codec import decode, encode
-from shared.errors import RequestError, Unavailable
-from shared.intake import ERROR_CODE_HEADER
-from shared.jobs import JobDispatch, JobRecord, JobState, SelectReply, SelectRequest
+from shared.codec import encode
+from shared.errors import RequestError
+from shared.jobs import JobDispatch, JobRecord, JobState
 from shared.kv import cas_update, read
 from shared.subjects import Subjects
 
 log = logging.getLogger("ringmaster.job_manager.dispatch")
-
-SELECTOR = "node_selector"
-
-
-class SelectorError(Unavailable):
-    """The node selector answered with an error."""
 
 
 class Dispatcher:
@@ -87,6 +81,13 @@ class Dispatcher:
         #: Jobs with a dispatch under way: the reaper leaves them alone.
         self.busy: set[str] = set()
         self._slots = anyio.Semaphore(config.dispatch_concurrency)
+        self.selection = Selection(
+            nc=nc,
+            subjects=subjects,
+            breaker=breaker,
+            timeout=lambda: self.config.select_timeout_s,
+            stats=self.stats,
+        )
 
     def soon(self, job_id: str) -> None:
         """Dispatch ``job_id`` in the background unless a dispatch of it is under way."""
@@ -140,7 +141,7 @@ class Dispatcher:
         rec = found[0]
         req = rec.spec.requirements
         asks = policy.needs_selector(req, failed_on=rec.node_id)
-        selected = await self.select(rec) if asks else None
+        selected = await self.selection.select(rec) if asks else None
         pool = policy.choose_pool(req, selected)
         now = time.time()
         # The record just read is the first try: no second read before the write.
@@ -238,39 +239,6 @@ class Dispatcher:
             return None
         self.index.apply(*back)
         return back[0]
-
-    async def select(self, rec: JobRecord) -> str | None:
-        """The selector's best node for ``rec``, or None (down, open breaker, no node)."""
-        request = SelectRequest(
-            requirement=rec.spec.requirements,
-            count=1,
-            exclude=[rec.node_id] if rec.node_id else [],
-        )
-        try:
-            nodes = await self.breaker.call(self._ask, request)
-        except (nats.errors.Error, TimeoutError, RequestError) as exc:
-            self.stats["select_failed"] += 1
-            log.debug("selector unavailable for %s: %r", rec.job_id, exc)
-            return None
-        except (msgspec.DecodeError, msgspec.ValidationError):
-            self.stats["select_unreadable"] += 1
-            return None
-        if not nodes:
-            self.stats["select_empty"] += 1
-            return None
-        self.stats["selected"] += 1
-        return nodes[0]
-
-    async def _ask(self, request: SelectRequest) -> list[str]:
-        reply = await self.nc.request(
-            self.subjects.api(SELECTOR, "select"),
-            encode(request),
-            timeout=self.config.select_timeout_s,
-        )
-        code = (reply.headers or {}).get(ERROR_CODE_HEADER)
-        if code is not None:
-            raise SelectorError(f"node selector answered error {code}")
-        return decode(SelectReply, reply.data).nodes
 
     async def discard(self, job_id: str, fencing: int | None = None) -> None:
         """Delete the dispatch message of ``job_id`` (of ``fencing`` if given) if still queued.

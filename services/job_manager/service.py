@@ -27,10 +27,11 @@ from nats.js.kv import KeyValue
 from services.job_manager.api import JobApi
 from services.job_manager.catalog import JobCatalog
 from services.job_manager.config import JobManagerConfig
-from services.job_manager.dispatcher import SELECTOR, Dispatcher
+from services.job_manager.dispatcher import Dispatcher
 from services.job_manager.history import History
 from services.job_manager.listing import Lister
 from services.job_manager.reaper import MaxDeliveries, Reaper, max_deliveries_subject
+from services.job_manager.selection import SELECTOR
 from shared.circuit_breaker import CircuitBreaker
 from shared.contracts import Empty, HealthCheckResult, HistogramSample
 from shared.jobs import JobQuery, JobRef, JobReport, JobSpec, NodeInfo
