@@ -1,6 +1,8 @@
-"""Dispatch: choose a pool (asking the node selector through a breaker), then PENDING ->
-DISPATCHED by compare-and-set, then publish the JobDispatch into ``P_JOBS`` and await
-the stream's ack.
+"""Dispatch: choose a pool (asking the node selector only when the node matters,
+``selection.py``), then PENDING -> DISPATCHED by compare-and-set, then publish the
+JobDispatch into ``P_JOBS`` and await the stream's ack. A submit that needs no
+selector writes its record DISPATCHED from the start and only publishes here
+(:meth:`Dispatcher.send`): one write per job instead of two.
 
 The record is written before the message is published, so an agent can never report
 on an attempt the record does not know. A publish that fails puts the record back to
