@@ -39,7 +39,7 @@ lint-deploy: $(STAMP) ## Dockerfile, compose and Kubernetes files against their 
 bench: $(STAMP) ## run the benchmarks and rewrite bench/RESULTS.md
 	$(BIN)/python -m bench
 
-chaos: $(STAMP) ## training under kill -9s and a NATS restart, then bad input (CHAOS_ARGS="--seed S")
+chaos: $(STAMP) ## training under kill -9s and a NATS restart, then bad input (CHAOS_ARGS="--seed S --aimed")
 	$(BIN)/python -m chaos $(CHAOS_ARGS)
 
 clean: ## remove the virtual environment and local cluster data

@@ -46,6 +46,39 @@ def build_parser() -> argparse.ArgumentParser:
         help="bad messages per subject after the run (0: skip; default: 10000)",
     )
     parser.add_argument("--workdir", type=Path, default=None, help="where data and logs go")
+    parser.add_argument(
+        "--aimed",
+        action="store_true",
+        help="all of: --failpoints --hang-every 5 --stall --ledger --partition --supervisors "
+        "--startup-every 7, and waits up to 300 s after the faults for training to decide an "
+        "evaluation",
+    )
+    parser.add_argument("--failpoints", action="store_true", help="arm every failpoint once")
+    parser.add_argument(
+        "--hang-every", type=int, default=0, metavar="K", help="every K-th fault a SIGSTOP hang"
+    )
+    parser.add_argument("--stall", action="store_true", help="stall nats-server (SIGSTOP) once")
+    parser.add_argument("--ledger", action="store_true", help="the harness's own jobs")
+    parser.add_argument(
+        "--partition", action="store_true", help="a node agent in a network namespace, cut off"
+    )
+    parser.add_argument(
+        "--after",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="after the faults, wait this long for training to decide an evaluation",
+    )
+    parser.add_argument(
+        "--supervisors", action="store_true", help="kill -9 the orchestrator, then ringmaster up"
+    )
+    parser.add_argument(
+        "--startup-every",
+        type=int,
+        default=0,
+        metavar="K",
+        help="every K-th victim killed again while starting",
+    )
     return parser
 
 
@@ -62,6 +95,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         interval_s=args.interval,
         cluster=args.cluster,
         workdir=args.workdir,
+        failpoints=args.failpoints or args.aimed,
+        hang_every=args.hang_every or (5 if args.aimed else 0),
+        stall=(args.stall or args.aimed) and not args.cluster,
+        ledger=args.ledger or args.aimed,
+        partition=args.partition or args.aimed,
+        supervisors=args.supervisors or args.aimed,
+        startup_every=args.startup_every or (7 if args.aimed else 0),
+        after_s=args.after if args.after is not None else (300.0 if args.aimed else 0.0),
     )
     code = runner.main(options)
     if args.bad_input:

@@ -151,20 +151,27 @@ def promotions_sound(events: Iterable[Event]) -> Verdict:
 
 
 def sequences_contiguous(events: Iterable[Event]) -> Verdict:
-    """Per source, sequence numbers run 1, 2, 3 ... with no gap (a restart begins at 1)."""
-    last: dict[str, int] = {}
+    """Per source and incarnation, sequence numbers run 1, 2, 3 ... with no gap.
+
+    A restarted process is a new incarnation and must start cleanly at 1; a count that
+    falls back within one incarnation is a loss, not a restart. Sequence 0 marks an
+    announcement of a durable change (deterministic id, may be repeated): those are
+    checked against the records they announce, not here.
+    """
+    last: dict[tuple[str, str], int] = {}
     bad: list[str] = []
-    runs = 0
     for event in events:
-        prev = last.get(event.source)
-        if event.sequence == 1:
-            runs += 1  # a new process of this instance: its own count starts again
-        elif prev is None:
-            bad.append(f"{event.source}: first event has sequence {event.sequence}")
-        elif event.sequence != prev + 1:
-            bad.append(f"{event.source}: {prev} then {event.sequence}")
-        last[event.source] = event.sequence
-    return _verdict("no gap in any source's event sequence", runs, bad)
+        if event.sequence == 0:
+            continue
+        key = (event.source, event.incarnation)
+        name = f"{event.source}[{event.incarnation or '-'}]"
+        prev = last.get(key)
+        if prev is None and event.sequence != 1:
+            bad.append(f"{name}: first event has sequence {event.sequence}")
+        elif prev is not None and event.sequence != prev + 1:
+            bad.append(f"{name}: {prev} then {event.sequence}")
+        last[key] = event.sequence
+    return _verdict("no gap in any source's event sequence", len(last), bad)
 
 
 def data_refs(value: Any) -> Iterator[dict[str, Any]]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import anyio
 import msgspec
 import nats.errors
 from nats.aio.client import Client
@@ -15,12 +16,13 @@ from nats.js.errors import NotFoundError
 
 from chaos.invariants import DurableRecord
 from shared.codec import decode, encode
-from shared.contracts import ClusterStatus, Empty
+from shared.contracts import ClusterStatus, Empty, ServiceMetrics
 from shared.jobs import JobRecord
 from shared.provision import BUCKET_SPECS
 from shared.snapshot import read_all
 from shared.subjects import Subjects
 from shared.testing.helpers import stream_events
+from shared.training import Champion
 
 #: Keys of the jobs bucket that map an idempotency key to a job_id, not a record.
 IDEM_PREFIX = "idem-"
@@ -88,3 +90,65 @@ async def read_record(nc: Client, subjects: Subjects) -> DurableRecord:
         services=[],
         children=[],
     )
+
+
+async def stream_size(nc: Client, subjects: Subjects) -> int:
+    """How many messages ``P_EVENTS`` says it holds now."""
+    info = await nc.jetstream().stream_info(subjects.events_stream)
+    return info.state.messages
+
+
+async def champion_history(nc: Client, subjects: Subjects) -> dict[str, list[tuple[str, str]]]:
+    """Per config, every model that took the champion key, with the one it replaced.
+
+    Read from the key's history in the models bucket (its revisions), not from events.
+    When the history is full its oldest entry's predecessor is unknown and it is left
+    out: only switches seen whole are listed.
+    """
+    js = nc.jetstream()
+    try:
+        kv = await js.key_value(subjects.bucket("models"))
+    except (NotFoundError, nats.js.errors.BucketNotFoundError):
+        return {}
+    depth, _ = BUCKET_SPECS["models"]
+    found: dict[str, list[tuple[str, str]]] = {}
+    for key, (value, _) in (await read_all(kv)).items():
+        if not key.startswith("champion.") or not value:
+            continue
+        entries = [e for e in await kv.history(key) if e.value]
+        ids = [decode(Champion, e.value or b"").model_id for e in entries]
+        pairs = [(model, ids[i - 1] if i else "") for i, model in enumerate(ids)]
+        found[key.removeprefix("champion.")] = pairs[1:] if len(entries) >= depth else pairs
+    return found
+
+
+async def instance_metrics(
+    nc: Client, subjects: Subjects, instances: list[tuple[str, str]], patience: float = 10.0
+) -> list[ServiceMetrics]:
+    """The ``metrics`` of each (service, instance) that answers (its outbox counters).
+
+    An event can be in flight at the moment of asking (the creators were just resumed):
+    an instance with events pending is asked again for up to ``patience`` seconds, so
+    only an outbox that stays behind is reported as such.
+    """
+    out: list[ServiceMetrics] = []
+    for service, instance in instances:
+        subject = subjects.instance_api(service, instance, "metrics")
+        found: ServiceMetrics | None = None
+        with anyio.move_on_after(patience):
+            while found is None or found.events_pending:
+                try:
+                    reply = await nc.request(subject, encode(Empty()), timeout=3.0)
+                    found = decode(ServiceMetrics, reply.data)
+                except (
+                    nats.errors.Error,
+                    TimeoutError,
+                    msgspec.DecodeError,
+                    msgspec.ValidationError,
+                ):
+                    break  # not answering: the services-running invariant reports it
+                if found.events_pending:
+                    await anyio.sleep(0.5)
+        if found is not None:
+            out.append(found)
+    return out

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 from chaos.invariants import DurableRecord, Verdict
 
 if TYPE_CHECKING:
-    from chaos.runner import Run
+    from chaos.runner import Options, Run
 
 
 def print_summary(run: Run, record: DurableRecord) -> None:
@@ -20,6 +20,20 @@ def print_summary(run: Run, record: DurableRecord) -> None:
     per = ", ".join(f"{service} {n}" for service, n in sorted(by_service.items()))
     print(f"kill -9: {len(run.kills)} ({per})")
     print(f"nats-server: {'; '.join(run.server_restarts) or 'no restart'}")
+    aimed = run.aimed
+    hung = ", ".join(sorted(Counter(aimed.hangs).elements())) or "none"
+    print(f"SIGSTOP hangs: {len(aimed.hangs)} ({hung}); nats stalls: {aimed.stalls}")
+    print(f"partition: {run.partition_note or 'not asked for'}")
+    print(f"supervisors killed: {', '.join(aimed.supervisors) or 'none'}")
+    print(f"killed while starting: {len(aimed.startups)} ({', '.join(aimed.startups) or '-'})")
+    if run.independent is not None and run.independent.armed:
+        fired = run.independent.fired
+        print(f"failpoints fired: {sum(fired.values())} ({dict(sorted(fired.items()))})")
+    ledger = aimed.ledger
+    print(
+        f"ledger: {len(ledger.submitted)} jobs of the harness, {len(ledger.cancelled)} "
+        f"cancelled, {ledger.unanswered} requests unanswered (retried)"
+    )
     print("\n== durable record")
     print(
         f"events: {len(record.events)}; jobs: {len(record.jobs)} ({dict(sorted(states.items()))})"
@@ -45,3 +59,20 @@ def print_table(verdicts: list[Verdict]) -> None:
     """Print the PASS/FAIL table."""
     print("\n== invariants")
     print("\n".join(table(verdicts)), flush=True)
+
+
+def replay_flags(options: Options) -> str:
+    """The command-line flags (besides seed and kills) that repeat ``options``."""
+    flags = [
+        ("--cluster", options.cluster),
+        ("--failpoints", options.failpoints),
+        (f"--hang-every {options.hang_every}", options.hang_every),
+        ("--stall", options.stall),
+        ("--ledger", options.ledger),
+        ("--partition", options.partition),
+        ("--supervisors", options.supervisors),
+        (f"--startup-every {options.startup_every}", options.startup_every),
+        (f"--interval {options.interval_s:g}", options.interval_s != 6.0),
+        (f"--after {options.after_s:g}", options.after_s),
+    ]
+    return "".join(f" {flag}" for flag, on in flags if on)

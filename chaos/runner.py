@@ -9,7 +9,6 @@ for the logs. The verdict comes from the durable record only (:mod:`chaos.record
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import os
 import time
 from collections import Counter
@@ -19,25 +18,37 @@ from pathlib import Path
 import anyio
 import nats
 import nats.errors
+from anyio.abc import Process
 from nats.aio.client import Client
 
+from chaos.aimed import (
+    Aimed,
+    failpoint_env,
+    feed_ledger,
+    hang,
+    kill_orchestrator,
+    kill_starting,
+    kill_up,
+    partition_host,
+    stall_nats,
+    start_partitioned,
+)
+from chaos.checks import Independent, check_independent
 from chaos.faults import Kill, KillPlan, kill9, ready_instances
 from chaos.invariants import DurableRecord, Verdict, check_all
 from chaos.natscluster import NatsCluster, wait_jetstream
-from chaos.record import cluster_status, read_record
-from chaos.report import print_summary, print_table
+from chaos.partition import Host
+from chaos.record import cluster_status
+from chaos.report import print_summary, print_table, replay_flags
+from chaos.settle import settle
 from chaos.setup import SERVICES, spawn_up, stop_up, write_cluster_file
 from shared.codec import encode
 from shared.contracts import ClusterStatus, ControlCommand
 from shared.embedded import EmbeddedServer, free_port
-from shared.jobs import TERMINAL
 from shared.subjects import Subjects
 
-#: Services that create jobs; paused at the end so every job can reach its end.
-CREATORS = ("selfplay_scheduler", "training_coordinator")
 #: Generous bounds that catch a hang; they measure nothing.
 READY_S = 120.0
-SETTLE_S = 240.0
 
 
 @dataclass(frozen=True)
@@ -49,6 +60,22 @@ class Options:
     interval_s: float = 6.0
     cluster: bool = False
     workdir: Path | None = None
+    #: Arm every failpoint once (``*=crash(once)``) for the whole cluster.
+    failpoints: bool = False
+    #: SIGSTOP hangs among the faults: every this-many-th fault is a hang (0: none).
+    hang_every: int = 0
+    #: Stall the single nats-server (SIGSTOP) once, three quarters through.
+    stall: bool = False
+    #: Jobs of the harness's own, checked against its ledger.
+    ledger: bool = False
+    #: A node agent in its own network namespace, cut off once (root only).
+    partition: bool = False
+    #: Kill -9 the orchestrator once and ``ringmaster up`` once.
+    supervisors: bool = False
+    #: Every this-many-th kill, the victim is killed again while it starts (0: never).
+    startup_every: int = 0
+    #: After the faults, wait this long for training to decide an evaluation (0: don't).
+    after_s: float = 0.0
 
 
 class Run:
@@ -61,6 +88,14 @@ class Run:
         self.subjects = Subjects(self.prefix)
         self.started = time.monotonic()
         self.kills: list[Kill] = []
+        self.plan = KillPlan(options.seed)
+        self.aimed = Aimed()
+        #: Filled by :meth:`settle`: what the independent checks judge.
+        self.independent: Independent | None = None
+        self.host: Host | None = None
+        self.up: Process | None = None
+        self.cluster_file: Path | None = None
+        self.partition_note = ""
         self.server_restarts: list[str] = []
         self.client_errors: Counter[str] = Counter()
         self.single: EmbeddedServer | None = None
@@ -73,6 +108,8 @@ class Run:
                 port=free_port(),
                 store_dir=workdir / "nats",
                 log_file=workdir / "logs" / "nats-server.log",
+                # A partitioned host reaches the server over its veth pair: every address.
+                extra_args=("-a", "0.0.0.0") if options.partition else (),
             )
             self.url = self.single.url
 
@@ -120,6 +157,13 @@ class Run:
         self.log("nats: back")
 
     # -- the cluster -----------------------------------------------------------------
+    async def spawn(self) -> None:
+        """Start ``ringmaster up`` for the run (again, after it was killed)."""
+        assert self.cluster_file is not None
+        armed = failpoint_env(self.workdir / "failpoints") if self.options.failpoints else {}
+        replicas = 3 if self.options.cluster else 1
+        self.up = await spawn_up(self.workdir, self.cluster_file, self.url, replicas, armed)
+
     async def status(self, nc: Client) -> ClusterStatus | None:
         """The orchestrator's status, or None while it does not answer."""
         try:
@@ -146,13 +190,28 @@ class Run:
 
     async def inject(self, nc: Client) -> None:
         """The kills, one every ``interval_s`` (jittered), NATS restarted halfway."""
-        plan = KillPlan(self.options.seed)
-        restart_at = max(1, self.options.kills // 2)
-        number = 0
-        while number < self.options.kills:
-            await anyio.sleep(plan.jitter(self.options.interval_s))
+        plan, opts = self.plan, self.options
+        restart_at = max(1, opts.kills // 2)
+        stall_at = max(1, opts.kills * 3 // 4)
+        cut_at = max(1, opts.kills // 3)
+        orchestrator_at, up_at = max(1, opts.kills * 3 // 5), max(1, opts.kills * 17 // 20)
+        number = faults = 0
+        while number < opts.kills:
+            await anyio.sleep(plan.jitter(opts.interval_s))
             if number + 1 == restart_at and not self.server_restarts:
                 await self.restart_nats()
+            if opts.stall and number + 1 == stall_at and not self.aimed.stalls:
+                await stall_nats(self, self.single.pid if self.single else None, self.aimed)
+            if self.host is not None and number + 1 == cut_at and not self.host.cuts:
+                await partition_host(self, self.host)
+            if opts.supervisors and number + 1 == orchestrator_at and not self.aimed.supervisors:
+                await kill_orchestrator(self, nc, self.aimed)
+            if opts.supervisors and number + 1 == up_at and len(self.aimed.supervisors) == 1:
+                await kill_up(self, nc, self.aimed)
+            faults += 1
+            if opts.hang_every and faults % opts.hang_every == 0:
+                await hang(self, nc, self.aimed)
+                continue
             status = await self.status(nc)
             now = time.monotonic()
             victim = plan.choose(status, now) if status is not None else None
@@ -164,28 +223,12 @@ class Run:
                 Kill(number, now - self.started, victim.service, victim.instance, victim.pid)
             )
             self.log(f"kill {number}/{self.options.kills}: {victim.instance} (pid {victim.pid})")
+            if opts.startup_every and number % opts.startup_every == 0:
+                await kill_starting(self, nc, self.aimed, victim.instance, victim.pid)
 
     async def settle(self, nc: Client) -> DurableRecord:
         """Stop making jobs, let every job end, read the record, resume, check health."""
-        self.log("settling: waiting for every service to run again")
-        # The last victim's beacons still look fresh for a moment: let its death show.
-        await anyio.sleep(3.0)
-        await self.wait_ready(nc)
-        for service in CREATORS:
-            await self.control(nc, service, "pause")
-        self.log("settling: creators paused; waiting for every job to end")
-        with anyio.move_on_after(SETTLE_S):
-            while True:
-                if await _jobs_done(nc, self.subjects):
-                    break
-                await anyio.sleep(1.0)
-        record = await read_record(nc, self.subjects)
-        for service in CREATORS:
-            await self.control(nc, service, "resume")
-        status = await self.wait_ready(nc) or await self.status(nc)
-        if status is None:
-            return record
-        return dataclasses.replace(record, services=status.services, children=status.children)
+        return await settle(self, nc)
 
 
 def _all_running(status: ClusterStatus, expected: int) -> bool:
@@ -194,17 +237,10 @@ def _all_running(status: ClusterStatus, expected: int) -> bool:
     return len(children) == expected
 
 
-async def _jobs_done(nc: Client, subjects: Subjects) -> bool:
-    from chaos.record import bucket_values, jobs_of
-
-    jobs = jobs_of(await bucket_values(nc, subjects.bucket("jobs")))
-    return all(job.state in TERMINAL for job in jobs.values())
-
-
 async def execute(run: Run) -> DurableRecord:
     """The whole run against started NATS servers; the durable record at its end."""
-    cluster_file = write_cluster_file(run.workdir, run.prefix)
-    up = await spawn_up(run.workdir, cluster_file, run.url, 3 if run.options.cluster else 1)
+    run.cluster_file = write_cluster_file(run.workdir, run.prefix)
+    await run.spawn()
     try:
         nc = await nats.connect(
             run.url.split(","), max_reconnect_attempts=-1, error_cb=run.on_error
@@ -213,13 +249,22 @@ async def execute(run: Run) -> DurableRecord:
             if await run.wait_ready(nc) is None:
                 run.log("the cluster did not come up; see the logs")
             else:
+                await start_partitioned(run)
                 run.log("cluster RUNNING; injecting faults")
-                await run.inject(nc)
+                async with anyio.create_task_group() as tg:
+                    if run.options.ledger:
+                        tg.start_soon(feed_ledger, run, nc, run.aimed)
+                    await run.inject(nc)
+                    tg.cancel_scope.cancel()
             return await run.settle(nc)
         finally:
             await nc.close()
     finally:
-        await stop_up(up)
+        if run.host is not None:
+            await run.host.stop_agent()
+            run.host.remove()
+        if run.up is not None:
+            await stop_up(run.up)
 
 
 def chaos_run(options: Options) -> tuple[Run, DurableRecord, list[Verdict]]:
@@ -230,8 +275,7 @@ def chaos_run(options: Options) -> tuple[Run, DurableRecord, list[Verdict]]:
     mode = "3-server cluster" if options.cluster else "single server"
     print(
         f"chaos: seed {options.seed} (replay: python -m chaos --seed {options.seed} "
-        f"--kills {options.kills}{' --cluster' if options.cluster else ''}); {mode}; "
-        f"work directory {workdir}",
+        f"--kills {options.kills}{replay_flags(options)}); {mode}; work directory {workdir}",
         flush=True,
     )
     run.start_nats()
@@ -242,6 +286,10 @@ def chaos_run(options: Options) -> tuple[Run, DurableRecord, list[Verdict]]:
     finally:
         run.stop_nats()
     verdicts = check_all(record)
+    if run.independent is not None:
+        verdicts += check_independent(run.independent, record.events, record.jobs)
+    else:
+        verdicts.append(Verdict("the run reached its reading", False, 0, ["it did not"]))
     print_summary(run, record)
     print_table(verdicts)
     return run, record, verdicts

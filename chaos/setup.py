@@ -85,9 +85,12 @@ def replica_env(replicas: int) -> dict[str, str]:
     return {f"RINGMASTER_{name.upper()}_REPLICAS": str(replicas) for name in names}
 
 
-async def spawn_up(workdir: Path, cluster_file: Path, url: str, replicas: int) -> Process:
+async def spawn_up(
+    workdir: Path, cluster_file: Path, url: str, replicas: int, extra: dict[str, str] | None = None
+) -> Process:
     """``ringmaster up`` for the run's cluster on ``url``, logging to ``workdir/logs``."""
     env = {k: v for k, v in os.environ.items() if k != "NATS_URL"}
+    env.update(extra or {})
     if replicas > 1:
         env.update(replica_env(replicas))
     argv = [sys.executable, "-m", "shared.cli", "up", "--cluster", str(cluster_file)]

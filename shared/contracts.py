@@ -109,7 +109,10 @@ class Event(msgspec.Struct, frozen=True, kw_only=True):
     """Event envelope with CloudEvents 1.0 attribute names, in JSON.
 
     ``source`` is ``/<prefix>/<service>/<instance>``; ``sequence`` (an extension
-    attribute) counts per source from 1, so a gap shows a lost event.
+    attribute) counts per source and ``incarnation`` (one process's life) from 1, so a
+    gap shows a lost event. Sequence 0 marks an announcement of a durable change, which
+    carries a deterministic id and may be repeated (the stream de-duplicates it): it is
+    accounted for by the record it announces, not by the count.
     """
 
     specversion: str = "1.0"
@@ -121,6 +124,7 @@ class Event(msgspec.Struct, frozen=True, kw_only=True):
     datacontenttype: str = "application/json"
     sequence: int
     data: dict[str, Any] = msgspec.field(default_factory=dict)
+    incarnation: str = ""
 
 
 ControlVerb = Literal["pause", "resume", "drain", "stop", "health", "reload"]

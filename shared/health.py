@@ -58,7 +58,7 @@ def combine_health(service: Service[Any]) -> HealthCheckResult:
         )
     last_drop = outbox.last_drop_at if outbox is not None else None
     if last_drop is not None and time.monotonic() - last_drop < service.config.health_window_s:
-        candidates.append((ServiceStatus.DEGRADED, "events dropped: outbox full"))
+        candidates.append((ServiceStatus.DEGRADED, "events dropped (outbox full or unpublishable)"))
     status, message = max(candidates, key=lambda c: _SEVERITY.get(c[0], 0))
     if status is ServiceStatus.RUNNING:
         message = own.message

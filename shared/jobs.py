@@ -161,6 +161,11 @@ class JobRecord(msgspec.Struct, frozen=True, kw_only=True):
     result: JobResult | None = None
     #: The incarnation of the agent that started the live attempt ("" if unknown).
     incarnation: str = ""
+    #: False from the write that makes the record terminal until its terminal event is
+    #: acknowledged by the stream: the obligation to announce, kept with the change, so
+    #: a crash in between leaves work that any job manager finishes. Older records
+    #: (written before the field) were announced.
+    announced: bool = True
 
 
 class JobDispatch(msgspec.Struct, frozen=True, kw_only=True):

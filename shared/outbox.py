@@ -4,9 +4,17 @@
 windows with several windows in flight (the next is sent while the acks of the
 earlier ones are still coming), each with a ``Nats-Msg-Id`` so a retry after a
 lost acknowledgment is de-duplicated by the stream. When a publish fails (server
-away, timeout) the flusher backs off and retries from the first unacknowledged event, so order is
-kept. When the outbox is full a new event is dropped and counted: the one loss
-mode left, and a visible one.
+away, timeout) the flusher backs off and retries from the first unacknowledged
+event, so order is kept. Two loss modes are left, both counted, logged and shown in
+health: when the outbox is full a new event is dropped; and an event that can never
+be published (larger than the server's max_payload, a subject or header the client
+refuses, a 400 from the stream such as its max_msg_size) is dropped at the head of
+the queue instead of being retried forever in front of every event behind it.
+
+``publish`` reports whether the event was acknowledged at its first try. A caller
+that must not go on without the announcement does not treat False as done: the event
+stays queued, and the durable change it announces carries the obligation to announce
+it again (see the job manager's announce.py and the training coordinator's decision).
 """
 
 from __future__ import annotations
@@ -21,6 +29,7 @@ from dataclasses import dataclass
 import anyio
 import msgspec
 import nats.errors
+import nats.js.errors
 from anyio.abc import TaskStatus
 from nats.js.api import PubAck
 from nats.js.client import JetStreamContext
@@ -28,6 +37,12 @@ from nats.js.client import JetStreamContext
 from shared.histogram import Histogram
 
 log = logging.getLogger("ringmaster.outbox")
+
+#: Refused by the client before it is sent: the same bytes will be refused again.
+_UNSENDABLE = (nats.errors.MaxPayloadError, nats.errors.BadSubjectError, nats.errors.BadHeaderError)
+#: Refused by the stream with a 400 (too large for the stream, bad headers): ditto. A
+#: missing stream (no responders) or a 503 may pass, and is retried.
+_REFUSED = (nats.js.errors.BadRequestError,)
 
 
 class OutboxStats(msgspec.Struct, frozen=True):
@@ -39,6 +54,8 @@ class OutboxStats(msgspec.Struct, frozen=True):
     failed_attempts: int
     pending: int
     last_error: str
+    #: Of ``dropped``: events that could never be published (dropped, not retried).
+    unpublishable: int = 0
 
 
 @dataclass(eq=False, slots=True)  # one per event: slots make it cheaper to build
@@ -82,7 +99,7 @@ class Outbox:
         self._max_backoff = max_backoff
         self._queue: deque[_Entry] = deque()
         self._wake = anyio.Event()
-        self._emitted = self._acked = self._dropped = self._failed = 0
+        self._emitted = self._acked = self._dropped = self._failed = self._poisoned = 0
         self._last_error = ""
         self._drained = anyio.Event()
         self.failing = False
@@ -131,6 +148,7 @@ class Outbox:
             failed_attempts=self._failed,
             pending=len(self._queue),
             last_error=self._last_error,
+            unpublishable=self._poisoned,
         )
 
     async def flush(self, timeout: float) -> bool:
@@ -151,7 +169,7 @@ class Outbox:
                 self._wake = anyio.Event()
                 await self._wake.wait()
                 continue
-            if await self._send_window():
+            if await self._send_window() or await self._probe_head():
                 self.failing = False
                 backoff = 0.05
             else:
@@ -159,15 +177,24 @@ class Outbox:
                 backoff = min(backoff * 2, self._max_backoff)
 
     async def _send_window(self) -> bool:
-        """Send and settle every queued event, ``depth`` windows in flight; False on failure."""
+        """Send and settle every queued event, ``depth`` windows in flight.
+
+        False when a failure calls for a look at the head (``_probe_head``) and, if
+        that fails too, a backoff.
+        """
         windows: deque[list[tuple[_Entry, asyncio.Future[PubAck]]]] = deque()
-        ok = True
+        ok, poison = True, None
         try:
             while True:
                 while ok and len(windows) < self._depth and self._sent < len(self._queue):
-                    window, ok = await self._send_next()
+                    window, ok, poison = await self._send_next()
                     windows.append(window)
                 if not windows:
+                    if poison is not None:
+                        # Everything before it is acked, so it is the head: drop it, or
+                        # it blocks all.
+                        self._drop_head(poison)
+                        return True
                     return ok
                 if not await self._settle(windows.popleft()):
                     return False
@@ -179,22 +206,31 @@ class Outbox:
                     entry.settle()
             self._sent = 0
 
-    async def _send_next(self) -> tuple[list[tuple[_Entry, asyncio.Future[PubAck]]], bool]:
-        """Publish the next window of unsent entries; False as well when a publish failed."""
+    async def _send_next(
+        self,
+    ) -> tuple[list[tuple[_Entry, asyncio.Future[PubAck]]], bool, BaseException | None]:
+        """Publish the next window of unsent entries.
+
+        Also returns False when a publish failed, and the error when the next entry can
+        never be sent (it is not sent, and nothing after it).
+        """
         start = self._sent
         batch = list(itertools.islice(self._queue, start, start + self._window))
         window: list[tuple[_Entry, asyncio.Future[PubAck]]] = []
         try:
             for entry in batch:
-                fut = await self._js.publish_async(
-                    entry.subject, entry.payload, headers={"Nats-Msg-Id": entry.msg_id}
-                )
+                try:
+                    fut = await self._js.publish_async(
+                        entry.subject, entry.payload, headers={"Nats-Msg-Id": entry.msg_id}
+                    )
+                except _UNSENDABLE as exc:
+                    return window, False, exc
                 window.append((entry, fut))
                 self._sent += 1
         except (OSError, nats.errors.Error) as exc:
             self._note_failure(exc)
-            return window, False
-        return window, True
+            return window, False, None
+        return window, True, None
 
     async def _settle(self, window: list[tuple[_Entry, asyncio.Future[PubAck]]]) -> bool:
         """Await one window's acks in order, dequeuing each acked entry; False on failure."""
@@ -203,12 +239,15 @@ class Outbox:
         # One wake-up for the whole window (a suspension per ack costs more than the
         # ack), and one deadline; then count the acks in order up to the first miss.
         await asyncio.wait([fut for _, fut in window], timeout=self._ack_timeout)
-        acked = 0
+        acked, refused = 0, None
         for _, fut in window:
             if not fut.done():
                 self._note_failure(TimeoutError(f"no ack in {self._ack_timeout:g}s"))
                 break
             exc = fut.exception()
+            if isinstance(exc, _REFUSED):
+                refused = exc
+                break
             if exc is not None:
                 self._note_failure(exc)
                 break
@@ -223,11 +262,62 @@ class Outbox:
         self._acked += acked
         if acked == len(window):
             return True
+        rest = window[acked:]
+        if refused is not None:
+            # Everything before it is acked, so it is the head: drop it, or it blocks all.
+            self._drop_head(refused)
+            self._sent -= 1
+            rest = rest[1:]
         # What is left waits for the retry; its callers learn it is not acked yet.
-        for entry, fut in window[acked:]:
+        for entry, fut in rest:
             fut.cancel()
             entry.settle()
         return False
+
+    async def _probe_head(self) -> bool:
+        """Send the head event alone, awaited; True when it was acked or dropped.
+
+        nats-py 2.16 never completes a ``publish_async`` future whose ack is an error
+        (its reply handler raises instead of setting the exception), so a 400 from the
+        stream looks like a timeout there. The plain publish raises it properly: this
+        tells an event that can never be stored from a server that is away.
+        """
+        entry = self._queue[0]
+        try:
+            await self._js.publish(
+                entry.subject,
+                entry.payload,
+                timeout=self._ack_timeout,
+                headers={"Nats-Msg-Id": entry.msg_id},
+            )
+        except (*_UNSENDABLE, *_REFUSED) as exc:
+            self._drop_head(exc)
+            return True
+        except (OSError, TimeoutError, nats.errors.Error) as exc:
+            self._note_failure(exc)
+            return False
+        self._queue.popleft()
+        self.latency.observe(time.monotonic() - entry.queued_at)
+        entry.acked = True
+        entry.settle()
+        self._acked += 1
+        return True
+
+    def _drop_head(self, exc: BaseException) -> None:
+        entry = self._queue.popleft()
+        entry.settle()
+        self._dropped += 1
+        self._poisoned += 1
+        self.last_drop_at = time.monotonic()
+        self._last_error = f"{type(exc).__name__}: {exc}"
+        log.error(
+            "event %s on %s (%d bytes) can never be published, dropped (%d so far): %s",
+            entry.msg_id,
+            entry.subject,
+            len(entry.payload),
+            self._poisoned,
+            self._last_error,
+        )
 
     def _note_failure(self, exc: BaseException) -> None:
         self.failing = True

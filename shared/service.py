@@ -18,6 +18,7 @@ import logging
 import os
 import socket
 import time
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from contextlib import asynccontextmanager
 from typing import Any, ClassVar, Generic, Self, TypeVar
@@ -96,6 +97,9 @@ class Service(Generic[C]):
         self._stop_requested = anyio.Event()
         self.beacons = Beacons(self)
         self._event_seq = 0
+        #: This process's life: events count their sequence per incarnation, so a
+        #: restart is a new count, never mistaken for a gap, and a gap is a real loss.
+        self.incarnation = uuid.uuid4().hex[:12]
         self._subscriptions: list[Subscription] = []
         #: What each subject this instance listens to decodes into: the catalogue of its
         #: intake, for tools that feed it (the bad-input suite checks it against the
@@ -233,16 +237,34 @@ class Service(Generic[C]):
         """Run long work in the service's task group, off the subscription's callback."""
         self.tg.start_soon(func)
 
-    def _event_bytes(self, data: EventData, subject: str | None) -> tuple[str, bytes, str]:
-        self._event_seq += 1
+    def _event_bytes(
+        self, data: EventData, subject: str | None, msg_id: str = ""
+    ) -> tuple[str, bytes, str]:
+        # An announcement (deterministic id) may be repeated by any incarnation and
+        # de-duplicated by the stream, so it cannot take a place in the count.
+        sequence = 0
+        if not msg_id:
+            self._event_seq += 1
+            sequence = self._event_seq
         event = build_event(
-            self.subjects.prefix, self.name, self.instance, self._event_seq, data, subject
+            self.subjects.prefix,
+            self.name,
+            self.instance,
+            sequence,
+            data,
+            subject,
+            incarnation=self.incarnation,
+            event_id=msg_id,
         )
         return self.subjects.event(self.name, data.TYPE), encode(event), event.id
 
-    async def emit(self, data: EventData, *, subject: str | None = None) -> bool:
-        """Publish an event and wait for its ack; never raises. False: queued for retry."""
-        return await self.outbox.publish(*self._event_bytes(data, subject))
+    async def emit(self, data: EventData, *, subject: str | None = None, msg_id: str = "") -> bool:
+        """Publish an event and wait for its ack; never raises. False: queued for retry.
+
+        ``msg_id`` makes it an announcement of a durable change: the id is the event's
+        ``Nats-Msg-Id``, so a repeat (after a crash, by another instance) is one event.
+        """
+        return await self.outbox.publish(*self._event_bytes(data, subject, msg_id))
 
     def emit_nowait(self, data: EventData, *, subject: str | None = None) -> bool:
         """Queue an event for acknowledged publishing; False if the outbox is full."""

@@ -14,11 +14,11 @@ import uuid
 from collections import Counter
 from collections.abc import Awaitable, Callable
 
-import msgspec
 from nats.js.errors import KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
 from services.job_manager import policy
+from services.job_manager.announce import Announcer
 from services.job_manager.catalog import JobCatalog
 from services.job_manager.config import JobManagerConfig
 from services.job_manager.dispatcher import Dispatcher
@@ -31,7 +31,8 @@ from services.job_manager.timings import JobTimings
 from shared.codec import encode
 from shared.contracts import Empty
 from shared.errors import BadRequest, Conflict, Forbidden, NotFound
-from shared.events import EventData, JobCancelled, JobCompleted, JobStarted, JobSubmitted
+from shared.events import EventData, JobStarted, JobSubmitted
+from shared.failpoints import failpoint
 from shared.jobs import (
     TERMINAL,
     JobCounts,
@@ -64,6 +65,7 @@ class JobApi:
         index: JobIndex,
         dispatcher: Dispatcher,
         reaper: Reaper,
+        announcer: Announcer,
         emit: Callable[[EventData], Awaitable[bool]],
         emit_nowait: Callable[[EventData], bool],
         paused: Callable[[], bool],
@@ -81,6 +83,7 @@ class JobApi:
         self.index = index
         self.dispatcher = dispatcher
         self.reaper = reaper
+        self.announcer = announcer
         self.emit = emit
         #: Queues an event without awaiting its ack (the outbox keeps order, retries
         #: and counts): for announcements no reply needs to wait for.
@@ -202,7 +205,8 @@ class JobApi:
             raise NotFound(f"no job {ref.job_id!r}")
         self.index.apply(*written)
         self.counts["cancelled_total"] += 1
-        await self.emit(JobCancelled(job_id=ref.job_id, reason=ref.reason))
+        failpoint("job_manager.cancel.after_write")
+        await self.announcer.announce(written[0])
         await self.dispatcher.discard(ref.job_id)
         return written[0]
 
@@ -238,9 +242,17 @@ class JobApi:
         if written is None:  # no such job (404), or a repeated report already applied
             current = await self.read(report.job_id)
             self.counts["duplicate_reports"] += 1
+            if not current.announced:
+                # The agent repeats a report whose reply it lost, perhaps because the
+                # manager died before announcing: the event is still owed, so announce
+                # it (the stream drops the copy if the first one had got through).
+                self.counts["reannounced"] += 1
+                await self.announcer.announce(current)
             return current
         self.index.apply(*written)
         self.timings.observe(known[0] if known else None, written[0], report.phase, now)
+        if written[0].state in TERMINAL:
+            failpoint("job_manager.report.after_write")
         await self._announce(written[0], report.phase, now)
         return written[0]
 
@@ -256,19 +268,7 @@ class JobApi:
         elif phase == "completed":
             self.counts["completed_total"] += 1
             self.dispatcher.forget(rec.job_id)  # the agent acks its message itself
-            result = rec.result
-            await self.emit(
-                JobCompleted(
-                    job_id=rec.job_id,
-                    type=rec.spec.type,
-                    attempt=rec.attempt,
-                    node_id=rec.node_id,
-                    outputs=[msgspec.to_builtins(o) for o in result.outputs] if result else [],
-                    result=result.result if result else {},
-                    labels=rec.spec.labels,
-                    run_s=max(0.0, (rec.finished_at or now) - (rec.started_at or now)),
-                )
-            )
+            await self.announcer.announce(rec)
         elif phase == "failed":
             self.dispatcher.forget(rec.job_id)
             await self.reaper.announce_failure(rec, rec.error, now)

@@ -38,6 +38,9 @@ class JobManagerConfig(BaseConfig, kw_only=True, forbid_unknown_fields=True):
     selector_recovery_s: Positive = 10.0
     #: The KV watch behind the index of non-terminal jobs is renewed this often.
     index_resync_s: Positive = 120.0
+    #: Terminal records whose event is still owed (a crash, a failed emit) are announced
+    #: again this often, once they are this old.
+    announce_interval: Positive = 2.0
     #: Dispatches the reaper runs at once (each may wait on the selector).
     dispatch_concurrency: Annotated[int, msgspec.Meta(ge=1)] = 16
     #: A terminal job is retired to the history bucket this long after it ended

@@ -41,6 +41,7 @@ from services.job_manager.selection import Selection
 from shared.circuit_breaker import CircuitBreaker
 from shared.codec import encode
 from shared.errors import RequestError
+from shared.failpoints import failpoint
 from shared.jobs import JobDispatch, JobRecord, JobState
 from shared.kv import cas_update, read
 from shared.subjects import Subjects
@@ -162,6 +163,7 @@ class Dispatcher:
         attempt back; a cut before the publish is the reaper's republish case.
         """
         self.index.apply(new, revision)
+        failpoint("job_manager.dispatch.after_write")
         try:
             ack = await self._publish(new, now)
         except (nats.errors.Error, TimeoutError) as exc:

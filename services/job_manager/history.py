@@ -96,7 +96,8 @@ class History:
             self.catalog.forget(job_id)
             return False
         record, revision = found
-        if record.state not in TERMINAL:
+        # A record still owing its terminal event stays where the sweep finds it.
+        if record.state not in TERMINAL or not record.announced:
             return False
         await self.history.put(job_id, encode(record))
         if record.spec.idempotency_key:

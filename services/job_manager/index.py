@@ -37,6 +37,8 @@ class JobIndex:
 
     def __init__(self) -> None:
         self.jobs: dict[str, tuple[JobRecord, int]] = {}
+        #: Terminal records whose event is not yet acknowledged (``announced`` False).
+        self.owed: dict[str, tuple[JobRecord, int]] = {}
         self.node_seen: dict[str, float] = {}
         #: The latest incarnation of each node's agent and the jobs it runs.
         self.agents: dict[str, Agent] = {}
@@ -45,17 +47,27 @@ class JobIndex:
 
     def apply(self, record: JobRecord, revision: int) -> None:
         """Take ``record`` at ``revision`` unless a newer one is known; drop it when terminal."""
-        current = self.jobs.get(record.job_id)
+        current = self.jobs.get(record.job_id) or self.owed.get(record.job_id)
         if current is not None and current[1] >= revision:
             return
         if record.state in TERMINAL:
             self.jobs.pop(record.job_id, None)
+            if record.announced:
+                self.owed.pop(record.job_id, None)
+            else:
+                self.owed[record.job_id] = (record, revision)
         else:
+            self.owed.pop(record.job_id, None)
             self.jobs[record.job_id] = (record, revision)
 
     def forget(self, job_id: str) -> None:
         """Drop ``job_id`` (its key was deleted, or it is no longer non-terminal)."""
         self.jobs.pop(job_id, None)
+        self.owed.pop(job_id, None)
+
+    def unannounced(self) -> Iterator[JobRecord]:
+        """Terminal records still owing their terminal event."""
+        return (rec for rec, _ in self.owed.values())
 
     def records(self) -> Iterator[JobRecord]:
         """The non-terminal records."""
@@ -77,7 +89,12 @@ class JobIndex:
 
     def details(self) -> dict[str, Any]:
         """What health details show of the index."""
-        return {"loaded": self.loaded, "nodes_seen": len(self.node_seen), **self.stats}
+        return {
+            "loaded": self.loaded,
+            "nodes_seen": len(self.node_seen),
+            "unannounced": len(self.owed),
+            **self.stats,
+        }
 
     def _entry(self, entry: KeyValue.Entry) -> None:
         if entry.key.startswith(IDEM_PREFIX):

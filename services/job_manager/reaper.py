@@ -30,6 +30,7 @@ from services.job_manager.dispatcher import Dispatcher
 from services.job_manager.index import JobIndex
 from shared.codec import decode
 from shared.events import EventData, JobFailed, JobRetried
+from shared.failpoints import failpoint
 from shared.jobs import JobDispatch, JobRecord, JobState
 from shared.kv import Lease, cas_update, read
 from shared.subjects import Subjects
@@ -70,6 +71,7 @@ class Reaper:
         dispatcher: Dispatcher,
         emit: Callable[[EventData], Awaitable[bool]],
         counts: Counter[str],
+        announce: Callable[[JobRecord], Awaitable[bool]],
     ) -> None:
         self.kv = kv
         self.js = js
@@ -78,6 +80,7 @@ class Reaper:
         self.index = index
         self.dispatcher = dispatcher
         self.emit = emit
+        self.announce = announce
         self.counts = counts
         self._leases = leases
         self.lease = Lease(leases, LEASE_KEY, holder, config.reaper_lease_ttl_s)
@@ -157,6 +160,7 @@ class Reaper:
             await self._refresh(job_id)
             return None
         self.index.apply(*written)
+        failpoint("job_manager.reaper.after_write")
         await self.dispatcher.discard(job_id, fencing)
         await self.announce_failure(written[0], reason, now)
         return written[0]
@@ -172,6 +176,11 @@ class Reaper:
     async def announce_failure(self, rec: JobRecord, error: str, now: float) -> None:
         """JOB_FAILED for the attempt that failed (at ``now``), then JOB_RETRIED if one comes."""
         permanent = rec.state is JobState.FAILED
+        if permanent:
+            # The end of the job: owed by the record until acknowledged (announce.py).
+            self.counts["failed_total"] += 1
+            await self.announce(rec)
+            return
         await self.emit(
             JobFailed(
                 job_id=rec.job_id,
@@ -179,12 +188,9 @@ class Reaper:
                 attempt=rec.attempt,
                 node_id=rec.node_id,
                 error=error,
-                permanent=permanent,
+                permanent=False,
             )
         )
-        if permanent:
-            self.counts["failed_total"] += 1
-            return
         self.counts["retried_total"] += 1
         delay = max(0.0, (rec.retry_at or now) - now)
         await self.emit(

@@ -90,6 +90,7 @@ def apply_report(
         return change(
             rec,
             state=S.COMPLETED,
+            announced=False,
             result=r.result or JobResult(),
             progress=1.0,
             error="",

@@ -24,6 +24,7 @@ from nats.aio.msg import Msg
 from nats.js.errors import NoKeysError
 from nats.js.kv import KeyValue
 
+from services.job_manager.announce import Announcer
 from services.job_manager.api import JobApi
 from services.job_manager.catalog import JobCatalog
 from services.job_manager.config import JobManagerConfig
@@ -91,6 +92,7 @@ class JobManagerService(Service[JobManagerConfig]):
             index=self.index,
             breaker=breaker,
         )
+        announcer = Announcer(kv=self.kv, index=self.index, emit=self.emit)
         reaper = Reaper(
             kv=self.kv,
             js=self.js,
@@ -102,6 +104,7 @@ class JobManagerService(Service[JobManagerConfig]):
             dispatcher=dispatcher,
             emit=self.emit,
             counts=self.counts,
+            announce=announcer.announce,
         )
         history = History(
             js=self.js,
@@ -121,6 +124,7 @@ class JobManagerService(Service[JobManagerConfig]):
             index=self.index,
             dispatcher=dispatcher,
             reaper=reaper,
+            announcer=announcer,
             emit=self.emit,
             emit_nowait=self.emit_nowait,
             paused=lambda: self.paused,
@@ -149,6 +153,14 @@ class JobManagerService(Service[JobManagerConfig]):
         self.add_loop(
             Loop("reaper", reaper.tick, interval=interval, max_backoff=max(5.0, interval))
         )
+        owed = cfg.announce_interval
+
+        async def sweep() -> None:
+            await announcer.sweep(owed)
+
+        # Every instance sweeps, lease or not: an announcement is idempotent, and the
+        # one that restarted after a crash must not wait for the reaper lease.
+        self.add_loop(Loop("announcer", sweep, interval=owed, max_backoff=max(5.0, owed)))
         # Its own loop: a long retirement pass must not delay reaping.
         every = cfg.history_interval
         self.add_loop(Loop("history", history.tick, interval=every, max_backoff=max(60.0, every)))
@@ -222,6 +234,7 @@ class JobManagerService(Service[JobManagerConfig]):
             "stale_reports": self._api.refused["stale"],
             "refused_reports": dict(self._api.refused),
             "reaped": dict(reaper.reaped),
+            "announcements": dict(self._api.announcer.stats),
             "reaper_lease_held": reaper.lease.held,
             "dispatch_failures": dispatcher.stats["publish_failures"],
             "dispatch": dict(dispatcher.stats),

@@ -38,6 +38,7 @@ from services.node_agent.workspace import (
 )
 from shared.blobs import BlobStore
 from shared.events import EventData, JobProgress
+from shared.failpoints import failpoint
 from shared.jobs import DataRef, JobReport, JobResult
 
 log = logging.getLogger("ringmaster.node_agent.runner")
@@ -96,6 +97,7 @@ class JobRunner:
                 # A stopping agent tries a killed job's report once: the lease covers the rest.
                 attempts = 1 if job.killed is STOPPING else self.config().report_attempts
                 await self.reporter.send_final(final, attempts)
+            failpoint("node_agent.ack.before")
             await settle(job.msg.ack, self.stats, "ack")
         finally:
             if job.pid is not None:

@@ -22,6 +22,7 @@ from services.sync_planner.prefetch import Prefetcher
 from shared.blobs import BlobStore
 from shared.contracts import Event
 from shared.events import DataAvailable, EventData, JobCompleted, JobFailed, decode_data
+from shared.failpoints import failpoint
 
 log = logging.getLogger("ringmaster.sync_planner.ingest")
 
@@ -94,6 +95,7 @@ class Ingest:
             self.counts["duplicates"] += 1
             return
         self.counts["recorded"] += 1
+        failpoint("sync_planner.manifest.after_write")
         await self.emit(
             DataAvailable(
                 config=config,

@@ -12,9 +12,9 @@ from services.training_coordinator.config import TrainingCoordinatorConfig
 from services.training_coordinator.peers import Peers
 from services.training_coordinator.store import ModelStore
 from shared.blobs import BlobStore
-from shared.events import EventData
 
-Emit = Callable[[EventData], Awaitable[bool]]
+#: ``emit(data, msg_id="")``: True once acknowledged (``Service.emit``).
+Emit = Callable[..., Awaitable[bool]]
 
 
 @dataclass

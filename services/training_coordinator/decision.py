@@ -9,8 +9,11 @@ announce the decision, and last return the state to idle.
 
 Fail closed: an accept whose candidate blob does not verify, or whose opponent is no
 longer the champion, is turned into a rejection; nothing but a clean accept promotes.
-The events go out before the state returns to idle, so a crash between the two can
-repeat them (consumers key them by candidate) but never lose them.
+The events go out before the state returns to idle, and the state returns to idle
+only once the stream acknowledged them: the decided state is the durable obligation
+to announce. A crash or a failed publish leaves it decided, and the next tick (of
+this or another instance) finishes again. The announcements carry deterministic ids
+(``<config>.<generation>.<candidate>.<phase>``), so the stream keeps one copy of a repeat.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from services.training_coordinator.context import Context
 from services.training_coordinator.records import CoordinatorState, EloEntry
 from shared.blobs import BlobError
 from shared.events import EvaluationCompleted, ModelPromoted, ModelRejected
+from shared.failpoints import failpoint
 from shared.training import MODEL_FILE, Champion, ModelRecord
 
 log = logging.getLogger("ringmaster.training_coordinator.decision")
@@ -77,7 +81,9 @@ class Decider:
         if state.decision == "reject":
             await self._reject(state)
         tally = tally_of(state)
-        await self.ctx.emit(
+        # The generation too: a later training can reproduce a rejected candidate's bytes.
+        ids = f"{state.config}.{state.generation}.{state.candidate}"
+        evaluated = await self.ctx.emit(
             EvaluationCompleted(
                 config=state.config,
                 candidate=state.candidate,
@@ -88,22 +94,30 @@ class Decider:
                 llr=state.llr,
                 decision="accept" if state.decision == "accept" else "reject",
                 reason=state.reason,
-            )
+            ),
+            msg_id=f"{ids}.evaluated",
         )
         if state.decision == "accept":
-            await self.ctx.emit(
+            told = await self.ctx.emit(
                 ModelPromoted(
                     config=state.config,
                     model_id=state.candidate,
                     generation=state.generation,
                     elo=self._elo(state),
                     previous=state.opponent,
-                )
+                ),
+                msg_id=f"{ids}.promoted",
             )
         else:
-            await self.ctx.emit(
-                ModelRejected(config=state.config, model_id=state.candidate, reason=state.reason)
+            told = await self.ctx.emit(
+                ModelRejected(config=state.config, model_id=state.candidate, reason=state.reason),
+                msg_id=f"{ids}.rejected",
             )
+        if not (evaluated and told):
+            # Not idle yet: the decided state is what still owes the announcement.
+            self.ctx.counts["announcements_unacked"] += 1
+            log.warning("%s: decision on %s not yet announced; kept", state.config, ids)
+            return
         await self._to_idle(state)
 
     def _elo(self, state: CoordinatorState) -> float:
@@ -145,6 +159,7 @@ class Decider:
         )
         if not await store.switch_champion(config, state.opponent, champion):
             return f"the champion is no longer {state.opponent or 'none'}"
+        failpoint("training_coordinator.promote.after_cas")
 
         def crowned(r: ModelRecord) -> ModelRecord | None:
             if r.status == "champion" and r.decided_at == state.decided_at:

@@ -64,7 +64,9 @@ class Evaluator:
             priority=cfg.job_priority,
             timeout_s=cfg.eval_timeout_s,
             max_attempts=cfg.job_max_attempts,
-            idempotency_key=policy.eval_key(config, state.run_id, state.candidate, state.batch),
+            idempotency_key=policy.eval_key(
+                config, state.run_id, state.generation, state.candidate, state.batch
+            ),
             labels={
                 "kind": "evaluate",
                 "config": config,

@@ -208,9 +208,14 @@ def train_key(config: str, run_id: str, generation: int) -> str:
     return f"train-{config}-{run_id}-{generation}"
 
 
-def eval_key(config: str, run_id: str, candidate: str, batch: int) -> str:
-    """Idempotency key of one evaluation batch of a candidate."""
-    return f"eval-{config}-{run_id}-{candidate}-{batch}"
+def eval_key(config: str, run_id: str, generation: int, candidate: str, batch: int) -> str:
+    """Idempotency key of one evaluation batch of a candidate of one training.
+
+    The generation is part of it: a training can produce the very bytes (so the very
+    model id) of an earlier, rejected candidate, and that candidate's old key would
+    name the old, finished job, whose end was announced long ago.
+    """
+    return f"eval-{config}-{run_id}-{generation}-{candidate}-{batch}"
 
 
 def window_from_manifest(manifest: Manifest, max_games: int) -> tuple[list[DataRef], int]:

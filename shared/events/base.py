@@ -42,17 +42,25 @@ def build_event(
     sequence: int,
     data: EventData,
     subject: str | None = None,
+    *,
+    incarnation: str = "",
+    event_id: str = "",
 ) -> Event:
-    """The CloudEvents envelope for ``data`` from one instance."""
+    """The CloudEvents envelope for ``data`` from one instance.
+
+    ``event_id`` names an announcement deterministically (a repeat is the same event);
+    without it the id is unique per instance, sequence and time.
+    """
     now = time.time()
     return Event(
-        id=f"{instance}-{sequence}-{int(now * 1e3):x}",
+        id=event_id or f"{instance}-{sequence}-{int(now * 1e3):x}",
         source=f"/{prefix}/{service}/{instance}",
         type=data.TYPE,
         time=rfc3339(now),
         subject=subject,
         sequence=sequence,
         data=msgspec.to_builtins(data),
+        incarnation=incarnation,
     )
 
 

@@ -1,4 +1,5 @@
-"""The small chaos run: about 10 kill -9s and one nats-server restart during training."""
+"""The small chaos run: 10 kill -9s, a nats-server restart, a NATS stall, SIGSTOP hangs,
+every failpoint armed once, and jobs of the harness's own, during training."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import pytest
 
 from chaos.runner import Options, chaos_run
 from chaos.setup import SERVICES
+from shared.failpoints import POINTS
 
 pytestmark = [pytest.mark.e2e]
 
@@ -22,12 +24,24 @@ def test_a_short_training_run_under_kills_and_a_server_restart_loses_nothing(
     tmp_path: Path,
 ) -> None:
     print(f"chaos seed {SEED}")
-    run, record, verdicts = chaos_run(
-        Options(kills=10, seed=SEED, interval_s=2.5, workdir=tmp_path)
+    options = Options(
+        kills=10,
+        seed=SEED,
+        interval_s=2.5,
+        workdir=tmp_path,
+        failpoints=True,
+        hang_every=6,
+        stall=True,
+        ledger=True,
     )
+    run, record, verdicts = chaos_run(options)
     # The faults really happened: ten kills, one restart, and processes came back.
     assert len(run.kills) == 10
     assert run.server_restarts == ["single server restarted"]
+    assert run.aimed.stalls == 1 and len(run.aimed.hangs) >= 1
+    assert run.independent is not None and run.aimed.ledger.submitted
+    # A short run reaches most points, not always every one (a promotion may not come).
+    assert len(run.independent.fired) >= len(POINTS) // 2, run.independent.fired
     started = sum(1 for e in record.events if e.type == "SERVICE_STARTED")
     assert started >= sum(SERVICES.values()) + len(run.kills)  # each victim came back
     assert record.jobs, "the cluster ran no job at all"

@@ -514,3 +514,66 @@ async def test_a_training_whose_completion_event_was_lost_is_reconciled_from_its
     assert len(await cluster.events("TRAINING_COMPLETED")) == 1
     counts = coordinator.health_check().details["counts"]
     assert counts["reconciled_train"] == 1
+
+
+async def test_a_promotion_whose_event_was_not_acked_stays_decided_until_announced(
+    cluster: Cluster, start_service: ServiceFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Failed before the fix: the first failed try of MODEL_PROMOTED was taken as done,
+    # the config went idle, and nothing ever announced the promotion.
+    await cluster.games(500)
+    cluster.outcome(38, 1, 1)
+    svc = await start_service(TrainingCoordinatorService, **COORDINATOR)
+    publish = svc.outbox.publish
+    refusing = True
+
+    async def stream_away(subject: str, payload: bytes, msg_id: str) -> bool:
+        if refusing and subject.endswith("model.promoted"):
+            return False  # as if JetStream did not answer this time
+        return await publish(subject, payload, msg_id)
+
+    monkeypatch.setattr(svc.outbox, "publish", stream_away)
+    await cluster.one("EVALUATION_COMPLETED")
+
+    async def kept() -> CoordinatorState | None:
+        state = await cluster.state()
+        return state if svc.health_check().details["counts"].get("announcements_unacked") else None
+
+    state = await eventually(kept, timeout=WAIT, what="an unacknowledged announcement")
+    assert (state.phase, state.decision) == ("evaluating", "accept")
+    found = await cluster.champion()
+    assert found is not None and found[0].model_id == state.candidate  # the switch is made
+    refusing = False
+    promoted = await cluster.one("MODEL_PROMOTED")
+    assert promoted["model_id"] == state.candidate
+    await eventually(lambda: _idle(cluster), what="idle once announced")
+    await anyio.sleep(0.5)  # room for a repeat to show up
+    assert len(await cluster.events("EVALUATION_COMPLETED")) == 1  # repeats de-duplicated
+    assert len(await cluster.events("MODEL_PROMOTED")) == 1
+    assert (await cluster.state()).promotions == 1
+
+
+async def test_a_training_that_reproduces_a_rejected_model_is_evaluated_again(
+    cluster: Cluster, start_service: ServiceFactory
+) -> None:
+    # Found by the long chaos run (seed 13013), failed before the fix: the same bytes
+    # gave the same model id, so the same evaluation key named the old, finished job,
+    # and the coordinator waited for ever for its end.
+    await cluster.games(500)
+    await seed_champion(cluster)
+    (cluster.control / "model").write_bytes(b"always the same model")
+    cluster.outcome(0, 40, 0)
+    await start_service(TrainingCoordinatorService, **COORDINATOR)
+    first = await cluster.one("MODEL_REJECTED")
+    await cluster.games(700)  # enough new games for the next training
+    await eventually(
+        lambda: _decided_twice(cluster), timeout=WAIT, what="a second evaluation decided"
+    )
+    second = (await cluster.events("MODEL_REJECTED"))[1]
+    assert second["model_id"] == first["model_id"]  # the very same candidate again
+    jobs = await cluster.jobs("evaluate")
+    assert len({j.job_id for j in jobs}) == len(jobs) == 2
+
+
+async def _decided_twice(cluster: Cluster) -> bool:
+    return len(await cluster.events("EVALUATION_COMPLETED")) >= 2

@@ -14,7 +14,11 @@ SEQ: dict[str, int] = {}
 
 
 def ev(
-    type_: str, source: str = "/p/job_manager/jm-0", seq: int | None = None, **data: Any
+    type_: str,
+    source: str = "/p/job_manager/jm-0",
+    seq: int | None = None,
+    incarnation: str = "",
+    **data: Any,
 ) -> Event:
     """An event from ``source`` with the next sequence number (or ``seq``)."""
     SEQ[source] = seq if seq is not None else SEQ.get(source, 0) + 1
@@ -25,6 +29,7 @@ def ev(
         time="2026-01-01T00:00:00Z",
         sequence=SEQ[source],
         data=data,
+        incarnation=incarnation,
     )
 
 
@@ -161,9 +166,34 @@ def test_unsound_promotions_fail(events: list[Event], says: str) -> None:
 
 def test_sequences_with_restarts_hold() -> None:
     a, b = "/p/x/x-0", "/p/y/y-0"
-    events = [ev("E", a), ev("E", b), ev("E", a), ev("E", a, seq=1), ev("E", b), ev("E", a)]
+    events = [
+        ev("E", a, incarnation="a1"),
+        ev("E", b, incarnation="b1"),
+        ev("E", a, incarnation="a1"),
+        ev("E", a, seq=1, incarnation="a2"),
+        ev("E", b, incarnation="b1"),
+        ev("E", a, incarnation="a2"),
+        ev("E", a, seq=0, incarnation="a2"),  # an announcement: outside the count
+    ]
     verdict = inv.sequences_contiguous(events)
     assert verdict.held and verdict.checked == 3  # a ran twice, b once
+
+
+def test_a_count_restarting_within_one_incarnation_fails() -> None:
+    # Failed before the fix: a fall back to 1 was taken for a restart, so the events
+    # lost between (here 4 and on) were invisible. A restart is a new incarnation now.
+    events = [ev("E", "/p/x/x-0", seq=s, incarnation="i1") for s in (1, 2, 3, 1, 2)]
+    verdict = inv.sequences_contiguous(events)
+    assert not verdict.held and "3 then 1" in verdict.violations[0]
+
+
+def test_a_new_incarnation_must_start_at_one() -> None:
+    events = [
+        ev("E", "/p/x/x-0", seq=1, incarnation="i1"),
+        ev("E", "/p/x/x-0", seq=2, incarnation="i2"),
+    ]
+    verdict = inv.sequences_contiguous(events)
+    assert not verdict.held and "first event has sequence 2" in verdict.violations[0]
 
 
 @pytest.mark.parametrize(
