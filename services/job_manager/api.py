@@ -9,11 +9,17 @@ a 409 the agent acts on (it drops or kills that attempt), counted by kind.
 
 from __future__ import annotations
 
+import functools
+import logging
 import time
 import uuid
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any
 
+import anyio
+import msgspec
+import nats.errors
 from nats.js.errors import KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
@@ -45,6 +51,8 @@ from shared.jobs import (
 )
 from shared.kv import cas_update, read
 
+log = logging.getLogger("ringmaster.job_manager.api")
+
 
 class Refused(Conflict):
     """A report refused by the state machine (409); ``kind`` says why."""
@@ -68,6 +76,7 @@ class JobApi:
         announcer: Announcer,
         emit: Callable[[EventData], Awaitable[bool]],
         emit_nowait: Callable[[EventData], bool],
+        spawn: Callable[[Callable[[], Coroutine[Any, Any, None]]], None],
         paused: Callable[[], bool],
         counts: Counter[str],
         lister: Lister | None = None,
@@ -88,6 +97,9 @@ class JobApi:
         #: Queues an event without awaiting its ack (the outbox keeps order, retries
         #: and counts): for announcements no reply needs to wait for.
         self.emit_nowait = emit_nowait
+        self.spawn = spawn
+        #: Terminal announcements running after their reply, at most this many at once.
+        self._announcing = anyio.CapacityLimiter(256)
         self.paused = paused
         self.counts = counts
         self.refused: Counter[str] = Counter()
@@ -268,7 +280,19 @@ class JobApi:
         elif phase == "completed":
             self.counts["completed_total"] += 1
             self.dispatcher.forget(rec.job_id)  # the agent acks its message itself
-            await self.announcer.announce(rec)
+            # After the reply, not before: the record carries the obligation to announce
+            # (announced=False) until the event is acknowledged, so a crash meanwhile
+            # leaves it to the announcer's sweep or the agent's repeated report.
+            self.spawn(functools.partial(self._announce_later, rec))
         elif phase == "failed":
             self.dispatcher.forget(rec.job_id)
             await self.reaper.announce_failure(rec, rec.error, now)
+
+    async def _announce_later(self, rec: JobRecord) -> None:
+        async with self._announcing:
+            try:
+                await self.announcer.announce(rec)
+            except (nats.errors.Error, TimeoutError, msgspec.DecodeError) as exc:
+                # Still owed by the record: the sweep announces it again.
+                self.counts["announce_errors"] += 1
+                log.warning("job %s: announcement left to the sweep: %r", rec.job_id, exc)

@@ -127,6 +127,7 @@ class JobManagerService(Service[JobManagerConfig]):
             announcer=announcer,
             emit=self.emit,
             emit_nowait=self.emit_nowait,
+            spawn=self.spawn,
             paused=lambda: self.paused,
             counts=self.counts,
             lister=lister,
