@@ -67,9 +67,14 @@ RR_REQUESTS = 20_000
 RR_SERIAL = 2_000
 JS_MESSAGES = 20_000
 GOAL_RATE = 1_000.0
+#: Job manager instances sharing the load (one queue group, one reaper by lease);
+#: ``RINGMASTER_BENCH_JOB_MANAGERS`` sets it, so one run can compare one and two.
+MANAGERS = int(os.environ.get("RINGMASTER_BENCH_JOB_MANAGERS", "1"))
 GOAL_P99 = 0.1
 POOLED = Requirements(capability="cpu", pooled=True)
-TARGETED = Requirements(capability="cpu")
+#: A memory minimum makes the node's choice matter, so the selector is asked; a job
+#: needing only a capability goes to its pool by default.
+TARGETED = Requirements(capability="cpu", min_memory_mb=1)
 
 
 class _Submitted(msgspec.Struct):
@@ -144,20 +149,29 @@ def start_agent(ctx: Ctx, url: str, prefix: str, node_id: str, **extra: object) 
     )
 
 
-def start_managers(ctx: Ctx, url: str, prefix: str) -> list[Proc]:
-    """The job manager and the node selector, as processes."""
-    return [
+def start_managers(ctx: Ctx, url: str, prefix: str, managers: int = 1) -> list[Proc]:
+    """``managers`` job managers (``job_manager``, ``job_manager-1`` ...) and the selector."""
+    procs = [
         ctx.python(
-            "job_manager",
+            "job_manager" if n == 0 else f"job_manager-{n}",
             ["-m", "services.job_manager"],
-            env("job_manager", url, prefix, "jm-0"),
-        ),
+            env("job_manager", url, prefix, f"jm-{n}"),
+        )
+        for n in range(managers)
+    ]
+    procs.append(
         ctx.python(
             "node_selector",
             ["-m", "services.node_selector"],
             env("node_selector", url, prefix, "sel-0"),
-        ),
-    ]
+        )
+    )
+    return procs
+
+
+def manager_cpu(cpu: dict[str, float]) -> float:
+    """CPU per job of every job manager instance together."""
+    return sum(v for k, v in cpu.items() if k.startswith("job_manager"))
 
 
 async def nodes_alive(
@@ -387,7 +401,7 @@ async def measure(ctx: Ctx) -> list[Row]:
     """Start the cluster, run the rounds, stop it, then measure the raw limits."""
     server, http = monitored_server(ctx)
     assert server.pid is not None
-    procs = start_managers(ctx, server.url, PREFIX)
+    procs = start_managers(ctx, server.url, PREFIX, MANAGERS)
     procs.append(
         start_agent(ctx, server.url, PREFIX, "hollow", hollow=HOLLOW, capabilities=["cpu"])
     )
@@ -407,7 +421,7 @@ def report(ctx: Ctx, res: Results) -> list[Row]:
     """The goal rows, their notes and the context figures."""
     raw, pooled = res.raw, res.pooled
     rr_p50, rr_p99 = percentile(raw.rr_times, 0.5), percentile(raw.rr_times, 0.99)
-    jm, total = pooled.cpu["job_manager"], sum(pooled.cpu.values())
+    jm, total = manager_cpu(pooled.cpu), sum(pooled.cpu.values())
     ctx.context(NAME, "JetStream publish pipelined (400 B)", raw.js_rate, "/s")
     ctx.context(NAME, "request/reply one by one, p50", rr_p50 * 1e6, "µs")
     ctx.context(
@@ -421,7 +435,8 @@ def report(ctx: Ctx, res: Results) -> list[Row]:
     ctx.context(NAME, f"{light}, p50", percentile(res.lat_light, 0.5) * 1e3, "ms")
     ctx.context(NAME, f"{light}, p99", percentile(res.lat_light, 0.99) * 1e3, "ms")
     setup = (
-        f"1 job manager, 1 node selector, 1 node agent with --hollow {HOLLOW} (2 slots each, "
+        f"{MANAGERS} job manager{'s' if MANAGERS > 1 else ''}, 1 node selector, "
+        f"1 node agent with --hollow {HOLLOW} (2 slots each, "
         "capabilities [cpu]), jobs of duration_s 0, every service on its defaults; "
         "idle CPU before the rounds (% of a core): "
         + ", ".join(f"{k} {v:.1f}" for k, v in res.idle.items())
@@ -436,7 +451,8 @@ def report(ctx: Ctx, res: Results) -> list[Row]:
         rows.append(
             Row(
                 key=NAME,
-                title=f"Jobs/s through the whole lifecycle, {label}, {HOLLOW} hollow nodes",
+                title=f"Jobs/s through the whole lifecycle, {label}, {HOLLOW} hollow nodes, "
+                f"{MANAGERS} job manager{'s' if MANAGERS > 1 else ''}",
                 figure=rnd.rate,
                 unit="/s",
                 raw=raw.rr_rate,

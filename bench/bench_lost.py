@@ -10,13 +10,17 @@ sweep at different phases):
 - hung: a subscriber takes the probe and never answers (a stuck process), so the
   probe waits its whole timeout.
 
-The raw limit is the rule's floor: LOST needs more than 3 intervals of silence and
-an unanswered probe, so 3 s plus a no-responder round trip measured in this run.
+The raw limit is the rule's floor: the probe goes out at the SUSPECT mark (more than
+2 intervals of silence) and LOST follows its failure, so 2 s plus a no-responder
+round trip (dead) or plus the probe timeout (hung), measured in this run. A hung
+process (SIGSTOP) keeps its connection, so the server hands it the probe and nobody
+answers: the fake hung instance here is what the orchestrator sees of one.
 """
 
 from __future__ import annotations
 
 import os
+import signal
 import statistics
 import time
 from collections.abc import Awaitable, Callable
@@ -27,8 +31,9 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 
 from bench.bench_ingest import orchestrator_env, wait_metrics
+from bench.bench_jobs import env
 from bench.harness import Ctx, Row, percentile
-from services.orchestrator.policy import LOST_AFTER
+from services.orchestrator.policy import SUSPECT_AFTER
 from shared.codec import decode, encode
 from shared.contracts import Beacon, Event, ServiceStatus
 from shared.subjects import Subjects
@@ -41,6 +46,8 @@ INTERVAL = 1.0
 BEACONS = 3
 PER_KIND = 4
 GOAL = 3.0
+HUNG_GOAL = 3.5
+PROBE_TIMEOUT = 0.5  # the orchestrator's default
 
 
 def beacon(instance: str, seq: int) -> bytes:
@@ -122,7 +129,40 @@ async def fake_instance(
             await anyio.sleep(INTERVAL)
 
 
-async def measure(ctx: Ctx, url: str) -> Row:
+async def sigstopped(ctx: Ctx, nc: Client, url: str) -> float:
+    """A real loop_manager stopped with SIGSTOP: its last beacon -> SERVICE_LOST, seconds."""
+    subjects = Subjects(PREFIX)
+    name, seen, lost = "lm-stopped", anyio.Event(), anyio.Event()
+    last: list[float] = []
+
+    async def on_beacon(msg: Msg) -> None:
+        if decode(Beacon, msg.data).status is ServiceStatus.RUNNING:
+            last.append(time.monotonic())
+            if len(last) >= BEACONS:
+                seen.set()
+
+    async def on_lost(msg: Msg) -> None:
+        if decode(Event, msg.data).data.get("instance") == name:
+            last.append(time.monotonic())
+            lost.set()
+
+    await nc.subscribe(subjects.beacon("loop_manager", name), cb=on_beacon)
+    await nc.subscribe(subjects.event("orchestrator", "SERVICE_LOST"), cb=on_lost)
+    proc = ctx.python(name, ["-m", "services.loop_manager"], env("loop_manager", url, PREFIX, name))
+    with anyio.fail_after(60):
+        await seen.wait()
+    os.kill(proc.pid, signal.SIGSTOP)
+    try:
+        with anyio.fail_after(8 * INTERVAL):
+            await lost.wait()
+    finally:
+        os.kill(proc.pid, signal.SIGCONT)
+    # LOST is the last entry; before it, the last beacon (one already on its way when
+    # the process stopped included). No callback runs between SIGCONT and here.
+    return last[-1] - last[-2]
+
+
+async def measure(ctx: Ctx, url: str) -> list[Row]:
     """Run dead and hung instances side by side; LOST latency from the last beacon."""
     subjects = Subjects(PREFIX)
     orch = ctx.python(
@@ -146,6 +186,7 @@ async def measure(ctx: Ctx, url: str) -> Row:
                 tg.start_soon(fake_instance, nc, subjects, watch, name, (i % PER_KIND) * 0.07)
         with anyio.move_on_after(8 * INTERVAL):
             await watch.all_lost.wait()
+        real_hung = await sigstopped(ctx, nc, url)
     finally:
         await nc.close()
     missing = sorted(set(dead + hung) - set(watch.lost))
@@ -158,14 +199,13 @@ async def measure(ctx: Ctx, url: str) -> Row:
         return [times[n] - watch.last_beacon[n] for n in names if n in times]
 
     lost_dead, lost_hung = since_last(watch.lost, dead), since_last(watch.lost, hung)
+    lost_hung.append(real_hung)
+    ctx.context(NAME, "real loop_manager under SIGSTOP: last beacon -> LOST", real_hung, "s")
     suspect = since_last(watch.suspect, dead + hung)
     probe_at = since_last(watch.probe, hung)
     probe_wait = [watch.lost[n] - watch.probe[n] for n in hung if n in watch.probe]
-    floor = LOST_AFTER * INTERVAL + rtt
-    # What LOST would be if the probe went out at the SUSPECT mark and LOST followed
-    # its failure: SUSPECT latency plus the probe's own duration (rtt, or the timeout).
-    early_dead = statistics.median(suspect) + rtt
-    early_hung = statistics.median(suspect) + statistics.median(probe_wait)
+    floor = SUSPECT_AFTER * INTERVAL + rtt
+    hung_floor = SUSPECT_AFTER * INTERVAL + PROBE_TIMEOUT
     ctx.context(
         NAME,
         "dead instance: last beacon -> SERVICE_LOST, median",
@@ -179,44 +219,54 @@ async def measure(ctx: Ctx, url: str) -> Row:
     ctx.context(
         NAME, "last beacon -> probe arrives (hung), median", statistics.median(probe_at), "s"
     )
-    ctx.context(
-        NAME, "estimate with the probe at SUSPECT and LOST on its failure, dead", early_dead, "s"
+    parts = (
+        f"SUSPECT after a median {statistics.median(suspect):.2f} s; the probe of a hung "
+        f"instance goes out after {statistics.median(probe_at):.2f} s and LOST follows "
+        f"{statistics.median(probe_wait):.2f} s later (probe_timeout {PROBE_TIMEOUT} s); a "
+        f"no-responder probe fails in {rtt * 1000:.2f} ms"
     )
-    ctx.context(
-        NAME, "estimate with the probe at SUSPECT and LOST on its failure, hung", early_hung, "s"
+    spread = (
+        "dead, last beacon -> LOST: "
+        + ", ".join(f"{v:.2f}" for v in sorted(lost_dead))
+        + " s; hung: "
+        + ", ".join(f"{v:.2f}" for v in sorted(lost_hung))
+        + f" s (p50 {percentile(lost_hung, 0.5):.2f} s)"
     )
-    return Row(
-        key=NAME,
-        title="Silent instance -> LOST (1 s beacons, killed instance), worst of runs",
-        figure=max(lost_dead),
-        unit="s",
-        raw=floor,
-        raw_label="rule floor: 3 silent intervals + no-responder probe round trip",
-        goal=GOAL,
-        higher_is_better=False,
-        inclusive=True,
-        notes=[
-            f"{PER_KIND} dead and {PER_KIND} hung fake instances at once, 3 beacons each at 1 s "
-            "then silence, offsets spread over one sweep period (0.25 s)",
-            "dead, last beacon -> LOST: "
-            + ", ".join(f"{v:.2f}" for v in sorted(lost_dead))
-            + " s; hung: "
-            + ", ".join(f"{v:.2f}" for v in sorted(lost_hung))
-            + f" s (p50 {percentile(lost_hung, 0.5):.2f} s)",
-            f"SUSPECT after a median {statistics.median(suspect):.2f} s; the probe of a hung "
-            f"instance goes out after {statistics.median(probe_at):.2f} s and LOST follows "
-            f"{statistics.median(probe_wait):.2f} s later (probe_timeout 0.5 s); a no-responder "
-            f"probe fails in {rtt * 1000:.2f} ms",
-            "the goal (≤ 3 s) is below what the design's own rule allows (LOST only after more "
-            "than 3 silent intervals and an unanswered probe): at a 1 s interval the floor is "
-            f"3 s + the sweep period. With the probe sent at the SUSPECT mark (2 intervals) and "
-            f"LOST on its failure, it would be about {early_dead:.2f} s (dead) and "
-            f"{early_hung:.2f} s (hung), estimated from the parts measured here",
-        ],
+    setup = (
+        f"{PER_KIND} dead and {PER_KIND} hung fake instances at once, 3 beacons each at 1 s "
+        "then silence, offsets spread over one sweep period (0.25 s); then one real "
+        f"loop_manager (1 s beacons) stopped with SIGSTOP: LOST {real_hung:.2f} s after its "
+        "last beacon (counted among the hung)"
     )
+    return [
+        Row(
+            key=NAME,
+            title="Silent instance -> LOST (1 s beacons, killed instance), worst of runs",
+            figure=max(lost_dead),
+            unit="s",
+            raw=floor,
+            raw_label="rule floor: 2 silent intervals + no-responder probe round trip",
+            goal=GOAL,
+            higher_is_better=False,
+            inclusive=True,
+            notes=[setup, spread, parts],
+        ),
+        Row(
+            key=NAME,
+            title="Hung instance (probe never answered) -> LOST, worst of runs",
+            figure=max(lost_hung),
+            unit="s",
+            raw=hung_floor,
+            raw_label="rule floor: 2 silent intervals + probe timeout",
+            goal=HUNG_GOAL,
+            higher_is_better=False,
+            inclusive=True,
+            notes=[setup, spread, parts],
+        ),
+    ]
 
 
 def run(ctx: Ctx) -> list[Row]:
     """Measure on a nats-server of this benchmark's own."""
     server = ctx.server()
-    return [anyio.run(measure, ctx, server.url)]
+    return anyio.run(measure, ctx, server.url)

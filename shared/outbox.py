@@ -1,14 +1,15 @@
 """A bounded, ordered outbox that gets every event acknowledged by JetStream.
 
 ``emit`` never raises into the caller. Events are published in order, pipelined in
-windows, each with a ``Nats-Msg-Id`` so a retry after a lost acknowledgment is
-de-duplicated by the stream. When a publish fails (server away, timeout) the
-flusher backs off and retries from the first unacknowledged event, so order is
-kept. Two loss modes are left, both counted, logged and shown in health: when the
-outbox is full a new event is dropped; and an event that can never be published
-(larger than the server's max_payload, a subject or header the client refuses, a 400
-from the stream such as its max_msg_size) is dropped at the head of the queue instead
-of being retried forever in front of every event behind it.
+windows with several windows in flight (the next is sent while the acks of the
+earlier ones are still coming), each with a ``Nats-Msg-Id`` so a retry after a
+lost acknowledgment is de-duplicated by the stream. When a publish fails (server
+away, timeout) the flusher backs off and retries from the first unacknowledged
+event, so order is kept. Two loss modes are left, both counted, logged and shown in
+health: when the outbox is full a new event is dropped; and an event that can never
+be published (larger than the server's max_payload, a subject or header the client
+refuses, a 400 from the stream such as its max_msg_size) is dropped at the head of
+the queue instead of being retried forever in front of every event behind it.
 
 ``publish`` reports whether the event was acknowledged at its first try. A caller
 that must not go on without the announcement does not treat False as done: the event
@@ -57,7 +58,7 @@ class OutboxStats(msgspec.Struct, frozen=True):
     unpublishable: int = 0
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)  # one per event: slots make it cheaper to build
 class _Entry:
     subject: str
     payload: bytes
@@ -84,12 +85,18 @@ class Outbox:
         *,
         capacity: int = 10_000,
         window: int = 512,
+        depth: int = 4,
         ack_timeout: float = 5.0,
         max_backoff: float = 2.0,
     ) -> None:
         self._js = js
         self._capacity = capacity
         self._window = window
+        #: Windows in flight at once; window * depth stays under nats-py's own limit
+        #: of outstanding async publishes (4,000), past which publish_async stalls.
+        self._depth = depth
+        #: Entries at the head of the queue that are sent and await their ack.
+        self._sent = 0
         self._ack_timeout = ack_timeout
         self._max_backoff = max_backoff
         self._queue: deque[_Entry] = deque()
@@ -176,11 +183,46 @@ class Outbox:
                 backoff = min(backoff * 2, self._max_backoff)
 
     async def _send_window(self) -> bool:
-        """Send one window; False when a transient failure calls for a backoff."""
-        batch = list(itertools.islice(self._queue, self._window))
-        futures: list[asyncio.Future[PubAck]] = []
-        poison: BaseException | None = None
-        transient = False
+        """Send and settle every queued event, ``depth`` windows in flight.
+
+        False when a failure calls for a look at the head (``_probe_head``) and, if
+        that fails too, a backoff.
+        """
+        windows: deque[list[tuple[_Entry, asyncio.Future[PubAck]]]] = deque()
+        ok, poison = True, None
+        try:
+            while True:
+                while ok and len(windows) < self._depth and self._sent < len(self._queue):
+                    window, ok, poison = await self._send_next()
+                    windows.append(window)
+                if not windows:
+                    if poison is not None:
+                        # Everything before it is acked, so it is the head: drop it, or
+                        # it blocks all.
+                        self._drop_head(poison)
+                        return True
+                    return ok
+                if not await self._settle(windows.popleft()):
+                    return False
+        finally:
+            # Whatever is still out is given up on: it is sent again (same id) on retry.
+            for window in windows:
+                for entry, fut in window:
+                    fut.cancel()
+                    entry.settle()
+            self._sent = 0
+
+    async def _send_next(
+        self,
+    ) -> tuple[list[tuple[_Entry, asyncio.Future[PubAck]]], bool, BaseException | None]:
+        """Publish the next window of unsent entries.
+
+        Also returns False when a publish failed, and the error when the next entry can
+        never be sent (it is not sent, and nothing after it).
+        """
+        start = self._sent
+        batch = list(itertools.islice(self._queue, start, start + self._window))
+        window: list[tuple[_Entry, asyncio.Future[PubAck]]] = []
         try:
             for entry in batch:
                 headers = {"Nats-Msg-Id": entry.msg_id}
@@ -191,45 +233,53 @@ class Outbox:
                         entry.subject, entry.payload, headers=headers
                     )
                 except _UNSENDABLE as exc:
-                    poison = (
-                        exc  # entry number len(futures): dropped once those before it are acked
-                    )
-                    break
-                futures.append(fut)
+                    return window, False, exc
+                window.append((entry, fut))
+                self._sent += 1
         except (OSError, nats.errors.Error) as exc:
-            transient = True
             self._note_failure(exc)
-        acked = 0
-        try:
-            # One deadline for the whole window: a timer per ack costs more than the ack.
-            with anyio.fail_after(self._ack_timeout):
-                for fut in futures:
-                    try:
-                        await fut
-                    except _REFUSED as exc:
-                        poison = exc
-                        break
-                    acked += 1
-        except (TimeoutError, nats.errors.Error) as exc:
-            transient = True
-            self._note_failure(exc)
-        for rest in futures[acked:]:
-            rest.cancel()  # re-sent with the same id later; the stream keeps one copy
+            return window, False, None
+        return window, True, None
+
+    async def _settle(self, window: list[tuple[_Entry, asyncio.Future[PubAck]]]) -> bool:
+        """Await one window's acks in order, dequeuing each acked entry; False on failure."""
+        if not window:  # its first publish failed: nothing went out
+            return True
+        # One wake-up for the whole window (a suspension per ack costs more than the
+        # ack), and one deadline; then count the acks in order up to the first miss.
+        await asyncio.wait([fut for _, fut in window], timeout=self._ack_timeout)
+        acked, refused = 0, None
+        for _, fut in window:
+            if not fut.done():
+                self._note_failure(TimeoutError(f"no ack in {self._ack_timeout:g}s"))
+                break
+            exc = fut.exception()
+            if isinstance(exc, _REFUSED):
+                refused = exc
+                break
+            if exc is not None:
+                self._note_failure(exc)
+                break
+            acked += 1
         now = time.monotonic()
         for _ in range(acked):
             entry = self._queue.popleft()
             self.latency.observe(now - entry.queued_at)
             entry.acked = True
             entry.settle()
+        self._sent -= acked
         self._acked += acked
-        if poison is not None and not transient:
+        if acked == len(window):
+            return True
+        rest = window[acked:]
+        if refused is not None:
             # Everything before it is acked, so it is the head: drop it, or it blocks all.
-            self._drop_head(poison)
-            return True
-        if acked == len(batch):
-            return True
+            self._drop_head(refused)
+            self._sent -= 1
+            rest = rest[1:]
         # What is left waits for the retry; its callers learn it is not acked yet.
-        for entry in batch[acked:]:
+        for entry, fut in rest:
+            fut.cancel()
             entry.settle()
         return False
 

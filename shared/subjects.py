@@ -19,6 +19,7 @@ one NATS server. No other module builds a subject by hand.
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 
@@ -52,6 +53,7 @@ def check_token(value: str, what: str) -> str:
     return value
 
 
+@functools.cache  # a handful of types, split on every emit: the hot path of events
 def split_event_type(event_type: str) -> tuple[str, str]:
     """Split ``NOUN_PHASE`` into its noun and phase: ``DATA_SYNC_STARTED`` -> data_sync, started."""
     for phase in MULTI_WORD_PHASES:

@@ -9,12 +9,17 @@ a 409 the agent acts on (it drops or kills that attempt), counted by kind.
 
 from __future__ import annotations
 
+import functools
+import logging
 import time
 import uuid
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any
 
 import anyio
+import msgspec
+import nats.errors
 from nats.js.errors import KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
@@ -47,6 +52,8 @@ from shared.jobs import (
 )
 from shared.kv import cas_update, read
 
+log = logging.getLogger("ringmaster.job_manager.api")
+
 
 class Refused(Conflict):
     """A report refused by the state machine (409); ``kind`` says why."""
@@ -69,6 +76,8 @@ class JobApi:
         reaper: Reaper,
         announcer: Announcer,
         emit: Callable[[EventData], Awaitable[bool]],
+        emit_nowait: Callable[[EventData], bool],
+        spawn: Callable[[Callable[[], Coroutine[Any, Any, None]]], None],
         paused: Callable[[], bool],
         counts: Counter[str],
         lister: Lister | None = None,
@@ -86,6 +95,12 @@ class JobApi:
         self.reaper = reaper
         self.announcer = announcer
         self.emit = emit
+        #: Queues an event without awaiting its ack (the outbox keeps order, retries
+        #: and counts): for announcements no reply needs to wait for.
+        self.emit_nowait = emit_nowait
+        self.spawn = spawn
+        #: Terminal announcements running after their reply, at most this many at once.
+        self._announcing = anyio.CapacityLimiter(256)
         self.paused = paused
         self.counts = counts
         self.refused: Counter[str] = Counter()
@@ -102,7 +117,14 @@ class JobApi:
             if existing is not None:
                 self.counts["duplicate_submits"] += 1
                 return existing
-        record = traces.start(policy.new_record(job_id, spec, time.time()))
+        now = time.time()
+        record = traces.start(policy.new_record(job_id, spec, now))
+        req = spec.requirements
+        # Needing no selector, the first attempt is written with the record itself:
+        # one write instead of create-then-dispatch.
+        direct = not self.paused() and not policy.needs_selector(req)
+        if direct:
+            record = policy.dispatched(record, now, policy.choose_pool(req, None)) or record
         self.dispatcher.busy.add(job_id)  # the reaper leaves it to the dispatch below
         try:
             try:
@@ -113,25 +135,21 @@ class JobApi:
                 return await self.read(job_id)
             self.index.apply(record, revision)
             self.counts["submitted_total"] += 1
-            submitted = JobSubmitted(
-                job_id=job_id, type=spec.type, idempotency_key=spec.idempotency_key
-            )
+            # Queued before the dispatch is published, so JOB_SUBMITTED precedes
+            # JOB_STARTED in the outbox's order; the reply need not wait for its ack.
+            with tracing.use(traces.job_span(record)):
+                self.emit_nowait(
+                    JobSubmitted(
+                        job_id=job_id, type=spec.type, idempotency_key=spec.idempotency_key
+                    )
+                )
             if self.paused():
-                with tracing.use(traces.job_span(record)):
-                    await self.emit(submitted)
                 return record  # kept PENDING: the reaper dispatches it once resumed
-
-            # The event's ack and the dispatch overlap; the reply still waits for both.
-            # The outbox keeps order, and the event is queued when the dispatch first
-            # waits, long before the job can start: JOB_SUBMITTED precedes JOB_STARTED.
-            async def announce() -> None:
-                with tracing.use(traces.job_span(record)):
-                    await self.emit(submitted)
-
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(announce)
-                dispatched = await self.dispatcher.safely(job_id, (record, revision))
-            return dispatched or record
+            if direct:
+                sent = await self.dispatcher.send_safely(record, revision, now)
+            else:
+                sent = await self.dispatcher.safely(job_id, (record, revision))
+            return sent or record
         finally:
             self.dispatcher.busy.discard(job_id)
 
@@ -263,7 +281,9 @@ class JobApi:
 
     async def _announce(self, rec: JobRecord, phase: str, now: float) -> None:
         if phase == "started":
-            await self.emit(
+            # Not awaited: the record says RUNNING, and the reply need not wait for a
+            # wake-up event's ack (the outbox retries it in order and counts a loss).
+            self.emit_nowait(
                 JobStarted(
                     job_id=rec.job_id, type=rec.spec.type, attempt=rec.attempt, node_id=rec.node_id
                 )
@@ -271,7 +291,19 @@ class JobApi:
         elif phase == "completed":
             self.counts["completed_total"] += 1
             self.dispatcher.forget(rec.job_id)  # the agent acks its message itself
-            await self.announcer.announce(rec)
+            # After the reply, not before: the record carries the obligation to announce
+            # (announced=False) until the event is acknowledged, so a crash meanwhile
+            # leaves it to the announcer's sweep or the agent's repeated report.
+            self.spawn(functools.partial(self._announce_later, rec))
         elif phase == "failed":
             self.dispatcher.forget(rec.job_id)
             await self.reaper.announce_failure(rec, rec.error, now)
+
+    async def _announce_later(self, rec: JobRecord) -> None:
+        async with self._announcing:
+            try:
+                await self.announcer.announce(rec)
+            except (nats.errors.Error, TimeoutError, msgspec.DecodeError) as exc:
+                # Still owed by the record: the sweep announces it again.
+                self.counts["announce_errors"] += 1
+                log.warning("job %s: announcement left to the sweep: %r", rec.job_id, exc)

@@ -1,6 +1,8 @@
-"""Dispatch: choose a pool (asking the node selector through a breaker), then PENDING ->
-DISPATCHED by compare-and-set, then publish the JobDispatch into ``P_JOBS`` and await
-the stream's ack.
+"""Dispatch: choose a pool (asking the node selector only when the node matters,
+``selection.py``), then PENDING -> DISPATCHED by compare-and-set, then publish the
+JobDispatch into ``P_JOBS`` and await the stream's ack. A submit that needs no
+selector writes its record DISPATCHED from the start and only publishes here
+(:meth:`Dispatcher.send`): one write per job instead of two.
 
 The record is written before the message is published, so an agent can never report
 on an attempt the record does not know. A publish that fails puts the record back to
@@ -35,22 +37,16 @@ from nats.js.kv import KeyValue
 from services.job_manager import policy, traces
 from services.job_manager.config import JobManagerConfig
 from services.job_manager.index import JobIndex
+from services.job_manager.selection import Selection
 from shared.circuit_breaker import CircuitBreaker
-from shared.codec import decode, encode
-from shared.errors import RequestError, Unavailable
+from shared.codec import encode
+from shared.errors import RequestError
 from shared.failpoints import failpoint
-from shared.intake import ERROR_CODE_HEADER
-from shared.jobs import JobDispatch, JobRecord, JobState, SelectReply, SelectRequest
+from shared.jobs import JobDispatch, JobRecord, JobState
 from shared.kv import cas_update, read
 from shared.subjects import Subjects
 
 log = logging.getLogger("ringmaster.job_manager.dispatch")
-
-SELECTOR = "node_selector"
-
-
-class SelectorError(Unavailable):
-    """The node selector answered with an error."""
 
 
 class Dispatcher:
@@ -88,6 +84,13 @@ class Dispatcher:
         #: Jobs with a dispatch under way: the reaper leaves them alone.
         self.busy: set[str] = set()
         self._slots = anyio.Semaphore(config.dispatch_concurrency)
+        self.selection = Selection(
+            nc=nc,
+            subjects=subjects,
+            breaker=breaker,
+            timeout=lambda: self.config.select_timeout_s,
+            stats=self.stats,
+        )
 
     def soon(self, job_id: str) -> None:
         """Dispatch ``job_id`` in the background unless a dispatch of it is under way."""
@@ -118,6 +121,15 @@ class Dispatcher:
             log.error("job %s: record does not decode: %s", job_id, exc)
         return None
 
+    async def send_safely(self, new: JobRecord, revision: int, now: float) -> JobRecord | None:
+        """:meth:`send`, its failures counted: the reaper republishes or retries."""
+        try:
+            return await self.send(new, revision, now)
+        except (nats.errors.Error, TimeoutError) as exc:
+            self.stats["errors"] += 1
+            log.warning("dispatch of %s failed: %r", new.job_id, exc)
+            return None
+
     async def dispatch(
         self, job_id: str, known: tuple[JobRecord, int] | None = None
     ) -> JobRecord | None:
@@ -131,7 +143,8 @@ class Dispatcher:
             return None
         rec = found[0]
         req = rec.spec.requirements
-        selected = await self.select(rec) if policy.needs_selector(req) else None
+        asks = policy.needs_selector(req, failed_on=rec.node_id)
+        selected = await self.selection.select(rec) if asks else None
         pool = policy.choose_pool(req, selected)
         now = time.time()
         # The record just read is the first try: no second read before the write.
@@ -140,7 +153,15 @@ class Dispatcher:
         )
         if written is None:
             return None
-        new, revision = written
+        return await self.send(*written, now)
+
+    async def send(self, new: JobRecord, revision: int, now: float) -> JobRecord | None:
+        """Publish the dispatch of ``new``, just written DISPATCHED at ``revision``.
+
+        A submit that needs no selector writes its record DISPATCHED at once and comes
+        here directly (one write per dispatch, not two). A failed publish gives the
+        attempt back; a cut before the publish is the reaper's republish case.
+        """
         self.index.apply(new, revision)
         failpoint("job_manager.dispatch.after_write")
         try:
@@ -149,8 +170,8 @@ class Dispatcher:
             return await self._give_back(new, exc)
         self.failing = 0
         self.stats["dispatched"] += 1
-        self.stats[f"to_{pool.partition('.')[0]}"] += 1
-        self.messages[job_id] = (new.fencing, ack.seq)
+        self.stats[f"to_{new.pool.partition('.')[0]}"] += 1
+        self.messages[new.job_id] = (new.fencing, ack.seq)
         return new
 
     async def _publish(self, rec: JobRecord, now: float) -> PubAck:
@@ -222,39 +243,6 @@ class Dispatcher:
             return None
         self.index.apply(*back)
         return back[0]
-
-    async def select(self, rec: JobRecord) -> str | None:
-        """The selector's best node for ``rec``, or None (down, open breaker, no node)."""
-        request = SelectRequest(
-            requirement=rec.spec.requirements,
-            count=1,
-            exclude=[rec.node_id] if rec.node_id else [],
-        )
-        try:
-            nodes = await self.breaker.call(self._ask, request)
-        except (nats.errors.Error, TimeoutError, RequestError) as exc:
-            self.stats["select_failed"] += 1
-            log.debug("selector unavailable for %s: %r", rec.job_id, exc)
-            return None
-        except (msgspec.DecodeError, msgspec.ValidationError):
-            self.stats["select_unreadable"] += 1
-            return None
-        if not nodes:
-            self.stats["select_empty"] += 1
-            return None
-        self.stats["selected"] += 1
-        return nodes[0]
-
-    async def _ask(self, request: SelectRequest) -> list[str]:
-        reply = await self.nc.request(
-            self.subjects.api(SELECTOR, "select"),
-            encode(request),
-            timeout=self.config.select_timeout_s,
-        )
-        code = (reply.headers or {}).get(ERROR_CODE_HEADER)
-        if code is not None:
-            raise SelectorError(f"node selector answered error {code}")
-        return decode(SelectReply, reply.data).nodes
 
     async def discard(self, job_id: str, fencing: int | None = None) -> None:
         """Delete the dispatch message of ``job_id`` (of ``fencing`` if given) if still queued.

@@ -74,9 +74,19 @@ def requirements_problem(req: Requirements) -> str | None:
     return None
 
 
-def needs_selector(req: Requirements) -> bool:
-    """Whether the node selector is asked: neither pinned to a node nor pooled."""
-    return not req.node_id and not req.pooled
+def needs_selector(req: Requirements, failed_on: str = "") -> bool:
+    """Whether the node selector is asked: only when the choice of node matters.
+
+    Pinned or pooled jobs never ask. Nor does a first attempt that needs only a
+    capability: every agent serving the capability pool fits it, and the first one
+    with a free slot takes it, which spreads load by itself; pooling it by default
+    saves a round trip to the selector per job. GPUs or a memory minimum need the
+    selector's view of which nodes have them free, and a retry of an attempt that
+    failed on node ``failed_on`` needs it to steer clear of that node.
+    """
+    if req.node_id or req.pooled:
+        return False
+    return bool(failed_on) or req.gpu_count > 0 or req.min_memory_mb > 0
 
 
 def choose_pool(req: Requirements, selected: str | None) -> str:
@@ -96,6 +106,10 @@ def pool_node(pool: str) -> str:
     """The node a pool names (``node.<id>``), or "" for a capability pool."""
     kind, _, rest = pool.partition(".")
     return rest if kind == "node" else ""
+
+
+#: Seconds a fresh submit is left to the job manager instance that took it.
+SUBMIT_GRACE_S = 2.0
 
 
 # -- records --------------------------------------------------------------------------
@@ -231,6 +245,7 @@ def reap_action(
     published: bool = True,
     republish_after_s: float = 2.0,
     queued_at: float | None = None,
+    submit_grace_s: float = 0.0,
 ) -> Reap | None:
     """The reaper's decision for ``rec``; None when there is nothing to do.
 
@@ -245,6 +260,10 @@ def reap_action(
     by an instance that died): it is published again, under the same message id,
     before its dispatch can time out, so the cut never spends an attempt;
     ``queued_at`` is when that republish queued it, where its dispatch timeout starts.
+    A fresh submit (attempt 0, no retry time) is left to the instance that took it for
+    ``submit_grace_s``: with several job managers, another one's submit is PENDING for
+    the moment its dispatch asks the selector, and dispatching it here too would only
+    lose the compare-and-set after a second selector round trip.
     """
     lost = (
         bool(rec.node_id)
@@ -252,6 +271,9 @@ def reap_action(
         and now - node_last_seen > node_lost_after_s
     )
     if rec.state is S.PENDING:
+        if rec.attempt == 0 and rec.retry_at is None:
+            fresh = now - rec.submitted_at < submit_grace_s
+            return None if fresh else Reap("dispatch")
         return Reap("dispatch") if rec.retry_at is None or rec.retry_at <= now else None
     if rec.state is S.DISPATCHED:
         if lost:

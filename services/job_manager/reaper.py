@@ -103,6 +103,7 @@ class Reaper:
             published=self.dispatcher.published(rec),
             queued_at=self.dispatcher.queued_since(rec),
             republish_after_s=cfg.republish_after_s,
+            submit_grace_s=policy.SUBMIT_GRACE_S,
         )
 
     async def tick(self) -> None:

@@ -28,10 +28,11 @@ from services.job_manager.announce import Announcer
 from services.job_manager.api import JobApi
 from services.job_manager.catalog import JobCatalog
 from services.job_manager.config import JobManagerConfig
-from services.job_manager.dispatcher import SELECTOR, Dispatcher
+from services.job_manager.dispatcher import Dispatcher
 from services.job_manager.history import History
 from services.job_manager.listing import Lister
 from services.job_manager.reaper import MaxDeliveries, Reaper, max_deliveries_subject
+from services.job_manager.selection import SELECTOR
 from shared.circuit_breaker import CircuitBreaker
 from shared.contracts import Empty, HealthCheckResult, HistogramSample
 from shared.jobs import JobQuery, JobRef, JobReport, JobSpec, NodeInfo
@@ -125,6 +126,8 @@ class JobManagerService(Service[JobManagerConfig]):
             reaper=reaper,
             announcer=announcer,
             emit=self.emit,
+            emit_nowait=self.emit_nowait,
+            spawn=self.spawn,
             paused=lambda: self.paused,
             counts=self.counts,
             lister=lister,

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import math
 import time
 from collections import Counter
 from typing import TYPE_CHECKING
@@ -115,13 +116,32 @@ class Watch:
                     self._probe_cmd,
                     timeout=svc.config.probe_timeout,
                 )
+            except nats.errors.NoRespondersError:
+                # The server itself answered: nobody listens there (a dead process).
+                answered = False if not self.cut_off(time.monotonic()) else None
             except (TimeoutError, nats.errors.Error, OSError):
-                # Our own connection failing, or a bus that delivered no beacon from
-                # anyone while we waited, says nothing about the instance.
-                heard = self._heard > started and not self.cut_off(time.monotonic())
-                answered = False if heard else None
+                answered = await self._bus_works(started)
         self.probes[{True: "answered", False: "unanswered", None: "inconclusive"}[answered]] += 1
         self._announce(self.registry.probe_result(key, answered, started, time.monotonic()))
+
+    async def _bus_works(self, started: float) -> bool | None:
+        """After a probe timed out: False (unanswered) if the bus provably works, else None.
+
+        Our own connection failing, or a bus that delivers nothing, says nothing about
+        the instance. Proof that it works: a beacon from anyone since the probe went
+        out, or a server round trip (PING/PONG) that succeeds now.
+        """
+        if self.cut_off(time.monotonic()):
+            return None
+        if self._heard > started:
+            return False
+        try:
+            # nats-py takes whole seconds here; a PONG comes back in well under one.
+            await self.svc.nc.flush(timeout=math.ceil(self.svc.config.probe_timeout))
+        except (TimeoutError, nats.errors.Error, OSError):
+            self.probes["flush_failed"] += 1
+            return None
+        return False
 
     def _announce(self, events: list[EventData]) -> None:
         for event in events:

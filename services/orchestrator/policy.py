@@ -6,15 +6,16 @@ what it recovered from). The registry feeds three kinds of input through here:
 
 - a beacon arrived (``on_beacon``): the instance is ALIVE again;
 - time passed without one (``on_silence``): ALIVE -> SUSPECT past 2 intervals, and
-  SUSPECT -> LOST past 3 intervals once a direct probe went unanswered;
-- a direct probe finished (``on_probe``). The probe is sent as soon as an instance is
-  SUSPECT, so its answer is in by the time 3 intervals have passed: LOST needs both
-  the silence and the unanswered probe, and still comes at 3 intervals, not later.
-  A probe that answers keeps it SUSPECT (and restarts its silence).
+  SUSPECT -> LOST past 3 intervals of silence;
+- a direct probe finished (``on_probe``). The probe is sent at the SUSPECT mark; an
+  unanswered one makes the instance LOST at once, so a dead instance (no responder)
+  is LOST a moment after 2 intervals and a hung one a probe timeout later. A probe
+  that answers keeps it SUSPECT (and restarts its silence).
 
-Each returns the new state and the changes to announce. Two steps before LOST, one
-of them a direct question, is the rule that keeps a slow beacon from becoming a
-false death. What counts as a valid beacon in the first place is here too
+LOST is whichever comes first: the unanswered probe or 3 intervals of silence. Each
+function returns the new state and the changes to announce. LOST is always the second
+step (an instance is SUSPECT first, on an earlier sweep), which keeps one slow beacon
+from becoming a false death. What counts as a valid beacon in the first place is here too
 (``BeaconReader``): decoding bytes is as pure as the rest.
 """
 
@@ -30,7 +31,7 @@ from shared.subjects import Subjects
 
 #: Silent intervals after which an instance is SUSPECT.
 SUSPECT_AFTER = 2.0
-#: Silent intervals after which a SUSPECT instance whose probe went unanswered is LOST.
+#: Silent intervals after which a SUSPECT instance is LOST, probe answered or not yet.
 LOST_AFTER = 3.0
 
 #: Intervals without a beacon from anyone (the observer's own included) after which
@@ -61,8 +62,6 @@ class State(NamedTuple):
     status: ServiceStatus
     #: What was last wrong ("SUSPECT", "LOST", "DEGRADED", "ERROR"), "" when nothing.
     trouble: str = ""
-    #: A direct probe of this SUSPECT instance went unanswered.
-    probe_failed: bool = False
 
 
 NO_CHANGES: tuple[Change, ...] = ()
@@ -99,48 +98,36 @@ def on_beacon(prev: State | None, status: ServiceStatus) -> tuple[State | None, 
 def on_silence(prev: State, silent_s: float, interval_s: float) -> tuple[State, tuple[Change, ...]]:
     """No beacon for ``silent_s`` seconds: SUSPECT past 2 intervals, LOST past 3.
 
-    Silence alone never makes an instance LOST: it also needs an unanswered probe.
+    One step per call: an ALIVE instance becomes SUSPECT first, however long the
+    silence, so LOST always follows an earlier SUSPECT (and its probe).
     """
     if prev.liveness is Liveness.ALIVE and silent_s > SUSPECT_AFTER * interval_s:
         return State(Liveness.SUSPECT, prev.status, Liveness.SUSPECT.value), (Change.SUSPECT,)
-    if _lost(prev, silent_s, interval_s):
-        return State(Liveness.LOST, prev.status, Liveness.LOST.value), (Change.LOST,)
+    if prev.liveness is Liveness.SUSPECT and silent_s > LOST_AFTER * interval_s:
+        return _lost(prev)
     return prev, NO_CHANGES
 
 
-def _lost(state: State, silent_s: float, interval_s: float) -> bool:
-    return (
-        state.liveness is Liveness.SUSPECT
-        and state.probe_failed
-        and silent_s > LOST_AFTER * interval_s
-    )
+def _lost(prev: State) -> tuple[State, tuple[Change, ...]]:
+    return State(Liveness.LOST, prev.status, Liveness.LOST.value), (Change.LOST,)
 
 
 def needs_probe(state: State, silent_s: float, interval_s: float) -> bool:
-    """Whether to ask a SUSPECT instance directly (once per silence, right away)."""
-    return (
-        state.liveness is Liveness.SUSPECT
-        and not state.probe_failed
-        and silent_s > SUSPECT_AFTER * interval_s
-    )
+    """Whether to ask an instance directly: at the SUSPECT mark (2 silent intervals)."""
+    return state.liveness is Liveness.SUSPECT and silent_s > SUSPECT_AFTER * interval_s
 
 
-def on_probe(
-    prev: State, answered: bool, silent_s: float = 0.0, interval_s: float = 1.0
-) -> tuple[State, tuple[Change, ...]]:
+def on_probe(prev: State, answered: bool) -> tuple[State, tuple[Change, ...]]:
     """A direct probe of a SUSPECT instance finished.
 
     Answered: it stays SUSPECT (the caller refreshes its last-seen time, so the next
-    probe waits for another 2 silent intervals). Unanswered: marked, and LOST as soon
-    as it has been silent 3 intervals (at once, if that is already so). For an
+    probe waits for another 2 silent intervals). Unanswered: LOST at once, since the
+    silence already made it SUSPECT and the instance itself did not answer. For an
     instance that is not SUSPECT any more the probe says nothing.
     """
     if prev.liveness is not Liveness.SUSPECT or answered:
         return prev, NO_CHANGES
-    marked = prev._replace(probe_failed=True)
-    if _lost(marked, silent_s, interval_s):
-        return State(Liveness.LOST, prev.status, Liveness.LOST.value), (Change.LOST,)
-    return marked, NO_CHANGES
+    return _lost(prev)
 
 
 def deaf(heard_nothing_s: float, interval_s: float) -> bool:

@@ -111,9 +111,7 @@ class Registry:
         entry.probing = False
         if answered is None or entry.seen > started:
             return _NO_EVENTS
-        state, changes = policy.on_probe(
-            entry.state, answered, now - entry.seen, entry.beacon.interval_s
-        )
+        state, changes = policy.on_probe(entry.state, answered)
         if answered and state.liveness is Liveness.SUSPECT:
             entry.seen = now
         events = [_event(c, entry.beacon, entry.state, now - entry.seen) for c in changes]

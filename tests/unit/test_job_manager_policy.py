@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import msgspec
 import pytest
 from hypothesis import given
@@ -273,22 +275,44 @@ def test_backoff_never_shrinks_with_more_attempts_at_the_same_jitter(
 # -- pools ----------------------------------------------------------------------------------
 
 
+def test_a_fresh_submit_is_left_to_its_instance_for_the_grace() -> None:
+    fresh = record(S.PENDING, attempt=0, fencing=0, node_id="", retry_at=None)
+    act = functools.partial(
+        policy.reap_action, dispatch_timeout_s=60, node_lost_after_s=5, lease_s=30
+    )
+    assert act(fresh, T0 + 1.0, None, submit_grace_s=2.0) is None
+    assert act(fresh, T0 + 2.5, None, submit_grace_s=2.0) == policy.Reap("dispatch")
+    # A retry (attempt 1, retry time come) is not a fresh submit: dispatched at once.
+    retry = record(S.PENDING, retry_at=T0)
+    assert act(retry, T0, None, submit_grace_s=2.0) == policy.Reap("dispatch")
+
+
 @pytest.mark.parametrize(
     ("req", "selected", "asks", "pool"),
     [
         (Req(node_id="n9"), "n1", False, "node.n9"),
         (Req(node_id="n9", pooled=True), None, False, "node.n9"),
         (Req(capability="gpu", pooled=True), "n1", False, "cap.gpu"),
-        (Req(capability="gpu"), "n1", True, "node.n1"),
-        (Req(capability="gpu"), None, True, "cap.gpu"),
-        (Req(capability="gpu"), "", True, "cap.gpu"),
-        (Req(capability="gpu"), "bad.id", True, "cap.gpu"),
+        (Req(capability="gpu", gpus=1), "n1", True, "node.n1"),
+        (Req(capability="gpu", gpus=2), "n2", True, "node.n2"),
+        (Req(capability="gpu", gpu=True), None, True, "cap.gpu"),
+        (Req(capability="cpu", min_memory_mb=512), "", True, "cap.cpu"),
+        (Req(capability="gpu", gpu_memory_mb=8000), "bad.id", True, "cap.gpu"),
+        # Only a capability: any agent of the pool fits, so the selector is not asked.
+        (Req(capability="cpu"), None, False, "cap.cpu"),
+        (Req(), None, False, "cap.cpu"),
     ],
 )
 def test_pool_choice(req: Req, selected: str | None, asks: bool, pool: str) -> None:
     assert policy.needs_selector(req) == asks
     assert policy.choose_pool(req, selected) == pool
     assert policy.pool_node(pool) == (pool[5:] if pool.startswith("node.") else "")
+
+
+def test_a_retry_asks_the_selector_to_avoid_the_node_that_failed_it() -> None:
+    assert policy.needs_selector(Req(capability="cpu"), failed_on="n1")
+    assert not policy.needs_selector(Req(capability="cpu", pooled=True), failed_on="n1")
+    assert not policy.needs_selector(Req(node_id="n1"), failed_on="n1")
 
 
 @pytest.mark.parametrize(

@@ -54,8 +54,9 @@ def test_on_beacon(
         (State(A, RUN), 1.9, State(A, RUN), ()),
         (State(A, RUN), 2.0, State(A, RUN), ()),  # "more than" two intervals
         (State(A, RUN), 2.01, State(S, RUN, "SUSPECT"), (Change.SUSPECT,)),
-        (State(A, RUN), 50.0, State(S, RUN, "SUSPECT"), (Change.SUSPECT,)),  # never LOST
-        (State(S, RUN, "SUSPECT"), 50.0, State(S, RUN, "SUSPECT"), ()),
+        (State(A, RUN), 50.0, State(S, RUN, "SUSPECT"), (Change.SUSPECT,)),  # SUSPECT first
+        (State(S, RUN, "SUSPECT"), 3.0, State(S, RUN, "SUSPECT"), ()),
+        (State(S, RUN, "SUSPECT"), 3.01, State(L, RUN, "LOST"), (Change.LOST,)),
         (State(L, RUN, "LOST"), 50.0, State(L, RUN, "LOST"), ()),
     ],
 )
@@ -68,7 +69,6 @@ def test_on_silence(prev: State, silent: float, state: State, changes: tuple[Cha
     [
         (State(S, RUN, "SUSPECT"), 2.0, False),
         (State(S, RUN, "SUSPECT"), 2.01, True),  # asked as soon as it is SUSPECT
-        (State(S, RUN, "SUSPECT", True), 5.0, False),  # asked already: unanswered
         (State(A, RUN), 10.0, False),  # the sweep makes it SUSPECT first
         (State(L, RUN, "LOST"), 10.0, False),
     ],
@@ -78,29 +78,26 @@ def test_needs_probe(state: State, silent: float, probe: bool) -> None:
 
 
 @pytest.mark.parametrize(
-    ("prev", "answered", "silent", "state", "changes"),
+    ("prev", "answered", "state", "changes"),
     [
-        (State(S, RUN, "SUSPECT"), True, 2.5, State(S, RUN, "SUSPECT"), ()),
-        # Unanswered before 3 intervals: marked; the sweep at 3 intervals declares LOST.
-        (State(S, RUN, "SUSPECT"), False, 2.5, State(S, RUN, "SUSPECT", True), ()),
-        # Unanswered after 3 intervals already: LOST at once.
-        (State(S, RUN, "SUSPECT"), False, 3.5, State(L, RUN, "LOST"), (Change.LOST,)),
-        (State(A, RUN), False, 3.5, State(A, RUN), ()),  # a beacon came meanwhile
-        (State(L, RUN, "LOST"), False, 3.5, State(L, RUN, "LOST"), ()),
+        (State(S, RUN, "SUSPECT"), True, State(S, RUN, "SUSPECT"), ()),
+        # Unanswered: LOST at once, without waiting for 3 silent intervals.
+        (State(S, RUN, "SUSPECT"), False, State(L, RUN, "LOST"), (Change.LOST,)),
+        (State(A, RUN), False, State(A, RUN), ()),  # a beacon came meanwhile
+        (State(L, RUN, "LOST"), False, State(L, RUN, "LOST"), ()),
     ],
 )
-def test_on_probe(
-    prev: State, answered: bool, silent: float, state: State, changes: tuple[Change, ...]
-) -> None:
-    assert policy.on_probe(prev, answered, silent, 1.0) == (state, changes)
+def test_on_probe(prev: State, answered: bool, state: State, changes: tuple[Change, ...]) -> None:
+    assert policy.on_probe(prev, answered) == (state, changes)
 
 
-def test_lost_needs_both_silence_and_an_unanswered_probe() -> None:
-    marked = State(S, RUN, "SUSPECT", True)
-    assert policy.on_silence(marked, 3.01, 1.0) == (State(L, RUN, "LOST"), (Change.LOST,))
-    assert policy.on_silence(marked, 2.9, 1.0) == (marked, ())
-    unasked = State(S, RUN, "SUSPECT")
-    assert policy.on_silence(unasked, 100.0, 1.0) == (unasked, ())
+def test_lost_is_the_unanswered_probe_or_three_silent_intervals_whichever_first() -> None:
+    suspect = State(S, RUN, "SUSPECT")
+    assert policy.on_probe(suspect, False) == (State(L, RUN, "LOST"), (Change.LOST,))
+    assert policy.on_silence(suspect, 2.9, 1.0) == (suspect, ())
+    assert policy.on_silence(suspect, 3.01, 1.0) == (State(L, RUN, "LOST"), (Change.LOST,))
+    # Never straight from ALIVE, however long the silence: SUSPECT (and a probe) first.
+    assert policy.on_silence(State(A, RUN), 100.0, 1.0)[0].liveness is S
 
 
 def test_forget_and_troubled() -> None:
@@ -149,8 +146,8 @@ def test_any_sequence_keeps_the_promises(
         elif kind == "silence":
             assert isinstance(arg, float)
             new, changes = policy.on_silence(prev, arg, 1.0)
-            if Change.LOST in changes:  # only silence plus an unanswered probe
-                assert prev.probe_failed and arg > policy.LOST_AFTER
+            if Change.LOST in changes:  # SUSPECT first, then 3 silent intervals
+                assert prev.liveness is S and arg > policy.LOST_AFTER
         else:
             new, changes = policy.on_probe(prev, bool(arg))
             if changes:
@@ -190,10 +187,10 @@ def test_registry_silent_instance_goes_suspect_then_lost_then_recovers() -> None
     events, probes = reg.sweep(3.1)
     assert [type(e) for e in events] == [ServiceSuspect] and probes == [("demo", "i1")]
     assert reg.sweep(3.2) == ([], [])  # one probe at a time
-    assert reg.probe_result(("demo", "i1"), False, started=3.1, now=3.6) == []
-    assert reg.sweep(3.9) == ([], [])  # unanswered, but not yet 3 silent intervals
-    events, _ = reg.sweep(4.1)
+    # Unanswered: LOST at once, before 3 silent intervals.
+    events = reg.probe_result(("demo", "i1"), False, started=3.1, now=3.6)
     assert [type(e) for e in events] == [ServiceLost]
+    assert reg.sweep(4.1) == ([], [])
     assert reg.views(5.0, 1005.0)[0].liveness is L
     events = reg.observe(beacon(seq=3), now=6.0)
     assert events == [ServiceRecovered(service="demo", instance="i1", was="LOST")]
@@ -231,8 +228,9 @@ def test_registry_orderly_stop_removes_and_lost_is_forgotten() -> None:
     assert reg.observe(beacon(STOPPED, instance="a"), now=0.5) == []
     assert [v.instance for v in reg.views(1.0, 1.0)] == ["b"] and reg.left == 1
     _, probes = reg.sweep(2.5)
-    reg.probe_result(probes[0], False, started=2.5, now=2.6)
-    assert [type(e) for e in reg.sweep(3.5)[0]] == [ServiceLost]
+    assert [type(e) for e in reg.probe_result(probes[0], False, started=2.5, now=2.6)] == [
+        ServiceLost
+    ]
     reg.sweep(9.0)
     assert len(reg) == 1
     reg.sweep(10.5)
@@ -296,6 +294,17 @@ def test_registry_lists_the_lost_silent_long_enough_to_be_hung() -> None:
     reg.sweep(2.1)  # both SUSPECT, probes out
     reg.probe_result(("demo", "i1"), False, started=2.1, now=2.6)
     reg.probe_result(("demo", "i2"), True, started=2.1, now=2.6)  # i2 answered
-    reg.sweep(3.1)  # i1 LOST
-    assert reg.lost_for(3.1, 5.0) == []  # LOST, but not silent long enough yet
+    assert reg.lost_for(3.1, 5.0) == []  # i1 LOST, but not silent long enough yet
     assert [e.beacon.instance for e in reg.lost_for(5.0, 5.0)] == ["i1"]
+
+
+def test_registry_silence_alone_makes_lost_at_three_intervals() -> None:
+    """A probe still out (or inconclusive) does not hold LOST back past 3 intervals."""
+    reg = Registry()
+    reg.observe(beacon(), now=0.0)
+    _, probes = reg.sweep(2.1)
+    assert probes == [("demo", "i1")]
+    assert reg.sweep(2.9) == ([], [])
+    events, _ = reg.sweep(3.1)
+    assert [type(e) for e in events] == [ServiceLost]
+    assert reg.probe_result(probes[0], False, started=2.1, now=3.2) == []
