@@ -13,6 +13,10 @@ leaf with player P to move and opponent O, checked in this order:
    double threat: an open three ``.XXX.`` on a k=4 board, a fork on k=3): O cannot
    complete a line in reply and cannot block both, so the position is won (+1); only
    such moves are tried.
+5. None of that, and some move of P makes exactly one threat, O's forced block
+   gives O no completing cell, and P then has a double threat to make: won (+1);
+   only such moves are tried. This is the first step of a victory by continuous
+   threats; longer chains are left to the search, whose forced nodes make them cheap.
 
 Every rule is exact (a finite, forced sequence), so the values are never wrong; the
 move restrictions prune only moves that lose or that are no better than the kept ones.
@@ -47,29 +51,60 @@ def winning_cells(game: Game, boards: Boards, player: NDArray[np.int8]) -> Mask:
     return out
 
 
-def threat_moves(game: Game, boards: Boards, player: NDArray[np.int8]) -> Mask:
-    """Per board and cell: would ``player``'s stone there create two or more distinct
-    cells that complete a line next move (a double threat)?
+def threat_pairs(game: Game, boards: Boards, player: NDArray[np.int8]) -> Mask:
+    """Per board, (move, cell): would ``player``'s stone at move make cell complete a
+    line next move?
 
     A line with k - 2 of the player's stones, no opponent stone and two empty cells
-    e1, e2 turns into a threat at e2 when the player takes e1 (and at e1 for e2). The
-    (move, threat) pairs of all such lines go into a (board, cell, cell) table; a move
-    is a double threat when its row holds two cells. Two overlapping lines can name
-    the same pair, which is why the table counts distinct cells, not lines.
+    e1, e2 turns into a threat at e2 when the player takes e1 (and at e1 for e2).
+    Two overlapping lines can name the same pair, which is why this is a table of
+    cells, not a count of lines.
     """
+    pairs = np.zeros((len(boards), game.cells, game.cells), dtype=np.bool_)
     if game.k < 3:
-        return np.zeros(boards.shape, dtype=np.bool_)
+        return pairs
     cells = boards[:, game.lines] * player[:, None, None]
     own = (cells == 1).sum(axis=2)
     empty = (cells == EMPTY).sum(axis=2)
     rows, line = np.nonzero((own == game.k - 2) & (empty == 2))
-    pairs = np.zeros((len(boards), game.cells, game.cells), dtype=np.bool_)
     if rows.size:
         members = game.lines[line]
         free = members[cells[rows, line] == EMPTY].reshape(-1, 2)
         pairs[rows, free[:, 0], free[:, 1]] = True
         pairs[rows, free[:, 1], free[:, 0]] = True
-    return np.asarray(pairs.sum(axis=2) >= 2)
+    return pairs
+
+
+def threat_moves(game: Game, boards: Boards, player: NDArray[np.int8]) -> Mask:
+    """Per board and cell: would ``player``'s stone there create two or more distinct
+    cells that complete a line next move (a double threat)?"""
+    return np.asarray(threat_pairs(game, boards, player).sum(axis=2) >= 2)
+
+
+def threat_then_fork(game: Game, boards: Boards, player: NDArray[np.int8]) -> Mask:
+    """Per board and cell: a move making exactly one threat, whose forced block leaves
+    the opponent no completing cell and ``player`` a double threat to make (the
+    shortest victory by continuous threats after the double threat itself).
+
+    For boards where ``player`` cannot win at once, has no double threat, and the
+    opponent has no completing cell (the caller's rules 1, 2, 3 and 4 checked that).
+    """
+    pairs = threat_pairs(game, boards, player)
+    rows, moves = np.nonzero(pairs.sum(axis=2) == 1)
+    out = np.zeros(boards.shape, dtype=np.bool_)
+    if rows.size == 0:
+        return out
+    blocks = pairs[rows, moves].argmax(axis=1)
+    after = boards[rows].copy()
+    mover = player[rows]
+    after[np.arange(len(rows)), moves] = mover
+    after[np.arange(len(rows)), blocks] = -mover
+    # The block must not give the opponent a threat of its own to answer first.
+    safe = ~winning_cells(game, after, -mover).any(axis=1)
+    forks = threat_moves(game, after, mover).any(axis=1)
+    win = safe & forks
+    out[rows[win], moves[win]] = True
+    return out
 
 
 @dataclass(frozen=True)
@@ -104,9 +139,17 @@ def tactics(game: Game, boards: Boards, player: NDArray[np.int8]) -> Tactics:
     value[lost], decided[lost] = -1.0, True
     # Rule 4: nothing to block, and a double threat to make.
     free = rest[count == 0]
-    if free.size:
-        forks = threat_moves(game, boards[free], player[free])
-        won = forks.any(axis=1)
-        moves[free[won]] = forks[won]
-        value[free[won]], decided[free[won]] = 1.0, True
+    if free.size == 0:
+        return Tactics(moves, value, decided)
+    forks = threat_moves(game, boards[free], player[free])
+    won = forks.any(axis=1)
+    moves[free[won]] = forks[won]
+    value[free[won]], decided[free[won]] = 1.0, True
+    # Rule 5: a threat whose forced block leaves a double threat to make.
+    rest = free[~won]
+    if rest.size:
+        combos = threat_then_fork(game, boards[rest], player[rest])
+        won = combos.any(axis=1)
+        moves[rest[won]] = combos[won]
+        value[rest[won]], decided[rest[won]] = 1.0, True
     return Tactics(moves, value, decided)
