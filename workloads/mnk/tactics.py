@@ -15,8 +15,9 @@ leaf with player P to move and opponent O, checked in this order:
    such moves are tried.
 5. None of that, and some move of P makes exactly one threat, O's forced block
    gives O no completing cell, and P then has a double threat to make: won (+1);
-   only such moves are tried. This is the first step of a victory by continuous
-   threats; longer chains are left to the search, whose forced nodes make them cheap.
+   only such moves are tried; likewise after two such threats (``VCF_DEPTH``): a
+   victory by continuous threats. Longer chains are left to the search, whose forced
+   nodes make them cheap.
 
 Every rule is exact (a finite, forced sequence), so the values are never wrong; the
 move restrictions prune only moves that lose or that are no better than the kept ones.
@@ -33,6 +34,9 @@ from numpy.typing import NDArray
 from workloads.mnk.game import EMPTY, Boards, Game
 
 Mask = NDArray[np.bool_]
+#: Single threats before the double threat that rule 5 looks through (2: measured
+#: against 1 in docs/workload.md; each level costs self-play time).
+VCF_DEPTH = 1
 
 
 def winning_cells(game: Game, boards: Boards, player: NDArray[np.int8]) -> Mask:
@@ -81,10 +85,13 @@ def threat_moves(game: Game, boards: Boards, player: NDArray[np.int8]) -> Mask:
     return np.asarray(threat_pairs(game, boards, player).sum(axis=2) >= 2)
 
 
-def threat_then_fork(game: Game, boards: Boards, player: NDArray[np.int8]) -> Mask:
+def threat_then_fork(
+    game: Game, boards: Boards, player: NDArray[np.int8], depth: int = 2
+) -> Mask:
     """Per board and cell: a move making exactly one threat, whose forced block leaves
-    the opponent no completing cell and ``player`` a double threat to make (the
-    shortest victory by continuous threats after the double threat itself).
+    the opponent no completing cell and ``player`` a double threat to make, directly
+    or (``depth`` > 1) after up to ``depth - 1`` more such threats: a victory by
+    continuous threats of at most ``depth`` single threats, then the double threat.
 
     For boards where ``player`` cannot win at once, has no double threat, and the
     opponent has no completing cell (the caller's rules 1, 2, 3 and 4 checked that).
@@ -101,8 +108,12 @@ def threat_then_fork(game: Game, boards: Boards, player: NDArray[np.int8]) -> Ma
     after[np.arange(len(rows)), blocks] = -mover
     # The block must not give the opponent a threat of its own to answer first.
     safe = ~winning_cells(game, after, -mover).any(axis=1)
-    forks = threat_moves(game, after, mover).any(axis=1)
-    win = safe & forks
+    win = safe & threat_moves(game, after, mover).any(axis=1)
+    deeper = np.flatnonzero(safe & ~win)
+    if depth > 1 and deeper.size:
+        # The same preconditions hold after the block: the recursion is exact too.
+        chains = threat_then_fork(game, after[deeper], mover[deeper], depth - 1)
+        win[deeper[chains.any(axis=1)]] = True
     out[rows[win], moves[win]] = True
     return out
 
@@ -148,7 +159,7 @@ def tactics(game: Game, boards: Boards, player: NDArray[np.int8]) -> Tactics:
     # Rule 5: a threat whose forced block leaves a double threat to make.
     rest = free[~won]
     if rest.size:
-        combos = threat_then_fork(game, boards[rest], player[rest])
+        combos = threat_then_fork(game, boards[rest], player[rest], VCF_DEPTH)
         won = combos.any(axis=1)
         moves[rest[won]] = combos[won]
         value[rest[won]], decided[rest[won]] = 1.0, True
