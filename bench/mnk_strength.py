@@ -3,7 +3,8 @@
 Per model file (each says its config):
 
 - 5x5k4 (and any network): ``--games`` games (200 by default) of the model's search
-  (``--simulations`` per move, 400 by default) against the depth-2 minimax searcher on the open-lines heuristic
+  (``--simulations`` per move, 800 by default) against the depth-2 minimax searcher
+  on the open-lines heuristic
   (workloads.mnk.agents.MinimaxAgent), in pairs sharing two random opening moves, the
   model X in one game of each pair and O in the other;
 - 4x4k3 (a first-player win): the model as X against every defense: all of O's
@@ -39,7 +40,7 @@ VERSUS_GAMES = 200
 OPENING_PLIES = 2
 #: Simulations per move of the model's search against the depth-2 searcher: more than
 #: self-play's (agents.SIMULATIONS), since play-time search is cheap next to training.
-VERSUS_SIMULATIONS = 400
+VERSUS_SIMULATIONS = 800
 SEED = 2026
 #: Positions searched at once in the every-defense walk.
 CHUNK = 2048

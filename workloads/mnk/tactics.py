@@ -85,9 +85,7 @@ def threat_moves(game: Game, boards: Boards, player: NDArray[np.int8]) -> Mask:
     return np.asarray(threat_pairs(game, boards, player).sum(axis=2) >= 2)
 
 
-def threat_then_fork(
-    game: Game, boards: Boards, player: NDArray[np.int8], depth: int = 2
-) -> Mask:
+def threat_then_fork(game: Game, boards: Boards, player: NDArray[np.int8], depth: int = 2) -> Mask:
     """Per board and cell: a move making exactly one threat, whose forced block leaves
     the opponent no completing cell and ``player`` a double threat to make, directly
     or (``depth`` > 1) after up to ``depth - 1`` more such threats: a victory by
@@ -108,7 +106,7 @@ def threat_then_fork(
     after[np.arange(len(rows)), blocks] = -mover
     # The block must not give the opponent a threat of its own to answer first.
     safe = ~winning_cells(game, after, -mover).any(axis=1)
-    win = safe & threat_moves(game, after, mover).any(axis=1)
+    win: Mask = np.asarray(safe & threat_moves(game, after, mover).any(axis=1))
     deeper = np.flatnonzero(safe & ~win)
     if depth > 1 and deeper.size:
         # The same preconditions hold after the block: the recursion is exact too.
