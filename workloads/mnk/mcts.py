@@ -156,15 +156,23 @@ def search(
     settings: SearchSettings,
     rng: np.random.Generator | None = None,
     tick: Callable[[float], None] | None = None,
+    allowed: NDArray[np.bool_] | None = None,
 ) -> tuple[F32, F32]:
     """(root visit counts (b, cells), root values) of non-terminal ``roots``.
 
     With ``rng``, Dirichlet noise is mixed into the root priors (self-play). The visit
     counts of each root sum to ``settings.simulations``. ``tick`` hears the share of
-    the simulations done, four times per search (for progress reports).
+    the simulations done, four times per search (for progress reports). ``allowed``
+    (per root and cell) takes moves out of the roots' priors (lookahead.py).
     """
     trees = Trees(game, roots, settings)
     priors, _ = expand(game, evaluate, roots)
+    if allowed is not None:
+        kept = np.where(allowed, priors, 0.0)
+        # A root whose every allowed move has prior 0 (tactics disagree) keeps its own.
+        ok = kept.sum(axis=1, keepdims=True) > 0
+        priors = np.where(ok, kept / np.where(ok, kept.sum(axis=1, keepdims=True), 1.0), priors)
+        priors = priors.astype(np.float32)
     if rng is not None and settings.noise_weight > 0:
         legal = roots == EMPTY
         noise = rng.gamma(settings.noise_alpha, 1.0, size=roots.shape) * legal
