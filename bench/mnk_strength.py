@@ -59,7 +59,7 @@ def versus_minimax(
     started = time.process_time()
     tally = duel(
         game,
-        SearchAgent(model, simulations),
+        SearchAgent(model, simulations, lookahead=True),
         MinimaxAgent(game),
         games,
         seed,

@@ -26,7 +26,7 @@ def test_a_reply_setting_up_two_combinations_is_seen() -> None:
     lost = losing_moves(game, board)
     assert lost[8] and not lost.all()
     assert not (lost & (board != 0)).any()
-    agent = SearchAgent(PvNet.initial(game), 64)
+    agent = SearchAgent(PvNet.initial(game), 64, lookahead=True)
     move = int(agent.moves(board[None, :], np.random.default_rng(0))[0])
     assert not lost[move]
 

@@ -56,11 +56,12 @@ def pick_most_visited(visits: NDArray[np.float32], rng: np.random.Generator) -> 
 
 class SearchAgent:
     """PUCT search guided by a model; plays its most visited move (no noise). With
-    ``lookahead`` (the default) an exact three-ply check removes root moves that lose
-    by force first (lookahead.py)."""
+    ``lookahead`` an exact three-ply check removes root moves that lose by force first
+    (lookahead.py; the strength test uses it, evaluation jobs do not: it made a small
+    difference for about 3.5x the CPU at 64 simulations, bench/RESULTS.md)."""
 
     def __init__(
-        self, model: Model, simulations: int | None = None, lookahead: bool = True
+        self, model: Model, simulations: int | None = None, lookahead: bool = False
     ) -> None:
         self.model = model
         self.lookahead = lookahead
@@ -71,7 +72,7 @@ class SearchAgent:
 
     def moves(self, boards: Boards, rng: np.random.Generator) -> Moves:
         """Search every board (root moves that lose by force within three plies taken
-        out first, unless ``lookahead`` is off); the most visited root move of each."""
+        out first, with ``lookahead``); the most visited root move of each."""
         from workloads.mnk.lookahead import allowed_roots
 
         game = self.model.game

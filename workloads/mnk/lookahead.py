@@ -9,9 +9,9 @@ opponent reply r, every answer s the tactics allow, and the tactics of the posit
 after s; m loses by force when some r leaves every s lost by the rules. Those moves
 are taken out of the root's priors (unless every move loses).
 
-Only the players at play time (``agents.SearchAgent``: evaluation and the strength
-test) use it; in self-play its cost (thousands of positions per root) would buy
-fewer games.
+Only the strength test's player uses it (``agents.SearchAgent(lookahead=True)``):
+its cost, thousands of positions per root (about 6 ms), would buy fewer self-play
+games, and in evaluation jobs it changed little (bench/RESULTS.md).
 """
 
 from __future__ import annotations
