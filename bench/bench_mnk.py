@@ -113,8 +113,10 @@ def run(ctx: Ctx) -> list[Row]:
                         higher_is_better=True,
                         notes=[
                             f"{vs['games']} games in pairs with 2 random opening moves, the"
-                            " champion searching (most visited move), X in one game of each"
-                            " pair and O in the other; score = (wins + draws / 2) / games",
+                            f" champion searching ({vs['simulations']} simulations per move,"
+                            " the exact root check, most visited move), X in one game of"
+                            " each pair and O in the other; score = (wins + draws / 2) /"
+                            f" games; W / D / L {vs['wins']} / {vs['draws']} / {vs['losses']}",
                         ],
                         inclusive=True,
                     )

@@ -3,7 +3,8 @@
 Per model file (each says its config):
 
 - 5x5k4 (and any network): ``--games`` games (200 by default) of the model's search
-  against the depth-2 minimax searcher on the open-lines heuristic
+  (``--simulations`` per move, 800 by default) against the depth-2 minimax searcher
+  on the open-lines heuristic
   (workloads.mnk.agents.MinimaxAgent), in pairs sharing two random opening moves, the
   model X in one game of each pair and O in the other;
 - 4x4k3 (a first-player win): the model as X against every defense: all of O's
@@ -37,12 +38,17 @@ import numpy as np
 #: Games against the depth-2 searcher and the random plies opening each pair.
 VERSUS_GAMES = 200
 OPENING_PLIES = 2
+#: Simulations per move of the model's search against the depth-2 searcher: more than
+#: self-play's (agents.SIMULATIONS), since play-time search is cheap next to training.
+VERSUS_SIMULATIONS = 800
 SEED = 2026
 #: Positions searched at once in the every-defense walk.
 CHUNK = 2048
 
 
-def versus_minimax(path: Path, games: int, seed: int = SEED) -> dict[str, Any]:
+def versus_minimax(
+    path: Path, games: int, seed: int = SEED, simulations: int = VERSUS_SIMULATIONS
+) -> dict[str, Any]:
     """The model's search against depth-2 minimax, both colours, random openings."""
     from workloads.mnk.agents import MinimaxAgent, SearchAgent
     from workloads.mnk.arena import duel
@@ -52,9 +58,15 @@ def versus_minimax(path: Path, games: int, seed: int = SEED) -> dict[str, Any]:
     game = model.game
     started = time.process_time()
     tally = duel(
-        game, SearchAgent(model), MinimaxAgent(game), games, seed, opening_plies=OPENING_PLIES
+        game,
+        SearchAgent(model, simulations, lookahead=True),
+        MinimaxAgent(game),
+        games,
+        seed,
+        opening_plies=OPENING_PLIES,
     )
     return {
+        "simulations": simulations,
         **tally.as_dict(),
         "score": round((tally.wins + tally.draws / 2) / max(1, tally.games), 3),
         "as_x": dict(zip(("wins", "losses", "draws"), tally.by_colour["as_x"], strict=True)),
@@ -107,7 +119,7 @@ def every_defense(path: Path) -> dict[str, int]:
     return counts
 
 
-def measure(path: Path, games: int) -> dict[str, Any]:
+def measure(path: Path, games: int, simulations: int = VERSUS_SIMULATIONS) -> dict[str, Any]:
     """The strength figures of one model file."""
     from workloads.mnk.__main__ import solve
     from workloads.mnk.models import load_model
@@ -129,7 +141,7 @@ def measure(path: Path, games: int) -> dict[str, Any]:
             f"as X vs every defense: {found['wins']} wins, {found['draws']} draws, "
             f"{found['losses']} losses in {found['lines']} lines"
         )
-    row["versus_minimax2"] = versus_minimax(path, games)
+    row["versus_minimax2"] = versus_minimax(path, games, simulations=simulations)
     return row
 
 
@@ -144,7 +156,10 @@ def table(rows: list[dict[str, Any]]) -> str:
         if vs is None:
             duel_text = colours = "n/a"
         else:
-            duel_text = f"{vs['wins']} / {vs['draws']} / {vs['losses']}, {vs['score']:.3f}"
+            duel_text = (
+                f"{vs['wins']} / {vs['draws']} / {vs['losses']}, {vs['score']:.3f}"
+                f" ({vs['simulations']} sims)"
+            )
             colours = " / ".join(
                 f"{vs[c]['wins']}-{vs[c]['draws']}-{vs[c]['losses']}" for c in ("as_x", "as_o")
             )
@@ -168,6 +183,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     source.add_argument("--data-dir", type=Path, help="a stopped cluster's data directory")
     parser.add_argument("--prefix", default="ringmaster")
     parser.add_argument("--games", type=int, default=VERSUS_GAMES, help="games vs minimax")
+    parser.add_argument(
+        "--simulations", type=int, default=VERSUS_SIMULATIONS, help="per move vs minimax"
+    )
     parser.add_argument("--json", action="store_true", help="print the rows as JSON")
     args = parser.parse_args(argv)
     started = time.monotonic()
@@ -184,7 +202,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not paths:
             print("no champions found", file=sys.stderr)
             return 1
-        rows = [measure(Path(path), args.games) for path in paths]
+        rows = [measure(Path(path), args.games, args.simulations) for path in paths]
     if args.json:
         print(json.dumps(rows, sort_keys=True))
     else:

@@ -8,8 +8,9 @@ import pytest
 from workloads.mnk.agents import MinimaxAgent, RandomAgent, SearchAgent, evaluator_of
 from workloads.mnk.arena import duel
 from workloads.mnk.game import Board, Boards, Game, make_game
-from workloads.mnk.mcts import SearchSettings, search, winning_cells
+from workloads.mnk.mcts import SearchSettings, search
 from workloads.mnk.pvnet import PvNet
+from workloads.mnk.tactics import winning_cells
 
 
 def board_of(game: Game, rows: str) -> Board:

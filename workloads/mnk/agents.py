@@ -55,18 +55,29 @@ def pick_most_visited(visits: NDArray[np.float32], rng: np.random.Generator) -> 
 
 
 class SearchAgent:
-    """PUCT search guided by a model; plays its most visited move (no noise)."""
+    """PUCT search guided by a model; plays its most visited move (no noise). With
+    ``lookahead`` an exact three-ply check removes root moves that lose by force first
+    (lookahead.py; the strength test uses it, evaluation jobs do not: it made a small
+    difference for about 3.5x the CPU at 64 simulations, bench/RESULTS.md)."""
 
-    def __init__(self, model: Model, simulations: int | None = None) -> None:
+    def __init__(
+        self, model: Model, simulations: int | None = None, lookahead: bool = False
+    ) -> None:
         self.model = model
+        self.lookahead = lookahead
         self.name = model.model_id
         sims = simulations or SIMULATIONS.get(model.game.name, 64)
         self.settings = SearchSettings(simulations=sims)
         self.evaluate = evaluator_of(model)
 
     def moves(self, boards: Boards, rng: np.random.Generator) -> Moves:
-        """Search every board; the most visited root move of each."""
-        visits, _ = search(self.model.game, self.evaluate, boards, self.settings)
+        """Search every board (root moves that lose by force within three plies taken
+        out first, with ``lookahead``); the most visited root move of each."""
+        from workloads.mnk.lookahead import allowed_roots
+
+        game = self.model.game
+        allowed = allowed_roots(game, boards) if self.lookahead else None
+        visits, _ = search(game, self.evaluate, boards, self.settings, allowed=allowed)
         return pick_most_visited(visits, rng)
 
 

@@ -11,7 +11,9 @@ Selection is PUCT, ``Q + c * P * sqrt(N_parent + 1) / (1 + N)``, with unvisited 
 at Q = 0. A leaf's value is exact where the rules decide it: a finished game (-1 for
 the player to move when the previous move won, 0 for a full board), and +1 when the
 player to move can complete a line at once; there the priors go to those winning
-cells. Everything else comes from the evaluator (the network). Values are always from
+cells. The tactical layer (``tactics.py``) adds forced blocks, lost positions (two
+threats against the mover) and won ones (a double threat to make). Everything else
+comes from the evaluator (the network). Values are always from
 the point of view of the player to move at the node they belong to, so backing up
 flips the sign at every ply.
 """
@@ -25,6 +27,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from workloads.mnk.game import EMPTY, Boards, Game
+from workloads.mnk.tactics import tactics
 
 F32 = NDArray[np.float32]
 #: (boards) -> (priors over the cells, values for the player to move).
@@ -47,38 +50,16 @@ def to_move(boards: Boards) -> NDArray[np.int8]:
     return np.where(np.count_nonzero(boards, axis=1) % 2 == 0, 1, -1).astype(np.int8)
 
 
-def winning_cells(game: Game, boards: Boards, player: NDArray[np.int8]) -> NDArray[np.bool_]:
-    """Per board and cell: would ``player``'s stone there complete k in a row?
-
-    A line summing to (k - 1) * player holds k - 1 of that player's stones and one
-    empty cell: that cell wins.
-    """
-    sums = boards[:, game.lines].sum(axis=2, dtype=np.int16)
-    hot = sums == (player.astype(np.int16) * (game.k - 1))[:, None]
-    rows, line = np.nonzero(hot)
-    cells = game.lines[line]
-    empty = boards[rows[:, None], cells] == EMPTY
-    out = np.zeros(boards.shape, dtype=np.bool_)
-    out[np.repeat(rows, game.k)[empty.reshape(-1)], cells[empty]] = True
-    return out
-
-
 def expand(game: Game, evaluate: Evaluator, boards: Boards) -> tuple[F32, F32]:
-    """(priors, values) of non-terminal boards: the evaluator's, or exact wins in one."""
+    """(priors, values) of non-terminal boards: the evaluator's, overridden where the
+    tactical layer decides (``tactics.py``). A zero prior marks a move never tried."""
     priors, values = evaluate(boards)
-    priors = np.where(boards == EMPTY, priors, 0.0).astype(np.float32)
-    wins = winning_cells(game, boards, to_move(boards))
-    can_win = wins.any(axis=1)
-    if can_win.any():
-        # Nothing but a winning move matters, and the position is won.
-        hot = wins[can_win].astype(np.float32)
-        priors[can_win] = hot / hot.sum(axis=1, keepdims=True)
-        values = np.where(can_win, 1.0, values).astype(np.float32)
-    sums = priors.sum(axis=1, keepdims=True)
-    legal = (boards == EMPTY).astype(np.float32)
-    uniform = legal / legal.sum(axis=1, keepdims=True)
-    priors = np.where(sums > 0, priors / np.maximum(sums, 1e-12), uniform)
-    return priors.astype(np.float32), values
+    found = tactics(game, boards, to_move(boards))
+    # A floor keeps every allowed move selectable even where the softmax underflows.
+    priors = np.where(found.moves, np.maximum(priors, 1e-6), 0.0).astype(np.float32)
+    priors /= priors.sum(axis=1, keepdims=True)
+    values = np.where(found.decided, found.value, values).astype(np.float32)
+    return priors, values
 
 
 class Trees:
@@ -103,7 +84,8 @@ class Trees:
         q = np.where(n > 0, self.total[games, nodes] / np.maximum(n, 1.0), 0.0)
         scale = self.settings.c_puct * np.sqrt(n.sum(axis=1, keepdims=True) + 1.0)
         score = q + scale * self.prior[games, nodes] / (1.0 + n)
-        score = np.where(self.boards[games, nodes] == EMPTY, score, -np.inf)
+        # Zero priors: occupied cells, and the moves the tactical layer ruled out.
+        score = np.where(self.prior[games, nodes] > 0, score, -np.inf)
         return np.asarray(score.argmax(axis=1), dtype=np.intp)
 
     def simulate(self, evaluate: Evaluator) -> None:
@@ -174,21 +156,31 @@ def search(
     settings: SearchSettings,
     rng: np.random.Generator | None = None,
     tick: Callable[[float], None] | None = None,
+    allowed: NDArray[np.bool_] | None = None,
 ) -> tuple[F32, F32]:
     """(root visit counts (b, cells), root values) of non-terminal ``roots``.
 
     With ``rng``, Dirichlet noise is mixed into the root priors (self-play). The visit
     counts of each root sum to ``settings.simulations``. ``tick`` hears the share of
-    the simulations done, four times per search (for progress reports).
+    the simulations done, four times per search (for progress reports). ``allowed``
+    (per root and cell) takes moves out of the roots' priors (lookahead.py).
     """
     trees = Trees(game, roots, settings)
     priors, _ = expand(game, evaluate, roots)
+    if allowed is not None:
+        kept = np.where(allowed, priors, 0.0)
+        # A root whose every allowed move has prior 0 (tactics disagree) keeps its own.
+        ok = kept.sum(axis=1, keepdims=True) > 0
+        priors = np.where(ok, kept / np.where(ok, kept.sum(axis=1, keepdims=True), 1.0), priors)
+        priors = priors.astype(np.float32)
     if rng is not None and settings.noise_weight > 0:
         legal = roots == EMPTY
         noise = rng.gamma(settings.noise_alpha, 1.0, size=roots.shape) * legal
         noise /= np.maximum(noise.sum(axis=1, keepdims=True), 1e-12)
         w = settings.noise_weight
-        priors = ((1 - w) * priors + w * noise).astype(np.float32)
+        # Noise only among the allowed moves: a forced block stays forced.
+        mixed = np.where(priors > 0, (1 - w) * priors + w * noise, 0.0)
+        priors = (mixed / mixed.sum(axis=1, keepdims=True)).astype(np.float32)
     trees.prior[:, 0] = priors
     quarter = max(1, settings.simulations // 4)
     for done in range(1, settings.simulations + 1):

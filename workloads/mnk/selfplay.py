@@ -24,7 +24,7 @@ from workloads.mnk.mcts import Evaluator, SearchSettings, search
 from workloads.mnk.models import Model
 
 #: Plies whose move is drawn from the visit counts, per config (then: most visited).
-SAMPLE_PLIES = {"4x4k3": 4, "5x5k4": 6}
+SAMPLE_PLIES = {"4x4k3": 4, "5x5k4": 2}
 #: Dirichlet concentration at the roots: about 10 / the typical number of legal moves.
 NOISE_ALPHA = {"4x4k3": 0.6, "5x5k4": 0.4}
 
