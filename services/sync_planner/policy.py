@@ -103,8 +103,11 @@ def games_held(entries: Iterable[ManifestEntry]) -> int:
 def training_window(entries: Sequence[ManifestEntry], max_games: int) -> list[ManifestEntry]:
     """The newest entries adding up to at most ``max_games`` games, oldest first.
 
-    The window is contiguous: it stops at the first entry that does not fit. A blob
-    listed twice is handed out (and counted) once.
+    The window is contiguous: it stops at the first entry that does not fit. The
+    newest entry is always in it, however many games it holds: jobs are sized by
+    their run time, so one job of a fast game can hold more games than the window,
+    and an empty window would starve training for good (the trainer subsamples).
+    A blob listed twice is handed out (and counted) once.
     """
     chosen: list[ManifestEntry] = []
     seen: set[str] = set()
@@ -112,7 +115,7 @@ def training_window(entries: Sequence[ManifestEntry], max_games: int) -> list[Ma
     for entry in reversed(entries):
         if entry.ref.sha256 in seen:
             continue
-        if total + entry.games > max_games:
+        if chosen and total + entry.games > max_games:
             break
         seen.add(entry.ref.sha256)
         chosen.append(entry)
