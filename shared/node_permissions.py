@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from shared.permission_rules import Rule, js_rules
+from shared.permission_rules import Rule, js_rules, unique_rules
 from shared.permissions import base_rules
 from shared.subjects import Subjects, check_token
 
@@ -94,13 +94,7 @@ def node_rules(s: Subjects, node: NodeSpec) -> list[Rule]:
         Rule("publish", s.api("sync_planner", "seal"), "have its uploads checked and named"),
         Rule("subscribe", s.event("job_manager", "JOB_CANCELLED"), "kill cancelled jobs"),
     ]
-    seen: set[tuple[str, str]] = set()
-    unique = []
-    for rule in rules:
-        if (rule.action, rule.subject) not in seen:
-            seen.add((rule.action, rule.subject))
-            unique.append(rule)
-    return unique
+    return unique_rules(rules)
 
 
 def node_allowed(s: Subjects, node: NodeSpec, action: str) -> list[str]:

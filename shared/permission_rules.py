@@ -61,3 +61,14 @@ def js_rules(stream: str, level: Level) -> list[Rule]:
             Rule("publish", f"{api}.CONSUMER.*.{stream}", why),
         ]
     return rules
+
+
+def unique_rules(rules: list[Rule]) -> list[Rule]:
+    """``rules`` without repeats of one (action, subject), first occurrence kept."""
+    seen: set[tuple[str, str]] = set()
+    unique = []
+    for rule in rules:
+        if (rule.action, rule.subject) not in seen:
+            seen.add((rule.action, rule.subject))
+            unique.append(rule)
+    return unique

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from shared.permission_rules import Action, Level, Rule, js_rules
+from shared.permission_rules import Action, Level, Rule, js_rules, unique_rules
 from shared.subjects import BUCKET_OWNERS, Subjects
 
 OPERATOR = "operator"
@@ -236,13 +236,7 @@ def rules_for(s: Subjects, kind: str) -> list[Rule]:
     rules += [Rule("publish", s.kv_writes(b), f"write the {b} bucket") for b in needs.writes]
     rules += [Rule("publish", subject, why) for subject, why in needs.publish]
     rules += [Rule("subscribe", subject, why) for subject, why in needs.subscribe]
-    seen: set[tuple[str, str]] = set()
-    unique = []
-    for rule in rules:
-        if (rule.action, rule.subject) not in seen:
-            seen.add((rule.action, rule.subject))
-            unique.append(rule)
-    return unique
+    return unique_rules(rules)
 
 
 def allowed(s: Subjects, kind: str, action: Action) -> list[str]:

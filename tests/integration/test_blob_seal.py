@@ -29,9 +29,9 @@ from shared.blob_seal import SealClient, SealRefused, SealRequest
 from shared.blob_wire import STORE_CHUNK, digest_of, meta_subject, publish_chunks
 from shared.blobs import BlobStore, ensure_store
 from shared.codec import decode, encode
-from shared.credentials import credential_options
 from shared.jobs import DataRef, JobRecord, JobSpec, Requirements
 from shared.subjects import Subjects
+from shared.testing.authclient import connect_as
 from shared.testing.cluster import AuthServer
 from shared.testing.fixtures import service_config
 from shared.testing.helpers import eventually
@@ -51,21 +51,6 @@ def auth(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AuthServer]:
         yield server
     finally:
         server.stop()
-
-
-async def connect_as(auth: AuthServer, who: str, errors: list[Exception]) -> Client:
-    """A client with ``who``'s user file."""
-
-    async def error_cb(exc: Exception) -> None:
-        errors.append(exc)
-
-    return await nats.connect(
-        auth.url,
-        error_cb=error_cb,
-        connect_timeout=5,
-        max_reconnect_attempts=0,
-        **credential_options(auth.user_file(who)),
-    )
 
 
 @pytest.fixture

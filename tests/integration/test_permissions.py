@@ -12,14 +12,13 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Iterator
 
 import anyio
-import nats
 import pytest
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
-from shared.credentials import credential_options
 from shared.permissions import KINDS, ORCHESTRATOR
 from shared.subjects import Subjects
+from shared.testing.authclient import connect_as, violated
 from shared.testing.cluster import AuthServer
 from shared.testing.helpers import eventually
 from shared.testing.server import new_prefix
@@ -41,21 +40,6 @@ def auth(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AuthServer]:
         server.stop()
 
 
-async def connect_as(auth: AuthServer, kind: str, errors: list[Exception]) -> Client:
-    """A plain client with one kind's credentials; async errors go to ``errors``."""
-
-    async def error_cb(exc: Exception) -> None:
-        errors.append(exc)
-
-    return await nats.connect(
-        auth.url,
-        error_cb=error_cb,
-        connect_timeout=5,
-        max_reconnect_attempts=0,
-        **credential_options(auth.user_file(kind)),
-    )
-
-
 @pytest.fixture
 async def operator(auth: AuthServer) -> AsyncIterator[Client]:
     """The operator's client, which may see every subject."""
@@ -64,14 +48,6 @@ async def operator(auth: AuthServer) -> AsyncIterator[Client]:
         yield client
     finally:
         await client.close()
-
-
-def violated(errors: list[Exception]) -> bool:
-    """Whether the server reported a permissions violation."""
-    return any(
-        isinstance(e, nats.errors.Error) and "permissions violation" in str(e).lower()
-        for e in errors
-    )
 
 
 # -- forbidden publishes: (kind, subject, what it would be) -----------------------------

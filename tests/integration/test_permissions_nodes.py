@@ -26,11 +26,13 @@ from shared.blob_wire import publish_chunks
 from shared.blobs import BlobStore, ensure_store
 from shared.codec import decode, encode
 from shared.config import BaseConfig
-from shared.credentials import TlsFiles, credential_options, tls_options
+from shared.credentials import credential_options
 from shared.denials import NODE_A, NODE_B, check, denials, markdown
 from shared.jobs import JobDispatch, JobRecord, JobReport, JobSpec, Requirements
 from shared.provision import ensure_stream, jobs_stream_config
 from shared.subjects import Subjects
+from shared.testing.authclient import connect_as as _connect_as
+from shared.testing.authclient import violated
 from shared.testing.cluster import AuthServer
 from shared.testing.fixtures import service_config
 from shared.testing.helpers import eventually
@@ -55,21 +57,8 @@ def auth(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AuthServer]:
 
 
 async def connect_as(auth: AuthServer, who: str, errors: list[Exception]) -> Client:
-    """A client with ``who``'s user file (a kind, ``node-<id>`` or ``operator``)."""
-
-    async def error_cb(exc: Exception) -> None:
-        errors.append(exc)
-
-    files = auth.tls_files(who if who.startswith("node-") else "client")
-    tls = TlsFiles(files["tls_ca_file"], files["tls_cert_file"], files["tls_key_file"])
-    return await nats.connect(
-        auth.url,
-        error_cb=error_cb,
-        connect_timeout=5,
-        max_reconnect_attempts=0,
-        **credential_options(auth.user_file(who)),
-        **tls_options(tls),
-    )
+    """A client with ``who``'s user file over TLS (this server requires certificates)."""
+    return await _connect_as(auth, who, errors, tls=True)
 
 
 @pytest.fixture
@@ -80,11 +69,6 @@ async def operator(auth: AuthServer) -> AsyncIterator[Client]:
         yield client
     finally:
         await client.close()
-
-
-def violated(errors: list[Exception]) -> bool:
-    """Whether the server reported a permissions violation."""
-    return any("permissions violation" in str(e).lower() for e in errors)
 
 
 async def test_a_client_without_a_certificate_is_refused(auth: AuthServer) -> None:
