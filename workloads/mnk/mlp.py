@@ -47,15 +47,7 @@ class MlpModel(Model):
         A zero output layer makes the first model value everything 0, so it plays
         uniformly at random and its self-play data covers the board evenly.
         """
-        if seed is None:
-            seed = zlib.crc32(game.name.encode())
-        rng = np.random.default_rng(seed)
-        sizes = (2 * game.cells, *HIDDEN)
-        params: dict[str, F32] = {}
-        for i, (fan_in, fan_out) in enumerate(itertools.pairwise(sizes), start=1):
-            scale = np.sqrt(2.0 / fan_in)
-            params[f"w{i}"] = (rng.standard_normal((fan_in, fan_out)) * scale).astype(np.float32)
-            params[f"b{i}"] = np.zeros(fan_out, dtype=np.float32)
+        params = hidden_layers(game, HIDDEN, seed)
         params["w3"] = np.zeros((HIDDEN[-1], 1), dtype=np.float32)
         params["b3"] = np.zeros(1, dtype=np.float32)
         return cls(game, params)
@@ -63,12 +55,7 @@ class MlpModel(Model):
     @classmethod
     def from_arrays(cls, game: Game, arrays: dict[str, NDArray[Any]]) -> MlpModel:
         """The network a file's arrays describe, its shapes checked against the game."""
-        params = {name: np.asarray(arrays[name], dtype=np.float32) for name in PARAMS}
-        expected = cls.initial(game, seed=0).params
-        for name in PARAMS:
-            if params[name].shape != expected[name].shape:
-                raise FormatError(f"mlp model: {name} has shape {params[name].shape}")
-        return cls(game, params)
+        return cls(game, checked_params("mlp", arrays, cls.initial(game, seed=0).params))
 
     def arrays(self) -> dict[str, NDArray[Any]]:
         """The parameters."""
@@ -132,3 +119,32 @@ class Adam:
             self.v[name] = b2 * self.v[name] + (1.0 - b2) * grad * grad
             update = scale * self.m[name] / (np.sqrt(self.v[name]) + 1e-8)
             self.model.params[name] = (self.model.params[name] - update).astype(np.float32)
+
+
+def hidden_layers(game: Game, hidden: tuple[int, ...], seed: int | None) -> dict[str, F32]:
+    """He-initialised hidden layers ``w1, b1, ...`` over the board features, from a seed
+    (the config's name by default, so every config starts from its own network)."""
+    if seed is None:
+        seed = zlib.crc32(game.name.encode())
+    rng = np.random.default_rng(seed)
+    sizes = (2 * game.cells, *hidden)
+    params: dict[str, F32] = {}
+    for i, (fan_in, fan_out) in enumerate(itertools.pairwise(sizes), start=1):
+        scale = np.sqrt(2.0 / fan_in)
+        params[f"w{i}"] = (rng.standard_normal((fan_in, fan_out)) * scale).astype(np.float32)
+        params[f"b{i}"] = np.zeros(fan_out, dtype=np.float32)
+    return params
+
+
+def checked_params(
+    kind: str, arrays: dict[str, NDArray[Any]], expected: dict[str, F32]
+) -> dict[str, F32]:
+    """A file's arrays as parameters, each of the shape ``expected`` has and finite; a
+    FormatError names the first that is not."""
+    params = {name: np.asarray(arrays[name], dtype=np.float32) for name in expected}
+    for name, want in expected.items():
+        if params[name].shape != want.shape:
+            raise FormatError(f"{kind} model: {name} has shape {params[name].shape}")
+        if not np.isfinite(params[name]).all():
+            raise FormatError(f"{kind} model: {name} holds a NaN or an infinity")
+    return params

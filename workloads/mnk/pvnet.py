@@ -10,17 +10,14 @@ against the game's outcome; both passes are written out by hand, float32 on the 
 
 from __future__ import annotations
 
-import itertools
-import zlib
 from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
 from workloads.mnk.game import EMPTY, Boards, Game
-from workloads.mnk.mlp import features
+from workloads.mnk.mlp import checked_params, features, hidden_layers
 from workloads.mnk.models import Model
-from workloads.mnk.npzio import FormatError
 
 F32 = NDArray[np.float32]
 PARAMS = ("w1", "b1", "w2", "b2", "wp", "bp", "wv", "bv")
@@ -46,15 +43,7 @@ class PvNet(Model):
         Zero heads make the first network's priors uniform over the empty cells and its
         values 0: the first search is a plain Monte Carlo tree search on the rules.
         """
-        if seed is None:
-            seed = zlib.crc32(game.name.encode())
-        rng = np.random.default_rng(seed)
-        sizes = (2 * game.cells, *HIDDEN)
-        params: dict[str, F32] = {}
-        for i, (fan_in, fan_out) in enumerate(itertools.pairwise(sizes), start=1):
-            scale = np.sqrt(2.0 / fan_in)
-            params[f"w{i}"] = (rng.standard_normal((fan_in, fan_out)) * scale).astype(np.float32)
-            params[f"b{i}"] = np.zeros(fan_out, dtype=np.float32)
+        params = hidden_layers(game, HIDDEN, seed)
         params["wp"] = np.zeros((HIDDEN[-1], game.cells), dtype=np.float32)
         params["bp"] = np.zeros(game.cells, dtype=np.float32)
         params["wv"] = np.zeros((HIDDEN[-1], 1), dtype=np.float32)
@@ -64,14 +53,7 @@ class PvNet(Model):
     @classmethod
     def from_arrays(cls, game: Game, arrays: dict[str, NDArray[Any]]) -> PvNet:
         """The network a file's arrays describe, its shapes checked against the game."""
-        params = {name: np.asarray(arrays[name], dtype=np.float32) for name in PARAMS}
-        expected = cls.initial(game, seed=0).params
-        for name in PARAMS:
-            if params[name].shape != expected[name].shape:
-                raise FormatError(f"pvnet model: {name} has shape {params[name].shape}")
-            if not np.isfinite(params[name]).all():
-                raise FormatError(f"pvnet model: {name} holds a NaN or an infinity")
-        return cls(game, params)
+        return cls(game, checked_params("pvnet", arrays, cls.initial(game, seed=0).params))
 
     def arrays(self) -> dict[str, NDArray[Any]]:
         """The parameters."""
