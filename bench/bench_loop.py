@@ -26,13 +26,10 @@ from pathlib import Path
 from typing import Any
 
 import anyio
-import nats
-from nats.aio.client import Client
 
 from bench import busy, gaps
 from bench.harness import Ctx, Row
 from shared.embedded import free_port
-from shared.subjects import Subjects
 
 NAME = "loop"
 PREFIX = "benchloop"
@@ -88,17 +85,6 @@ def pro_rata_games(runs: list[gaps.Span], start: float, end: float) -> float:
     return total
 
 
-async def _agent_gaps(nc: Client, agents: int) -> list[dict[str, Any]]:
-    subjects = Subjects(PREFIX)
-    views = []
-    for i in range(agents):
-        subject = subjects.ctl("node_agent", f"node_agent-{i}")
-        reply = await nc.request(subject, json.dumps({"command": "health"}).encode(), timeout=5)
-        details = json.loads(reply.data)["health"]["details"]
-        views.append(details["slot_gaps"])
-    return views
-
-
 async def _cluster(ctx: Ctx, agents: int) -> tuple[float, float, list[dict[str, Any]], busy.Busy]:
     """Run the cluster; games per second over the span, the job size, gaps, CPU use."""
     nats_port, http_port = free_port(), free_port()
@@ -115,11 +101,7 @@ async def _cluster(ctx: Ctx, agents: int) -> tuple[float, float, list[dict[str, 
         last, end = busy.snapshot(up.pid), time.time()
         url = f"nats://127.0.0.1:{nats_port}"
         records = await gaps.read_records(url, PREFIX)
-        nc = await nats.connect(url)
-        try:
-            agent_gaps = await _agent_gaps(nc, agents)
-        finally:
-            await nc.close()
+        agent_gaps = [v["slot_gaps"] for v in await gaps.agent_views(url, PREFIX, agents)]
     finally:
         up.stop(timeout=30)
     runs = gaps.spans(records)

@@ -26,6 +26,7 @@ import statistics
 import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import msgspec
 
@@ -125,6 +126,24 @@ def summarize(runs: Sequence[Span], slots: int = 1) -> Summary:
         games_per_s=games / span,
         span_s=span,
     )
+
+
+async def agent_views(url: str, prefix: str, agents: int) -> list[dict[str, Any]]:
+    """Each supervised agent's own measures (``node_agent-<i>``): slot gaps, utilization."""
+    from shared.bus import connect
+    from shared.subjects import Subjects
+
+    nc = await connect(url, name="bench-agents")
+    views = []
+    try:
+        for i in range(agents):
+            subject = Subjects(prefix).ctl("node_agent", f"node_agent-{i}")
+            reply = await nc.request(subject, json.dumps({"command": "health"}).encode(), 5)
+            details = json.loads(reply.data)["health"]["details"]
+            views.append({"slot_gaps": details["slot_gaps"], "utilization": details["utilization"]})
+    finally:
+        await nc.drain()
+    return views
 
 
 async def read_records(url: str, prefix: str) -> list[JobRecord]:

@@ -35,26 +35,13 @@ import nats
 
 from bench import busy, gaps
 from bench.harness import ROOT
+from shared.cluster import load_cluster
 from shared.jobs import JobState
 from shared.snapshot import read_all
 from shared.subjects import Subjects
 
 PREFIX = "ringmaster"
 URL = "nats://127.0.0.1:4222"
-
-
-async def _agents(agents: int) -> list[dict[str, Any]]:
-    nc = await nats.connect(URL)
-    views = []
-    try:
-        for i in range(agents):
-            subject = Subjects(PREFIX).ctl("node_agent", f"node_agent-{i}")
-            reply = await nc.request(subject, json.dumps({"command": "health"}).encode(), 5)
-            details = json.loads(reply.data)["health"]["details"]
-            views.append({"slot_gaps": details["slot_gaps"], "utilization": details["utilization"]})
-    finally:
-        await nc.close()
-    return views
 
 
 async def _champions() -> list[dict[str, Any]]:
@@ -70,6 +57,12 @@ async def _champions() -> list[dict[str, Any]]:
         if key.startswith("model.") and record.get("status") in ("champion", "archived"):
             rows.append(record)
     return sorted(rows, key=lambda r: (r.get("config", ""), r.get("generation", 0)))
+
+
+def _agent_count() -> int:
+    """Node agents ``ringmaster.toml`` runs (what ``make run`` starts)."""
+    entry = load_cluster(ROOT / "ringmaster.toml").services.get("node_agent")
+    return entry.instances if entry is not None else 0
 
 
 def _games(records: list[Any]) -> Counter[str]:
@@ -105,7 +98,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         cpu = busy.measure(up.pid, args.warmup, args.measure)
         time.sleep(max(0.0, args.seconds - (time.monotonic() - started)))
         records = asyncio.run(gaps.read_records(URL, PREFIX))
-        agents = asyncio.run(_agents(2))
+        agents = asyncio.run(gaps.agent_views(URL, PREFIX, _agent_count()))
         champions = asyncio.run(_champions())
     finally:
         os.killpg(up.pid, signal.SIGINT)
