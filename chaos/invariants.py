@@ -122,10 +122,13 @@ def promotions_sound(events: Iterable[Event]) -> Verdict:
 
     The coordinator may repeat a decision's events after a crash (same model, same
     previous champion): that is one promotion told twice. Two different previous
-    champions for one model, or two models replacing one champion, are two.
+    champions for one model, or two models replacing one champion, are two. An
+    evaluation is one candidate against one champion: a retraining can reproduce a
+    model byte for byte, so the same model may be rejected against another opponent
+    (itself, once promoted) without that contradicting its promotion.
     """
-    accepted: set[tuple[str, str]] = set()
-    rejected: set[tuple[str, str]] = set()
+    accepted: set[tuple[str, str, str]] = set()
+    rejected: set[tuple[str, str, str]] = set()
     previous: dict[tuple[str, str], set[str]] = defaultdict(set)
     replaced: dict[tuple[str, str], set[str]] = defaultdict(set)
     bad: list[str] = []
@@ -133,14 +136,15 @@ def promotions_sound(events: Iterable[Event]) -> Verdict:
     for event in events:
         data = event.data
         if event.type == "EVALUATION_COMPLETED":
-            key = (data["config"], data["candidate"])
-            (accepted if data["decision"] == "accept" else rejected).add(key)
+            duel = (data["config"], data["candidate"], data.get("champion", ""))
+            (accepted if data["decision"] == "accept" else rejected).add(duel)
         elif event.type == "MODEL_PROMOTED":
             promotions += 1
             key = (data["config"], data["model_id"])
-            if key not in accepted:
+            duel = (*key, data.get("previous", ""))
+            if duel not in accepted:
                 bad.append(f"{key[1]}: promoted without an accepting evaluation before it")
-            if key in rejected:
+            if duel in rejected:
                 bad.append(f"{key[1]}: promoted and rejected")
             previous[key].add(data.get("previous", ""))
             if data.get("previous"):

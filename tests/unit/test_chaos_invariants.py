@@ -140,6 +140,8 @@ def test_promotions_after_accepting_evaluations_hold() -> None:
     events = [evaluated("m1"), promoted("m1"), evaluated("m1"), promoted("m1")]
     events += [evaluated("m2", champion="m1"), promoted("m2", previous="m1")]
     events += [evaluated("m3", "reject", champion="m2")]
+    # A retraining reproduced m2 byte for byte: rejected against itself, as it should be.
+    events += [evaluated("m2", "reject", champion="m2")]
     verdict = inv.promotions_sound(events)
     assert verdict.held, verdict.violations
     assert verdict.checked == 3
@@ -151,6 +153,7 @@ def test_promotions_after_accepting_evaluations_hold() -> None:
         ([promoted("m1")], "without an accepting evaluation"),
         ([promoted("m1"), evaluated("m1")], "without an accepting evaluation"),
         ([evaluated("m1", "reject"), promoted("m1")], "without an accepting"),
+        ([evaluated("m1"), evaluated("m1", "reject"), promoted("m1")], "promoted and rejected"),
         ([evaluated("m1"), promoted("m1"), promoted("m1", previous="m5")], "promoted over"),
         ([evaluated("m1"), evaluated("m2"), promoted("m1"), promoted("m2")], "replaced by"),
     ],
