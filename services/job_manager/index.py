@@ -60,6 +60,11 @@ class JobIndex:
             self.owed.pop(record.job_id, None)
             self.jobs[record.job_id] = (record, revision)
 
+    def revision_of(self, job_id: str) -> int:
+        """The newest revision of ``job_id`` held (0 for none)."""
+        current = self.jobs.get(job_id) or self.owed.get(job_id)
+        return 0 if current is None else current[1]
+
     def forget(self, job_id: str) -> None:
         """Drop ``job_id`` (its key was deleted, or it is no longer non-terminal)."""
         self.jobs.pop(job_id, None)
@@ -101,6 +106,11 @@ class JobIndex:
             return
         if entry.operation in _DELETES or not entry.value:
             self.forget(entry.key)
+            return
+        if (entry.revision or 0) <= self.revision_of(entry.key):
+            # This instance's own write coming back (applied when it was made), or an
+            # older one: nothing to decode.
+            self.stats["watch_echoes"] += 1
             return
         try:
             record = decode(JobRecord, entry.value)
