@@ -25,8 +25,8 @@ import anyio
 import nats
 from nats.aio.client import Client
 
-from bench.bench_jobs import env
 from bench.harness import Ctx, Row, percentile
+from bench.procs import env
 from shared.codec import decode, encode
 from shared.contracts import ClusterStatus, Empty
 from shared.jobs import JobCounts, JobList, JobQuery, JobRecord, JobSpec, JobState, Requirements

@@ -30,9 +30,8 @@ import nats
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
-from bench.bench_ingest import orchestrator_env, wait_metrics
-from bench.bench_jobs import env
 from bench.harness import Ctx, Row, percentile
+from bench.procs import env, orchestrator_env, wait_metrics
 from services.orchestrator.policy import SUSPECT_AFTER
 from shared.codec import decode, encode
 from shared.contracts import Beacon, Event, ServiceStatus
