@@ -120,11 +120,14 @@ class JobApi:
         now = time.time()
         record = traces.start(policy.new_record(job_id, spec, now))
         req = spec.requirements
-        # Needing no selector, the first attempt is written with the record itself:
-        # one write instead of create-then-dispatch.
-        direct = not self.paused() and not policy.needs_selector(req)
+        # The first attempt is written with the record itself: one write instead of
+        # create-then-dispatch. Where the node matters the selector is asked first; it
+        # never fails a submit (no answer means the capability pool, late binding).
+        direct = not self.paused()
         if direct:
-            record = policy.dispatched(record, now, policy.choose_pool(req, None)) or record
+            asks = policy.needs_selector(req)
+            selected = await self.dispatcher.selection.select(record) if asks else None
+            record = policy.dispatched(record, now, policy.choose_pool(req, selected)) or record
         self.dispatcher.busy.add(job_id)  # the reaper leaves it to the dispatch below
         try:
             try:
@@ -143,13 +146,9 @@ class JobApi:
                         job_id=job_id, type=spec.type, idempotency_key=spec.idempotency_key
                     )
                 )
-            if self.paused():
+            if not direct:
                 return record  # kept PENDING: the reaper dispatches it once resumed
-            if direct:
-                sent = await self.dispatcher.send_safely(record, revision, now)
-            else:
-                sent = await self.dispatcher.safely(job_id, (record, revision))
-            return sent or record
+            return await self.dispatcher.send_safely(record, revision, now) or record
         finally:
             self.dispatcher.busy.discard(job_id)
 
