@@ -49,6 +49,7 @@ from bench.lifecycle import (
 )
 from bench.procs import (
     cpu_seconds,
+    health_details,
     monitored_server,
     nodes_alive,
     per_job_ms,
@@ -97,6 +98,8 @@ class Results:
     light_rate: float
     lat_light: list[float]
     idle: dict[str, float]
+    #: Reports of the pooled round decided on a fresh read of the record.
+    reread: int
 
 
 @dataclass
@@ -153,8 +156,11 @@ async def rounds(
     idle = per_job_ms(before, cpu_seconds(probe.pids), 1)
     idle = {k: v / IDLE_S / 10 for k, v in idle.items()}  # ms per s -> % of a core
     await throughput(nc, subjects, watch, POOLED, WARMUP_JOBS, probe)  # warm every path up
+    before = await rereads(nc, subjects, managers)
     pooled = await throughput(nc, subjects, watch, POOLED, POOLED_JOBS, probe)
+    reread = sum(await rereads(nc, subjects, managers)) - sum(before)
     ctx.log(f"    pooled: {pooled.rate:,.0f} jobs/s; {cpu_text(pooled.cpu)}; {spread(pooled)}")
+    ctx.log(f"    pooled: reports decided on a fresh read: {reread} of {2 * POOLED_JOBS}")
     targeted = await throughput(nc, subjects, watch, TARGETED, TARGETED_JOBS, probe)
     ctx.log(
         f"    targeted: {targeted.rate:,.0f} jobs/s; {cpu_text(targeted.cpu)}; {spread(targeted)}"
@@ -166,7 +172,21 @@ async def rounds(
     light = round(min(PACED_RATE, pooled.rate / 2))
     lat_light = await paced(nc, subjects, watch, POOLED, int(light * LIGHT_S), light)
     ctx.log(f"    submit -> running, pooled at {light:g}/s: {lat_text(lat_light)}")
-    return Results(managers, pooled, targeted, lat_pooled, lat_targeted, light, lat_light, idle)
+    return Results(
+        managers, pooled, targeted, lat_pooled, lat_targeted, light, lat_light, idle, reread
+    )
+
+
+async def rereads(nc: Client, subjects: Subjects, managers: int) -> list[int]:
+    """Each job manager's count of reports decided on a fresh read (its copy stale)."""
+    return [
+        int(
+            (await health_details(nc, subjects, "job_manager", f"jm-{n}"))["counts"].get(
+                "report_reread", 0
+            )
+        )
+        for n in range(managers)
+    ]
 
 
 async def cluster(
@@ -253,6 +273,14 @@ def report(ctx: Ctx, res: Results, raw: Raw) -> list[Row]:
                     f"CPU per job: {cpu_text(rnd.cpu)}; nats-server messages per job: "
                     f"{rnd.msgs[0]:.1f} in, {rnd.msgs[1]:.1f} out",
                     ceiling,
+                    *(
+                        [
+                            f"reports decided on a fresh read of the record (the instance's "
+                            f"copy stale or missing): {res.reread:,} of {2 * rnd.jobs:,}"
+                        ]
+                        if rnd is pooled
+                        else []
+                    ),
                 ],
             )
         )

@@ -12,6 +12,7 @@ import json
 import time
 import urllib.request
 from collections.abc import Callable
+from typing import Any
 
 import anyio
 import msgspec
@@ -169,3 +170,9 @@ def cpu_seconds(pids: dict[str, int]) -> dict[str, float]:
 def per_job_ms(before: dict[str, float], after: dict[str, float], jobs: int) -> dict[str, float]:
     """CPU milliseconds per job of each process over a round."""
     return {k: (after[k] - before[k]) * 1000 / jobs for k in before}
+
+
+async def health_details(nc: Client, subjects: Subjects, service: str, instance: str) -> Any:
+    """The ``details`` of one instance's health reply on its control subject."""
+    reply = await nc.request(subjects.ctl(service, instance), b'{"command": "health"}', 5)
+    return json.loads(reply.data)["health"]["details"]

@@ -242,8 +242,11 @@ class JobApi:
         # one is counted in health details), never trusted.
         tracing.incoming("report")
         now = time.time()
+        decided = 0
 
         def change(rec: JobRecord) -> JobRecord | None:
+            nonlocal decided
+            decided += 1
             delay = self.dispatcher.retry_delay(rec.attempt)
             outcome = apply_report(rec, report, now, lease_s=self.config.lease_s, retry_delay=delay)
             if isinstance(outcome, Refusal):
@@ -258,6 +261,10 @@ class JobApi:
         except Refused as exc:
             self.refused[exc.kind] += 1
             raise
+        if known is None or decided > 1:
+            # Decided on a fresh read: the index had no copy, or a stale one (another
+            # instance wrote the record and the watch had not brought it yet).
+            self.counts["report_reread"] += 1
         if written is None:  # no such job (404), or a repeated report already applied
             current = await self.read(report.job_id)
             self.counts["duplicate_reports"] += 1
