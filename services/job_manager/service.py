@@ -10,6 +10,11 @@ buckets), loads the catalog (the index of non-terminal jobs plus a summary of ea
 terminal one) from a watch on the jobs bucket, listens to NodeInfo (node liveness for
 the reaper) and to the server's max-deliveries advisories for P_JOBS, and runs the
 reaper and history loops (which act only while this instance holds the reaper lease).
+
+Several instances share the load: one queue group for the endpoints, every change a
+compare-and-set on the record, one reaper by lease; why each follows the whole
+bucket rather than a shard of it is argued in docs/architecture.md ("Several job
+managers").
 """
 
 from __future__ import annotations
