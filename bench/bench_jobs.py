@@ -50,6 +50,7 @@ from bench.lifecycle import (
 from bench.procs import (
     cpu_seconds,
     health_details,
+    manager_instance,
     monitored_server,
     nodes_alive,
     per_job_ms,
@@ -179,14 +180,11 @@ async def rounds(
 
 async def rereads(nc: Client, subjects: Subjects, managers: int) -> list[int]:
     """Each job manager's count of reports decided on a fresh read (its copy stale)."""
-    return [
-        int(
-            (await health_details(nc, subjects, "job_manager", f"jm-{n}"))["counts"].get(
-                "report_reread", 0
-            )
-        )
-        for n in range(managers)
-    ]
+    found = []
+    for n in range(managers):
+        details = await health_details(nc, subjects, "job_manager", manager_instance(n))
+        found.append(int(details["counts"].get("report_reread", 0)))
+    return found
 
 
 async def cluster(

@@ -86,13 +86,18 @@ def start_agent(ctx: Ctx, url: str, prefix: str, node_id: str, **extra: object) 
     )
 
 
+def manager_instance(n: int) -> str:
+    """The instance name of the ``n``-th job manager :func:`start_managers` starts."""
+    return f"jm-{n}"
+
+
 def start_managers(ctx: Ctx, url: str, prefix: str, managers: int = 1) -> list[Proc]:
     """``managers`` job managers (``job_manager``, ``job_manager-1`` ...) and the selector."""
     procs = [
         ctx.python(
             "job_manager" if n == 0 else f"job_manager-{n}",
             ["-m", "services.job_manager"],
-            env("job_manager", url, prefix, f"jm-{n}"),
+            env("job_manager", url, prefix, manager_instance(n)),
         )
         for n in range(managers)
     ]
