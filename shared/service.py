@@ -340,7 +340,7 @@ class Service(Generic[C]):
                 tg.start_soon(self.log_stream.run)
                 self.intake.bind(tg)
                 self._outbox = Outbox(
-                    self._js, capacity=cfg.outbox_size, ack_timeout=cfg.ack_timeout
+                    self._nc, capacity=cfg.outbox_size, ack_timeout=cfg.ack_timeout
                 )
                 await tg.start(self._outbox.run)
                 await self._start_micro()
