@@ -86,6 +86,10 @@ class AckedPublisher:
         self._sub: Subscription | None = None
         self._next = 0
         self._open: list[AckWindow] = []
+        #: Acks that came after their window was settled or given up (the event is
+        #: sent again and the stream keeps one copy), and replies that are not acks
+        #: of ours: counted, nothing waits for them.
+        self.late = 0
 
     async def start(self) -> None:
         """Subscribe to the acks (once; the subscription survives reconnects)."""
@@ -126,11 +130,12 @@ class AckedPublisher:
         try:
             number = int(msg.subject[len(self._prefix) :])
         except ValueError:
-            return  # not one of ours: nothing waits for it
+            number = -1
         for window in self._open:
             if window.base <= number < window.base + window.size:
                 window.file(number - window.base, outcome(msg))
                 return
+        self.late += 1
 
 
 def outcome(msg: Msg) -> Outcome:

@@ -57,6 +57,8 @@ class OutboxStats(msgspec.Struct, frozen=True):
     last_error: str
     #: Of ``dropped``: events that could never be published (dropped, not retried).
     unpublishable: int = 0
+    #: Acks that came after their window was given up (the event was sent again).
+    late_acks: int = 0
 
 
 @dataclass(eq=False, slots=True)  # one per event: slots make it cheaper to build
@@ -157,6 +159,7 @@ class Outbox:
             pending=len(self._queue),
             last_error=self._last_error,
             unpublishable=self._poisoned,
+            late_acks=self._acks.late,
         )
 
     async def flush(self, timeout: float) -> bool:

@@ -5,14 +5,15 @@ from __future__ import annotations
 from typing import Any
 
 import nats.js.errors
+import pytest
 from nats.aio.msg import Msg
 
-from shared.acked import PENDING, AckWindow, outcome
+from shared.acked import PENDING, AckedPublisher, AckWindow, outcome
 
 
-def reply(data: bytes, headers: dict[str, str] | None = None) -> Msg:
+def reply(data: bytes, headers: dict[str, str] | None = None, subject: str = "1") -> Msg:
     client: Any = None  # never used: the message is only read
-    return Msg(_client=client, subject="_INBOX.x.1", data=data, headers=headers)
+    return Msg(_client=client, subject=subject, data=data, headers=headers)
 
 
 def test_a_puback_is_stored_and_errors_become_what_nats_py_raises() -> None:
@@ -40,3 +41,17 @@ def test_a_window_is_done_when_every_message_sent_has_its_ack_once() -> None:
     empty = AckWindow(base=13, size=2)
     empty.trim(0)
     assert empty.done.is_set()
+
+
+@pytest.mark.anyio
+async def test_an_ack_reaches_its_window_and_one_after_it_closed_is_counted() -> None:
+    client: Any = None  # start() is not called: no subscription, the acks are fed by hand
+    publisher = AckedPublisher(client)
+    first, second = publisher.window(2), publisher.window(2)
+    assert (first.base, second.base) == (0, 2)
+    await publisher._on_ack(reply(b'{"stream":"S","seq":1}', subject="3"))
+    assert second.outcomes[1] is None and first.outcomes == [PENDING, PENDING]
+    publisher.close(first)
+    await publisher._on_ack(reply(b'{"stream":"S","seq":2}', subject="0"))
+    await publisher._on_ack(reply(b"{}", subject="not-a-number"))
+    assert publisher.late == 2 and first.outcomes == [PENDING, PENDING]
