@@ -38,7 +38,6 @@ from shared.subjects import Subjects
 from shared.testing.builders import node_info as build_node
 from shared.testing.fixtures import ServiceFactory
 from shared.testing.helpers import eventually, stream_events
-from shared.testing.server import new_prefix
 
 pytestmark = pytest.mark.anyio
 
@@ -116,7 +115,7 @@ async def test_export_then_import_into_a_fresh_prefix_round_trips(
     assert snapshot.prefix == prefix and set(snapshot.buckets) == set(BUCKET_SPECS)
     assert "gone" not in snapshot.buckets["jobs"]
 
-    target = Subjects(new_prefix())
+    target = Subjects(prefix + "b")  # deleted with the test's own prefix at teardown
     result = await import_state(js, target, snapshot)
     assert result.kept == 0 and result.written["jobs"] == 2
     for short in BUCKET_SPECS:

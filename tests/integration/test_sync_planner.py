@@ -325,7 +325,7 @@ async def test_handed_out_training_data_survives_retention(
 
 
 async def test_restart_resumes_from_the_durable_consumer(
-    nats_url: str, nc: Client, prefix: str, prefix_cleanup: None
+    nats_url: str, nc: Client, prefix: str
 ) -> None:
     blobs: BlobStore | None = None
     first = SyncPlannerService(service_config(SyncPlannerService, nats_url, prefix, **QUIET))
