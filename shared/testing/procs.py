@@ -14,10 +14,12 @@ from pathlib import Path
 import anyio
 from anyio.abc import ByteReceiveStream, Process
 
+from shared.testing.bounds import WAIT
+
+__all__ = ["CLI", "REPO", "WAIT", "Lines", "spawn"]
+
 REPO = Path(__file__).resolve().parents[2]
 CLI = [sys.executable, "-m", "shared.cli"]
-#: A generous bound that catches a hang; it measures nothing.
-WAIT = 30.0
 
 
 class Lines:
