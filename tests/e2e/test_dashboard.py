@@ -25,6 +25,7 @@ from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.support.ui import WebDriverWait
 
 from shared.embedded import free_port
+from shared.procutil import set_parent_death_signal
 from shared.testing.bounds import COLD_START, timeout_for
 from shared.testing.procs import REPO
 
@@ -122,6 +123,7 @@ def cluster(tmp_path: Path, prefix: str) -> Iterator[str]:
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            preexec_fn=set_parent_death_signal,  # the cluster dies with pytest
         )
         try:
             yield f"http://127.0.0.1:{http_port}/"
