@@ -15,7 +15,8 @@ Loaded as a pytest plugin (``pytest_plugins`` in ``tests/conftest.py``). Fixture
 
 At the end of the session the shared server is checked: a stream there that was
 not there when the session began is a prefix some test left behind, and fails the
-run with its name (see :mod:`shared.testing.cleanup`).
+run with its name (see :mod:`shared.testing.cleanup`). A server given by
+``RINGMASTER_TEST_NATS_URL`` must therefore serve this run alone while it lasts.
 """
 
 from __future__ import annotations
@@ -216,10 +217,9 @@ def prefix(request: pytest.FixtureRequest) -> Iterator[str]:
     a private ``nats_server`` goes away with its directory.
     """
     value = new_prefix()
-    url: str | None = None
-    if "nats_url" in request.fixturenames:
-        url = request.getfixturevalue("nats_url")
+    if "nats_url" not in request.fixturenames:
+        yield value
+        return
+    url: str = request.getfixturevalue("nats_url")
     yield value
-    if url is not None:
-        shared_url = url
-        run_sync(lambda: remove_prefix_streams(shared_url, value))
+    run_sync(lambda: remove_prefix_streams(url, value))
