@@ -73,8 +73,7 @@ async def start_from_file(
     stack: AsyncExitStack, cls: type[Svc], file: ConfigFile, **fields: Any
 ) -> Svc:
     file.write(**fields)
-    reload: Callable[[], Any] = file.load
-    return await stack.enter_async_context(cls(file.load(), reload_config=reload).running())
+    return await stack.enter_async_context(cls(file.load(), reload_config=file.load).running())
 
 
 async def reload(service: Service[Any], nats_url: str, prefix: str) -> None:
