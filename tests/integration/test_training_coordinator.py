@@ -293,39 +293,6 @@ class PlannerStandIn:
                 await sub.unsubscribe()
 
 
-async def test_two_coordinators_at_once_train_evaluate_and_promote_exactly_once(
-    cluster: Cluster, start_service: ServiceFactory
-) -> None:
-    games = await cluster.blobs.put_bytes("games.npz", b"selfplay games " * 64)
-    (cluster.control / "model").write_bytes(b"a better model")
-    cluster.outcome(38, 1, 1)
-    async with PlannerStandIn(cluster, games).serving():
-        both = [await start_service(TrainingCoordinatorService, **COORDINATOR) for _ in "ab"]
-        # Both running first: they see the 500 new games at once and race for every step.
-        await cluster.games(500)
-        promoted = await cluster.one("MODEL_PROMOTED")
-        state = await eventually(lambda: _idle(cluster), what="idle after the promotion")
-
-        def both_know(svc: TrainingCoordinatorService) -> bool:
-            configs = svc.health_check().details["configs"][CONFIG]
-            return bool(configs["champion"] == promoted["model_id"])
-
-        await eventually(lambda: all(both_know(svc) for svc in both), what="both saw it")
-    assert (state.generation, state.promotions) == (1, 1)
-    # Exactly one of the two made the promotion's CAS.
-    made = [svc.health_check().details["counts"].get("promotions", 0) for svc in both]
-    assert sorted(made) == [0, 1]
-    for kind in ("TRAINING_STARTED", "TRAINING_COMPLETED", "EVALUATION_COMPLETED"):
-        assert len(await cluster.events(kind)) == 1, kind
-    assert len(await cluster.events("MODEL_PROMOTED")) == 1
-    assert len(await cluster.jobs("train")) == 1 and len(await cluster.jobs("evaluate")) == 1
-    found = await cluster.champion()
-    assert found is not None and (found[0].model_id, found[0].generation) == (
-        promoted["model_id"],
-        1,
-    )
-
-
 async def _idle(cluster: Cluster) -> CoordinatorState | None:
     state = await cluster.state()
     return state if state.phase == "idle" and state.generation else None
