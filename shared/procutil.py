@@ -93,7 +93,6 @@ def _exec_dying_with(parent: int, argv: Sequence[str]) -> NoReturn:
 
 
 if __name__ == "__main__":
-    _parent, _dashes, *_argv = sys.argv[1:]
-    if _dashes != "--" or not _argv:
+    if len(sys.argv) < 4 or not sys.argv[1].isdigit() or sys.argv[2] != "--":
         sys.exit("usage: python -m shared.procutil PARENT_PID -- COMMAND [ARG...]")
-    _exec_dying_with(int(_parent), _argv)
+    _exec_dying_with(int(sys.argv[1]), sys.argv[3:])
