@@ -8,6 +8,7 @@ to "what is running". A missing job manager only leaves the jobs table empty.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 import msgspec
@@ -20,6 +21,7 @@ from shared.codec import decode, encode
 from shared.contracts import Empty
 from shared.jobs import JobCounts, JobList, JobQuery, JobRecord, JobState, NodeInfo
 from shared.kv import keys_matching, read
+from shared.liveness import DESIGN_RULE, LivenessRule
 from shared.subjects import Subjects
 from shared.training import Champion, Manifest
 
@@ -31,9 +33,18 @@ ACTIVE = (JobState.RUNNING, JobState.DISPATCHED, JobState.PENDING)
 class ClusterView:
     """Latest NodeInfo per node and the active jobs, for ClusterStatus."""
 
-    def __init__(self, subjects: Subjects, *, forget_after_s: float = 600.0) -> None:
+    def __init__(
+        self,
+        subjects: Subjects,
+        *,
+        forget_after_s: float = 600.0,
+        rule: LivenessRule = DESIGN_RULE,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._subjects = subjects
         self._forget_after_s = forget_after_s
+        self._rule = rule
+        self._clock = clock
         self._nodes: dict[str, tuple[NodeInfo, float]] = {}
         self._jobs: dict[str, Any] = {}
         self.job_queries = {"answered": 0, "unanswered": 0}
@@ -42,11 +53,11 @@ class ClusterView:
 
     def observe_node(self, info: NodeInfo) -> None:
         """Keep the node's latest NodeInfo."""
-        self._nodes[info.node_id] = (info, time.monotonic())
+        self._nodes[info.node_id] = (info, self._clock())
 
     def nodes(self) -> list[dict[str, Any]]:
-        """One row per node: alive while its NodeInfo is fresher than 3.5 intervals."""
-        now = time.monotonic()
+        """One row per node: alive until it is LOST by the shared rule."""
+        now = self._clock()
         rows = []
         for node_id, (info, seen) in sorted(self._nodes.items()):
             age = now - seen
@@ -56,7 +67,7 @@ class ClusterView:
             rows.append(
                 {
                     "node": node_id,
-                    "alive": age <= 3.5 * info.interval_s,
+                    "alive": self._rule.alive(seen, now, info.interval_s),
                     "slots": f"{info.free_slots}/{info.slots}",
                     "gpus": len(info.gpus),
                     "load": round(info.load_1m, 2),

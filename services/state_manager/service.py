@@ -39,6 +39,7 @@ from shared.codec import decode, encode
 from shared.contracts import Empty, HealthCheckResult
 from shared.errors import BadRequest, ConfigError, NotFound, Unavailable
 from shared.events import StateValidated
+from shared.kv import read_all
 from shared.loops import Loop
 from shared.provision import BUCKET_SPECS, provision_all
 from shared.service import Service
@@ -52,7 +53,6 @@ from shared.snapshot import (
     StateKeys,
     StateQuery,
     StateValue,
-    read_all,
 )
 
 log = logging.getLogger("ringmaster.state_manager")

@@ -14,7 +14,7 @@ can appear twice). Referenced old entries stay listed, to be deleted once free.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping, Sequence, Set
+from collections.abc import Mapping, Sequence, Set
 from typing import Any, NamedTuple
 
 import msgspec
@@ -90,38 +90,6 @@ def without(manifest: Manifest, job_ids: Set[str], now: float) -> Manifest | Non
     if len(kept) == len(manifest.entries):
         return None
     return msgspec.structs.replace(manifest, entries=kept, updated_at=now)
-
-
-def games_held(entries: Iterable[ManifestEntry]) -> int:
-    """Games in the listed entries."""
-    return sum(e.games for e in entries)
-
-
-# -- the training window -------------------------------------------------------------
-
-
-def training_window(entries: Sequence[ManifestEntry], max_games: int) -> list[ManifestEntry]:
-    """The newest entries adding up to at most ``max_games`` games, oldest first.
-
-    The window is contiguous: it stops at the first entry that does not fit. The
-    newest entry is always in it, however many games it holds: jobs are sized by
-    their run time, so one job of a fast game can hold more games than the window,
-    and an empty window would starve training for good (the trainer subsamples).
-    A blob listed twice is handed out (and counted) once.
-    """
-    chosen: list[ManifestEntry] = []
-    seen: set[str] = set()
-    total = 0
-    for entry in reversed(entries):
-        if entry.ref.sha256 in seen:
-            continue
-        if chosen and total + entry.games > max_games:
-            break
-        seen.add(entry.ref.sha256)
-        chosen.append(entry)
-        total += entry.games
-    chosen.reverse()
-    return chosen
 
 
 # -- retention -------------------------------------------------------------------------

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from services.sync_planner import policy
 from shared.events import JobCompleted
 from shared.jobs import DataRef, JobRecord, JobSpec, JobState
-from shared.training import Manifest, ManifestEntry
+from shared.training import Manifest, ManifestEntry, games_held, training_window
 
 
 def sha(tag: object) -> str:
@@ -93,7 +93,7 @@ def test_retention_never_deletes_referenced_or_in_window(
         assert gone.ref.sha256 not in referenced
         assert gone.ref.sha256 not in in_window
     # the window holds the newest retain games (all of them when there are fewer)
-    assert policy.games_held(window) >= min(retain, policy.games_held(entries))
+    assert games_held(window) >= min(retain, games_held(entries))
     # and nothing older is kept without a reason
     for kept in keep:
         if kept not in window:
@@ -117,16 +117,16 @@ def test_retention_never_deletes_referenced_or_in_window(
     ],
 )
 def test_training_window(entries: list[ManifestEntry], max_games: int, chosen: list[str]) -> None:
-    assert [e.job_id for e in policy.training_window(entries, max_games)] == chosen
+    assert [e.job_id for e in training_window(entries, max_games)] == chosen
 
 
 @given(entries_st, st.integers(1, 500))
 def test_training_window_is_newest_and_bounded(
     entries: list[ManifestEntry], max_games: int
 ) -> None:
-    window = policy.training_window(entries, max_games)
+    window = training_window(entries, max_games)
     # At most max_games, unless the window is the newest blob alone (never empty).
-    assert policy.games_held(window) <= max_games or len(window) == 1
+    assert games_held(window) <= max_games or len(window) == 1
     assert bool(window) == bool(entries)
     assert len({e.ref.sha256 for e in window}) == len(window)
     positions = [entries.index(e) for e in window]
