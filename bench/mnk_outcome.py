@@ -58,7 +58,7 @@ async def fetch_champions(url: str, prefix: str, out: Path) -> list[dict[str, An
     """Download each config's champion into ``out``; returns their records and history."""
     from nats.js.errors import NoKeysError
 
-    from shared.blobs import BlobStore
+    from shared.blobs import BlobStore, DataStore
     from shared.bus import connect
     from shared.kv import read
     from shared.subjects import Subjects
@@ -69,7 +69,7 @@ async def fetch_champions(url: str, prefix: str, out: Path) -> list[dict[str, An
     try:
         js = nc.jetstream()
         kv = await js.key_value(subjects.bucket("models"))
-        blobs = BlobStore(await js.object_store(subjects.data_store))
+        blobs = BlobStore(DataStore(js, subjects.data_store))
         try:
             keys = await kv.keys()
         except NoKeysError:

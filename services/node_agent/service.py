@@ -28,6 +28,7 @@ from services.node_agent.health import agent_health, agent_metrics
 from services.node_agent.hollow import HollowNode
 from services.node_agent.info import InfoPublisher, NodeParts
 from services.node_agent.job import DRAINING, STOPPING
+from services.node_agent.kinds import Node
 from services.node_agent.node import RealNode
 from services.node_agent.pools import Pools
 from services.node_agent.reports import AgentStats, Reporter
@@ -75,8 +76,8 @@ class NodeAgentService(Service[NodeAgentConfig]):
         self._info_loop: Loop | None = None
 
     @property
-    def nodes(self) -> list[RealNode | HollowNode]:
-        """Every node this agent runs: the real one, or the hollow ones."""
+    def nodes(self) -> list[Node]:
+        """Every node this agent runs (the real one, or the hollow ones), as ``Node``s."""
         return [self.real] if self.real is not None else list(self.hollow_nodes)
 
     # -- setup -------------------------------------------------------------------------

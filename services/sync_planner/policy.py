@@ -20,7 +20,7 @@ from typing import Any, NamedTuple
 import msgspec
 
 from shared.events import JobCompleted
-from shared.jobs import TERMINAL, DataRef, JobRecord
+from shared.jobs import TERMINAL, JobRecord
 from shared.training import GAMES_FILE, Manifest, ManifestEntry
 
 _CONFIG = re.compile(r"^[A-Za-z0-9_-]+$")
@@ -54,13 +54,9 @@ def selfplay_entry(done: JobCompleted, now: float) -> Selfplay | str:
     config = done.labels.get("config") or str(done.result.get("config", ""))
     if not is_config_name(config):
         return f"config {config!r} is not a config name"
-    output = next((o for o in done.outputs if o.get("name") == GAMES_FILE), None)
-    if output is None:
+    ref = next((o for o in done.outputs if o.name == GAMES_FILE), None)
+    if ref is None:
         return f"no {GAMES_FILE} among the outputs"
-    try:
-        ref = msgspec.convert(output, DataRef)
-    except msgspec.ValidationError as exc:
-        return f"{GAMES_FILE}: {exc}"
     games = done.result.get("games")
     # bool is an int to Python; a "true" game count is still a bad result.
     if not isinstance(games, int) or isinstance(games, bool) or games < 0:

@@ -143,8 +143,8 @@ def completed(**changes: object) -> JobCompleted:
         attempt=1,
         node_id="n1",
         outputs=[
-            {"name": "result.json", "sha256": sha("r"), "size": 5},
-            {"name": "games.npz", "sha256": sha("g"), "size": 99},
+            DataRef(name="result.json", sha256=sha("r"), size=5),
+            DataRef(name="games.npz", sha256=sha("g"), size=99),
         ],
         result={"config": "3x3k3", "games": 64, "model_id": "m0"},
         labels={"kind": "selfplay", "config": "3x3k3", "model_id": "m1"},
@@ -169,7 +169,7 @@ def test_selfplay_entry_from_a_completed_job() -> None:
     "changes",
     [
         {"outputs": []},
-        {"outputs": [{"name": "games.npz", "sha256": "not-a-sha", "size": 1}]},
+        {"outputs": [DataRef(name="model.npz", sha256=sha("m"), size=1)]},
         {"result": {"games": "many"}},
         {"result": {"games": True}},
         {"result": {"games": -1}},
@@ -180,6 +180,15 @@ def test_selfplay_entry_from_a_completed_job() -> None:
 )
 def test_unusable_selfplay_results_are_named(changes: dict[str, object]) -> None:
     assert isinstance(policy.selfplay_entry(completed(**changes), 0.0), str)
+
+
+def test_a_completion_with_an_unreadable_output_does_not_decode() -> None:
+    # Outputs are typed: a bad reference is an invalid event, counted by the consumer,
+    # never a completion that reaches the policy.
+    event = msgspec.to_builtins(completed())
+    event["outputs"][1]["sha256"] = "not-a-sha"
+    with pytest.raises(msgspec.ValidationError):
+        msgspec.convert(event, JobCompleted)
 
 
 def test_append_is_idempotent_by_job_and_totals_only_grow() -> None:
