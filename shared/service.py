@@ -52,11 +52,7 @@ from shared.loops import Loop
 from shared.micro import MicroService
 from shared.otel import SpanSink
 from shared.outbox import Outbox
-from shared.provision import (
-    ensure_stream,
-    events_stream_config,
-    logs_stream_config,
-)
+from shared.provision import ensure_stream, events_stream_config, logs_stream_config
 from shared.service_tools import ServiceTools
 from shared.subjects import Subjects
 from shared.window import SlidingWindow
@@ -64,7 +60,6 @@ from shared.window import SlidingWindow
 log = logging.getLogger("ringmaster.service")
 
 C = TypeVar("C", bound=BaseConfig)
-T = TypeVar("T")
 
 
 class Service(ServiceTools, Generic[C]):

@@ -19,6 +19,7 @@ from nats.js.client import JetStreamContext
 from nats.js.kv import KeyValue
 
 from shared.circuit_breaker import CircuitBreaker
+from shared.config import BaseConfig
 from shared.emitter import EventEmitter
 from shared.events import EventData
 from shared.intake import Intake
@@ -34,8 +35,8 @@ T = TypeVar("T")
 class ServiceTools:
     """The running service's handles and the calls a manager makes on them."""
 
-    name: ClassVar[str] = ""
-    config: Any
+    name: ClassVar[str]
+    config: BaseConfig
     subjects: Subjects
     instance: str
     intake: Intake
