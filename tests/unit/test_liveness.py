@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+from collections import Counter
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from services.job_manager.index import JobIndex
+from services.orchestrator.cluster_view import ClusterView
+from services.training_coordinator.nodes import AliveNodes
 from shared.liveness import LOST_AFTER, SUSPECT_AFTER, Liveness, LivenessRule, heard_at
+from shared.subjects import Subjects
+from shared.testing.builders import node_info
 
 A = Liveness.ALIVE
 S = Liveness.SUSPECT
@@ -73,3 +80,43 @@ def test_silence_only_makes_things_worse(last: float, a: float, b: float, interv
         order[rule.state(last, last + early, interval)]
         <= order[rule.state(last, last + late, interval)]
     )
+
+
+# -- the places that judge nodes use it, on the clock they are given ------------------
+
+
+class Clock:
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_the_training_coordinator_counts_nodes_by_the_rule() -> None:
+    clock = Clock(100.0)
+    nodes = AliveNodes(LivenessRule(lost_after_s=5.0), Counter(), clock=clock)
+    nodes.saw(node_info("a", interval_s=1.0))
+    clock.now = 105.0
+    assert nodes.count() == 1
+    clock.now = 105.1
+    assert nodes.count() == 0
+
+
+def test_the_status_view_marks_nodes_by_the_rule() -> None:
+    clock = Clock(10.0)
+    view = ClusterView(Subjects("t"), clock=clock)
+    view.observe_node(node_info("a", interval_s=2.0))
+    clock.now = 16.0  # 3 intervals: SUSPECT, still alive
+    assert [(n.node, n.alive) for n in view.nodes()] == [("a", True)]
+    clock.now = 16.1
+    assert [(n.node, n.alive) for n in view.nodes()] == [("a", False)]
+
+
+def test_the_job_manager_loses_a_node_only_once_heard() -> None:
+    index = JobIndex()
+    rule = LivenessRule(lost_after_s=5.0)
+    assert not index.node_lost("ghost", rule, now=1e6)
+    index.saw_node("a", at=50.0)
+    assert not index.node_lost("a", rule, now=55.0)
+    assert index.node_lost("a", rule, now=55.1)
