@@ -25,10 +25,9 @@ from shared.codec import decode
 from shared.contracts import Empty, Event, HealthCheckResult
 from shared.events import JobFailed, NodeRecovered, NodeUnhealthy, decode_data
 from shared.jobs import REFUSED, NodeInfo, NodeList, NodeView, SelectReply, SelectRequest
-from shared.kv import bucket_config, ensure_bucket, read_all
+from shared.kv import read_all
 from shared.liveness import LivenessRule
 from shared.loops import Loop
-from shared.provision import BUCKET_SPECS
 from shared.service import Service
 
 log = logging.getLogger("ringmaster.node_selector")
@@ -67,12 +66,7 @@ class NodeSelectorService(Service[NodeSelectorConfig]):
 
     async def setup(self) -> None:
         """Read the nodes bucket, subscribe to NodeInfo and failures, add the API."""
-        history, ttl = BUCKET_SPECS["nodes"]
-        name = self.subjects.bucket("nodes")
-        kv = await ensure_bucket(
-            self.js, bucket_config(name, history=history, ttl=ttl, replicas=self.config.replicas)
-        )
-        await self._restore(await read_all(kv))
+        await self._restore(await read_all(await self.bucket("nodes")))
         await self.subscribe(self.subjects.nodes, NodeInfo, self._on_node_info, kind="node_info")
         await self.subscribe(self.subjects.failed_events, Event, self._on_failure, kind="failed")
         await self.add_endpoint("select", SelectRequest, self._select)
