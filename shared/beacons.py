@@ -16,30 +16,17 @@ from anyio.abc import TaskStatus
 from nats.aio.client import Client
 
 from shared.codec import encode
-from shared.config import BaseConfig
 from shared.contracts import Beacon, HealthCheckResult, ServiceStatus
-from shared.subjects import Subjects
+from shared.instance import Instance
 
 
-class BeaconSource(Protocol):
+class BeaconSource(Instance, Protocol):
     """What the beacon publisher reads of its service."""
 
     @property
-    def name(self) -> str: ...
-    @property
-    def instance(self) -> str: ...
-    @property
     def version(self) -> str: ...
     @property
-    def host(self) -> str: ...
-    @property
-    def pid(self) -> int: ...
-    @property
     def started_at(self) -> float: ...
-    @property
-    def subjects(self) -> Subjects: ...
-    @property
-    def config(self) -> BaseConfig: ...
     @property
     def connection(self) -> Client | None:
         """The NATS connection, None before it is made."""

@@ -15,26 +15,19 @@ import msgspec
 from nats.aio.client import Client
 from nats.aio.subscription import Subscription
 
-from shared.config import BaseConfig
 from shared.contracts import ControlCommand, ControlReply, HealthCheckResult, ServiceStatus
 from shared.errors import ConfigError, Conflict
+from shared.instance import Instance
 from shared.intake import Intake
 from shared.loops import Loop
-from shared.subjects import Subjects
 
 
-class Controllable(Protocol):
+class Controllable(Instance, Protocol):
     """What the control commands reach of a service: its switches and its hooks."""
 
     paused: bool
     draining: bool
 
-    @property
-    def name(self) -> str: ...
-    @property
-    def instance(self) -> str: ...
-    @property
-    def subjects(self) -> Subjects: ...
     @property
     def nc(self) -> Client: ...
     @property
@@ -43,8 +36,6 @@ class Controllable(Protocol):
     def intake_types(self) -> dict[str, type[Any]]: ...
     @property
     def loops(self) -> Sequence[Loop]: ...
-    @property
-    def config(self) -> BaseConfig: ...
     @property
     def reload_config(self) -> Callable[[], Any] | None: ...
 

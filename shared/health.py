@@ -16,8 +16,8 @@ import psutil
 from shared import tracing
 from shared.bus import BusStats
 from shared.circuit_breaker import BreakerState, CircuitBreaker
-from shared.config import BaseConfig
 from shared.contracts import HealthCheckResult, HistogramSample, ServiceMetrics, ServiceStatus
+from shared.instance import Instance
 from shared.intake import Intake
 from shared.logstream import LogPublisher
 from shared.loops import Loop
@@ -26,17 +26,11 @@ from shared.outbox import Outbox
 from shared.window import SlidingWindow
 
 
-class Observed(Protocol):
+class Observed(Instance, Protocol):
     """What health and metrics read of a service: its parts and its own judgement."""
 
     @property
-    def name(self) -> str: ...
-    @property
-    def instance(self) -> str: ...
-    @property
     def started_at(self) -> float: ...
-    @property
-    def config(self) -> BaseConfig: ...
     @property
     def intake(self) -> Intake: ...
     @property

@@ -30,25 +30,12 @@ import nats.errors
 from nats.aio.client import Client
 
 from shared.codec import encode
-from shared.config import BaseConfig
-from shared.subjects import Subjects
+from shared.instance import Instance
 
 
-class LogSource(Protocol):
+class LogSource(Instance, Protocol):
     """What the log stream reads of its service: who it is, its settings, its bus."""
 
-    @property
-    def name(self) -> str: ...
-    @property
-    def instance(self) -> str: ...
-    @property
-    def host(self) -> str: ...
-    @property
-    def pid(self) -> int: ...
-    @property
-    def config(self) -> BaseConfig: ...
-    @property
-    def subjects(self) -> Subjects: ...
     @property
     def nc(self) -> Client: ...
 
