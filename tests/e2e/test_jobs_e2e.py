@@ -78,7 +78,7 @@ async def test_agent_killed_mid_job_reruns_elsewhere_and_completes_once(
                 ]
                 kinds = {v.service for v in up_now}
                 agents = [v for v in up_now if v.service == "node_agent"]
-                alive_nodes = [n for n in status.nodes if n["alive"]]
+                alive_nodes = [n for n in status.nodes if n.alive]
                 if kinds >= set(SERVICES) and len(agents) == 2 and len(alive_nodes) == 2:
                     return status
                 return None

@@ -80,7 +80,7 @@ class Api:
             if v.status is ServiceStatus.RUNNING and v.liveness is Liveness.ALIVE
         ]
         agents = [v for v in up if v.service == "node_agent"]
-        alive_nodes = [n for n in status.nodes if n["alive"]]
+        alive_nodes = [n for n in status.nodes if n.alive]
         every = {v.service for v in up} >= {"orchestrator", *SERVICES} and len(agents) == 2
         # Nothing else may be listed as troubled (a LOST or DEGRADED leftover).
         if every and len(up) == len(status.services) and len(alive_nodes) == 2:

@@ -19,7 +19,7 @@ from shared.codec import encode
 from shared.config import convert_config
 from shared.events import StateValidated, decode_data
 from shared.jobs import JobRecord, JobSpec, JobState, NodeInfo
-from shared.kv import bucket_config, ensure_bucket
+from shared.kv import bucket_config, ensure_bucket, read_all
 from shared.provision import BUCKET_SPECS, provision_all
 from shared.snapshot import (
     EPOCH_KEY,
@@ -32,7 +32,6 @@ from shared.snapshot import (
     encode_snapshot,
     export_state,
     import_state,
-    read_all,
 )
 from shared.subjects import Subjects
 from shared.testing.builders import node_info as build_node

@@ -90,7 +90,7 @@ async def selfplay_done(
         type="selfplay",
         attempt=1,
         node_id="n1",
-        outputs=[msgspec.to_builtins(ref)],
+        outputs=[ref],
         result={"config": CONFIG, "games": games, "x_wins": 1, "o_wins": 1, "draws": 8},
         labels={"kind": "selfplay", "config": CONFIG, "model_id": "m0"},
     )
