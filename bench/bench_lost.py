@@ -32,9 +32,9 @@ from nats.aio.msg import Msg
 
 from bench.harness import Ctx, Row, percentile
 from bench.procs import env, orchestrator_env, wait_metrics
-from services.orchestrator.policy import SUSPECT_AFTER
 from shared.codec import decode, encode
 from shared.contracts import Beacon, Event, ServiceStatus
+from shared.liveness import SUSPECT_AFTER
 from shared.subjects import Subjects
 
 NAME = "lost"
