@@ -14,12 +14,17 @@ nats-py would raise for it.
 
 from __future__ import annotations
 
+import logging
+
 import anyio
 import msgspec
+import nats.errors
 import nats.js.errors
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
+
+log = logging.getLogger("ringmaster.outbox")
 
 #: A no-responders status on the reply: no stream captures the subject (yet).
 _NO_RESPONDERS = "503"
@@ -101,7 +106,11 @@ class AckedPublisher:
         """Unsubscribe; windows still open are left to their deadlines."""
         if self._sub is not None:
             sub, self._sub = self._sub, None
-            await sub.unsubscribe()
+            try:
+                await sub.unsubscribe()
+            except nats.errors.Error as exc:
+                # The connection is closing with the service: the server drops it anyway.
+                log.info("ack subscription not removed: %r", exc)
 
     def window(self, size: int) -> AckWindow:
         """A new window of ``size`` messages, numbered after every earlier one."""

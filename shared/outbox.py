@@ -5,13 +5,13 @@ windows with several windows in flight (the next is sent while the acks of the
 earlier ones are still coming), each with a ``Nats-Msg-Id`` so a retry after a
 lost acknowledgment is de-duplicated by the stream. The acks are filed by position
 into their window by one subscription (``shared/acked.py``), not through a future
-per event. When a publish fails (server
-away, timeout) the flusher backs off and retries from the first unacknowledged
-event, so order is kept. Two loss modes are left, both counted, logged and shown in
-health: when the outbox is full a new event is dropped; and an event that can never
-be published (larger than the server's max_payload, a subject or header the client
-refuses, a 400 from the stream such as its max_msg_size) is dropped at the head of
-the queue instead of being retried forever in front of every event behind it.
+per event. When a publish fails (server away, timeout) the flusher backs off and
+retries from the first unacknowledged event, so order is kept. Two loss modes are
+left, both counted, logged and shown in health: when the outbox is full a new event
+is dropped; and an event that can never be published (larger than the server's
+max_payload, a subject or header the client refuses, a 400 from the stream such as
+its max_msg_size) is dropped at the head of the queue instead of being retried
+forever in front of every event behind it.
 
 ``publish`` reports whether the event was acknowledged at its first try. A caller
 that must not go on without the announcement does not treat False as done: the event
