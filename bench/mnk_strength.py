@@ -195,6 +195,27 @@ def table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def against_goal(row: dict[str, Any]) -> str:
+    """Issue 18's goal for this row, and whether it is met."""
+    config = row["config"]
+    if config == "3x3k3":
+        lost = "0 / 0 losses" in row.get("exact", "")
+        return f"3x3k3 never loses to perfect play: {'met' if lost else 'NOT met'}"
+    if config == "4x4k3":
+        found = row["every_defense"]
+        won = found["wins"] == found["lines"]
+        return f"4x4k3 as X wins every line against every defense: {'met' if won else 'NOT met'}"
+    vs = row["versus_minimax2"]
+    split = vs["losses_from_lost_openings"]
+    verdict = "met" if vs["losses"] == 0 else "NOT met"
+    return (
+        f"{config} loses no game of {vs['games']} to the depth-2 searcher: {verdict} "
+        f"({vs['losses']} losses; {split['forced']} of them from openings already lost by "
+        f"force for the model's side, {split['not_forced']} from openings that were not, "
+        f"{split['unsettled']} unsettled by the solver's budget)"
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Find the models, measure them, print the table (or JSON)."""
     if not __package__:  # run as a script: make ``bench`` importable
@@ -232,6 +253,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(json.dumps(rows, sort_keys=True))
     else:
         print(table(rows))
+        print("\nAgainst the goal (issue 18):\n")
+        for row in rows:
+            print(f"- {against_goal(row)}")
         print(f"\nmeasured in {time.monotonic() - started:.1f} s")
     return 0
 
