@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.harness import ROOT, Ctx, Row
-from bench.mnk_strength import VERSUS_GAMES, measure, table
+from bench.mnk_strength import VERSUS_GAMES, against_goal, measure, table
 
 #: Self-play games per config for the throughput figures.
 SELFPLAY_GAMES = {"4x4k3": 256, "5x5k4": 128}
@@ -97,7 +97,7 @@ def run(ctx: Ctx) -> list[Row]:
         lines += ["", "No champion to measure (set RINGMASTER_MNK_MODELS or run `make run`)."]
     else:
         measured = [measure(path, VERSUS_GAMES) for path in found]
-        lines += ["", table(measured)]
+        lines += ["", table(measured), "", *(f"- {against_goal(row)}" for row in measured)]
         for row in measured:
             vs = row.get("versus_minimax2")
             if row["config"] == "5x5k4" and vs is not None:
@@ -117,6 +117,26 @@ def run(ctx: Ctx) -> list[Row]:
                             " the exact root check, most visited move), X in one game of"
                             " each pair and O in the other; score = (wins + draws / 2) /"
                             f" games; W / D / L {vs['wins']} / {vs['draws']} / {vs['losses']}",
+                        ],
+                        inclusive=True,
+                    )
+                )
+                split = vs["losses_from_lost_openings"]
+                rows.append(
+                    Row(
+                        key="mnk_losses",
+                        title="5x5k4 champion's losses against depth-2 minimax (issue 18)",
+                        figure=vs["losses"],
+                        unit="games",
+                        raw=None,
+                        raw_label="no raw limit",
+                        goal=0,
+                        higher_is_better=False,
+                        notes=[
+                            f"of {vs['games']} games; {split['forced']} from openings lost by"
+                            f" force for the champion's side, {split['not_forced']} from"
+                            f" openings that were not, {split['unsettled']} unsettled"
+                            " (workloads/mnk/proof.py)",
                         ],
                         inclusive=True,
                     )

@@ -1,15 +1,13 @@
-"""Players, matches and the SPRT used for early stopping."""
+"""Players and matches."""
 
 from __future__ import annotations
 
 import numpy as np
-import pytest
 
 from workloads.mnk.game import make_game
 from workloads.mnk.match import disagreement_opening, match
 from workloads.mnk.mlp import MlpModel
 from workloads.mnk.play import best_moves, choose, play_game
-from workloads.mnk.sprt import Sprt
 from workloads.mnk.table import TableModel
 
 
@@ -64,22 +62,3 @@ def test_disagreement_openings_are_legal_and_open() -> None:
         for move in opening:
             board = game.apply(board, move)
         assert not game.terminal(board)[0]
-
-
-@pytest.mark.parametrize(
-    ("tally", "decision"),
-    [
-        ((20, 0, 0), "accept"),  # a clean sweep decides
-        ((0, 60, 0), "reject"),  # only draws: not stronger
-        ((0, 0, 20), "reject"),
-        ((5, 0, 5), "continue"),
-    ],
-)
-def test_sprt_decisions(tally: tuple[int, int, int], decision: str) -> None:
-    assert Sprt().decide(*tally) == decision
-
-
-def test_sprt_llr_grows_with_evidence() -> None:
-    sprt = Sprt()
-    assert sprt.llr(30, 40, 10) > sprt.llr(15, 20, 5) > 0
-    assert sprt.llr(10, 40, 30) < 0

@@ -243,7 +243,7 @@ def test_train_inputs_are_renamed_for_the_workload() -> None:
 def test_config_defaults_and_checks() -> None:
     cfg = convert_config(TrainingCoordinatorConfig, {})
     assert cfg.configs == ["3x3k3", "4x4k3", "5x5k4"]
-    assert (cfg.elo0, cfg.elo1, cfg.alpha, cfg.beta) == (0.0, 35.0, 0.05, 0.05)
+    assert (cfg.elo0, cfg.elo1, cfg.alpha, cfg.beta) == (0.0, 25.0, 0.05, 0.2)
     assert cfg.threshold_base("3x3k3") == 600 and cfg.threshold_base("other") == 1000
     with pytest.raises(ConfigError):
         convert_config(TrainingCoordinatorConfig, {"elo1": -5})

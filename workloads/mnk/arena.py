@@ -92,8 +92,11 @@ def duel(
         x: list[Agent] = [player if s == 1 else opponent for s in sides]
         o: list[Agent] = [opponent if s == 1 else player for s in sides]
         rngs = [np.random.default_rng([seed, i]) for i in index]
-        for winner, side in zip(play_games(game, x, o, openings, rngs), sides, strict=True):
+        winners = play_games(game, x, o, openings, rngs)
+        for winner, side, opening in zip(winners, sides, openings, strict=True):
             tally.add(int(winner), side)
+            if winner == -side:
+                tally.lost.append((side, opening))
         done += count
         if progress is not None:
             progress(done)

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from shared.sprt import SprtParams, sprt
 from shared.training import CANDIDATE_FILE, CHAMPION_FILE, GAMES_FILE, MODEL_FILE
 from workloads.mnk.agents import RandomAgent, SearchAgent
 from workloads.mnk.arena import duel
@@ -29,7 +30,6 @@ from workloads.mnk.models import load_model, load_or_initial
 from workloads.mnk.npzio import FormatError
 from workloads.mnk.play import play_game
 from workloads.mnk.selfplay import SelfplaySettings, play_searched
-from workloads.mnk.sprt import Sprt
 from workloads.mnk.table import TableModel
 from workloads.mnk.train import train
 
@@ -140,18 +140,19 @@ def evaluate(job: JobEnv) -> dict[str, Any]:
     plies. Tables play their one-ply choice; their pairs open where one model expects
     the other to blunder (against the random player: ``opening`` random plies). With
     ``early_stop`` (the default) the match ends, after at least ``min_games``, once
-    the SPRT on its tallies (``elo0``, ``elo1``, ``alpha``, ``beta``: the
-    coordinator's defaults) has decided.
+    the SPRT on its tallies (``shared/sprt.py``; ``elo0``, ``elo1``, ``alpha``,
+    ``beta``: the coordinator passes its own) has decided.
     """
     config = job.config()
     budget = job.number("games", 100, 2, 1_000_000)
     seed = job.number("seed", 0, 0, 2**63 - 1)
     opening = job.number("opening", OPENING_PLIES.get(config, 2), 0, 8)
-    sprt = Sprt(
-        elo0=job.number("elo0", 0.0, -1000, 1000, float),
-        elo1=job.number("elo1", 35.0, -1000, 1000, float),
-        alpha=job.number("alpha", 0.05, 1e-6, 0.5, float),
-        beta=job.number("beta", 0.05, 1e-6, 0.5, float),
+    default = SprtParams()
+    params = SprtParams(
+        elo0=job.number("elo0", default.elo0, -1000, 1000, float),
+        elo1=job.number("elo1", default.elo1, -1000, 1000, float),
+        alpha=job.number("alpha", default.alpha, 1e-6, 0.5, float),
+        beta=job.number("beta", default.beta, 1e-6, 0.5, float),
     )
     early_stop = job.flag("early_stop", True)
     min_games = job.number("min_games", min(budget, MIN_GAMES), 0, budget)
@@ -164,7 +165,7 @@ def evaluate(job: JobEnv) -> dict[str, Any]:
     def stop(tally: Tally, games_left: int) -> bool:
         if not early_stop or tally.games < min_games:
             return False
-        return sprt.decide(tally.wins, tally.draws, tally.losses) != "continue"
+        return sprt(tally.counts(), params)[0] != "continue"
 
     game = make_game(config)
     if isinstance(candidate, TableModel):
@@ -193,13 +194,14 @@ def evaluate(job: JobEnv) -> dict[str, Any]:
             stop=stop,
             progress=lambda done: emit_progress(done / budget),
         )
+    verdict, llr = sprt(tally.counts(), params)
     return {
         "config": config,
         **tally.as_dict(),
         "budget": budget,
         "stopped_early": tally.games < budget,
-        "llr": round(sprt.llr(tally.wins, tally.draws, tally.losses), 4),
-        "sprt": sprt.decide(tally.wins, tally.draws, tally.losses),
+        "llr": round(llr, 4),
+        "sprt": verdict,
         "candidate": candidate.model_id,
         "opponent": champion.model_id if champion is not None else "random",
         "seconds": round(time.monotonic() - started, 3),

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from numpy.typing import NDArray
 
+from shared.sprt import Tally as Counts
 from workloads.mnk.game import Board, Boards, Game
 from workloads.mnk.models import Model
 from workloads.mnk.play import BLUNDER, TIE, best_moves, move_scores, play_game, score_matrix
@@ -120,6 +121,8 @@ class Tally:
     by_colour: dict[str, list[int]] = field(
         default_factory=lambda: {"as_x": [0, 0, 0], "as_o": [0, 0, 0]}
     )
+    #: (side, opening) of every lost game whose opening the match recorded.
+    lost: list[tuple[int, list[int]]] = field(default_factory=list)
 
     @property
     def games(self) -> int:
@@ -140,6 +143,10 @@ class Tally:
     def as_dict(self) -> dict[str, int]:
         """Counts as plain numbers."""
         return {"games": self.games, "wins": self.wins, "losses": self.losses, "draws": self.draws}
+
+    def counts(self) -> Counts:
+        """The counts as the SPRT reads them (``shared.sprt``)."""
+        return Counts(self.wins, self.losses, self.draws)
 
 
 def match(
