@@ -30,12 +30,14 @@ def child(service: str) -> int:
     """Behave as the stand-in service ``service``."""
     prefix = f"RINGMASTER_{service.upper()}_"
     env = {k[len(prefix) :].lower(): v for k, v in os.environ.items() if k.startswith(prefix)}
+    if env.get("ignore_term") == "true":
+        # Before the first line: the supervisor runs children unbuffered, and a test
+        # that waits for this line must find SIGTERM already ignored.
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
     print(f"instance={env.get('instance')} pid={os.getpid()} prefix={env.get('prefix')}")
     if env.get("grandchild") == "true":
         grand = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
         print(f"grandchild={grand.pid}")
-    if env.get("ignore_term") == "true":
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
     sys.stdout.flush()
     if "crash_unless" in env and not Path(env["crash_unless"]).exists():
         return 3  # the cause (say, NATS away) has not passed yet
