@@ -23,7 +23,10 @@ def print_summary(run: Run, record: DurableRecord) -> None:
     aimed = run.aimed
     hung = ", ".join(sorted(Counter(aimed.hangs).elements())) or "none"
     print(f"SIGSTOP hangs: {len(aimed.hangs)} ({hung}); nats stalls: {aimed.stalls}")
-    print(f"partition: {run.partition_note or 'not asked for'}")
+    hosts = run.hosts
+    placed = [h.name for h in hosts.servers] + ([hosts.agent.name] if hosts.agent else [])
+    where = f"hosts of their own: {', '.join(placed)}; " if placed else ""
+    print(f"partition: {where}{'; '.join(hosts.notes) or 'not asked for'}")
     print(f"supervisors killed: {', '.join(aimed.supervisors) or 'none'}")
     print(f"killed while starting: {len(aimed.startups)} ({', '.join(aimed.startups) or '-'})")
     if run.independent is not None and run.independent.armed:

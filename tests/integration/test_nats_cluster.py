@@ -33,9 +33,10 @@ from shared.credentials import credential_options
 from shared.jobs import JobRecord, JobSpec, JobState, Requirements
 from shared.service import Service
 from shared.subjects import Subjects
-from shared.testing.cluster import NatsCluster, generate_auth
+from shared.testing.cluster import generate_auth
 from shared.testing.fixtures import service_config
 from shared.testing.helpers import eventually, stream_events
+from shared.testing.natscluster import NatsCluster
 from shared.testing.server import new_prefix
 
 pytestmark = pytest.mark.anyio
