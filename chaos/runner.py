@@ -33,6 +33,7 @@ from chaos.aimed import (
 )
 from chaos.checks import Independent, check_independent
 from chaos.faults import Kill, KillPlan, kill9, ready_instances
+from chaos.fresh import FRESH, FRESH_MIN_GAMES
 from chaos.invariants import DurableRecord, Verdict, check_all
 from chaos.netfaults import cut_off, cut_server, plan_hosts, start_partitioned
 from chaos.partition import stop_agent
@@ -73,7 +74,7 @@ class Options:
     supervisors: bool = False
     #: Every this-many-th kill, the victim is killed again while it starts (0: never).
     startup_every: int = 0
-    #: After the faults, wait this long for training to decide an evaluation (0: don't).
+    #: After the faults, start a fresh game and wait this long for a promotion (0: don't).
     after_s: float = 0.0
 
 
@@ -250,7 +251,8 @@ def _all_running(status: ClusterStatus, expected: int) -> bool:
 
 async def execute(run: Run) -> DurableRecord:
     """The whole run against started NATS servers; the durable record at its end."""
-    run.cluster_file = write_cluster_file(run.workdir, run.prefix)
+    fresh = FRESH if run.options.after_s else None
+    run.cluster_file = write_cluster_file(run.workdir, run.prefix, fresh, FRESH_MIN_GAMES)
     await run.spawn()
     try:
         nc = await nats.connect(
