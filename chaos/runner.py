@@ -295,7 +295,10 @@ def chaos_run(options: Options) -> tuple[Run, DurableRecord, list[Verdict]]:
             anyio.run(wait_jetstream, run.url)
         record = anyio.run(execute, run)
     finally:
-        # Also after a failure or Ctrl-C: no server, namespace or bridge outlives the run.
+        # Also after a failure or Ctrl-C: no server, agent, namespace or bridge outlives
+        # the run (the agent is stopped in order by ``execute``; this is the fallback).
+        if run.agent is not None and run.agent.returncode is None:
+            run.agent.kill()
         run.stop_nats()
         run.hosts.remove()
     verdicts = check_all(record)
