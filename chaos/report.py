@@ -6,6 +6,7 @@ from collections import Counter
 from typing import TYPE_CHECKING
 
 from chaos.invariants import DurableRecord, Verdict
+from shared.jobs import JobState
 
 if TYPE_CHECKING:
     from chaos.runner import Options, Run
@@ -44,6 +45,13 @@ def print_summary(run: Run, record: DurableRecord) -> None:
     interesting = ("SERVICE_STARTED", "JOB_RETRIED", "TRAINING_COMPLETED", "EVALUATION_COMPLETED")
     shown = {t: types[t] for t in (*interesting, "MODEL_PROMOTED", "MODEL_REJECTED")}
     print(f"event counts: {shown}")
+    failed = Counter(
+        f"{j.spec.type}: {(j.error or '?')[:80]}"
+        for j in record.jobs.values()
+        if j.state is JobState.FAILED
+    )
+    if failed:
+        print(f"failed for good: {dict(sorted(failed.items()))}")
     print(f"blobs: {len(record.blobs)}")
 
 
