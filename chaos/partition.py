@@ -127,11 +127,6 @@ class Network:
         _ip("link", "del", self.bridge)
         self.created = False
 
-    def leftovers(self) -> list[str]:
-        """Namespaces of this network that still exist (none after :meth:`remove`)."""
-        listed = _ip("netns", "list").stdout.split()
-        return [h.ns for h in self.hosts if h.ns in listed]
-
 
 async def start_agent(host: Host, workdir: Path, prefix: str, url: str, beacon: float) -> Process:
     """A node agent on ``host``, configured as the run's agents are."""
