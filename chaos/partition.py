@@ -44,10 +44,11 @@ def unavailable() -> str | None:
         return "not root: network namespaces need CAP_NET_ADMIN"
     if shutil.which("ip") is None:
         return "no ip(8) command (iproute2)"
-    probe = _ip("netns", "add", "rmprobe")
+    name = f"rmprobe{os.getpid()}"  # its own name: two runs may probe at once
+    probe = _ip("netns", "add", name)
     if probe.returncode != 0:
         return f"ip netns add failed: {probe.stderr.strip()}"
-    _ip("netns", "del", "rmprobe")
+    _ip("netns", "del", name)
     return None
 
 
