@@ -59,6 +59,7 @@ def fresh_spec(number: int, seed: int) -> JobSpec:
 
 async def _submit(run: Run, nc: Client, spec: JobSpec) -> bool:
     subject = run.subjects.api("job_manager", "submit")
+    unanswered = 0
     with anyio.move_on_after(SUBMIT_S):
         while True:
             try:
@@ -66,8 +67,10 @@ async def _submit(run: Run, nc: Client, spec: JobSpec) -> bool:
                 if not (reply.headers or {}).get(ERROR_CODE_HEADER):
                     return True
             except (nats.errors.Error, TimeoutError):
-                pass  # the job manager is busy or restarting: the same key again
+                # The job manager is busy or restarting: the same key again.
+                unanswered += 1
             await anyio.sleep(1.0)
+    run.log(f"after the faults: {spec.idempotency_key} not accepted ({unanswered} unanswered)")
     return False
 
 
