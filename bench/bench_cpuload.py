@@ -22,9 +22,8 @@ import nats
 import psutil
 from nats.aio.msg import Msg
 
-from bench.bench_ingest import orchestrator_env, wait_metrics
-from bench.bench_jobs import env
 from bench.harness import Ctx, Proc, Row
+from bench.procs import env, orchestrator_env, wait_metrics
 from shared.codec import decode
 from shared.contracts import Beacon, Event, ServiceStatus
 from shared.subjects import Subjects

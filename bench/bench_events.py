@@ -13,15 +13,13 @@ the shared machine does not land on one side only:
 
 from __future__ import annotations
 
-import asyncio
 import time
-import uuid
 
 import anyio
 from nats.aio.client import Client
-from nats.js.client import JetStreamContext
 
 from bench.harness import Ctx, Row
+from bench.raw import raw_awaited, raw_pipelined, raw_pipelined_msgid
 from shared.codec import encode
 from shared.config import BaseConfig, convert_config
 from shared.events import LoopCompleted, build_event
@@ -61,39 +59,6 @@ async def service_round(svc: Emitter, count: int) -> tuple[float, float]:
     elapsed = time.perf_counter() - start
     acked = svc.outbox.stats().acked - before
     return acked / elapsed, (time.process_time() - cpu) / acked
-
-
-async def raw_pipelined(
-    js: JetStreamContext, subject: str, payload: bytes, count: int
-) -> tuple[float, float]:
-    """``publish_async`` ``count`` messages, wait for every ack; acks/s, CPU s per ack."""
-    cpu = time.process_time()
-    start = time.perf_counter()
-    futures = [await js.publish_async(subject, payload) for _ in range(count)]
-    await asyncio.gather(*futures)
-    return count / (time.perf_counter() - start), (time.process_time() - cpu) / count
-
-
-async def raw_pipelined_msgid(
-    js: JetStreamContext, subject: str, payload: bytes, count: int
-) -> float:
-    """As :func:`raw_pipelined`, with a ``Nats-Msg-Id`` per message (as the outbox sends)."""
-    tag = uuid.uuid4().hex[:8]
-    start = time.perf_counter()
-    futures = [
-        await js.publish_async(subject, payload, headers={"Nats-Msg-Id": f"{tag}-{i}"})
-        for i in range(count)
-    ]
-    await asyncio.gather(*futures)
-    return count / (time.perf_counter() - start)
-
-
-async def raw_awaited(js: JetStreamContext, subject: str, payload: bytes, count: int) -> float:
-    """``js.publish`` awaited one by one; acks per second."""
-    start = time.perf_counter()
-    for _ in range(count):
-        await js.publish(subject, payload)
-    return count / (time.perf_counter() - start)
 
 
 async def measure(ctx: Ctx, url: str) -> Row:

@@ -26,8 +26,8 @@ import nats
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
-from bench.bench_jobs import nodes_alive, start_agent, start_managers, submit
 from bench.harness import Ctx, Proc, Row
+from bench.procs import nodes_alive, start_agent, start_managers, submit
 from services.job_manager.config import JobManagerConfig
 from shared.codec import decode, encode
 from shared.contracts import Event

@@ -25,14 +25,13 @@ import anyio
 import nats
 from nats.aio.client import Client
 
-from bench.bench_jobs import env
 from bench.harness import Ctx, Row, percentile
+from bench.procs import env
 from shared.codec import decode, encode
 from shared.contracts import ClusterStatus, Empty
 from shared.jobs import JobCounts, JobList, JobQuery, JobRecord, JobSpec, JobState, Requirements
-from shared.kv import bucket_config, ensure_bucket
+from shared.kv import bucket_config, ensure_bucket, read_all
 from shared.provision import BUCKET_SPECS
-from shared.snapshot import read_all
 from shared.subjects import Subjects
 
 NAME = "history"

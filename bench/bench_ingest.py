@@ -19,8 +19,9 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 
 from bench.harness import Ctx, Proc, Row, await_json
+from bench.procs import metrics, orchestrator_env, wait_metrics
 from shared.codec import decode
-from shared.contracts import Event, ServiceMetrics
+from shared.contracts import Event
 from shared.subjects import Subjects
 
 NAME = "ingest"
@@ -31,40 +32,6 @@ ROUNDS = 3
 GOAL = 50_000.0
 PREFIX = "benchin"
 ORCH = "orch-bench"
-
-
-def orchestrator_env(url: str, prefix: str, instance: str, **extra: str) -> dict[str, str]:
-    """Environment configuring ``python -m services.orchestrator`` (HTTP off)."""
-    env = {
-        "RINGMASTER_ORCHESTRATOR_NATS_URL": url,
-        "RINGMASTER_ORCHESTRATOR_PREFIX": prefix,
-        "RINGMASTER_ORCHESTRATOR_INSTANCE": instance,
-        "RINGMASTER_ORCHESTRATOR_HTTP_PORT": "-1",
-        "RINGMASTER_ORCHESTRATOR_LOG_LEVEL": "WARNING",
-    }
-    env.update({f"RINGMASTER_ORCHESTRATOR_{k.upper()}": v for k, v in extra.items()})
-    return env
-
-
-async def metrics(nc: Client, prefix: str, instance: str, timeout: float = 2.0) -> ServiceMetrics:
-    """One instance's ``metrics`` reply."""
-    subject = Subjects(prefix).instance_api("orchestrator", instance, "metrics")
-    reply = await nc.request(subject, b"{}", timeout=timeout)
-    return decode(ServiceMetrics, reply.data)
-
-
-async def wait_metrics(nc: Client, proc: Proc, prefix: str, instance: str) -> ServiceMetrics:
-    """Wait until the orchestrator answers its ``metrics`` endpoint."""
-    deadline = time.monotonic() + 20
-    while True:
-        if not proc.alive():
-            raise RuntimeError(f"orchestrator exited:\n{proc.tail()}")
-        try:
-            return await metrics(nc, prefix, instance, timeout=0.5)
-        except (TimeoutError, nats.errors.Error):
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"orchestrator not answering:\n{proc.tail()}") from None
-            await anyio.sleep(0.1)
 
 
 async def raw_round(ctx: Ctx, url: str, n: int) -> tuple[float, float]:

@@ -1,51 +1,64 @@
 """Jobs through the whole lifecycle with 100 hollow nodes, beside raw request/reply and JetStream.
 
-Real processes on this benchmark's own nats-server: one job manager, one node selector
-and one node agent running ``--hollow 100`` (100 simulated nodes, 2 slots each, jobs of
-``duration_s`` 0). Every job goes the real way: submit (PENDING, DISPATCHED, published
-into ``P_JOBS``), pulled by a hollow node, reported started (RUNNING, JOB_STARTED) and
-completed (COMPLETED, JOB_COMPLETED), then acked. The bench watches JOB_STARTED and
-JOB_COMPLETED with core subscriptions.
+Real processes on this benchmark's own nats-server: job managers, one node selector
+and one node agent running ``--hollow 100`` (100 simulated nodes, 2 slots each, jobs
+of ``duration_s`` 0). Every job goes the real way: submit (PENDING, DISPATCHED,
+published into ``P_JOBS``), pulled by a hollow node, reported started (RUNNING,
+JOB_STARTED) and completed (COMPLETED, JOB_COMPLETED), then acked. The bench watches
+JOB_STARTED and JOB_COMPLETED with core subscriptions (``bench.lifecycle``).
 
-- throughput: jobs submitted with ``IN_FLIGHT`` requests outstanding; completed jobs per
-  second from the first submit to the last JOB_COMPLETED; pooled (``cap.cpu``, late
-  binding) and targeted (``node.<id>`` chosen by the selector) rounds;
+The whole set of rounds runs once per count of job managers in ``MANAGERS`` (one,
+then two: one queue group, one reaper by lease), each cluster under its own prefix
+and stopped before the next starts, so the rows compare them within one run:
+
+- throughput: jobs submitted with 64 requests outstanding; completed jobs per second
+  from the first submit to the last JOB_COMPLETED; pooled (``cap.cpu``, late binding)
+  and targeted (``node.<id>`` chosen by the selector) rounds;
 - latency: jobs submitted open-loop at ``PACED_RATE``/s; per job, the submit request
   sent -> its JOB_STARTED arrived.
 
 Raw limits, same run: request/reply with 32 in flight and one by one against a trivial
-responder process (``python -m bench.bench_jobs URL SUBJECT READY``), and pipelined
-JetStream publishing. CPU seconds of every process per job are recorded per round.
+responder process (``bench._respond``), and pipelined JetStream publishing. CPU
+seconds of every process per job are recorded per round.
 """
 
 from __future__ import annotations
 
-import json
 import os
-import sys
 import time
-import urllib.request
-from collections import Counter
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 
 import anyio
-import anyio.to_thread
-import msgspec
 import nats
-import psutil
 from nats.aio.client import Client
-from nats.aio.msg import Msg
 
-from bench.bench_events import raw_pipelined
-from bench.harness import Ctx, Proc, Row, await_json, percentile, write_json
-from shared.cluster import service_env
-from shared.codec import decode, encode
-from shared.contracts import Event
-from shared.embedded import EmbeddedServer, free_port
-from shared.intake import ERROR_CODE_HEADER, ERROR_HEADER
-from shared.jobs import JobSpec, NodeList, Requirements
+from bench.harness import Ctx, Proc, Row, await_json, percentile
+from bench.lifecycle import (
+    IN_FLIGHT,
+    POOLED,
+    TARGETED,
+    Probe,
+    Round,
+    Watch,
+    cpu_text,
+    lat_text,
+    manager_cpu,
+    paced,
+    spread,
+    throughput,
+)
+from bench.procs import (
+    cpu_seconds,
+    health_details,
+    manager_instance,
+    monitored_server,
+    nodes_alive,
+    per_job_ms,
+    start_agent,
+    start_managers,
+)
+from bench.raw import raw_pipelined
+from shared.embedded import EmbeddedServer
 from shared.subjects import Subjects
 
 NAME = "jobs"
@@ -54,7 +67,6 @@ HOLLOW = 100
 WARMUP_JOBS = 200
 POOLED_JOBS = 1_500
 TARGETED_JOBS = 400
-IN_FLIGHT = 64
 PACED_RATE = 200.0
 PACED_POOLED = 800
 PACED_TARGETED = 300
@@ -67,229 +79,28 @@ RR_REQUESTS = 20_000
 RR_SERIAL = 2_000
 JS_MESSAGES = 20_000
 GOAL_RATE = 1_000.0
-#: Job manager instances sharing the load (one queue group, one reaper by lease);
-#: ``RINGMASTER_BENCH_JOB_MANAGERS`` sets it, so one run can compare one and two.
-MANAGERS = int(os.environ.get("RINGMASTER_BENCH_JOB_MANAGERS", "1"))
 GOAL_P99 = 0.1
-POOLED = Requirements(capability="cpu", pooled=True)
-#: A memory minimum makes the node's choice matter, so the selector is asked; a job
-#: needing only a capability goes to its pool by default.
-TARGETED = Requirements(capability="cpu", min_memory_mb=1)
-
-
-class _Submitted(msgspec.Struct):
-    """The part of the submit reply the bench reads."""
-
-    job_id: str
+#: Job manager instances of each cluster the rounds run against (one queue group, one
+#: reaper by lease); ``RINGMASTER_BENCH_JOB_MANAGERS`` ("1,2" by default) sets them.
+MANAGERS = tuple(
+    int(n) for n in os.environ.get("RINGMASTER_BENCH_JOB_MANAGERS", "1,2").split(",") if n
+)
 
 
 @dataclass
-class Watch:
-    """The first JOB_STARTED (monotonic, attempt, node) and JOB_COMPLETED of each job."""
+class Results:
+    """Everything the rounds against one cluster measured."""
 
-    started: dict[str, tuple[float, int, str]] = field(default_factory=dict)
-    completed: dict[str, float] = field(default_factory=dict)
-    changed: anyio.Event = field(default_factory=anyio.Event)
-
-    async def on_started(self, msg: Msg) -> None:
-        """Record one JOB_STARTED."""
-        data = decode(Event, msg.data).data
-        seen = (time.monotonic(), int(data["attempt"]), str(data["node_id"]))
-        self.started.setdefault(str(data["job_id"]), seen)
-        self.changed.set()
-
-    async def on_completed(self, msg: Msg) -> None:
-        """Record one JOB_COMPLETED."""
-        self.completed.setdefault(str(decode(Event, msg.data).data["job_id"]), time.monotonic())
-        self.changed.set()
-
-    async def subscribe(self, nc: Client, subjects: Subjects) -> None:
-        """Core subscriptions on the two events (pending limits raised for bursts)."""
-        for event, cb in (("JOB_STARTED", self.on_started), ("JOB_COMPLETED", self.on_completed)):
-            await nc.subscribe(
-                subjects.event("job_manager", event),
-                cb=cb,
-                pending_msgs_limit=1_000_000,
-                pending_bytes_limit=512 * 2**20,
-            )
-        await nc.flush()
-
-    async def until(self, done: Callable[[], bool], timeout: float, what: str) -> None:
-        """Wait until ``done()`` holds, or fail after ``timeout`` seconds."""
-        with anyio.move_on_after(timeout):
-            while not done():
-                self.changed = anyio.Event()
-                await self.changed.wait()
-        if not done():
-            raise TimeoutError(f"{what}: not within {timeout:g}s")
-
-
-async def submit(nc: Client, subjects: Subjects, spec: JobSpec, timeout: float = 30.0) -> str:
-    """Submit ``spec``; its job_id (raises on an error reply)."""
-    reply = await nc.request(subjects.api("job_manager", "submit"), encode(spec), timeout=timeout)
-    headers = reply.headers or {}
-    if ERROR_CODE_HEADER in headers:
-        raise RuntimeError(f"submit refused: {headers[ERROR_CODE_HEADER]} {headers[ERROR_HEADER]}")
-    return decode(_Submitted, reply.data).job_id
-
-
-def env(service: str, url: str, prefix: str, instance: str, **extra: object) -> dict[str, str]:
-    """``RINGMASTER_<SERVICE>_*`` for one bench child (warnings only in its log)."""
-    base = {"nats_url": url, "prefix": prefix, "instance": instance, "log_level": "WARNING"}
-    return service_env(service, {**base, **extra})
-
-
-def start_agent(ctx: Ctx, url: str, prefix: str, node_id: str, **extra: object) -> Proc:
-    """``python -m services.node_agent`` as node ``node_id`` (floors low: a shared disk)."""
-    values = {"node_id": node_id, "min_free_disk_mb": 1, "min_memory_mb": 1, **extra}
-    return ctx.python(
-        f"agent-{node_id}",
-        ["-m", "services.node_agent"],
-        env("node_agent", url, prefix, f"agent-{node_id}", **values),
-    )
-
-
-def start_managers(ctx: Ctx, url: str, prefix: str, managers: int = 1) -> list[Proc]:
-    """``managers`` job managers (``job_manager``, ``job_manager-1`` ...) and the selector."""
-    procs = [
-        ctx.python(
-            "job_manager" if n == 0 else f"job_manager-{n}",
-            ["-m", "services.job_manager"],
-            env("job_manager", url, prefix, f"jm-{n}"),
-        )
-        for n in range(managers)
-    ]
-    procs.append(
-        ctx.python(
-            "node_selector",
-            ["-m", "services.node_selector"],
-            env("node_selector", url, prefix, "sel-0"),
-        )
-    )
-    return procs
-
-
-def manager_cpu(cpu: dict[str, float]) -> float:
-    """CPU per job of every job manager instance together."""
-    return sum(v for k, v in cpu.items() if k.startswith("job_manager"))
-
-
-async def nodes_alive(
-    nc: Client, subjects: Subjects, want: Callable[[set[str]], bool], procs: list[Proc]
-) -> set[str]:
-    """Poll the selector's ``nodes`` until ``want(alive node ids)``; those ids."""
-    deadline = time.monotonic() + 60
-    while True:
-        for proc in procs:
-            if not proc.alive():
-                raise RuntimeError(f"{proc.name} exited:\n{proc.tail()}")
-        try:
-            reply = await nc.request(subjects.api("node_selector", "nodes"), b"{}", timeout=2)
-            alive = {v.info.node_id for v in decode(NodeList, reply.data).nodes if v.alive}
-            if want(alive):
-                return alive
-        except (TimeoutError, nats.errors.Error, msgspec.DecodeError):
-            pass  # not up yet: poll again
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"nodes not alive in time:\n{procs[-1].tail()}")
-        await anyio.sleep(0.2)
-
-
-def cpu_seconds(pids: dict[str, int]) -> dict[str, float]:
-    """User + system CPU seconds of each named process so far."""
-    out: dict[str, float] = {}
-    for name, pid in pids.items():
-        times = psutil.Process(pid).cpu_times()
-        out[name] = times.user + times.system
-    return out
-
-
-def per_job_ms(before: dict[str, float], after: dict[str, float], jobs: int) -> dict[str, float]:
-    """CPU milliseconds per job of each process over a round."""
-    return {k: (after[k] - before[k]) * 1000 / jobs for k in before}
-
-
-def cpu_text(cpu: dict[str, float]) -> str:
-    """``name x.xx ms`` for each process, and the total."""
-    parts = [f"{k} {v:.2f}" for k, v in cpu.items()]
-    return ", ".join(parts) + f" (total {sum(cpu.values()):.2f}) ms CPU per job"
-
-
-def lat_text(values: list[float]) -> str:
-    """p50 / p99 / max in milliseconds."""
-    p50, p99 = percentile(values, 0.5) * 1000, percentile(values, 0.99) * 1000
-    return f"p50 {p50:.1f} ms, p99 {p99:.1f} ms, max {max(values) * 1000:.1f} ms"
-
-
-def spread(rnd: Round) -> str:
-    """How the round's jobs spread over the nodes."""
-    top, n = rnd.nodes.most_common(1)[0]
-    return f"ran on {len(rnd.nodes)} nodes, {n / rnd.jobs:.0%} of them on {top}"
-
-
-@dataclass
-class Round:
-    """One throughput round: jobs/s, CPU ms per job per process, server messages per job."""
-
-    rate: float
-    cpu: dict[str, float]
-    jobs: int
-    msgs: tuple[float, float]
-    nodes: Counter[str]
-
-
-def varz(port: int) -> tuple[int, int]:
-    """The server's in_msgs and out_msgs so far (monitoring endpoint)."""
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/varz", timeout=5) as reply:
-        data = json.load(reply)
-    return int(data["in_msgs"]), int(data["out_msgs"])
-
-
-async def throughput(
-    nc: Client, subjects: Subjects, watch: Watch, req: Requirements, n: int, probe: Probe
-) -> Round:
-    """Submit ``n`` jobs with ``IN_FLIGHT`` outstanding; first submit -> last COMPLETED."""
-    spec = JobSpec(type="bench", args={"duration_s": 0}, requirements=req)
-    ids: list[str] = []
-    left = iter(range(n))
-    target = len(watch.completed) + n  # every job on this server is the bench's
-
-    async def worker() -> None:
-        for _ in left:
-            ids.append(await submit(nc, subjects, spec))
-
-    before, msgs = cpu_seconds(probe.pids), await anyio.to_thread.run_sync(varz, probe.port)
-    start = time.monotonic()
-    async with anyio.create_task_group() as tg:
-        for _ in range(IN_FLIGHT):
-            tg.start_soon(worker)
-    await watch.until(lambda: len(watch.completed) >= target, 120, "all jobs COMPLETED")
-    end = max(watch.completed[i] for i in ids)
-    cpu = per_job_ms(before, cpu_seconds(probe.pids), n)
-    in_, out = await anyio.to_thread.run_sync(varz, probe.port)
-    nodes = Counter(watch.started[i][2] for i in ids)
-    return Round(n / (end - start), cpu, n, ((in_ - msgs[0]) / n, (out - msgs[1]) / n), nodes)
-
-
-async def paced(
-    nc: Client, subjects: Subjects, watch: Watch, req: Requirements, n: int, rate: float
-) -> list[float]:
-    """Submit ``n`` jobs open-loop at ``rate``/s; submit sent -> JOB_STARTED, each."""
-    spec = JobSpec(type="bench", args={"duration_s": 0}, requirements=req)
-    sent: dict[str, float] = {}
-    target = len(watch.completed) + n
-
-    async def one() -> None:
-        at = time.monotonic()
-        sent[await submit(nc, subjects, spec)] = at
-
-    start = time.monotonic()
-    async with anyio.create_task_group() as tg:
-        for i in range(n):
-            await anyio.sleep(max(0.0, start + i / rate - time.monotonic()))
-            tg.start_soon(one)
-    await watch.until(lambda: len(watch.completed) >= target, 120, "all jobs COMPLETED")
-    return [watch.started[j][0] - at for j, at in sent.items()]
+    managers: int
+    pooled: Round
+    targeted: Round
+    lat_pooled: list[float]
+    lat_targeted: list[float]
+    light_rate: float
+    lat_light: list[float]
+    idle: dict[str, float]
+    #: Reports of the pooled round decided on a fresh read of the record.
+    reread: int
 
 
 @dataclass
@@ -305,7 +116,7 @@ class Raw:
 async def raw_limits(ctx: Ctx, nc: Client, url: str) -> Raw:
     """A trivial responder process: request/reply rate, CPU, times; JetStream pipelined."""
     ready = ctx.path("responder.json")
-    responder = ctx.python("responder", ["-m", "bench.bench_jobs", url, "bench.rr", str(ready)])
+    responder = ctx.python("responder", ["-m", "bench._respond", url, "bench.rr", str(ready)])
     try:
         await await_json(ready, 20, responder)
         left = iter(range(RR_REQUESTS))
@@ -333,46 +144,11 @@ async def raw_limits(ctx: Ctx, nc: Client, url: str) -> Raw:
     return Raw(rate, rr_cpu, times, js_rate)
 
 
-@dataclass
-class Probe:
-    """What the rounds read: the processes' pids and the server's monitoring port."""
-
-    pids: dict[str, int]
-    port: int
-
-
-def monitored_server(ctx: Ctx) -> tuple[EmbeddedServer, int]:
-    """As ``ctx.server()``, with the monitoring port on (for message counts)."""
-    port, http = free_port(), free_port()
-    server = EmbeddedServer(
-        port=port,
-        store_dir=ctx.dir / "nats",
-        server_name="bench-jobs",
-        http_port=http,
-        log_file=ctx.dir / "nats.log",
-    )
-    ctx.servers.append(server)  # stopped by ctx.close() whatever happens
-    server.start()
-    return server, http
-
-
-@dataclass
-class Results:
-    """Everything the rounds measured."""
-
-    pooled: Round
-    targeted: Round
-    lat_pooled: list[float]
-    lat_targeted: list[float]
-    light_rate: float
-    lat_light: list[float]
-    idle: dict[str, float]
-    raw: Raw = field(init=False)
-
-
-async def rounds(ctx: Ctx, nc: Client, procs: list[Proc], probe: Probe) -> Results:
+async def rounds(
+    ctx: Ctx, nc: Client, procs: list[Proc], probe: Probe, prefix: str, managers: int
+) -> Results:
     """Idle CPU, then throughput and latency rounds against the running cluster."""
-    subjects = Subjects(PREFIX)
+    subjects = Subjects(prefix)
     watch = Watch()
     await watch.subscribe(nc, subjects)
     await nodes_alive(nc, subjects, lambda alive: len(alive) >= HOLLOW, procs)
@@ -381,8 +157,11 @@ async def rounds(ctx: Ctx, nc: Client, procs: list[Proc], probe: Probe) -> Resul
     idle = per_job_ms(before, cpu_seconds(probe.pids), 1)
     idle = {k: v / IDLE_S / 10 for k, v in idle.items()}  # ms per s -> % of a core
     await throughput(nc, subjects, watch, POOLED, WARMUP_JOBS, probe)  # warm every path up
+    before = await rereads(nc, subjects, managers)
     pooled = await throughput(nc, subjects, watch, POOLED, POOLED_JOBS, probe)
+    reread = sum(await rereads(nc, subjects, managers)) - sum(before)
     ctx.log(f"    pooled: {pooled.rate:,.0f} jobs/s; {cpu_text(pooled.cpu)}; {spread(pooled)}")
+    ctx.log(f"    pooled: reports decided on a fresh read: {reread} of {2 * POOLED_JOBS}")
     targeted = await throughput(nc, subjects, watch, TARGETED, TARGETED_JOBS, probe)
     ctx.log(
         f"    targeted: {targeted.rate:,.0f} jobs/s; {cpu_text(targeted.cpu)}; {spread(targeted)}"
@@ -394,65 +173,91 @@ async def rounds(ctx: Ctx, nc: Client, procs: list[Proc], probe: Probe) -> Resul
     light = round(min(PACED_RATE, pooled.rate / 2))
     lat_light = await paced(nc, subjects, watch, POOLED, int(light * LIGHT_S), light)
     ctx.log(f"    submit -> running, pooled at {light:g}/s: {lat_text(lat_light)}")
-    return Results(pooled, targeted, lat_pooled, lat_targeted, light, lat_light, idle)
+    return Results(
+        managers, pooled, targeted, lat_pooled, lat_targeted, light, lat_light, idle, reread
+    )
+
+
+async def rereads(nc: Client, subjects: Subjects, managers: int) -> list[int]:
+    """Each job manager's count of reports decided on a fresh read (its copy stale)."""
+    found = []
+    for n in range(managers):
+        details = await health_details(nc, subjects, "job_manager", manager_instance(n))
+        found.append(int(details["counts"].get("report_reread", 0)))
+    return found
+
+
+async def cluster(
+    ctx: Ctx, nc: Client, server: EmbeddedServer, http: int, managers: int
+) -> Results:
+    """Start ``managers`` job managers, a selector and the hollow agent; run; stop them."""
+    assert server.pid is not None
+    prefix = f"{PREFIX}{managers}"
+    ctx.log(f"  {_managers(managers)}:")
+    procs = start_managers(ctx, server.url, prefix, managers)
+    procs.append(
+        start_agent(ctx, server.url, prefix, "hollow", hollow=HOLLOW, capabilities=["cpu"])
+    )
+    pids = {p.name: p.pid for p in procs} | {"nats-server": server.pid, "bench": os.getpid()}
+    try:
+        return await rounds(ctx, nc, procs, Probe(pids, http), prefix, managers)
+    finally:
+        for proc in procs:
+            proc.stop()
 
 
 async def measure(ctx: Ctx) -> list[Row]:
-    """Start the cluster, run the rounds, stop it, then measure the raw limits."""
+    """Run the rounds against each cluster in turn, then measure the raw limits."""
     server, http = monitored_server(ctx)
-    assert server.pid is not None
-    procs = start_managers(ctx, server.url, PREFIX, MANAGERS)
-    procs.append(
-        start_agent(ctx, server.url, PREFIX, "hollow", hollow=HOLLOW, capabilities=["cpu"])
-    )
-    pids = {p.name: p.pid for p in procs} | {"nats-server": server.pid, "bench": os.getpid()}
     nc = await nats.connect(server.url, connect_timeout=5, pending_size=64 * 2**20)
     try:
-        results = await rounds(ctx, nc, procs, Probe(pids, http))
-        for proc in procs:
-            proc.stop()
-        results.raw = await raw_limits(ctx, nc, server.url)
+        results = [await cluster(ctx, nc, server, http, n) for n in MANAGERS]
+        raw = await raw_limits(ctx, nc, server.url)
     finally:
         await nc.close()
-    return report(ctx, results)
+    return [row for res in results for row in report(ctx, res, raw)]
 
 
-def report(ctx: Ctx, res: Results) -> list[Row]:
-    """The goal rows, their notes and the context figures."""
-    raw, pooled = res.raw, res.pooled
+def _managers(n: int) -> str:
+    return f"{n} job manager{'s' if n > 1 else ''}"
+
+
+def report(ctx: Ctx, res: Results, raw: Raw) -> list[Row]:
+    """The goal rows of one cluster, their notes and its context figures."""
+    pooled, who = res.pooled, _managers(res.managers)
     rr_p50, rr_p99 = percentile(raw.rr_times, 0.5), percentile(raw.rr_times, 0.99)
     jm, total = manager_cpu(pooled.cpu), sum(pooled.cpu.values())
-    ctx.context(NAME, "JetStream publish pipelined (400 B)", raw.js_rate, "/s")
-    ctx.context(NAME, "request/reply one by one, p50", rr_p50 * 1e6, "µs")
-    ctx.context(
-        NAME, "request/reply, client CPU per round trip (32 in flight)", raw.rr_cpu * 1e6, "µs"
-    )
-    ctx.context(NAME, "pooled: job manager CPU per job", jm, "ms")
-    ctx.context(NAME, "pooled: CPU per job, all processes", total, "ms")
-    ctx.context(NAME, "pooled: nats-server messages in per job", pooled.msgs[0], "msgs")
-    ctx.context(NAME, "pooled: nats-server messages out per job", pooled.msgs[1], "msgs")
-    light = f"submit -> JOB_STARTED pooled at {res.light_rate:g}/s"
+    if res.managers == MANAGERS[0]:
+        ctx.context(NAME, "JetStream publish pipelined (400 B)", raw.js_rate, "/s")
+        ctx.context(NAME, "request/reply one by one, p50", rr_p50 * 1e6, "µs")
+        ctx.context(
+            NAME, "request/reply, client CPU per round trip (32 in flight)", raw.rr_cpu * 1e6, "µs"
+        )
+    ctx.context(NAME, f"{who}, pooled: job manager CPU per job (all instances)", jm, "ms")
+    ctx.context(NAME, f"{who}, pooled: CPU per job, all processes", total, "ms")
+    ctx.context(NAME, f"{who}, pooled: nats-server messages in per job", pooled.msgs[0], "msgs")
+    ctx.context(NAME, f"{who}, pooled: nats-server messages out per job", pooled.msgs[1], "msgs")
+    light = f"{who}, submit -> JOB_STARTED pooled at {res.light_rate:g}/s"
     ctx.context(NAME, f"{light}, p50", percentile(res.lat_light, 0.5) * 1e3, "ms")
     ctx.context(NAME, f"{light}, p99", percentile(res.lat_light, 0.99) * 1e3, "ms")
     setup = (
-        f"{MANAGERS} job manager{'s' if MANAGERS > 1 else ''}, 1 node selector, "
-        f"1 node agent with --hollow {HOLLOW} (2 slots each, "
+        f"{who}, 1 node selector, 1 node agent with --hollow {HOLLOW} (2 slots each, "
         "capabilities [cpu]), jobs of duration_s 0, every service on its defaults; "
         "idle CPU before the rounds (% of a core): "
         + ", ".join(f"{k} {v:.1f}" for k, v in res.idle.items())
     )
     ceiling = (
-        f"ceilings implied by the CPU per job: job manager alone {1000 / jm:,.0f} jobs/s on one "
-        f"core; all processes {2000 / total:,.0f} jobs/s on 2 cores; the job manager's CPU per "
-        f"job is {jm / 1000 / raw.rr_cpu:.0f} raw request/reply round trips' worth of client CPU"
+        f"ceilings implied by the CPU per job: job managers alone {1000 / jm:,.0f} jobs/s on "
+        f"one core; all processes {2000 / total:,.0f} jobs/s on 2 cores; the job managers' CPU "
+        f"per job is {jm / 1000 / raw.rr_cpu:.0f} raw request/reply round trips' worth of client "
+        "CPU"
     )
     rows = []
     for label, rnd in (("pooled (cap.cpu)", pooled), ("targeted (selector)", res.targeted)):
         rows.append(
             Row(
                 key=NAME,
-                title=f"Jobs/s through the whole lifecycle, {label}, {HOLLOW} hollow nodes, "
-                f"{MANAGERS} job manager{'s' if MANAGERS > 1 else ''}",
+                title=f"Jobs/s through the whole lifecycle, {label}, {HOLLOW} hollow nodes, {who}",
                 figure=rnd.rate,
                 unit="/s",
                 raw=raw.rr_rate,
@@ -466,6 +271,14 @@ def report(ctx: Ctx, res: Results) -> list[Row]:
                     f"CPU per job: {cpu_text(rnd.cpu)}; nats-server messages per job: "
                     f"{rnd.msgs[0]:.1f} in, {rnd.msgs[1]:.1f} out",
                     ceiling,
+                    *(
+                        [
+                            f"reports decided on a fresh read of the record (the instance's "
+                            f"copy stale or missing): {res.reread:,} of {2 * rnd.jobs:,}"
+                        ]
+                        if rnd is pooled
+                        else []
+                    ),
                 ],
             )
         )
@@ -477,7 +290,7 @@ def report(ctx: Ctx, res: Results) -> list[Row]:
         rows.append(
             Row(
                 key=NAME,
-                title=f"Submit -> RUNNING p{q * 100:.0f} at {PACED_RATE:g} jobs/s, {label}",
+                title=f"Submit -> RUNNING p{q * 100:.0f} at {PACED_RATE:g} jobs/s, {label}, {who}",
                 figure=percentile(lat, q),
                 unit="s",
                 raw=rr,
@@ -506,20 +319,3 @@ def report(ctx: Ctx, res: Results) -> list[Row]:
 def run(ctx: Ctx) -> list[Row]:
     """Measure on a nats-server of this benchmark's own."""
     return anyio.run(measure, ctx)
-
-
-async def _respond(url: str, subject: str, ready: Path) -> None:
-    """The trivial responder: answer every request with ``{}``."""
-    nc = await nats.connect(url, connect_timeout=5)
-
-    async def answer(msg: Msg) -> None:
-        await msg.respond(b"{}")
-
-    await nc.subscribe(subject, cb=answer)
-    await nc.flush()
-    write_json(ready, {"ready": True})
-    await anyio.sleep_forever()
-
-
-if __name__ == "__main__":
-    anyio.run(_respond, sys.argv[1], sys.argv[2], Path(sys.argv[3]))

@@ -29,11 +29,12 @@ import nats
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
-from bench.bench_ingest import orchestrator_env, wait_metrics
+from bench.beacon_watch import Beacons
 from bench.harness import Ctx, Row, percentile
+from bench.procs import orchestrator_env, wait_metrics
 from shared.cluster import service_env
 from shared.codec import decode
-from shared.contracts import Beacon, ChildView, ClusterStatus, Event, ServiceStatus
+from shared.contracts import ChildView, ClusterStatus, Event
 from shared.subjects import Subjects
 
 NAME = "restart"
@@ -47,45 +48,6 @@ DEFAULT_KILLS = 10
 BARE_STARTS = 3
 PASS_SPAWNS = 10
 GOAL = 1.0
-
-
-@dataclass
-class Seen:
-    """One beacon as it arrived."""
-
-    at: float
-    pid: int
-    status: ServiceStatus
-    started_at: float
-
-
-class Beacons:
-    """Every beacon of one instance, in arrival order."""
-
-    def __init__(self) -> None:
-        self.seen: list[Seen] = []
-        self.wake = anyio.Event()
-
-    async def on_beacon(self, msg: Msg) -> None:
-        """Record one beacon."""
-        b = decode(Beacon, msg.data)
-        self.seen.append(Seen(time.monotonic(), b.pid, b.status, b.started_at))
-        self.wake.set()
-
-    async def first(self, after: float, timeout: float, *, not_pid: int = 0, running: bool) -> Seen:
-        """The first beacon after ``after`` from a pid other than ``not_pid``."""
-        deadline = time.monotonic() + timeout
-        while True:
-            for s in self.seen:
-                ok_status = s.status is ServiceStatus.RUNNING or not running
-                if s.at >= after and s.pid != not_pid and ok_status:
-                    return s
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise TimeoutError(f"no {'RUNNING ' if running else ''}beacon within {timeout}s")
-            self.wake = anyio.Event()
-            with anyio.move_on_after(remaining):
-                await self.wake.wait()
 
 
 def cluster_toml(prefix: str, data_dir: str, interval: float) -> str:

@@ -16,7 +16,7 @@ import anyio
 import nats
 import psutil
 
-from bench.bench_restart import Beacons
+from bench.beacon_watch import Beacons
 from bench.harness import Ctx, Proc, Row, await_json
 from shared.cluster import service_env
 from shared.subjects import Subjects

@@ -27,20 +27,20 @@ import nats
 import psutil
 from nats.aio.client import Client
 
-from bench.bench_ingest import metrics, orchestrator_env, wait_metrics
-from bench.bench_jobs import (
-    POOLED,
-    Probe,
-    Watch,
+from bench.harness import Ctx, Row, await_json, percentile
+from bench.lifecycle import POOLED, Probe, Watch
+from bench.procs import (
     cpu_seconds,
+    metrics,
     monitored_server,
     nodes_alive,
+    orchestrator_env,
     per_job_ms,
     start_agent,
     start_managers,
     submit,
+    wait_metrics,
 )
-from bench.harness import Ctx, Row, await_json, percentile
 from bench.scaling_report import (
     BUDGET_S,
     PACED_RATE,

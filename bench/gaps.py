@@ -130,6 +130,7 @@ def summarize(runs: Sequence[Span], slots: int = 1) -> Summary:
 
 async def agent_views(url: str, prefix: str, agents: int) -> list[dict[str, Any]]:
     """Each supervised agent's own measures (``node_agent-<i>``): slot gaps, utilization."""
+    from bench.procs import health_details
     from shared.bus import connect
     from shared.subjects import Subjects
 
@@ -137,9 +138,7 @@ async def agent_views(url: str, prefix: str, agents: int) -> list[dict[str, Any]
     views = []
     try:
         for i in range(agents):
-            subject = Subjects(prefix).ctl("node_agent", f"node_agent-{i}")
-            reply = await nc.request(subject, json.dumps({"command": "health"}).encode(), 5)
-            details = json.loads(reply.data)["health"]["details"]
+            details = await health_details(nc, Subjects(prefix), "node_agent", f"node_agent-{i}")
             views.append({"slot_gaps": details["slot_gaps"], "utilization": details["utilization"]})
     finally:
         await nc.drain()
@@ -149,7 +148,7 @@ async def agent_views(url: str, prefix: str, agents: int) -> list[dict[str, Any]
 async def read_records(url: str, prefix: str) -> list[JobRecord]:
     """Every job record of the cluster at ``url``."""
     from shared.bus import connect
-    from shared.snapshot import read_all
+    from shared.kv import read_all
     from shared.subjects import Subjects
 
     nc = await connect(url, name="bench-gaps")

@@ -3,13 +3,15 @@
 ``emit`` never raises into the caller. Events are published in order, pipelined in
 windows with several windows in flight (the next is sent while the acks of the
 earlier ones are still coming), each with a ``Nats-Msg-Id`` so a retry after a
-lost acknowledgment is de-duplicated by the stream. When a publish fails (server
-away, timeout) the flusher backs off and retries from the first unacknowledged
-event, so order is kept. Two loss modes are left, both counted, logged and shown in
-health: when the outbox is full a new event is dropped; and an event that can never
-be published (larger than the server's max_payload, a subject or header the client
-refuses, a 400 from the stream such as its max_msg_size) is dropped at the head of
-the queue instead of being retried forever in front of every event behind it.
+lost acknowledgment is de-duplicated by the stream. The acks are filed by position
+into their window by one subscription (``shared/acked.py``), not through a future
+per event. When a publish fails (server away, timeout) the flusher backs off and
+retries from the first unacknowledged event, so order is kept. Two loss modes are
+left, both counted, logged and shown in health: when the outbox is full a new event
+is dropped; and an event that can never be published (larger than the server's
+max_payload, a subject or header the client refuses, a 400 from the stream such as
+its max_msg_size) is dropped at the head of the queue instead of being retried
+forever in front of every event behind it.
 
 ``publish`` reports whether the event was acknowledged at its first try. A caller
 that must not go on without the announcement does not treat False as done: the event
@@ -19,7 +21,6 @@ it again (see the job manager's announce.py and the training coordinator's decis
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import logging
 import time
@@ -31,9 +32,9 @@ import msgspec
 import nats.errors
 import nats.js.errors
 from anyio.abc import TaskStatus
-from nats.js.api import PubAck
-from nats.js.client import JetStreamContext
+from nats.aio.client import Client
 
+from shared.acked import PENDING, AckedPublisher, AckWindow
 from shared.histogram import Histogram
 
 log = logging.getLogger("ringmaster.outbox")
@@ -56,6 +57,8 @@ class OutboxStats(msgspec.Struct, frozen=True):
     last_error: str
     #: Of ``dropped``: events that could never be published (dropped, not retried).
     unpublishable: int = 0
+    #: Acks that came after their window was given up (the event was sent again).
+    late_acks: int = 0
 
 
 @dataclass(eq=False, slots=True)  # one per event: slots make it cheaper to build
@@ -81,7 +84,7 @@ class Outbox:
 
     def __init__(
         self,
-        js: JetStreamContext,
+        nc: Client,
         *,
         capacity: int = 10_000,
         window: int = 512,
@@ -89,11 +92,12 @@ class Outbox:
         ack_timeout: float = 5.0,
         max_backoff: float = 2.0,
     ) -> None:
-        self._js = js
+        self._js = nc.jetstream()
+        #: The windows' publishes and their acks (one subscription, no future each).
+        self._acks = AckedPublisher(nc)
         self._capacity = capacity
         self._window = window
-        #: Windows in flight at once; window * depth stays under nats-py's own limit
-        #: of outstanding async publishes (4,000), past which publish_async stalls.
+        #: Windows in flight at once.
         self._depth = depth
         #: Entries at the head of the queue that are sent and await their ack.
         self._sent = 0
@@ -155,6 +159,7 @@ class Outbox:
             pending=len(self._queue),
             last_error=self._last_error,
             unpublishable=self._poisoned,
+            late_acks=self._acks.late,
         )
 
     async def flush(self, timeout: float) -> bool:
@@ -167,7 +172,15 @@ class Outbox:
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """The flusher; runs until cancelled."""
+        await self._acks.start()
         task_status.started()
+        try:
+            await self._flush_forever()
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self._acks.stop()
+
+    async def _flush_forever(self) -> None:
         backoff = 0.05
         while True:
             if not self._queue:
@@ -188,13 +201,13 @@ class Outbox:
         False when a failure calls for a look at the head (``_probe_head``) and, if
         that fails too, a backoff.
         """
-        windows: deque[list[tuple[_Entry, asyncio.Future[PubAck]]]] = deque()
+        windows: deque[tuple[AckWindow, list[_Entry]]] = deque()
         ok, poison = True, None
         try:
             while True:
                 while ok and len(windows) < self._depth and self._sent < len(self._queue):
-                    window, ok, poison = await self._send_next()
-                    windows.append(window)
+                    window, entries, ok, poison = await self._send_next()
+                    windows.append((window, entries))
                 if not windows:
                     if poison is not None:
                         # Everything before it is acked, so it is the head: drop it, or
@@ -202,19 +215,19 @@ class Outbox:
                         self._drop_head(poison)
                         return True
                     return ok
-                if not await self._settle(windows.popleft()):
+                if not await self._settle(*windows.popleft()):
                     return False
         finally:
             # Whatever is still out is given up on: it is sent again (same id) on retry.
-            for window in windows:
-                for entry, fut in window:
-                    fut.cancel()
+            for window, entries in windows:
+                self._acks.close(window)
+                for entry in entries:
                     entry.settle()
             self._sent = 0
 
     async def _send_next(
         self,
-    ) -> tuple[list[tuple[_Entry, asyncio.Future[PubAck]]], bool, BaseException | None]:
+    ) -> tuple[AckWindow, list[_Entry], bool, BaseException | None]:
         """Publish the next window of unsent entries.
 
         Also returns False when a publish failed, and the error when the next entry can
@@ -222,43 +235,50 @@ class Outbox:
         """
         start = self._sent
         batch = list(itertools.islice(self._queue, start, start + self._window))
-        window: list[tuple[_Entry, asyncio.Future[PubAck]]] = []
+        window = self._acks.window(len(batch))
+        sent: list[_Entry] = []
+        ok, poison = True, None
         try:
-            for entry in batch:
+            for position, entry in enumerate(batch):
                 headers = {"Nats-Msg-Id": entry.msg_id}
                 if entry.headers:
                     headers.update(entry.headers)
                 try:
-                    fut = await self._js.publish_async(
-                        entry.subject, entry.payload, headers=headers
+                    await self._acks.publish(
+                        window, position, entry.subject, entry.payload, headers
                     )
                 except _UNSENDABLE as exc:
-                    return window, False, exc
-                window.append((entry, fut))
+                    ok, poison = False, exc
+                    break
+                sent.append(entry)
                 self._sent += 1
         except (OSError, nats.errors.Error) as exc:
             self._note_failure(exc)
-            return window, False, None
-        return window, True, None
+            ok = False
+        window.trim(len(sent))
+        return window, sent, ok, poison
 
-    async def _settle(self, window: list[tuple[_Entry, asyncio.Future[PubAck]]]) -> bool:
-        """Await one window's acks in order, dequeuing each acked entry; False on failure."""
-        if not window:  # its first publish failed: nothing went out
-            return True
-        # One wake-up for the whole window (a suspension per ack costs more than the
-        # ack), and one deadline; then count the acks in order up to the first miss.
-        await asyncio.wait([fut for _, fut in window], timeout=self._ack_timeout)
+    async def _settle(self, window: AckWindow, entries: list[_Entry]) -> bool:
+        """Await one window's acks, dequeuing each acked entry in order; False on failure."""
+        try:
+            if not entries:  # its first publish failed: nothing went out
+                return True
+            # One wake-up for the whole window (a suspension per ack costs more than
+            # the ack), and one deadline; then count the acks in order to the first miss.
+            with anyio.move_on_after(self._ack_timeout):
+                await window.done.wait()
+        finally:
+            self._acks.close(window)
         acked, refused = 0, None
-        for _, fut in window:
-            if not fut.done():
+        for outcome in window.outcomes:
+            if outcome is PENDING:
                 self._note_failure(TimeoutError(f"no ack in {self._ack_timeout:g}s"))
                 break
-            exc = fut.exception()
-            if isinstance(exc, _REFUSED):
-                refused = exc
+            if isinstance(outcome, _REFUSED):
+                refused = outcome
                 break
-            if exc is not None:
-                self._note_failure(exc)
+            if isinstance(outcome, BaseException):
+                self._note_failure(outcome)
                 break
             acked += 1
         now = time.monotonic()
@@ -269,28 +289,28 @@ class Outbox:
             entry.settle()
         self._sent -= acked
         self._acked += acked
-        if acked == len(window):
+        if acked == len(entries):
             return True
-        rest = window[acked:]
+        rest = entries[acked:]
         if refused is not None:
             # Everything before it is acked, so it is the head: drop it, or it blocks all.
             self._drop_head(refused)
             self._sent -= 1
             rest = rest[1:]
         # What is left waits for the retry; its callers learn it is not acked yet.
-        for entry, fut in rest:
-            fut.cancel()
+        for entry in rest:
             entry.settle()
         return False
 
     async def _probe_head(self) -> bool:
         """Send the head event alone, awaited; True when it was acked or dropped.
 
-        nats-py 2.16 never completes a ``publish_async`` future whose ack is an error
-        (its reply handler raises instead of setting the exception), so a 400 from the
-        stream looks like a timeout there. The plain publish raises it properly: this
-        tells an event that can never be stored from a server that is away.
+        After a window failed (no ack in time, no stream, the connection lost), this
+        tells a server that is away from one that answers, before backing off; a 400
+        it gets drops the head as the window's own acks would.
         """
+        if not self._queue:
+            return True  # the window ended on a refusal, already dropped: nothing failed
         entry = self._queue[0]
         try:
             await self._js.publish(

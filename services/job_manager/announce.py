@@ -56,7 +56,7 @@ def terminal_event(rec: JobRecord) -> EventData:
             type=rec.spec.type,
             attempt=rec.attempt,
             node_id=rec.node_id,
-            outputs=[msgspec.to_builtins(o) for o in result.outputs] if result else [],
+            outputs=list(result.outputs) if result else [],
             result=result.result if result else {},
             labels=rec.spec.labels,
             run_s=max(0.0, (rec.finished_at or 0.0) - (rec.started_at or rec.finished_at or 0.0)),
@@ -102,8 +102,12 @@ class Announcer:
                 return None
             return msgspec.structs.replace(r, announced=True)
 
+        # The index holds the terminal record at the revision just written (the live
+        # path applied it before announcing): write the flag on that copy, one round
+        # trip instead of a read and a write; a stale copy falls back to a fresh read.
+        known = self.index.owed.get(rec.job_id)
         try:
-            written = await cas_update(self.kv, rec.job_id, JobRecord, done)
+            written = await cas_update(self.kv, rec.job_id, JobRecord, done, known=known)
         except (nats.errors.Error, TimeoutError, Conflict) as exc:
             # The event is out; only the flag is missing, and a repeat is de-duplicated.
             self.stats["flag_failed"] += 1

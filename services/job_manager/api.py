@@ -120,11 +120,14 @@ class JobApi:
         now = time.time()
         record = traces.start(policy.new_record(job_id, spec, now))
         req = spec.requirements
-        # Needing no selector, the first attempt is written with the record itself:
-        # one write instead of create-then-dispatch.
-        direct = not self.paused() and not policy.needs_selector(req)
+        # The first attempt is written with the record itself: one write instead of
+        # create-then-dispatch. Where the node matters the selector is asked first; it
+        # never fails a submit (no answer means the capability pool, late binding).
+        direct = not self.paused()
         if direct:
-            record = policy.dispatched(record, now, policy.choose_pool(req, None)) or record
+            asks = policy.needs_selector(req)
+            selected = await self.dispatcher.selection.select(record) if asks else None
+            record = policy.dispatched(record, now, policy.choose_pool(req, selected)) or record
         self.dispatcher.busy.add(job_id)  # the reaper leaves it to the dispatch below
         try:
             try:
@@ -143,13 +146,9 @@ class JobApi:
                         job_id=job_id, type=spec.type, idempotency_key=spec.idempotency_key
                     )
                 )
-            if self.paused():
+            if not direct:
                 return record  # kept PENDING: the reaper dispatches it once resumed
-            if direct:
-                sent = await self.dispatcher.send_safely(record, revision, now)
-            else:
-                sent = await self.dispatcher.safely(job_id, (record, revision))
-            return sent or record
+            return await self.dispatcher.send_safely(record, revision, now) or record
         finally:
             self.dispatcher.busy.discard(job_id)
 
@@ -243,8 +242,11 @@ class JobApi:
         # one is counted in health details), never trusted.
         tracing.incoming("report")
         now = time.time()
+        decided = 0
 
         def change(rec: JobRecord) -> JobRecord | None:
+            nonlocal decided
+            decided += 1
             delay = self.dispatcher.retry_delay(rec.attempt)
             outcome = apply_report(rec, report, now, lease_s=self.config.lease_s, retry_delay=delay)
             if isinstance(outcome, Refusal):
@@ -259,6 +261,10 @@ class JobApi:
         except Refused as exc:
             self.refused[exc.kind] += 1
             raise
+        if known is None or decided > 1:
+            # Decided on a fresh read: the index had no copy, or a stale one (another
+            # instance wrote the record and the watch had not brought it yet).
+            self.counts["report_reread"] += 1
         if written is None:  # no such job (404), or a repeated report already applied
             current = await self.read(report.job_id)
             self.counts["duplicate_reports"] += 1

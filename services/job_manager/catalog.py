@@ -97,6 +97,11 @@ class JobCatalog(JobIndex):
         else:
             self._drop(record.job_id)
 
+    def revision_of(self, job_id: str) -> int:
+        """As JobIndex.revision_of, terminal summaries included."""
+        summary = self.terminal.get(job_id)
+        return max(super().revision_of(job_id), 0 if summary is None else summary.revision)
+
     def forget(self, job_id: str) -> None:
         """As JobIndex.forget; the job left the bucket (deleted or retired)."""
         super().forget(job_id)

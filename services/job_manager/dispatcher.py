@@ -1,8 +1,10 @@
 """Dispatch: choose a pool (asking the node selector only when the node matters,
 ``selection.py``), then PENDING -> DISPATCHED by compare-and-set, then publish the
-JobDispatch into ``P_JOBS`` and await the stream's ack. A submit that needs no
-selector writes its record DISPATCHED from the start and only publishes here
-(:meth:`Dispatcher.send`): one write per job instead of two.
+JobDispatch into ``P_JOBS`` and await the stream's ack. A submit writes its record
+DISPATCHED from the start (having asked the selector first where the node matters)
+and only publishes here (:meth:`Dispatcher.send`): one write per job instead of two,
+targeted or pooled. The reaper's dispatches (a retry, a paused submit) take the
+compare-and-set path.
 
 The record is written before the message is published, so an agent can never report
 on an attempt the record does not know. A publish that fails puts the record back to
@@ -158,9 +160,9 @@ class Dispatcher:
     async def send(self, new: JobRecord, revision: int, now: float) -> JobRecord | None:
         """Publish the dispatch of ``new``, just written DISPATCHED at ``revision``.
 
-        A submit that needs no selector writes its record DISPATCHED at once and comes
-        here directly (one write per dispatch, not two). A failed publish gives the
-        attempt back; a cut before the publish is the reaper's republish case.
+        A submit writes its record DISPATCHED at once and comes here directly (one
+        write per dispatch, not two). A failed publish gives the attempt back; a cut
+        before the publish is the reaper's republish case.
         """
         self.index.apply(new, revision)
         failpoint("job_manager.dispatch.after_write")

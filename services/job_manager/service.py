@@ -10,6 +10,11 @@ buckets), loads the catalog (the index of non-terminal jobs plus a summary of ea
 terminal one) from a watch on the jobs bucket, listens to NodeInfo (node liveness for
 the reaper) and to the server's max-deliveries advisories for P_JOBS, and runs the
 reaper and history loops (which act only while this instance holds the reaper lease).
+
+Several instances share the load: one queue group for the endpoints, every change a
+compare-and-set on the record, one reaper by lease; why each follows the whole
+bucket rather than a shard of it is argued in docs/architecture.md ("Several job
+managers").
 """
 
 from __future__ import annotations
@@ -21,7 +26,6 @@ from collections.abc import Callable
 import anyio
 from anyio.abc import TaskStatus
 from nats.aio.msg import Msg
-from nats.js.errors import NoKeysError
 from nats.js.kv import KeyValue
 
 from services.job_manager.announce import Announcer
@@ -36,6 +40,7 @@ from services.job_manager.selection import SELECTOR
 from shared.circuit_breaker import CircuitBreaker
 from shared.contracts import Empty, HealthCheckResult, HistogramSample
 from shared.jobs import JobQuery, JobRef, JobReport, JobSpec, NodeInfo
+from shared.kv import keys_matching
 from shared.loops import Loop
 from shared.provision import ensure_stream, jobs_stream_config
 from shared.service import Service
@@ -190,12 +195,8 @@ class JobManagerService(Service[JobManagerConfig]):
     async def _seed_nodes(self) -> None:
         # A node the nodes bucket knows gets node_lost_after_s from now to be heard
         # again, so a restarted manager also reaps the jobs of nodes that died meanwhile.
-        nodes = await self.bucket("nodes")
-        try:
-            for node_id in await nodes.keys():
-                self.index.saw_node(node_id)
-        except NoKeysError:
-            pass  # no node has registered yet: nothing to seed
+        for node_id in await keys_matching(await self.bucket("nodes")):
+            self.index.saw_node(node_id)
 
     async def _follow(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         with self._follow_scope:

@@ -363,10 +363,13 @@ async def test_the_selectors_choice_routes_to_a_node_pool(
 
     sub = await nc.subscribe(Subjects(prefix).api("node_selector", "select"), cb=select)
     try:
-        await start_service(JobManagerService, **FAST)
+        svc = await start_service(JobManagerService, **FAST)
         req = Requirements(capability="gpu", gpu=True, min_memory_mb=512)
         rec = await ok(nc, prefix, "submit", JobSpec(type="train", requirements=req), JobRecord)
         assert (rec.pool, rec.node_id) == ("node.n7", "n7")
+        # Asked before the record was written: it was created DISPATCHED, one write.
+        (written,) = await svc.kv.history(rec.job_id)
+        assert decode(JobRecord, written.value or b"").state is S.DISPATCHED
         assert [a.requirement for a in asked] == [req] and asked[0].count == 1
         async with StandIn(nc, prefix, "node.n7", node_id="n7").pulling() as agent:
             await agent.run_one(JobResult())

@@ -17,7 +17,7 @@ async def test_windows_in_flight_keep_order_and_store_each_event_once(
     js = nc.jetstream()
     stream, subject = f"{prefix}_OB", f"{prefix}.ob.e"
     await js.add_stream(name=stream, subjects=[f"{prefix}.ob.>"])
-    outbox = Outbox(js, window=8)  # small windows: 25 of them for 200 events
+    outbox = Outbox(nc, window=8)  # small windows: 25 of them for 200 events
     async with anyio.create_task_group() as tg:
         await tg.start(outbox.run)
         for n in range(200):
@@ -44,7 +44,7 @@ async def test_an_unpublishable_event_is_dropped_and_counted_not_retried_forever
     stream, subject = f"{prefix}_OB", f"{prefix}.ob.e"
     # The stream refuses more than 1 KiB; the client refuses more than the server's max.
     await js.add_stream(name=stream, subjects=[f"{prefix}.ob.>"], max_msg_size=1024)
-    outbox = Outbox(js, window=8, ack_timeout=1.0)
+    outbox = Outbox(nc, window=8, ack_timeout=1.0)
     async with anyio.create_task_group() as tg:
         await tg.start(outbox.run)
         outbox.put(subject, b"before", "m-0")
@@ -64,7 +64,7 @@ async def test_an_unpublishable_event_is_dropped_and_counted_not_retried_forever
 async def test_a_transient_failure_is_retried_in_order(nc: Client, prefix: str) -> None:
     js = nc.jetstream()
     stream, subject = f"{prefix}_OB", f"{prefix}.ob.e"
-    outbox = Outbox(js, window=8, ack_timeout=0.5, max_backoff=0.2)
+    outbox = Outbox(nc, window=8, ack_timeout=0.5, max_backoff=0.2)
     async with anyio.create_task_group() as tg:
         await tg.start(outbox.run)
         # No stream yet: nothing can be stored, but nothing is dropped either.

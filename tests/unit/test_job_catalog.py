@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import msgspec
+
 from services.job_manager.catalog import JobCatalog
 from shared.jobs import JobQuery, JobRecord, JobSpec, JobState
 
@@ -48,3 +50,18 @@ def test_a_job_changes_place_once_and_older_revisions_do_not_win() -> None:
     c.forget("j001")
     assert ids(c, JobQuery()) == [] and c.all_counts()["CANCELLED"] == 0
     assert c.due(10.0, 5) == []
+
+
+def test_the_revision_held_covers_live_owed_and_terminal_jobs() -> None:
+    # The watch skips decoding any delivery at or below this revision.
+    c = JobCatalog()
+    assert c.revision_of("j001") == 0
+    c.apply(rec(1, S.RUNNING), 3)
+    assert c.revision_of("j001") == 3
+    owed = msgspec.structs.replace(rec(2, S.COMPLETED), announced=False)  # event owed
+    c.apply(owed, 7)
+    assert c.revision_of("j002") == 7 and "j002" in c.owed
+    c.apply(msgspec.structs.replace(owed, announced=True), 8)
+    assert "j002" not in c.owed and c.revision_of("j002") == 8  # from its summary
+    c.forget("j002")
+    assert c.revision_of("j002") == 0
