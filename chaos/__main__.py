@@ -49,9 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--aimed",
         action="store_true",
-        help="all of: --failpoints --hang-every 5 --stall --ledger --partition --supervisors "
-        "--startup-every 7, and waits up to 300 s after the faults for training to decide an "
-        "evaluation",
+        help="all of: --failpoints --hang-every 5 --stall (single server) --ledger --partition "
+        "--supervisors --startup-every 7, and --after 300",
     )
     parser.add_argument("--failpoints", action="store_true", help="arm every failpoint once")
     parser.add_argument(
@@ -60,14 +59,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--stall", action="store_true", help="stall nats-server (SIGSTOP) once")
     parser.add_argument("--ledger", action="store_true", help="the harness's own jobs")
     parser.add_argument(
-        "--partition", action="store_true", help="a node agent in a network namespace, cut off"
+        "--partition",
+        action="store_true",
+        help="NATS servers and a node agent on hosts of their own (root only); cut off",
     )
     parser.add_argument(
         "--after",
         type=float,
         default=None,
         metavar="SECONDS",
-        help="after the faults, wait this long for training to decide an evaluation",
+        help="after the faults, start a fresh game and wait this long for a promotion",
     )
     parser.add_argument(
         "--supervisors", action="store_true", help="kill -9 the orchestrator, then ringmaster up"

@@ -28,7 +28,6 @@ import anyio
 from nats.aio.client import Client
 
 from chaos.ledger import Ledger
-from chaos.partition import Host, unavailable
 from shared import failpoints
 
 if TYPE_CHECKING:
@@ -37,8 +36,6 @@ if TYPE_CHECKING:
 #: A hang outlasts the job lease (5 s) and node loss (3 s) of the run's cluster file.
 HANG_S = 8.0
 STALL_S = 6.0
-#: A partition outlasts node loss and a lease: the host's attempts go to others.
-PARTITION_S = 10.0
 #: One ledger job per this many seconds while the faults go on; every 4th is cancelled.
 LEDGER_EVERY_S = 3.0
 
@@ -108,38 +105,6 @@ async def feed_ledger(run: Run, nc: Client, aimed: Aimed) -> None:
             # At once, so it is still waiting or running: a cancel of an ended job is a 409.
             await aimed.ledger.cancel(nc, run.subjects, spec.idempotency_key)
         await anyio.sleep(LEDGER_EVERY_S)
-
-
-async def start_partitioned(run: Run) -> None:
-    """Create the partitioned host and start its agent, or say why it cannot be done."""
-    if not run.options.partition:
-        return
-    reason = unavailable()
-    if reason is None and run.single is None:
-        reason = "only with the single server (the 3-server cluster listens on loopback)"
-    if reason is not None:
-        run.partition_note = f"skipped: {reason}"
-        run.log(f"partition: {run.partition_note}")
-        return
-    host = Host(run.options.seed)
-    host.remove()  # what a killed earlier run with this seed may have left
-    host.create()
-    run.host = host
-    assert run.single is not None
-    await host.start_agent(run.workdir, run.prefix, run.single.port, beacon=0.5)
-    run.log(f"partition: node agent {host.node_id} started in namespace {host.ns}")
-
-
-async def partition_host(run: Run, host: Host) -> None:
-    """Cut the host off for ``PARTITION_S``, then heal the link."""
-    run.log(f"partition: {host.ns} cut off (link down) for {PARTITION_S:.0f}s")
-    host.cut()
-    try:
-        await anyio.sleep(PARTITION_S)
-    finally:
-        host.heal()
-    run.partition_note = f"{host.node_id} cut off {host.cuts} time(s) for {PARTITION_S:.0f}s"
-    run.log("partition: healed")
 
 
 async def kill_orchestrator(run: Run, nc: Client, aimed: Aimed) -> None:

@@ -4,8 +4,8 @@
 what the stream cannot vouch for: the harness's own ledger of the jobs it submitted,
 the number of messages the stream says it holds (a short read fails the run), the
 outboxes' counters of every live instance, the history of each champion key in the
-models bucket (every switch of the title, whether announced or not), and which
-failpoints fired.
+models bucket (every switch of the title, whether announced or not), which
+failpoints fired, and a promotion after the faults (through the whole gate).
 """
 
 from __future__ import annotations
@@ -17,6 +17,16 @@ from dataclasses import dataclass, field
 from chaos.invariants import Verdict, _terminal
 from shared.contracts import Event, ServiceMetrics
 from shared.jobs import TERMINAL, JobRecord
+
+
+@dataclass(frozen=True)
+class After:
+    """What the harness read once a promotion after the faults came (or its wait ended)."""
+
+    #: The stream's events from the end of the faults on (those after the settled read).
+    events: list[Event]
+    #: config -> the champion key's history then, as in :class:`Independent`.
+    champions: dict[str, list[tuple[str, str]]]
 
 
 @dataclass(frozen=True)
@@ -36,9 +46,8 @@ class Independent:
     #: Failpoints armed for the run, and how often each fired.
     armed: list[str] = field(default_factory=list)
     fired: dict[str, int] = field(default_factory=dict)
-    #: The first evaluation decided after the faults ("accept"/"reject"; "" none came;
-    #: None when not waited for).
-    after: str | None = None
+    #: What was read after the faults, when a promotion was waited for.
+    after: After | None = None
 
 
 def _verdict(name: str, checked: int, bad: list[str], note: str = "") -> Verdict:
@@ -118,13 +127,39 @@ def failpoints_fired(armed: Sequence[str], fired: dict[str, int]) -> Verdict:
     return Verdict("failpoints fired", not bad, len(armed), bad, note)
 
 
-def training_goes_on(after: str | None) -> Verdict:
-    """After the faults, training still reaches decisions (and says whether it promoted)."""
+def promoted_after(after: After | None, before: Sequence[Event]) -> Verdict:
+    """A model was promoted after the faults, through the whole gate.
+
+    A promotion counts when it is new (its model was not promoted ``before``, so a
+    decision re-announced after a crash is not one), an evaluation of that candidate
+    against that champion accepted it after the faults too, and the champion key moved
+    to it. A promotion after the faults that fails either is a violation; none at all
+    fails the check.
+    """
+    name = "a model promoted after the faults"
     if after is None:
-        return Verdict("training goes on after the faults", True, 0, [], "not waited for")
-    bad = [] if after else ["no evaluation was decided after the faults"]
-    note = "a promotion" if after == "accept" else "a rejection (the champion held)"
-    return Verdict("training goes on after the faults", not bad, 1, bad, note)
+        return Verdict(name, True, 0, [], "not waited for")
+    earlier = {(e.data["config"], e.data["model_id"]) for e in before if e.type == "MODEL_PROMOTED"}
+    accepted: set[tuple[str, str, str]] = set()
+    good: list[str] = []
+    bad: list[str] = []
+    for event in after.events:
+        data = event.data
+        if event.type == "EVALUATION_COMPLETED" and data.get("decision") == "accept":
+            accepted.add((data["config"], data["candidate"], data.get("champion", "")))
+        elif event.type == "MODEL_PROMOTED":
+            config, model, previous = data["config"], data["model_id"], data.get("previous", "")
+            if (config, model) in earlier:
+                continue  # an earlier promotion announced again: not a new one
+            if (config, model, previous) not in accepted:
+                bad.append(f"{config} {model}: promoted with no accepting evaluation before it")
+            elif (model, previous) not in after.champions.get(config, []):
+                bad.append(f"{config} {model}: announced, the champion key never moved to it")
+            else:
+                good.append(f"{config} {model} over {previous or 'none'}")
+    if not good and not bad:
+        bad.append("no model was promoted after the faults")
+    return Verdict(name, not bad, len(good) + len(bad), bad, "; ".join(good))
 
 
 def check_independent(
@@ -137,5 +172,5 @@ def check_independent(
         outboxes_clean(extra.metrics),
         champions_announced(extra.champions, events),
         failpoints_fired(extra.armed, extra.fired),
-        training_goes_on(extra.after),
+        promoted_after(extra.after, events),
     ]

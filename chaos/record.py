@@ -43,15 +43,19 @@ async def kv_state(nc: Client, subjects: Subjects) -> dict[str, dict[str, bytes]
     return {name: await bucket_values(nc, subjects.bucket(name)) for name in BUCKET_SPECS}
 
 
-async def blob_names(nc: Client, subjects: Subjects) -> set[str]:
-    """The names (sha256) of every blob in the object store that is not deleted."""
+async def blob_names(nc: Client, subjects: Subjects) -> tuple[set[str], set[str]]:
+    """The names (sha256) of the blobs in the object store, and of those deleted.
+
+    A delete leaves a marker (the object's info, ``deleted``): the store's own record
+    that a blob was deleted rather than lost.
+    """
     js = nc.jetstream()
     try:
         store = await js.object_store(subjects.data_store)
-        infos = await store.list(ignore_deletes=True)
+        infos = await store.list(ignore_deletes=False)
     except (NotFoundError, nats.js.errors.ObjectNotFoundError):
-        return set()
-    return {info.name for info in infos if not info.deleted}
+        return set(), set()
+    return {i.name for i in infos if not i.deleted}, {i.name for i in infos if i.deleted}
 
 
 async def cluster_status(nc: Client, subjects: Subjects, timeout: float = 3.0) -> ClusterStatus:
@@ -79,6 +83,7 @@ def jobs_of(values: dict[str, bytes]) -> dict[str, JobRecord]:
 async def read_record(nc: Client, subjects: Subjects) -> DurableRecord:
     """The stream, buckets and blobs, read now (the instances are added by the caller)."""
     kv = await kv_state(nc, subjects)
+    blobs, deleted = await blob_names(nc, subjects)
     return DurableRecord(
         events=await stream_events(nc, subjects.events_stream),
         jobs=jobs_of(kv["jobs"]),
@@ -86,9 +91,10 @@ async def read_record(nc: Client, subjects: Subjects) -> DurableRecord:
             bucket: {key: _json(raw) for key, raw in kv[bucket].items()}
             for bucket in ("jobs", "models", "manifests")
         },
-        blobs=await blob_names(nc, subjects),
+        blobs=blobs,
         services=[],
         children=[],
+        deleted=deleted,
     )
 
 

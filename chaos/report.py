@@ -6,6 +6,7 @@ from collections import Counter
 from typing import TYPE_CHECKING
 
 from chaos.invariants import DurableRecord, Verdict
+from shared.jobs import JobState
 
 if TYPE_CHECKING:
     from chaos.runner import Options, Run
@@ -23,7 +24,10 @@ def print_summary(run: Run, record: DurableRecord) -> None:
     aimed = run.aimed
     hung = ", ".join(sorted(Counter(aimed.hangs).elements())) or "none"
     print(f"SIGSTOP hangs: {len(aimed.hangs)} ({hung}); nats stalls: {aimed.stalls}")
-    print(f"partition: {run.partition_note or 'not asked for'}")
+    hosts = run.hosts
+    placed = [h.name for h in hosts.servers] + ([hosts.agent.name] if hosts.agent else [])
+    where = f"hosts of their own: {', '.join(placed)}; " if placed else ""
+    print(f"partition: {where}{'; '.join(hosts.notes) or 'not asked for'}")
     print(f"supervisors killed: {', '.join(aimed.supervisors) or 'none'}")
     print(f"killed while starting: {len(aimed.startups)} ({', '.join(aimed.startups) or '-'})")
     if run.independent is not None and run.independent.armed:
@@ -41,6 +45,13 @@ def print_summary(run: Run, record: DurableRecord) -> None:
     interesting = ("SERVICE_STARTED", "JOB_RETRIED", "TRAINING_COMPLETED", "EVALUATION_COMPLETED")
     shown = {t: types[t] for t in (*interesting, "MODEL_PROMOTED", "MODEL_REJECTED")}
     print(f"event counts: {shown}")
+    failed = Counter(
+        f"{j.spec.type}: {(j.error or '?')[:80]}"
+        for j in record.jobs.values()
+        if j.state is JobState.FAILED
+    )
+    if failed:
+        print(f"failed for good: {dict(sorted(failed.items()))}")
     print(f"blobs: {len(record.blobs)}")
 
 

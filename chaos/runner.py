@@ -29,15 +29,14 @@ from chaos.aimed import (
     kill_orchestrator,
     kill_starting,
     kill_up,
-    partition_host,
     stall_nats,
-    start_partitioned,
 )
 from chaos.checks import Independent, check_independent
 from chaos.faults import Kill, KillPlan, kill9, ready_instances
+from chaos.fresh import FRESH, FRESH_MIN_GAMES
 from chaos.invariants import DurableRecord, Verdict, check_all
-from chaos.natscluster import NatsCluster, wait_jetstream
-from chaos.partition import Host
+from chaos.netfaults import cut_off, cut_server, plan_hosts, start_partitioned
+from chaos.partition import stop_agent
 from chaos.record import cluster_status
 from chaos.report import print_summary, print_table, replay_flags
 from chaos.settle import settle
@@ -46,6 +45,7 @@ from shared.codec import encode
 from shared.contracts import ClusterStatus, ControlCommand
 from shared.embedded import EmbeddedServer, free_port
 from shared.subjects import Subjects
+from shared.testing.natscluster import NatsCluster, wait_jetstream
 
 #: Generous bounds that catch a hang; they measure nothing.
 READY_S = 120.0
@@ -74,7 +74,7 @@ class Options:
     supervisors: bool = False
     #: Every this-many-th kill, the victim is killed again while it starts (0: never).
     startup_every: int = 0
-    #: After the faults, wait this long for training to decide an evaluation (0: don't).
+    #: After the faults, start a fresh game and wait this long for a promotion (0: don't).
     after_s: float = 0.0
 
 
@@ -92,24 +92,28 @@ class Run:
         self.aimed = Aimed()
         #: Filled by :meth:`settle`: what the independent checks judge.
         self.independent: Independent | None = None
-        self.host: Host | None = None
+        #: The hosts of their own (network namespaces), when asked for and possible.
+        self.hosts = plan_hosts(options)
+        #: The extra node agent on a host of its own.
+        self.agent: Process | None = None
         self.up: Process | None = None
         self.cluster_file: Path | None = None
-        self.partition_note = ""
         self.server_restarts: list[str] = []
         self.client_errors: Counter[str] = Counter()
         self.single: EmbeddedServer | None = None
         self.cluster: NatsCluster | None = None
+        places = [h.place for h in self.hosts.servers]
         if options.cluster:
-            self.cluster = NatsCluster(workdir / "nats")
+            self.cluster = NatsCluster(workdir / "nats", places=places or None)
             self.url = self.cluster.url
         else:
+            place = places[0] if places else None
             self.single = EmbeddedServer(
+                host=place.address if place else "127.0.0.1",
                 port=free_port(),
                 store_dir=workdir / "nats",
                 log_file=workdir / "logs" / "nats-server.log",
-                # A partitioned host reaches the server over its veth pair: every address.
-                extra_args=("-a", "0.0.0.0") if options.partition else (),
+                netns=place.netns if place else None,
             )
             self.url = self.single.url
 
@@ -123,7 +127,12 @@ class Run:
 
     # -- NATS ------------------------------------------------------------------------
     def start_nats(self) -> None:
-        """Start the server(s); from the main thread (children die with their thread)."""
+        """Start the server(s); from the main thread (children die with their thread).
+
+        The hosts of their own are made first: the servers run in them.
+        """
+        if self.hosts.network is not None:
+            self.hosts.network.create()
         if self.cluster is not None:
             self.cluster.start()
         else:
@@ -141,11 +150,11 @@ class Run:
         """The mid-run fault: one server down and back (killed, in a cluster)."""
         if self.cluster is not None:
             index = KillPlan(self.options.seed).rng.randrange(len(self.cluster.servers))
-            self.log(f"nats: kill -9 server n{index} of 3")
+            self.log(f"nats: kill -9 server nats-{index + 1} of 3")
             self.cluster.kill(index)
             await anyio.sleep(5.0)
             self.cluster.revive(index)
-            self.server_restarts.append(f"n{index} killed and revived")
+            self.server_restarts.append(f"nats-{index + 1} killed and revived")
         else:
             assert self.single is not None
             self.log("nats: restarting the server")
@@ -193,7 +202,7 @@ class Run:
         plan, opts = self.plan, self.options
         restart_at = max(1, opts.kills // 2)
         stall_at = max(1, opts.kills * 3 // 4)
-        cut_at = max(1, opts.kills // 3)
+        cut_at, server_cut_at = max(1, opts.kills // 3), max(1, opts.kills * 2 // 5)
         orchestrator_at, up_at = max(1, opts.kills * 3 // 5), max(1, opts.kills * 17 // 20)
         number = faults = 0
         while number < opts.kills:
@@ -202,8 +211,11 @@ class Run:
                 await self.restart_nats()
             if opts.stall and number + 1 == stall_at and not self.aimed.stalls:
                 await stall_nats(self, self.single.pid if self.single else None, self.aimed)
-            if self.host is not None and number + 1 == cut_at and not self.host.cuts:
-                await partition_host(self, self.host)
+            agent = self.hosts.agent
+            if agent is not None and number + 1 == cut_at and not agent.cuts:
+                await cut_off(self, agent)
+            if number + 1 == server_cut_at and not any(h.cuts for h in self.hosts.servers):
+                await cut_server(self)
             if opts.supervisors and number + 1 == orchestrator_at and not self.aimed.supervisors:
                 await kill_orchestrator(self, nc, self.aimed)
             if opts.supervisors and number + 1 == up_at and len(self.aimed.supervisors) == 1:
@@ -239,7 +251,8 @@ def _all_running(status: ClusterStatus, expected: int) -> bool:
 
 async def execute(run: Run) -> DurableRecord:
     """The whole run against started NATS servers; the durable record at its end."""
-    run.cluster_file = write_cluster_file(run.workdir, run.prefix)
+    fresh = FRESH if run.options.after_s else None
+    run.cluster_file = write_cluster_file(run.workdir, run.prefix, fresh, FRESH_MIN_GAMES)
     await run.spawn()
     try:
         nc = await nats.connect(
@@ -260,9 +273,7 @@ async def execute(run: Run) -> DurableRecord:
         finally:
             await nc.close()
     finally:
-        if run.host is not None:
-            await run.host.stop_agent()
-            run.host.remove()
+        await stop_agent(run.agent)
         if run.up is not None:
             await stop_up(run.up)
 
@@ -278,13 +289,18 @@ def chaos_run(options: Options) -> tuple[Run, DurableRecord, list[Verdict]]:
         f"--kills {options.kills}{replay_flags(options)}); {mode}; work directory {workdir}",
         flush=True,
     )
-    run.start_nats()
     try:
+        run.start_nats()
         if run.cluster is not None:
             anyio.run(wait_jetstream, run.url)
         record = anyio.run(execute, run)
     finally:
+        # Also after a failure or Ctrl-C: no server, agent, namespace or bridge outlives
+        # the run (the agent is stopped in order by ``execute``; this is the fallback).
+        if run.agent is not None and run.agent.returncode is None:
+            run.agent.kill()
         run.stop_nats()
+        run.hosts.remove()
     verdicts = check_all(record)
     if run.independent is not None:
         verdicts += check_independent(run.independent, record.events, record.jobs)

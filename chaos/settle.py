@@ -4,7 +4,8 @@ What is read here is all the verdict sees: the stream and the buckets (the durab
 record), and the independent records (the harness's ledger, the stream's own count,
 every live instance's outbox counters, the champion keys' history, the failpoint
 markers). The creators are resumed afterwards, so the health read last also shows
-that training goes on.
+that training goes on; with ``after_s`` a fresh game is then started and its promotion
+awaited (:mod:`chaos.fresh`).
 """
 
 from __future__ import annotations
@@ -14,9 +15,9 @@ from typing import TYPE_CHECKING
 
 import anyio
 from nats.aio.client import Client
-from nats.aio.subscription import Subscription
 
 from chaos.checks import Independent
+from chaos.fresh import promote_fresh
 from chaos.invariants import DurableRecord
 from chaos.record import (
     bucket_values,
@@ -27,8 +28,6 @@ from chaos.record import (
     stream_size,
 )
 from shared import failpoints
-from shared.codec import decode
-from shared.contracts import Event
 from shared.jobs import TERMINAL
 from shared.subjects import Subjects
 
@@ -60,13 +59,10 @@ async def settle(run: Run, nc: Client) -> DurableRecord:
             await anyio.sleep(1.0)
     messages, record = await _read_settled(run, nc)
     champions = await champion_history(nc, run.subjects)
-    decisions = await nc.subscribe(
-        run.subjects.event("training_coordinator", "EVALUATION_COMPLETED")
-    )
     for service in CREATORS:
         await run.control(nc, service, "resume")
     status = await run.wait_ready(nc) or await run.status(nc)
-    after = await _next_decision(run, decisions)
+    after = await promote_fresh(run, nc, len(record.events)) if run.options.after_s else None
     instances = [(v.service, v.instance) for v in status.services] if status else []
     fp_dir = run.workdir / "failpoints"
     run.independent = Independent(
@@ -83,27 +79,6 @@ async def settle(run: Run, nc: Client) -> DurableRecord:
     if status is None:
         return record
     return dataclasses.replace(record, services=status.services, children=status.children)
-
-
-async def _next_decision(run: Run, sub: Subscription) -> str | None:
-    """The first evaluation decided after the creators resumed ("accept"/"reject").
-
-    None when not asked for (``after_s`` 0); "" when none came within ``after_s``.
-    """
-    try:
-        if not run.options.after_s:
-            return None
-        run.log(f"after the faults: waiting up to {run.options.after_s:.0f}s for a decision")
-        with anyio.move_on_after(run.options.after_s):
-            msg = await sub.next_msg(timeout=run.options.after_s)
-            event = decode(Event, msg.data)
-            run.log(f"after the faults: {event.data.get('candidate')} {event.data.get('decision')}")
-            return str(event.data.get("decision", ""))
-        return ""
-    except TimeoutError:
-        return ""
-    finally:
-        await sub.unsubscribe()
 
 
 async def _read_settled(run: Run, nc: Client) -> tuple[int, DurableRecord]:

@@ -63,19 +63,28 @@ target_job_s = 2.0
 3x3k3 = 100
 [services.training_coordinator]
 [services.training_coordinator.config]
-configs = ["3x3k3"]
+configs = [{trained}]
 cooldown_s = 1.0
 interval_s = 0.5
 takeover_after_s = 5.0
 [services.training_coordinator.config.min_new_games]
-3x3k3 = 300
+3x3k3 = 300{fresh_min}
 """
 
 
-def write_cluster_file(directory: Path, prefix: str) -> Path:
-    """Write the run's ``ringmaster.toml`` into ``directory``; its path."""
+def write_cluster_file(
+    directory: Path, prefix: str, fresh: str | None = None, fresh_min_games: int = 0
+) -> Path:
+    """Write the run's ``ringmaster.toml`` into ``directory``; its path.
+
+    ``fresh``: a second game the training coordinator trains but the selfplay scheduler
+    does not schedule (``chaos.fresh`` starts it after the faults).
+    """
+    trained = ", ".join(f'"{c}"' for c in ["3x3k3", *([fresh] if fresh else [])])
+    fresh_min = f"\n{fresh} = {fresh_min_games}" if fresh else ""
+    text = CLUSTER.format(prefix=prefix, trained=trained, fresh_min=fresh_min)
     path = directory / "ringmaster.toml"
-    path.write_text(CLUSTER.format(prefix=prefix) + MNK_AGENTS)
+    path.write_text(text + MNK_AGENTS)
     return path
 
 

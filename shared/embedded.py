@@ -147,6 +147,7 @@ class EmbeddedServer:
         max_payload: int | None = None,
         extra_args: Sequence[str] = (),
         log_file: Path | None = None,
+        netns: str | None = None,
     ) -> None:
         self.host = host
         self.port = port
@@ -156,6 +157,9 @@ class EmbeddedServer:
         self.max_payload = max_payload
         self.extra_args = tuple(extra_args)
         self.log_file = log_file
+        #: A network namespace (``ip netns``, root only) the server runs in, as on a
+        #: host of its own; ``host`` is then an address of that namespace.
+        self.netns = netns
         self._proc: subprocess.Popen[bytes] | None = None
         self._log: IO[bytes] | None = None
         self._log_offset = 0
@@ -176,7 +180,9 @@ class EmbeddedServer:
         return self._proc.pid if self._proc is not None else None
 
     def _command(self, binary: Path) -> list[str]:
-        cmd = [str(binary)]
+        # ip netns exec execs the server in place: the pid is the server's own.
+        cmd = ["ip", "netns", "exec", self.netns] if self.netns else []
+        cmd.append(str(binary))
         if self.max_payload is not None:
             # nats-server has no command-line flag for max_payload; a one-line
             # config file carries it, and the flags below still take precedence.
@@ -204,7 +210,8 @@ class EmbeddedServer:
         # A server that died on its own is still on record: reap it and close its log.
         self.kill()
         binary = find_nats_server_binary()
-        if not _port_is_free(self.host, self.port):
+        # A namespace's address cannot be bound from here; its ports are its own.
+        if self.netns is None and not _port_is_free(self.host, self.port):
             raise PortInUseError(self.host, self.port)
         try:
             self.store_dir.mkdir(parents=True, exist_ok=True)

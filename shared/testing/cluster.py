@@ -3,22 +3,16 @@
 The tests run the very files a deployment uses: each config is copied next to its
 ``auth.conf`` with only its ports, host names and store directory replaced (every
 replacement must match exactly once, so a config that drifts fails loudly here).
-:class:`NatsCluster` starts three servers of ``cluster.conf`` with routes between
-them and JetStream on each, reusing :class:`~shared.embedded.EmbeddedServer`.
+The three servers of ``cluster.conf`` are started by
+:class:`shared.testing.natscluster.NatsCluster`.
 """
 
 from __future__ import annotations
 
 import re
-import time
-import urllib.error
-import urllib.request
 from pathlib import Path
-from types import TracebackType
-from typing import Self
 
 from shared.embedded import EmbeddedServer, free_port
-from shared.errors import EmbeddedServerError
 
 DEPLOY_NATS = Path(__file__).resolve().parents[2] / "deploy" / "nats"
 
@@ -93,113 +87,6 @@ def single_server(base: Path, auth_conf: str, tls_dir: Path | None = None) -> Em
     )
     server.start()
     return server
-
-
-class NatsCluster:
-    """Three clustered nats-servers (routes, JetStream) from ``deploy/nats/cluster.conf``."""
-
-    size = 3
-
-    def __init__(self, base: Path, auth_conf: str = "") -> None:
-        self.base = base
-        self.auth_conf = auth_conf
-        self.route_ports = [free_port() for _ in range(self.size)]
-        self.http_ports = [free_port() for _ in range(self.size)]
-        self.servers: list[EmbeddedServer] = []
-        for i in range(self.size):
-            self.servers.append(self._server(i))
-
-    def _server(self, i: int) -> EmbeddedServer:
-        name = f"nats-{i + 1}"
-        replacements = {
-            r"^server_name: \$NATS_SERVER_NAME$": f"server_name: {name}",
-            STORE_DIR: STORE_DIR_FLAG,
-            MONITOR: f'http: "127.0.0.1:{self.http_ports[i]}"',
-            r"^  listen: 0\.0\.0\.0:6222$": f"  listen: 127.0.0.1:{self.route_ports[i]}",
-            r"^  port: 7422$": f"  port: {free_port()}",
-        }
-        for j, port in enumerate(self.route_ports):
-            replacements[rf"nats://nats-{j + 1}:6222"] = f"nats://127.0.0.1:{port}"
-        conf = write_config("cluster.conf", self.base / name, self.auth_conf, replacements)
-        return EmbeddedServer(
-            port=free_port(),
-            store_dir=self.base / name / "jetstream",
-            server_name=name,
-            extra_args=["-c", str(conf)],
-            log_file=self.base / name / "nats-server.log",
-        )
-
-    @property
-    def urls(self) -> list[str]:
-        """Each server's client URL, in order."""
-        return [s.url for s in self.servers]
-
-    @property
-    def url(self) -> str:
-        """Every server, comma-separated: what a client is given to fail over."""
-        return ",".join(self.urls)
-
-    def start(self) -> None:
-        """Start all three; wait until each is routed and JetStream has a meta leader."""
-        for server in self.servers:
-            server.start()
-        for server in self.servers:
-            self.wait_routed(server)
-        for i in range(self.size):
-            self.wait_healthy(i)
-
-    def wait_healthy(self, i: int, timeout: float = 30.0) -> None:
-        """Block until server ``i``'s ``/healthz`` says its JetStream is current."""
-        url = f"http://127.0.0.1:{self.http_ports[i]}/healthz"
-        deadline = time.monotonic() + timeout
-        last = ""
-        while time.monotonic() < deadline:
-            try:
-                with urllib.request.urlopen(url, timeout=2) as reply:
-                    if reply.status == 200:
-                        return
-            except (OSError, urllib.error.URLError) as exc:  # 503 until JetStream is ready
-                last = str(exc)
-            time.sleep(0.1)
-        raise EmbeddedServerError(f"nats-{i + 1} not healthy within {timeout:g}s: {last}")
-
-    def wait_routed(self, server: EmbeddedServer, timeout: float = 30.0) -> None:
-        """Block until ``server``'s log shows routes to every other live server."""
-        want = sum(1 for s in self.servers if s is not server and s.running)
-        deadline = time.monotonic() + timeout
-        assert server.log_file is not None
-        while time.monotonic() < deadline:
-            log = server.log_file.read_text(encoding="utf-8", errors="replace")
-            if log.count("Route connection created") >= want:
-                return
-            time.sleep(0.1)
-        raise EmbeddedServerError(f"{server.server_name} did not route to {want} servers")
-
-    def violations(self) -> list[str]:
-        """Every permission violation any server logged."""
-        found: list[str] = []
-        for server in self.servers:
-            if server.log_file is not None and server.log_file.exists():
-                text = server.log_file.read_text(encoding="utf-8", errors="replace")
-                found += [line for line in text.splitlines() if "Violation" in line]
-        return found
-
-    def stop(self) -> None:
-        """Stop every server that runs."""
-        for server in self.servers:
-            server.stop()
-
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
 
 def generate_auth(prefix: str, secrets_dir: Path, cost: int = 4, nodes: str = "") -> str:

@@ -34,9 +34,10 @@ from shared.jobs import JobRecord, JobSpec, JobState, Requirements
 from shared.service import Service
 from shared.subjects import Subjects
 from shared.testing.bounds import WAIT, timeout_for
-from shared.testing.cluster import NatsCluster, generate_auth
+from shared.testing.cluster import generate_auth
 from shared.testing.fixtures import service_config
 from shared.testing.helpers import eventually, stream_events
+from shared.testing.natscluster import NatsCluster
 from shared.testing.server import new_prefix
 
 #: Every job completed after the kill (leader elections and retries included).

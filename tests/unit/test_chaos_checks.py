@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from chaos import checks
@@ -82,8 +83,43 @@ def test_failpoints_fired_notes_the_points_not_reached() -> None:
     assert checks.failpoints_fired([], {}).held
 
 
-def test_training_must_decide_again_after_the_faults_when_waited_for() -> None:
-    assert checks.training_goes_on("accept").held
-    assert checks.training_goes_on("reject").held
-    assert not checks.training_goes_on("").held
-    assert checks.training_goes_on(None).note == "not waited for"
+def accept(config: str, candidate: str, champion: str = "") -> Event:
+    return ev(
+        "EVALUATION_COMPLETED",
+        config=config,
+        candidate=candidate,
+        champion=champion,
+        decision="accept",
+    )
+
+
+def promoted_in(config: str, model: str, previous: str = "") -> Event:
+    return ev("MODEL_PROMOTED", config=config, model_id=model, previous=previous)
+
+
+def test_a_promotion_after_the_faults_holds_only_through_the_whole_gate() -> None:
+    before = [accept("3x3k3", "m1"), promoted_in("3x3k3", "m1")]
+    good = checks.After(
+        events=[accept("4x4k3", "f1"), promoted_in("4x4k3", "f1")],
+        champions={"3x3k3": [("m1", "")], "4x4k3": [("f1", "")]},
+    )
+    verdict = checks.promoted_after(good, before)
+    assert verdict.held and verdict.note == "4x4k3 f1 over none"
+    # Nothing promoted after the faults: rejections and decisions are not enough.
+    none = checks.After(events=[ev("MODEL_REJECTED", config="3x3k3")], champions={})
+    assert checks.promoted_after(none, before).violations == [
+        "no model was promoted after the faults"
+    ]
+    # An earlier promotion announced again (a crash before its ack) is not a new one.
+    again = checks.After(events=[promoted_in("3x3k3", "m1")], champions={"3x3k3": [("m1", "")]})
+    assert not checks.promoted_after(again, before).held
+    # Promoted without an accepting evaluation after the faults, or the key never moved.
+    ungated = checks.After(events=[promoted_in("4x4k3", "f1")], champions={"4x4k3": [("f1", "")]})
+    assert checks.promoted_after(ungated, before).violations == [
+        "4x4k3 f1: promoted with no accepting evaluation before it"
+    ]
+    unmoved = dataclasses.replace(good, champions={"3x3k3": [("m1", "")]})
+    assert checks.promoted_after(unmoved, before).violations == [
+        "4x4k3 f1: announced, the champion key never moved to it"
+    ]
+    assert checks.promoted_after(None, before).note == "not waited for"

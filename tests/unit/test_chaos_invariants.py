@@ -219,7 +219,7 @@ def test_referenced_blobs_present_hold() -> None:
         "jobs": {"j": {"result": {"outputs": [{"name": "o", "sha256": SHA_A, "size": 1}]}}},
         "models": {"model.x": {"ref": {"name": "m", "sha256": SHA_B, "size": 2}}, "idem": None},
     }
-    verdict = inv.blobs_present(records, {SHA_A, SHA_B}, [])
+    verdict = inv.blobs_present(records, {SHA_A, SHA_B}, [], set())
     assert verdict.held and verdict.checked == 2
 
 
@@ -230,22 +230,24 @@ def retired(deleted: int) -> list[Event]:
 JOB_OUTPUT = {"jobs": {"j": {"result": {"outputs": [{"name": "g", "sha256": SHA_A, "size": 1}]}}}}
 
 
-def test_a_job_blob_retention_announced_deleting_holds() -> None:
-    verdict = inv.blobs_present(JOB_OUTPUT, set(), retired(1))
+def test_a_job_blob_retention_deleted_holds_even_when_its_count_was_never_announced() -> None:
+    verdict = inv.blobs_present(JOB_OUTPUT, set(), retired(1), {SHA_A})
     assert verdict.held, verdict.violations
-    assert "1 retired by retention" in verdict.summary
+    assert "1 deleted by retention (1 deletions announced)" in verdict.summary
+    # Killed between its deletes and the event: the count is lost, the marker is not.
+    assert inv.blobs_present(JOB_OUTPUT, set(), retired(0), {SHA_A}).held
 
 
-def test_a_job_blob_gone_without_an_announced_deletion_fails() -> None:
-    verdict = inv.blobs_present(JOB_OUTPUT, set(), retired(0))
-    assert not verdict.held and "retention deleted only 0" in verdict.violations[0]
+def test_a_job_blob_gone_without_a_deletion_marker_fails_whatever_was_announced() -> None:
+    verdict = inv.blobs_present(JOB_OUTPUT, set(), retired(1), set())
+    assert not verdict.held and "1 blobs of job records lost" in verdict.violations[0]
 
 
 def test_a_missing_manifest_or_model_blob_fails_even_after_deletions() -> None:
     records = {
         "manifests": {"3x3k3": {"entries": [{"ref": {"name": "g", "sha256": SHA_B, "size": 3}}]}}
     }
-    verdict = inv.blobs_present(records, {SHA_A}, retired(5))
+    verdict = inv.blobs_present(records, {SHA_A}, retired(5), {SHA_B})
     assert not verdict.held and "manifests/3x3k3" in verdict.violations[0]
 
 
