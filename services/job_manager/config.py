@@ -22,6 +22,10 @@ class JobManagerConfig(BaseConfig, kw_only=True, forbid_unknown_fields=True):
     #: A DISPATCHED record this instance never saw published (a dispatch cut between
     #: its write and its publish) is published again after this long (same message id).
     republish_after_s: Positive = 2.0
+    #: A dispatch this old whose pool's consumer shows nothing waiting and nothing in
+    #: flight on two looks ``orphan_check_s`` apart lost its message: it is retried.
+    orphan_after_s: Positive = 10.0
+    orphan_check_s: Positive = 5.0
     #: A node whose NodeInfo stopped for this long is LOST; its attempts are failed.
     node_lost_after_s: Positive = 5.0
     #: How often the reaper looks at the non-terminal jobs.

@@ -28,6 +28,7 @@ from services.job_manager import policy, traces
 from services.job_manager.config import JobManagerConfig
 from services.job_manager.dispatcher import Dispatcher
 from services.job_manager.index import JobIndex
+from services.job_manager.orphans import DISPATCH_LOST, OrphanWatch
 from shared import tracing
 from shared.codec import decode
 from shared.events import EventData, JobFailed, JobRetried
@@ -89,6 +90,12 @@ class Reaper:
         self.reaped: Counter[str] = Counter()
         #: A node silent for ``node_lost_after_s`` is LOST, and its attempts fail.
         self.node_rule = LivenessRule(lost_after_s=config.node_lost_after_s)
+        self.orphans = OrphanWatch(
+            js,
+            subjects.jobs_stream,
+            after_s=config.orphan_after_s,
+            check_s=config.orphan_check_s,
+        )
         self.stopped = False
 
     def _action(self, rec: JobRecord, now: float) -> policy.Reap | None:
@@ -113,7 +120,8 @@ class Reaper:
         if self.stopped or not await self.lease.acquire_or_renew():
             return
         now = time.time()
-        for rec in list(self.index.records()):
+        records = list(self.index.records())
+        for rec in records:
             action = self._action(rec, now)
             if action is None:
                 continue
@@ -130,6 +138,21 @@ class Reaper:
 
             if await self.fail(rec.job_id, rec.fencing, action.reason, still):
                 self.reaped[action.reason] += 1
+        await self._fail_lost_dispatches(records, now)
+
+    async def _fail_lost_dispatches(self, records: list[JobRecord], now: float) -> None:
+        # Only records that were DISPATCHED at the start of the tick are judged, and
+        # the compare-and-set re-checks the state: a start that landed meanwhile wins.
+        by_id = {rec.job_id: rec for rec in records}
+        for job_id in sorted(await self.orphans.check(records, now)):
+            rec = by_id[job_id]
+            log.warning("job %s attempt %d: its dispatch message is lost", job_id, rec.attempt)
+
+            def still(r: JobRecord) -> bool:
+                return r.state is JobState.DISPATCHED
+
+            if await self.fail(job_id, rec.fencing, DISPATCH_LOST, still):
+                self.reaped[DISPATCH_LOST] += 1
 
     async def release(self) -> None:
         """Give the reaper lease up (at stop), so another instance takes over at once."""

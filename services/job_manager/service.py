@@ -236,6 +236,7 @@ class JobManagerService(Service[JobManagerConfig]):
             "stale_reports": self._api.refused["stale"],
             "refused_reports": dict(self._api.refused),
             "reaped": dict(reaper.reaped),
+            "orphan_checks": dict(reaper.orphans.stats),
             "announcements": dict(self._api.announcer.stats),
             "reaper_lease_held": reaper.lease.held,
             "dispatch_failures": dispatcher.stats["publish_failures"],

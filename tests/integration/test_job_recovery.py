@@ -106,3 +106,28 @@ async def test_an_agent_restarted_without_the_job_gets_it_retried_at_once(
         assert (second.attempt, second.fencing) == (2, 2)
         await msg.ack()
     assert svc.health_check().details["reaped"] == {"agent restarted": 1}
+
+
+async def test_a_pooled_dispatch_whose_message_is_lost_is_retried_not_left_for_an_hour(
+    start_service: ServiceFactory, nc: Client, prefix: str
+) -> None:
+    # The pooled timeout is an hour: only the pool's idle consumer can explain a retry.
+    svc = await start_service(
+        JobManagerService, orphan_after_s=1.0, orphan_check_s=0.3, lease_s=600.0, **FAST
+    )
+    spec = JobSpec(type="selfplay", max_attempts=3, requirements=Requirements(pooled=True))
+    async with StandIn(nc, prefix, "cap.cpu").pulling() as agent:
+        submitted = await ok(nc, prefix, "submit", spec, JobRecord)
+        # The message leaves the pool without any agent starting it: what a consumer
+        # whose acknowledgement floor moved past it (seen after a server restart) does.
+        first, msg = await agent.take()
+        await msg.ack()
+        assert (first.job_id, first.attempt) == (submitted.job_id, 1)
+        again = await agent.run_one(JobResult())
+    assert (again.job_id, again.attempt) == (submitted.job_id, 2)
+    assert again.fencing > first.fencing
+    done = await state_of(nc, prefix, submitted.job_id)
+    assert (done.state, done.attempt) == (JobState.COMPLETED, 2)
+    assert svc.health_check().details["reaped"] == {"dispatch lost": 1}
+    failed = await events(nc, prefix, "JOB_FAILED")
+    assert [(e["attempt"], e["error"]) for e in failed] == [(1, "dispatch lost")]
