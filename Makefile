@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: help run test lint lint-deploy unit bench chaos clean
+.PHONY: help run test lint lint-deploy bench chaos clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
@@ -19,7 +19,7 @@ run: $(STAMP) ## start the whole cluster on an embedded nats-server and train (C
 	$(BIN)/ringmaster up
 
 test: $(STAMP) lint ## lint, then every test against a real nats-server
-	$(BIN)/pytest -q -p no:cacheprovider
+	$(BIN)/pytest -q -p no:cacheprovider -rs --durations=15
 
 lint: $(STAMP) lint-deploy ## ruff, mypy --strict and the deploy files
 	$(BIN)/ruff check .

@@ -30,9 +30,8 @@ from bench.harness import Ctx, Row, percentile
 from shared.codec import decode, encode
 from shared.contracts import ClusterStatus, Empty
 from shared.jobs import JobCounts, JobList, JobQuery, JobRecord, JobSpec, JobState, Requirements
-from shared.kv import bucket_config, ensure_bucket
+from shared.kv import bucket_config, ensure_bucket, read_all
 from shared.provision import BUCKET_SPECS
-from shared.snapshot import read_all
 from shared.subjects import Subjects
 
 NAME = "history"

@@ -33,9 +33,9 @@ from nats.aio.msg import Msg
 from bench.bench_ingest import orchestrator_env, wait_metrics
 from bench.bench_jobs import env
 from bench.harness import Ctx, Row, percentile
-from services.orchestrator.policy import SUSPECT_AFTER
 from shared.codec import decode, encode
 from shared.contracts import Beacon, Event, ServiceStatus
+from shared.liveness import SUSPECT_AFTER
 from shared.subjects import Subjects
 
 NAME = "lost"

@@ -149,7 +149,7 @@ async def agent_views(url: str, prefix: str, agents: int) -> list[dict[str, Any]
 async def read_records(url: str, prefix: str) -> list[JobRecord]:
     """Every job record of the cluster at ``url``."""
     from shared.bus import connect
-    from shared.snapshot import read_all
+    from shared.kv import read_all
     from shared.subjects import Subjects
 
     nc = await connect(url, name="bench-gaps")

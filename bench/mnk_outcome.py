@@ -56,11 +56,9 @@ def measure(path: Path, games: int) -> dict[str, Any]:
 
 async def fetch_champions(url: str, prefix: str, out: Path) -> list[dict[str, Any]]:
     """Download each config's champion into ``out``; returns their records and history."""
-    from nats.js.errors import NoKeysError
-
-    from shared.blobs import BlobStore
+    from shared.blobs import BlobStore, DataStore
     from shared.bus import connect
-    from shared.kv import read
+    from shared.kv import keys_matching, read
     from shared.subjects import Subjects
     from shared.training import Champion, ModelRecord
 
@@ -69,11 +67,8 @@ async def fetch_champions(url: str, prefix: str, out: Path) -> list[dict[str, An
     try:
         js = nc.jetstream()
         kv = await js.key_value(subjects.bucket("models"))
-        blobs = BlobStore(await js.object_store(subjects.data_store))
-        try:
-            keys = await kv.keys()
-        except NoKeysError:
-            keys = []
+        blobs = BlobStore(DataStore(js, subjects.data_store))
+        keys = await keys_matching(kv)
         found = []
         for config in sorted(MNK_CONFIGS):
             entry = await read(kv, f"champion.{config}", Champion)

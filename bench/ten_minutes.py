@@ -37,7 +37,7 @@ from bench import busy, gaps
 from bench.harness import ROOT
 from shared.cluster import load_cluster
 from shared.jobs import JobState
-from shared.snapshot import read_all
+from shared.kv import read_all
 from shared.subjects import Subjects
 
 PREFIX = "ringmaster"

@@ -18,8 +18,8 @@ from chaos.invariants import DurableRecord
 from shared.codec import decode, encode
 from shared.contracts import ClusterStatus, Empty, ServiceMetrics
 from shared.jobs import JobRecord
+from shared.kv import read_all
 from shared.provision import BUCKET_SPECS
-from shared.snapshot import read_all
 from shared.subjects import Subjects
 from shared.testing.helpers import stream_events
 from shared.training import Champion

@@ -9,22 +9,36 @@ and the orchestrator needs two missed intervals before it even suspects anything
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Protocol
 
 import anyio
 from anyio.abc import TaskStatus
+from nats.aio.client import Client
 
 from shared.codec import encode
-from shared.contracts import Beacon
+from shared.contracts import Beacon, HealthCheckResult, ServiceStatus
+from shared.instance import Instance
 
-if TYPE_CHECKING:
-    from shared.service import Service
+
+class BeaconSource(Instance, Protocol):
+    """What the beacon publisher reads of its service."""
+
+    @property
+    def version(self) -> str: ...
+    @property
+    def started_at(self) -> float: ...
+    @property
+    def connection(self) -> Client | None:
+        """The NATS connection, None before it is made."""
+
+    def health_check(self) -> HealthCheckResult: ...
+    def effective_status(self, health: HealthCheckResult | None = None) -> ServiceStatus: ...
 
 
 class Beacons:
     """The beacon publisher of one service."""
 
-    def __init__(self, service: Service[Any]) -> None:
+    def __init__(self, service: BeaconSource) -> None:
         self._service = service
         self._wake = anyio.Event()
         self.seq = 0
@@ -53,7 +67,7 @@ class Beacons:
     async def publish(self) -> None:
         """Publish one beacon now (skipped while disconnected: the next one follows)."""
         svc = self._service
-        nc = svc._nc
+        nc = svc.connection
         if nc is not None and nc.is_connected:
             beacon = self.build()
             await nc.publish(svc.subjects.beacon(svc.name, svc.instance), encode(beacon))

@@ -22,7 +22,7 @@ import anyio.to_thread
 from nats.js.api import ObjectStoreConfig, StorageType
 from nats.js.client import JetStreamContext
 from nats.js.errors import BucketNotFoundError, NotFoundError, ObjectNotFoundError
-from nats.js.object_store import ObjectStore
+from nats.js.object_store import OBJ_STREAM_TEMPLATE, ObjectStore
 from nats.nuid import NUID
 
 from shared.blob_seal import SealReply, SealRequest
@@ -59,16 +59,27 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-async def ensure_store(js: JetStreamContext, name: str, *, replicas: int = 1) -> ObjectStore:
+class DataStore(ObjectStore):
+    """An object store that says which JetStream context, bucket and stream it is on
+    (nats-py's keeps them private): what :class:`BlobStore`'s own chunk protocol needs."""
+
+    def __init__(self, js: JetStreamContext, bucket: str) -> None:
+        self.js = js
+        self.bucket = bucket
+        self.stream = OBJ_STREAM_TEMPLATE.format(bucket=bucket)
+        super().__init__(name=bucket, stream=self.stream, js=js)
+
+
+async def ensure_store(js: JetStreamContext, name: str, *, replicas: int = 1) -> DataStore:
     """Open the object store, creating it when missing."""
     try:
-        return await js.object_store(name)
+        await js.object_store(name)  # the store must exist: this says so, or raises
     except (BucketNotFoundError, NotFoundError):
-        store = await js.create_object_store(
+        await js.create_object_store(
             name, ObjectStoreConfig(bucket=name, storage=StorageType.FILE, replicas=replicas)
         )
         log.info("created object store %s", name)
-        return store
+    return DataStore(js, name)
 
 
 class BlobStore:
@@ -82,7 +93,7 @@ class BlobStore:
 
     def __init__(
         self,
-        store: ObjectStore,
+        store: DataStore,
         cache_dir: Path | None = None,
         *,
         sealer: Sealer | None = None,
@@ -90,8 +101,8 @@ class BlobStore:
         purge: bool = False,
     ) -> None:
         self._store = store
-        self._js: JetStreamContext = store._js  # the context the store was opened with
-        self._bucket: str = store._name
+        self._js = store.js  # the context the store was opened with
+        self._bucket = store.bucket
         self._cache = cache_dir
         self._sealer = sealer
         self._namespace = namespace
@@ -149,7 +160,7 @@ class BlobStore:
                 log.warning("duplicate upload %s: chunks left in the store", sent.sha256[:12])
             return
         await self._js.purge_stream(
-            self._store._stream, subject=chunk_subject(self._bucket, sent.nuid)
+            self._store.stream, subject=chunk_subject(self._bucket, sent.nuid)
         )
 
     async def exists(self, sha256: str) -> bool:

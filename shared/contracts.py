@@ -246,17 +246,63 @@ class ChildView(msgspec.Struct, frozen=True, kw_only=True):
     last_exit_code: int | None = None
 
 
+class NodeRow(msgspec.Struct, frozen=True, kw_only=True):
+    """One node in the status view, from its latest NodeInfo."""
+
+    node: str
+    #: Not LOST by the liveness rule (``shared.liveness``).
+    alive: bool
+    #: Free and total slots, as ``"free/total"``.
+    slots: str
+    gpus: int = 0
+    load: float = 0.0
+    busy: float = 0.0
+    jobs: int = 0
+    #: ``"yes"``, or ``"no: <reason>"``.
+    accepting: str = "yes"
+
+
+class JobRow(msgspec.Struct, frozen=True, kw_only=True):
+    """One active job in the status view."""
+
+    job_id: str
+    type: str
+    state: str
+    attempt: int = 0
+    node_id: str = ""
+    progress: float = 0.0
+    error: str = ""
+
+
+class JobsView(msgspec.Struct, frozen=True, kw_only=True):
+    """Jobs per state (``retired`` included) and the active jobs, as the job manager
+    last answered; empty while it has not."""
+
+    counts: dict[str, int] = msgspec.field(default_factory=dict)
+    active: list[JobRow] = msgspec.field(default_factory=list)
+
+
+class ModelRow(msgspec.Struct, frozen=True, kw_only=True):
+    """One config's champion, its Elo and the games recorded for the config."""
+
+    config: str
+    champion: str = "-"
+    generation: int = 0
+    elo: float = 0.0
+    games: int = 0
+
+
 class ClusterStatus(msgspec.Struct, frozen=True, kw_only=True):
-    """The reply of ``P.api.orchestrator.status``; later managers add nodes, jobs, models."""
+    """The reply of ``P.api.orchestrator.status``: instances, children, nodes, jobs, models."""
 
     prefix: str
     orchestrator: str
     generated_at: float
     services: list[InstanceView] = msgspec.field(default_factory=list)
     children: list[ChildView] = msgspec.field(default_factory=list)
-    nodes: list[dict[str, Any]] = msgspec.field(default_factory=list)
-    jobs: dict[str, Any] = msgspec.field(default_factory=dict)
-    models: list[dict[str, Any]] = msgspec.field(default_factory=list)
+    nodes: list[NodeRow] = msgspec.field(default_factory=list)
+    jobs: JobsView = msgspec.field(default_factory=JobsView)
+    models: list[ModelRow] = msgspec.field(default_factory=list)
 
 
 # -- status metrics collector ------------------------------------------------------

@@ -7,22 +7,56 @@ They arrive on ``P.ctl.<service>.<instance>`` (one instance) and
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any, Protocol
 
 import anyio.lowlevel
 import msgspec
+from nats.aio.client import Client
 from nats.aio.subscription import Subscription
 
-from shared.contracts import ControlCommand, ControlReply
+from shared.contracts import ControlCommand, ControlReply, HealthCheckResult, ServiceStatus
 from shared.errors import ConfigError, Conflict
+from shared.instance import Instance
+from shared.intake import Intake
+from shared.loops import Loop
 
-if TYPE_CHECKING:
-    from shared.service import Service
+
+class Controllable(Instance, Protocol):
+    """What the control commands reach of a service: its switches and its hooks."""
+
+    paused: bool
+    draining: bool
+
+    @property
+    def nc(self) -> Client: ...
+    @property
+    def intake(self) -> Intake: ...
+    @property
+    def intake_types(self) -> dict[str, type[Any]]: ...
+    @property
+    def loops(self) -> Sequence[Loop]: ...
+    @property
+    def reload_config(self) -> Callable[[], Any] | None: ...
+
+    def health_check(self) -> HealthCheckResult: ...
+    def effective_status(self, health: HealthCheckResult | None = None) -> ServiceStatus: ...
+    def request_stop(self, reason: str = "") -> None: ...
+    def spawn(self, func: Callable[[], Coroutine[Any, Any, None]]) -> None: ...
+    def wake_beacon(self) -> None: ...
+    def replace_config(self, new: Any) -> None:
+        """Make ``new`` the service's config (the hooks see it from now on)."""
+
+    async def on_pause(self) -> None: ...
+    async def on_resume(self) -> None: ...
+    async def on_drain(self) -> None: ...
+    async def on_reload(self, old: Any) -> None: ...
+
 
 log = logging.getLogger("ringmaster.control")
 
 
-async def start_control(service: Service[Any]) -> list[Subscription]:
+async def start_control(service: Controllable) -> list[Subscription]:
     """Subscribe ``service`` to its control subjects; returns the subscriptions."""
     handler = service.intake.request_handler(
         "control", ControlCommand, lambda cmd: handle_control(service, cmd), lambda: None
@@ -35,7 +69,7 @@ async def start_control(service: Service[Any]) -> list[Subscription]:
     return [await service.nc.subscribe(subject, cb=handler) for subject in subjects]
 
 
-def _reply(service: Service[Any], cmd: ControlCommand, message: str) -> ControlReply:
+def _reply(service: Controllable, cmd: ControlCommand, message: str) -> ControlReply:
     return ControlReply(
         ok=True,
         command=cmd.command,
@@ -46,7 +80,7 @@ def _reply(service: Service[Any], cmd: ControlCommand, message: str) -> ControlR
     )
 
 
-async def handle_control(service: Service[Any], cmd: ControlCommand) -> ControlReply:
+async def handle_control(service: Controllable, cmd: ControlCommand) -> ControlReply:
     """Carry out one command and say what happened."""
     log.info("%s: control %s %s", service.name, cmd.command, cmd.reason)
     if cmd.command == "health":
@@ -73,14 +107,14 @@ async def handle_control(service: Service[Any], cmd: ControlCommand) -> ControlR
     return _reply(service, cmd, f"{cmd.command} done")
 
 
-async def _drain_then_stop(service: Service[Any], reason: str) -> None:
+async def _drain_then_stop(service: Controllable, reason: str) -> None:
     await service.on_drain()
     # Let the control reply and the DRAINING beacon go out before intake stops.
     await anyio.lowlevel.checkpoint()
     service.request_stop(reason or "drained")
 
 
-async def _reload(service: Service[Any]) -> None:
+async def _reload(service: Controllable) -> None:
     if service.reload_config is None:
         raise Conflict("this instance has no config source to reload from")
     try:
@@ -89,9 +123,9 @@ async def _reload(service: Service[Any]) -> None:
         raise Conflict(f"reload refused: {exc}") from exc
     except SystemExit as exc:
         raise Conflict("reload refused: the command line no longer parses") from exc
-    old, service.config = service.config, new
+    old = service.config
     if (new.prefix, new.instance, new.nats_url) != (old.prefix, old.instance, old.nats_url):
-        service.config = old
         raise Conflict("reload cannot change prefix, instance or nats_url; restart instead")
+    service.replace_config(new)
     logging.getLogger().setLevel(new.log_level.upper())
     await service.on_reload(old)

@@ -7,25 +7,63 @@ a service recovers its status as soon as the trouble has passed.
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any
+from collections.abc import Sequence
+from typing import Any, Protocol
 
 import msgspec
 import psutil
 
 from shared import tracing
-from shared.circuit_breaker import BreakerState
-from shared.contracts import HealthCheckResult, ServiceMetrics, ServiceStatus
+from shared.bus import BusStats
+from shared.circuit_breaker import BreakerState, CircuitBreaker
+from shared.contracts import HealthCheckResult, HistogramSample, ServiceMetrics, ServiceStatus
+from shared.instance import Instance
+from shared.intake import Intake
+from shared.logstream import LogPublisher
+from shared.loops import Loop
+from shared.otel import SpanSink
+from shared.outbox import Outbox
+from shared.window import SlidingWindow
 
-if TYPE_CHECKING:
-    from shared.service import Service
+
+class Observed(Instance, Protocol):
+    """What health and metrics read of a service: its parts and its own judgement."""
+
+    @property
+    def started_at(self) -> float: ...
+    @property
+    def intake(self) -> Intake: ...
+    @property
+    def window(self) -> SlidingWindow: ...
+    @property
+    def bus_stats(self) -> BusStats: ...
+    @property
+    def breakers(self) -> Sequence[CircuitBreaker]: ...
+    @property
+    def loops(self) -> Sequence[Loop]: ...
+    @property
+    def paused(self) -> bool: ...
+    @property
+    def log_stream(self) -> LogPublisher | None: ...
+    @property
+    def spans(self) -> SpanSink | None: ...
+    @property
+    def outbox_if_running(self) -> Outbox | None:
+        """The event outbox, None before the service runs."""
+
+    def health(self) -> HealthCheckResult: ...
+    def effective_status(self, health: HealthCheckResult | None = None) -> ServiceStatus: ...
+    def custom_metrics(self) -> dict[str, float]: ...
+    def custom_histograms(self) -> list[HistogramSample]: ...
+
 
 _SEVERITY = {ServiceStatus.RUNNING: 0, ServiceStatus.DEGRADED: 1, ServiceStatus.ERROR: 2}
 _PROCESS = psutil.Process()
 
 
-def framework_details(service: Service[Any]) -> dict[str, Any]:
+def framework_details(service: Observed) -> dict[str, Any]:
     """Counters every service shows in its health details."""
-    outbox = service._outbox
+    outbox = service.outbox_if_running
     return {
         "intake": service.intake.stats(),
         "events": msgspec.to_builtins(outbox.stats()) if outbox else None,
@@ -42,7 +80,7 @@ def framework_details(service: Service[Any]) -> dict[str, Any]:
     }
 
 
-def combine_health(service: Service[Any]) -> HealthCheckResult:
+def combine_health(service: Observed) -> HealthCheckResult:
     """The worst of the service's own health, its error window and framework checks."""
     own = service.health()
     window = HealthCheckResult.from_metrics(
@@ -57,7 +95,7 @@ def combine_health(service: Service[Any]) -> HealthCheckResult:
             candidates.append((ServiceStatus.DEGRADED, f"circuit breaker {breaker.name} open"))
     if not service.bus_stats.connected:
         candidates.append((ServiceStatus.DEGRADED, "disconnected from NATS"))
-    outbox = service._outbox
+    outbox = service.outbox_if_running
     if outbox is not None and outbox.failing:
         candidates.append(
             (ServiceStatus.DEGRADED, f"{outbox.pending} events waiting for JetStream")
@@ -78,10 +116,13 @@ def combine_health(service: Service[Any]) -> HealthCheckResult:
     )
 
 
-def service_metrics(service: Service[Any]) -> ServiceMetrics:
+def service_metrics(service: Observed) -> ServiceMetrics:
     """The instance's numbers for its ``metrics`` endpoint."""
     cpu = _PROCESS.cpu_times()
-    outbox = service.outbox.stats()
+    events = service.outbox_if_running
+    if events is None:
+        raise RuntimeError(f"{service.name} is not running")
+    outbox = events.stats()
     intake = service.intake
     return ServiceMetrics(
         service=service.name,
@@ -98,5 +139,5 @@ def service_metrics(service: Service[Any]) -> ServiceMetrics:
         events_dropped=outbox.dropped,
         events_pending=outbox.pending,
         custom=service.custom_metrics(),
-        histograms=[*service.outbox.latency.samples(), *service.custom_histograms()],
+        histograms=[*events.latency.samples(), *service.custom_histograms()],
     )

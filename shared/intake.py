@@ -21,6 +21,7 @@ import anyio
 import msgspec
 import nats.errors
 from anyio.abc import TaskGroup
+from nats.aio.client import Client
 from nats.aio.msg import Msg
 
 from shared import tracing
@@ -55,12 +56,15 @@ class Intake:
         self._sem = anyio.Semaphore(concurrency)
         self._logged: set[str] = set()
         self._tg: TaskGroup | None = None
+        self._nc: Client | None = None
         self._idle = anyio.Event()
         self._idle.set()
 
-    def bind(self, tg: TaskGroup) -> None:
-        """Run handlers in ``tg`` from now on."""
+    def bind(self, tg: TaskGroup, nc: Client) -> None:
+        """Run handlers in ``tg`` from now on, and send replies over ``nc`` (the
+        connection every message handed to this intake arrives on)."""
         self._tg = tg
+        self._nc = nc
 
     def stats(self) -> dict[str, Any]:
         """Counters for health details."""
@@ -206,8 +210,10 @@ class Intake:
 
     async def _send(self, msg: Msg, body: bytes, headers: dict[str, str] | None) -> None:
         # Msg.respond cannot carry headers; the micro protocol puts the error there.
+        if self._nc is None:
+            raise RuntimeError("Intake.bind() first: replies need the connection")
         try:
-            await msg._client.publish(msg.reply, body, headers=headers)
+            await self._nc.publish(msg.reply, body, headers=headers)
         except (nats.errors.Error, OSError, TimeoutError) as exc:
             # The asker gets no answer and times out: nothing else can be done here.
             self.replies_failed += 1

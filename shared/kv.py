@@ -1,4 +1,4 @@
-"""KV buckets: provisioning, typed compare-and-set updates, and single-writer leases.
+"""KV buckets: provisioning, scans, typed compare-and-set updates, single-writer leases.
 
 Every change to a record is a compare-and-set on its revision, so two writers can
 never silently overwrite each other. A lease (for duties that must have one owner)
@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import TypeVar
 
 import msgspec
+from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js.api import KeyValueConfig, StorageType
 from nats.js.client import JetStreamContext
 from nats.js.errors import (
@@ -22,7 +23,7 @@ from nats.js.errors import (
     KeyNotFoundError,
     KeyWrongLastSequenceError,
 )
-from nats.js.kv import KeyValue
+from nats.js.kv import KV_DEL, KV_PURGE, KeyValue
 
 from shared.codec import decode, encode
 from shared.errors import Conflict
@@ -73,23 +74,77 @@ async def read(kv: KeyValue, key: str, tp: type[T]) -> tuple[T, int] | None:
     return decode(tp, entry.value), entry.revision or 0
 
 
-async def keys_matching(kv: KeyValue, pattern: str = ">", timeout: float = 5.0) -> list[str]:
-    """Keys of ``kv`` matching the subject ``pattern`` (``"model.>"``), [] when none.
+async def read_all(
+    kv: KeyValue, pattern: str = ">", timeout: float = 5.0, *, meta_only: bool = False
+) -> dict[str, tuple[bytes, int]]:
+    """Every live key of ``kv`` matching the subject ``pattern`` (``"model.>"``), with its
+    latest value and revision; deleted keys are left out. The one scan of a bucket.
 
-    The server filters (a watcher on the pattern, values left out): nats-py's
-    ``kv.keys(filters=...)`` takes its filters as substrings of each key, so a subject
-    pattern such as ``"champion.>"`` matches nothing. TimeoutError past ``timeout``.
+    The scan watches the whole bucket and ends when the message that was last in the
+    bucket's stream when it began has arrived. nats-py's own end-of-values marker can
+    come before values it should follow (it compares a consumer-info reply with
+    deliveries racing it), which made scans come back short under load; the marker is
+    only a fallback, when that last message can no longer arrive (it expired in
+    between). The pattern is applied here, not by the server, so that one rule holds
+    for every scan: a filtered watch would never see the last message of the stream.
+    (nats-py's ``kv.keys(filters=...)`` takes its filters as substrings of each key,
+    not as subject patterns.)
+
+    The watch consumer lapses ``SCAN_INACTIVE_S`` after the scan (see there).
+    ``meta_only`` leaves the values out (every value is then ``b""``): a key listing.
+    TimeoutError when nothing arrives for ``timeout`` seconds before the scan ended.
     """
-    watcher = await kv.watch(pattern, meta_only=True, ignore_deletes=True)
-    found: list[str] = []
+    state = (await kv.status()).stream_info.state
+    if not state.messages:
+        return {}
+    last = state.last_seq
+    watcher = await kv.watchall(inactive_threshold=SCAN_INACTIVE_S, meta_only=meta_only)
+    entries: dict[str, tuple[bytes, int]] = {}
+    match = _matcher(pattern)
+    marker = False
     try:
         while True:
-            entry = await watcher.updates(timeout=timeout)  # type: ignore[no-untyped-call]
-            if entry is None:  # the marker: every current key has been delivered
-                return found
-            found.append(entry.key)
+            try:
+                entry = await watcher.updates(timeout)  # type: ignore[no-untyped-call]
+            except NatsTimeoutError:
+                if marker:  # the last message is gone; everything else has come
+                    return entries
+                raise
+            if entry is None:
+                marker = True
+                continue
+            if entry.operation in (KV_DEL, KV_PURGE):
+                entries.pop(entry.key, None)
+            elif match(entry.key):
+                entries[entry.key] = (entry.value or b"", entry.revision or 0)
+            if (entry.revision or 0) >= last:
+                return entries
     finally:
         await watcher.stop()  # type: ignore[no-untyped-call]
+
+
+async def keys_matching(kv: KeyValue, pattern: str = ">", timeout: float = 5.0) -> list[str]:
+    """Keys of ``kv`` matching the subject ``pattern``, sorted; [] when none (see
+    ``read_all``, whose scan this is, values left out)."""
+    return sorted(await read_all(kv, pattern, timeout, meta_only=True))
+
+
+def _matcher(pattern: str) -> Callable[[str], bool]:
+    """Whether a key matches the NATS subject ``pattern`` (``*`` one token, ``>`` the rest)."""
+    if pattern == ">":
+        return lambda _: True
+    want = pattern.split(".")
+
+    def match(key: str) -> bool:
+        tokens = key.split(".")
+        for i, token in enumerate(want):
+            if token == ">":
+                return len(tokens) > i
+            if i >= len(tokens) or (token != "*" and token != tokens[i]):
+                return False
+        return len(tokens) == len(want)
+
+    return match
 
 
 async def cas_update(

@@ -23,16 +23,22 @@ import logging
 import threading
 import time
 from collections import deque
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import msgspec
 import nats.errors
 from nats.aio.client import Client
 
 from shared.codec import encode
+from shared.instance import Instance
 
-if TYPE_CHECKING:
-    from shared.service import Service
+
+class LogSource(Instance, Protocol):
+    """What the log stream reads of its service: who it is, its settings, its bus."""
+
+    @property
+    def nc(self) -> Client: ...
+
 
 #: Longest message and exception text kept in one record (NATS max_payload is 1 MiB).
 TEXT_LIMIT = 16_384
@@ -157,7 +163,7 @@ class LogPublisher:
         self.handler = handler
 
     @classmethod
-    def for_service(cls, service: Service[Any]) -> LogPublisher:
+    def for_service(cls, service: LogSource) -> LogPublisher:
         """The handler and publisher of a running service, by its config."""
         cfg = service.config
         handler = BusLogHandler(

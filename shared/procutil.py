@@ -11,9 +11,10 @@ import ctypes
 import os
 import signal
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import NoReturn
 
-__all__ = ["set_parent_death_signal"]
+__all__ = ["die_with_parent_argv", "set_parent_death_signal"]
 
 _PR_SET_PDEATHSIG = 1
 
@@ -63,3 +64,35 @@ def set_parent_death_signal() -> None:
     if _prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0) != 0:
         err = ctypes.get_errno()
         raise OSError(err, f"prctl(PR_SET_PDEATHSIG) failed: {os.strerror(err)}")
+
+
+def die_with_parent_argv(argv: Sequence[str]) -> list[str]:
+    """``argv`` wrapped so that the process it starts is killed when this one dies.
+
+    For launchers that take no ``preexec_fn`` (``anyio.open_process``): the command
+    becomes ``python -m shared.procutil <this pid> -- argv...``, which asks for the
+    parent-death signal and then execs ``argv`` in the same process (same pid; the
+    request survives ``exec``). The same thread rule as for
+    :func:`set_parent_death_signal` applies: spawn from a long-lived thread.
+
+    Off Linux, or without ``prctl``, ``argv`` is returned unchanged: the caller's own
+    cleanup is then the only one.
+    """
+    if not sys.platform.startswith("linux") or _prctl is None:
+        return list(argv)
+    return [sys.executable, "-m", "shared.procutil", str(os.getpid()), "--", *argv]
+
+
+def _exec_dying_with(parent: int, argv: Sequence[str]) -> NoReturn:
+    """Ask for the parent-death signal, then become ``argv``."""
+    set_parent_death_signal()
+    # The parent may have died before the request: then no signal would ever come.
+    if os.getppid() != parent:
+        os._exit(1)
+    os.execvp(argv[0], list(argv))
+
+
+if __name__ == "__main__":
+    if len(sys.argv) < 4 or not sys.argv[1].isdigit() or sys.argv[2] != "--":
+        sys.exit("usage: python -m shared.procutil PARENT_PID -- COMMAND [ARG...]")
+    _exec_dying_with(int(sys.argv[1]), sys.argv[3:])

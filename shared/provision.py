@@ -11,6 +11,7 @@ import logging
 from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
 from nats.js.client import JetStreamContext
 from nats.js.errors import NotFoundError
+from nats.js.kv import KeyValue
 
 from shared.config import BaseConfig
 from shared.subjects import Subjects
@@ -114,19 +115,24 @@ def jobs_stream_config(subjects: Subjects, config: BaseConfig) -> StreamConfig:
     )
 
 
+async def catalogue_bucket(
+    js: JetStreamContext, subjects: Subjects, name: str, config: BaseConfig
+) -> KeyValue:
+    """The catalogue's KV bucket ``name`` (short name), created as specified if missing."""
+    from shared.kv import bucket_config, ensure_bucket
+
+    history, ttl = BUCKET_SPECS[name]
+    spec = bucket_config(subjects.bucket(name), history=history, ttl=ttl, replicas=config.replicas)
+    return await ensure_bucket(js, spec)
+
+
 async def provision_all(js: JetStreamContext, subjects: Subjects, config: BaseConfig) -> None:
     """Every stream, bucket and the object store of the catalogue, idempotently."""
     from shared.blobs import ensure_store
-    from shared.kv import bucket_config, ensure_bucket
 
     await ensure_stream(js, events_stream_config(subjects, config))
     await ensure_stream(js, logs_stream_config(subjects, config))
     await ensure_stream(js, jobs_stream_config(subjects, config))
-    for name, (history, ttl) in BUCKET_SPECS.items():
-        await ensure_bucket(
-            js,
-            bucket_config(
-                subjects.bucket(name), history=history, ttl=ttl, replicas=config.replicas
-            ),
-        )
+    for name in BUCKET_SPECS:
+        await catalogue_bucket(js, subjects, name, config)
     await ensure_store(js, subjects.data_store, replicas=config.replicas)

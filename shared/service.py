@@ -18,26 +18,21 @@ import logging
 import os
 import socket
 import time
-import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any, ClassVar, Generic, Self, TypeVar
 
 import anyio
-import msgspec
 from anyio.abc import TaskGroup, TaskStatus
 from nats.aio.client import Client
-from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from nats.js.client import JetStreamContext
-from nats.js.kv import KeyValue
 
 import shared
-from shared import otel, tracing
+from shared import otel
 from shared.beacons import Beacons
 from shared.bus import BusStats, connect
 from shared.circuit_breaker import CircuitBreaker
-from shared.codec import encode
 from shared.config import BaseConfig
 from shared.contracts import (
     Empty,
@@ -48,7 +43,8 @@ from shared.contracts import (
 )
 from shared.control import start_control
 from shared.credentials import TlsFiles
-from shared.events import EventData, ServiceStarted, ServiceStopped, build_event
+from shared.emitter import EventEmitter
+from shared.events import ServiceStarted, ServiceStopped
 from shared.health import combine_health, service_metrics
 from shared.intake import Intake
 from shared.logstream import OWNER, LogPublisher
@@ -57,17 +53,20 @@ from shared.micro import MicroService
 from shared.otel import SpanSink
 from shared.outbox import Outbox
 from shared.provision import ensure_stream, events_stream_config, logs_stream_config
+from shared.service_tools import ServiceTools
 from shared.subjects import Subjects
 from shared.window import SlidingWindow
 
 log = logging.getLogger("ringmaster.service")
 
 C = TypeVar("C", bound=BaseConfig)
-T = TypeVar("T")
 
 
-class Service(Generic[C]):
-    """Base of every manager. Subclasses set ``name`` and override the hooks."""
+class Service(ServiceTools, Generic[C]):
+    """Base of every manager. Subclasses set ``name`` and override the hooks; what they
+    call while running is in :class:`shared.service_tools.ServiceTools`."""
+
+    config: C
 
     name: ClassVar[str] = ""
     description: ClassVar[str] = ""
@@ -99,10 +98,9 @@ class Service(Generic[C]):
         self.stop_reason = ""
         self._stop_requested = anyio.Event()
         self.beacons = Beacons(self)
-        self._event_seq = 0
-        #: This process's life: events count their sequence per incarnation, so a
-        #: restart is a new count, never mistaken for a gap, and a gap is a real loss.
-        self.incarnation = uuid.uuid4().hex[:12]
+        #: Builds this instance's events; its incarnation is this process's life.
+        self.emitter = EventEmitter(self.subjects, self.name, self.instance, lambda: self.spans)
+        self.incarnation = self.emitter.incarnation
         self._subscriptions: list[Subscription] = []
         #: What each subject this instance listens to decodes into: the catalogue of its
         #: intake, for tools that feed it (the bad-input suite checks it against the
@@ -149,143 +147,10 @@ class Service(Generic[C]):
     async def on_reload(self, old: C) -> None:
         """Apply a reloaded config (``self.config`` is already the new one)."""
 
-    # -- what subclasses use -------------------------------------------------------
-    @property
-    def nc(self) -> Client:
-        """The NATS connection (only while running)."""
-        if self._nc is None:
-            raise RuntimeError(f"{self.name} is not running")
-        return self._nc
-
-    @property
-    def js(self) -> JetStreamContext:
-        """The JetStream context (only while running)."""
-        if self._js is None:
-            raise RuntimeError(f"{self.name} is not running")
-        return self._js
-
-    @property
-    def tg(self) -> TaskGroup:
-        """The service's task group (only while running)."""
-        if self._tg is None:
-            raise RuntimeError(f"{self.name} is not running")
-        return self._tg
-
-    @property
-    def outbox(self) -> Outbox:
-        """The event outbox (only while running)."""
-        if self._outbox is None:
-            raise RuntimeError(f"{self.name} is not running")
-        return self._outbox
-
-    async def subscribe(
-        self,
-        subject: str,
-        msg_type: type[T],
-        handler: Callable[[T, Msg], Awaitable[None]],
-        *,
-        kind: str | None = None,
-        queue: str = "",
-    ) -> Subscription:
-        """Subscribe with a typed decoder; bad messages are counted, never fatal."""
-        callback = self.intake.message_handler(kind or subject, msg_type, handler)
-        sub = await self.nc.subscribe(subject, queue=queue, cb=callback)
-        self.intake_types[subject] = msg_type
-        self._subscriptions.append(sub)
-        return sub
-
-    async def add_endpoint(
-        self,
-        method: str,
-        request_type: type[T],
-        handler: Callable[[T], Awaitable[Any]],
-        *,
-        per_instance: bool = False,
-    ) -> None:
-        """A micro endpoint on ``P.api.<service>.<method>`` (load-balanced by queue group)."""
-        micro = self._micro
-        if micro is None:
-            raise RuntimeError("endpoints are added in setup()")
-        if per_instance:
-            subject = self.subjects.instance_api(self.name, self.instance, method)
-        else:
-            subject = self.subjects.api(self.name, method)
-        name = f"{method}-instance" if per_instance else method
-        callback = self.intake.request_handler(
-            method, request_type, handler, lambda: micro.endpoints.get(name)
-        )
-        await micro.add_endpoint(name, subject, callback, queue_group=None if per_instance else "q")
-        self.intake_types[subject] = request_type
-
-    async def bucket(self, name: str) -> KeyValue:
-        """The catalogue's KV bucket ``name`` (short name), created as specified if missing."""
-        from shared.kv import bucket_config, ensure_bucket
-        from shared.provision import BUCKET_SPECS
-
-        history, ttl = BUCKET_SPECS[name]
-        config = bucket_config(
-            self.subjects.bucket(name), history=history, ttl=ttl, replicas=self.config.replicas
-        )
-        return await ensure_bucket(self.js, config)
-
-    def add_loop(self, loop: Loop) -> Loop:
-        """Run ``loop`` in the task group while the service runs (add in setup())."""
-        self.loops.append(loop)
-        return loop
-
-    def add_breaker(self, breaker: CircuitBreaker) -> CircuitBreaker:
-        """Show ``breaker`` in health; an open one makes the service DEGRADED."""
-        self.breakers.append(breaker)
-        return breaker
-
-    def spawn(self, func: Callable[[], Coroutine[Any, Any, None]]) -> None:
-        """Run long work in the service's task group, off the subscription's callback."""
-        self.tg.start_soon(func)
-
-    def _event_bytes(
-        self, data: EventData, subject: str | None, msg_id: str = ""
-    ) -> tuple[str, bytes, str]:
-        # An announcement (deterministic id) may be repeated by any incarnation and
-        # de-duplicated by the stream, so it cannot take a place in the count.
-        sequence = 0
-        if not msg_id:
-            self._event_seq += 1
-            sequence = self._event_seq
-        event = build_event(
-            self.subjects.prefix,
-            self.name,
-            self.instance,
-            sequence,
-            data,
-            subject,
-            incarnation=self.incarnation,
-            event_id=msg_id,
-        )
-        return self.subjects.event(self.name, data.TYPE), encode(event), event.id
-
-    def _trace_headers(self, data: EventData) -> dict[str, str] | None:
-        # Outside a span this is one ContextVar read: the cost of tracing when unused.
-        ctx = tracing.current()
-        if ctx is None:
-            return None
-        if self.spans is not None:
-            self.spans.event(ctx, data.TYPE, msgspec.structs.asdict(data))
-        return ctx.event_headers()
-
-    async def emit(self, data: EventData, *, subject: str | None = None, msg_id: str = "") -> bool:
-        """Publish an event and wait for its ack; never raises. False: queued for retry.
-
-        ``msg_id`` makes it an announcement of a durable change: the id is the event's
-        ``Nats-Msg-Id``, so a repeat (after a crash, by another instance) is one event.
-        Inside ``tracing.use(ctx)`` the event carries ``ctx`` in its headers.
-        """
-        headers = self._trace_headers(data)
-        return await self.outbox.publish(*self._event_bytes(data, subject, msg_id), headers)
-
-    def emit_nowait(self, data: EventData, *, subject: str | None = None) -> bool:
-        """Queue an event for acknowledged publishing; False if the outbox is full."""
-        headers = self._trace_headers(data)
-        return self.outbox.put(*self._event_bytes(data, subject), headers) is not None
+    # -- what subclasses use: ServiceTools, and -------------------------------------
+    def replace_config(self, new: C) -> None:
+        """Make ``new`` the config (a reload; ``on_reload`` follows)."""
+        self.config = new
 
     def request_stop(self, reason: str = "") -> None:
         """Ask the service to stop in order."""
@@ -338,7 +203,7 @@ class Service(Generic[C]):
                 self._tg = tg
                 self.log_stream = LogPublisher.for_service(self)
                 tg.start_soon(self.log_stream.run)
-                self.intake.bind(tg)
+                self.intake.bind(tg, self._nc)
                 self._outbox = Outbox(
                     self._js, capacity=cfg.outbox_size, ack_timeout=cfg.ack_timeout
                 )

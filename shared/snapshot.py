@@ -16,14 +16,13 @@ import time
 from typing import Annotated, Any
 
 import msgspec
-from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js.client import JetStreamContext
 from nats.js.errors import BucketNotFoundError, KeyWrongLastSequenceError
-from nats.js.kv import KV_DEL, KV_PURGE, KeyValue
+from nats.js.kv import KeyValue
 
 from shared.codec import decode, encode
 from shared.errors import ConfigError, RingmasterError
-from shared.kv import SCAN_INACTIVE_S, bucket_config, ensure_bucket, read
+from shared.kv import bucket_config, ensure_bucket, read, read_all
 from shared.provision import BUCKET_SPECS
 from shared.subjects import Subjects
 
@@ -108,43 +107,6 @@ def check_snapshot(snapshot: Snapshot) -> None:
     unknown = sorted(set(snapshot.buckets) - set(BUCKET_SPECS))
     if unknown:
         raise SnapshotError(f"snapshot names unknown buckets: {', '.join(unknown)}")
-
-
-async def read_all(kv: KeyValue, timeout: float = 5.0) -> dict[str, tuple[bytes, int]]:
-    """Every live key of ``kv`` with its latest value and revision (deleted keys skipped).
-
-    The scan ends when the message that was last in the bucket's stream when it began
-    has arrived: nats-py's own end-of-values marker can come before values it should
-    follow (it compares a consumer-info reply with deliveries racing it), which made
-    scans come back short under load. The marker is only a fallback, when that last
-    message can no longer arrive (it expired in between).
-    """
-    state = (await kv.status()).stream_info.state
-    if not state.messages:
-        return {}
-    last = state.last_seq
-    watcher = await kv.watchall(inactive_threshold=SCAN_INACTIVE_S)
-    entries: dict[str, tuple[bytes, int]] = {}
-    marker = False
-    try:
-        while True:
-            try:
-                entry = await watcher.updates(timeout)  # type: ignore[no-untyped-call]
-            except NatsTimeoutError:
-                if marker:  # the last message is gone; everything else has come
-                    return entries
-                raise
-            if entry is None:
-                marker = True
-                continue
-            if entry.operation in (KV_DEL, KV_PURGE):
-                entries.pop(entry.key, None)
-            else:
-                entries[entry.key] = (entry.value or b"", entry.revision or 0)
-            if (entry.revision or 0) >= last:
-                return entries
-    finally:
-        await watcher.stop()  # type: ignore[no-untyped-call]
 
 
 async def _open(js: JetStreamContext, subjects: Subjects, short: str) -> KeyValue | None:

@@ -9,6 +9,7 @@ selfplay scheduler). Job kinds travel in ``JobSpec.labels``: ``kind`` is one of
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from typing import Annotated, Literal
 
 import msgspec
@@ -77,6 +78,37 @@ class Manifest(msgspec.Struct, frozen=True, kw_only=True):
     games_total: int = 0
     entries: list[ManifestEntry] = msgspec.field(default_factory=list)
     updated_at: float = 0.0
+
+
+def games_held(entries: Iterable[ManifestEntry]) -> int:
+    """Games in the listed entries."""
+    return sum(e.games for e in entries)
+
+
+def training_window(entries: Sequence[ManifestEntry], max_games: int) -> list[ManifestEntry]:
+    """The newest entries adding up to at most ``max_games`` games, oldest first.
+
+    The window is contiguous: it stops at the first entry that does not fit. The
+    newest entry is always in it, however many games it holds: jobs are sized by
+    their run time, so one job of a fast game can hold more games than the window,
+    and an empty window would starve training for good (the trainer subsamples).
+    A blob listed twice is handed out (and counted) once. The one rule: the sync
+    planner serves it, and the training coordinator reads it from the manifest itself
+    when the planner does not answer.
+    """
+    chosen: list[ManifestEntry] = []
+    seen: set[str] = set()
+    total = 0
+    for entry in reversed(entries):
+        if entry.ref.sha256 in seen:
+            continue
+        if chosen and total + entry.games > max_games:
+            break
+        seen.add(entry.ref.sha256)
+        chosen.append(entry)
+        total += entry.games
+    chosen.reverse()
+    return chosen
 
 
 class TrainingDataRequest(msgspec.Struct, frozen=True, kw_only=True):

@@ -56,7 +56,7 @@ def terminal_event(rec: JobRecord) -> EventData:
             type=rec.spec.type,
             attempt=rec.attempt,
             node_id=rec.node_id,
-            outputs=[msgspec.to_builtins(o) for o in result.outputs] if result else [],
+            outputs=list(result.outputs) if result else [],
             result=result.result if result else {},
             labels=rec.spec.labels,
             run_s=max(0.0, (rec.finished_at or 0.0) - (rec.started_at or rec.finished_at or 0.0)),

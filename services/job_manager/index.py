@@ -24,7 +24,8 @@ from nats.js.kv import KeyValue
 from services.job_manager.policy import Agent
 from shared.codec import decode
 from shared.jobs import TERMINAL, JobList, JobQuery, JobRecord, JobState, NodeInfo
-from shared.snapshot import read_all
+from shared.kv import read_all
+from shared.liveness import Liveness, LivenessRule
 
 log = logging.getLogger("ringmaster.job_manager.index")
 
@@ -39,7 +40,8 @@ class JobIndex:
         self.jobs: dict[str, tuple[JobRecord, int]] = {}
         #: Terminal records whose event is not yet acknowledged (``announced`` False).
         self.owed: dict[str, tuple[JobRecord, int]] = {}
-        self.node_seen: dict[str, float] = {}
+        #: When each node was last heard (monotonic) and the interval it announces.
+        self.node_seen: dict[str, tuple[float, float]] = {}
         #: The latest incarnation of each node's agent and the jobs it runs.
         self.agents: dict[str, Agent] = {}
         self.stats: Counter[str] = Counter()
@@ -73,14 +75,27 @@ class JobIndex:
         """The non-terminal records."""
         return (rec for rec, _ in self.jobs.values())
 
-    def saw_node(self, node_id: str, at: float | None = None) -> None:
-        """A NodeInfo of ``node_id`` arrived (or was found in the nodes bucket)."""
-        self.node_seen[node_id] = time.time() if at is None else at
+    def saw_node(self, node_id: str, at: float | None = None, interval_s: float = 1.0) -> None:
+        """A NodeInfo of ``node_id`` arrived (or was found in the nodes bucket) at
+        ``at`` (monotonic; now when not given)."""
+        self.node_seen[node_id] = (time.monotonic() if at is None else at, interval_s)
 
     def saw_info(self, info: NodeInfo) -> None:
         """A NodeInfo arrived: the node is alive, and this is its agent's incarnation."""
-        self.saw_node(info.node_id)
+        self.saw_node(info.node_id, interval_s=info.interval_s)
         self.agents[info.node_id] = Agent(info.incarnation, frozenset(info.running_jobs))
+
+    def node_lost(self, node_id: str, rule: LivenessRule, now: float | None = None) -> bool:
+        """Whether ``node_id`` was heard and is now LOST by ``rule`` (``now`` monotonic).
+
+        A node never heard of is not lost: the lease and the dispatch timeout decide.
+        """
+        seen = self.node_seen.get(node_id)
+        if seen is None:
+            return False
+        at, interval_s = seen
+        now = time.monotonic() if now is None else now
+        return rule.state(at, now, interval_s) is Liveness.LOST
 
     def counts(self) -> dict[str, int]:
         """Non-terminal jobs per state."""

@@ -235,10 +235,9 @@ def agent_lost_it(rec: JobRecord, agent: Agent | None) -> bool:
 def reap_action(
     rec: JobRecord,
     now: float,
-    node_last_seen: float | None,
+    node_lost: bool,
     *,
     dispatch_timeout_s: float,
-    node_lost_after_s: float,
     lease_s: float,
     pooled_dispatch_timeout_s: float | None = None,
     agent: Agent | None = None,
@@ -253,8 +252,8 @@ def reap_action(
     holds a backlog ahead of the free slots on purpose, so it gets the longer
     ``pooled_dispatch_timeout_s`` (the plain timeout when not given).
 
-    A node counts as lost only once it was seen and then went silent: a node never
-    heard of is left to the lease and the dispatch timeout, never declared dead.
+    ``node_lost``: the record's node was heard and is now LOST (``shared.liveness``);
+    a node never heard of is left to the lease and the dispatch timeout.
     ``published`` is False for a DISPATCHED record whose message this instance did
     not see acknowledged (a dispatch cut between its write and its publish, or made
     by an instance that died): it is published again, under the same message id,
@@ -265,11 +264,7 @@ def reap_action(
     the moment its dispatch asks the selector, and dispatching it here too would only
     lose the compare-and-set after a second selector round trip.
     """
-    lost = (
-        bool(rec.node_id)
-        and node_last_seen is not None
-        and now - node_last_seen > node_lost_after_s
-    )
+    lost = bool(rec.node_id) and node_lost
     if rec.state is S.PENDING:
         if rec.attempt == 0 and rec.retry_at is None:
             fresh = now - rec.submitted_at < submit_grace_s

@@ -34,6 +34,7 @@ from shared.events import EventData, JobFailed, JobRetried
 from shared.failpoints import failpoint
 from shared.jobs import JobDispatch, JobRecord, JobState
 from shared.kv import Lease, cas_update, read
+from shared.liveness import LivenessRule
 from shared.subjects import Subjects
 
 log = logging.getLogger("ringmaster.job_manager.reaper")
@@ -86,6 +87,8 @@ class Reaper:
         self._leases = leases
         self.lease = Lease(leases, LEASE_KEY, holder, config.reaper_lease_ttl_s)
         self.reaped: Counter[str] = Counter()
+        #: A node silent for ``node_lost_after_s`` is LOST, and its attempts fail.
+        self.node_rule = LivenessRule(lost_after_s=config.node_lost_after_s)
         self.stopped = False
 
     def _action(self, rec: JobRecord, now: float) -> policy.Reap | None:
@@ -94,10 +97,9 @@ class Reaper:
         return policy.reap_action(
             rec,
             now,
-            self.index.node_seen.get(node) if node else None,
+            bool(node) and self.index.node_lost(node, self.node_rule),
             dispatch_timeout_s=cfg.dispatch_timeout_s,
             pooled_dispatch_timeout_s=cfg.pooled_dispatch_timeout_s,
-            node_lost_after_s=cfg.node_lost_after_s,
             lease_s=cfg.lease_s,
             agent=self.index.agents.get(node) if node else None,
             published=self.dispatcher.published(rec),

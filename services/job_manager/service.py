@@ -21,7 +21,6 @@ from collections.abc import Callable
 import anyio
 from anyio.abc import TaskStatus
 from nats.aio.msg import Msg
-from nats.js.errors import NoKeysError
 from nats.js.kv import KeyValue
 
 from services.job_manager.announce import Announcer
@@ -36,6 +35,7 @@ from services.job_manager.selection import SELECTOR
 from shared.circuit_breaker import CircuitBreaker
 from shared.contracts import Empty, HealthCheckResult, HistogramSample
 from shared.jobs import JobQuery, JobRef, JobReport, JobSpec, NodeInfo
+from shared.kv import keys_matching
 from shared.loops import Loop
 from shared.provision import ensure_stream, jobs_stream_config
 from shared.service import Service
@@ -190,12 +190,8 @@ class JobManagerService(Service[JobManagerConfig]):
     async def _seed_nodes(self) -> None:
         # A node the nodes bucket knows gets node_lost_after_s from now to be heard
         # again, so a restarted manager also reaps the jobs of nodes that died meanwhile.
-        nodes = await self.bucket("nodes")
-        try:
-            for node_id in await nodes.keys():
-                self.index.saw_node(node_id)
-        except NoKeysError:
-            pass  # no node has registered yet: nothing to seed
+        for node_id in await keys_matching(await self.bucket("nodes")):
+            self.index.saw_node(node_id)
 
     async def _follow(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         with self._follow_scope:

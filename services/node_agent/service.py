@@ -28,6 +28,7 @@ from services.node_agent.health import agent_health, agent_metrics
 from services.node_agent.hollow import HollowNode
 from services.node_agent.info import InfoPublisher, NodeParts
 from services.node_agent.job import DRAINING, STOPPING
+from services.node_agent.kinds import Node
 from services.node_agent.node import RealNode
 from services.node_agent.pools import Pools
 from services.node_agent.reports import AgentStats, Reporter
@@ -38,9 +39,8 @@ from services.node_agent.workspace import node_blobs
 from shared.blobs import ensure_store
 from shared.contracts import Event, HealthCheckResult
 from shared.events import JobCancelled, decode_data
-from shared.kv import bucket_config, ensure_bucket
 from shared.loops import Loop
-from shared.provision import BUCKET_SPECS, ensure_stream, jobs_stream_config
+from shared.provision import ensure_stream, jobs_stream_config
 from shared.service import Service
 
 log = logging.getLogger("ringmaster.node_agent")
@@ -75,8 +75,8 @@ class NodeAgentService(Service[NodeAgentConfig]):
         self._info_loop: Loop | None = None
 
     @property
-    def nodes(self) -> list[RealNode | HollowNode]:
-        """Every node this agent runs: the real one, or the hollow ones."""
+    def nodes(self) -> list[Node]:
+        """Every node this agent runs (the real one, or the hollow ones), as ``Node``s."""
         return [self.real] if self.real is not None else list(self.hollow_nodes)
 
     # -- setup -------------------------------------------------------------------------
@@ -84,11 +84,7 @@ class NodeAgentService(Service[NodeAgentConfig]):
         """Provision what the agent uses, sample resources, then start the node(s)."""
         cfg = self.config
         await ensure_stream(self.js, jobs_stream_config(self.subjects, cfg))
-        history, ttl = BUCKET_SPECS["nodes"]
-        nodes_bucket = bucket_config(
-            self.subjects.bucket("nodes"), history=history, ttl=ttl, replicas=cfg.replicas
-        )
-        kv = await ensure_bucket(self.js, nodes_bucket)
+        kv = await self.bucket("nodes")
         store = await ensure_store(self.js, self.subjects.data_store, replicas=cfg.replicas)
         reporter = Reporter(self.nc, self.subjects.node_report, cfg.report_timeout_s, self.stats)
         probe = partial(ResourceProbe, cfg, detect_gpus=not cfg.hollow)

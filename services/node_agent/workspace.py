@@ -20,13 +20,12 @@ from typing import Any
 import anyio.to_thread
 import nats.errors
 from nats.aio.client import Client
-from nats.js.object_store import ObjectStore
 
 from services.node_agent.config import NodeAgentConfig
 from services.node_agent.policy import safe_relative_name
 from shared.blob_seal import SealClient, SealRefused
 from shared.blob_wire import WireError
-from shared.blobs import BlobError, BlobStore
+from shared.blobs import BlobError, BlobStore, DataStore
 from shared.credentials import credential_options
 from shared.jobs import DataRef
 from shared.subjects import Subjects
@@ -77,9 +76,7 @@ def seals_uploads(mode: str, credentials_file: str, subjects: Subjects, node_id:
     return bool(user) and user == subjects.user(f"node-{node_id}")
 
 
-def node_blobs(
-    nc: Client, store: ObjectStore, cfg: NodeAgentConfig, subjects: Subjects
-) -> BlobStore:
+def node_blobs(nc: Client, store: DataStore, cfg: NodeAgentConfig, subjects: Subjects) -> BlobStore:
     """The agent's blob store: its chunks under its node id, named by the sync planner."""
     cache = Path(cfg.cache_dir)
     if not seals_uploads(cfg.blob_upload, cfg.credentials_file, subjects, cfg.node_id):

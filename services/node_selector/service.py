@@ -25,11 +25,10 @@ from shared.codec import decode
 from shared.contracts import Empty, Event, HealthCheckResult
 from shared.events import JobFailed, NodeRecovered, NodeUnhealthy, decode_data
 from shared.jobs import REFUSED, NodeInfo, NodeList, NodeView, SelectReply, SelectRequest
-from shared.kv import bucket_config, ensure_bucket
+from shared.kv import read_all
+from shared.liveness import LivenessRule
 from shared.loops import Loop
-from shared.provision import BUCKET_SPECS
 from shared.service import Service
-from shared.snapshot import read_all
 
 log = logging.getLogger("ringmaster.node_selector")
 
@@ -51,9 +50,7 @@ class NodeSelectorService(Service[NodeSelectorConfig]):
         reload_config: Callable[[], NodeSelectorConfig] | None = None,
     ) -> None:
         super().__init__(config, reload_config=reload_config)
-        self.view = LiveView(
-            lost_after_s=config.lost_after_s, lost_after_intervals=config.lost_after_intervals
-        )
+        self.view = LiveView(LivenessRule(config.lost_after_intervals, config.lost_after_s))
         self.overlay = UnhealthyOverlay(
             failures=config.unhealthy_failures,
             window_s=config.unhealthy_window_s,
@@ -69,12 +66,7 @@ class NodeSelectorService(Service[NodeSelectorConfig]):
 
     async def setup(self) -> None:
         """Read the nodes bucket, subscribe to NodeInfo and failures, add the API."""
-        history, ttl = BUCKET_SPECS["nodes"]
-        name = self.subjects.bucket("nodes")
-        kv = await ensure_bucket(
-            self.js, bucket_config(name, history=history, ttl=ttl, replicas=self.config.replicas)
-        )
-        await self._restore(await read_all(kv))
+        await self._restore(await read_all(await self.bucket("nodes")))
         await self.subscribe(self.subjects.nodes, NodeInfo, self._on_node_info, kind="node_info")
         await self.subscribe(self.subjects.failed_events, Event, self._on_failure, kind="failed")
         await self.add_endpoint("select", SelectRequest, self._select)

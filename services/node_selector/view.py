@@ -10,6 +10,7 @@ from collections import deque
 from dataclasses import dataclass
 
 from shared.jobs import NodeInfo
+from shared.liveness import LivenessRule, heard_at
 
 
 @dataclass
@@ -21,19 +22,12 @@ class NodeEntry:
 
 
 class LiveView:
-    """Nodes by id with liveness: alive while the latest NodeInfo is fresh enough."""
+    """Nodes by id with liveness by ``rule``: alive until its latest NodeInfo is LOST."""
 
-    def __init__(self, *, lost_after_s: float | None, lost_after_intervals: float) -> None:
-        self.lost_after_s = lost_after_s
-        self.lost_after_intervals = lost_after_intervals
+    def __init__(self, rule: LivenessRule) -> None:
+        self.rule = rule
         self.entries: dict[str, NodeEntry] = {}
         self.stale_dropped = 0
-
-    def lost_after(self, info: NodeInfo) -> float:
-        """How long this node may stay silent and still count as alive."""
-        if self.lost_after_s is not None:
-            return self.lost_after_s
-        return self.lost_after_intervals * info.interval_s
 
     def observe(self, info: NodeInfo, now: float, age_s: float = 0.0) -> bool:
         """Take a NodeInfo that is ``age_s`` old; True when the node was not alive before.
@@ -46,7 +40,7 @@ class LiveView:
             self.stale_dropped += 1
             return False
         was_alive = self.is_alive(info.node_id, now)
-        self.entries[info.node_id] = NodeEntry(info=info, seen_at=now - max(age_s, 0.0))
+        self.entries[info.node_id] = NodeEntry(info=info, seen_at=heard_at(now, age_s))
         return not was_alive and self.is_alive(info.node_id, now)
 
     def age(self, node_id: str, now: float) -> float | None:
@@ -55,9 +49,9 @@ class LiveView:
         return None if entry is None else now - entry.seen_at
 
     def is_alive(self, node_id: str, now: float) -> bool:
-        """Whether the node's latest NodeInfo is fresher than its ``lost_after``."""
+        """Whether the node is known and not LOST."""
         entry = self.entries.get(node_id)
-        return entry is not None and now - entry.seen_at <= self.lost_after(entry.info)
+        return entry is not None and self.rule.alive(entry.seen_at, now, entry.info.interval_s)
 
     def alive_ids(self, now: float) -> set[str]:
         """Every alive node."""

@@ -8,7 +8,8 @@ to "what is running". A missing job manager only leaves the jobs table empty.
 from __future__ import annotations
 
 import time
-from typing import Any, TypeVar
+from collections.abc import Callable
+from typing import TypeVar
 
 import msgspec
 import nats.errors
@@ -17,9 +18,10 @@ from nats.js.client import JetStreamContext
 from nats.js.errors import BucketNotFoundError
 
 from shared.codec import decode, encode
-from shared.contracts import Empty
+from shared.contracts import Empty, JobRow, JobsView, ModelRow, NodeRow
 from shared.jobs import JobCounts, JobList, JobQuery, JobRecord, JobState, NodeInfo
-from shared.kv import keys_matching, read
+from shared.kv import read_all
+from shared.liveness import DESIGN_RULE, LivenessRule
 from shared.subjects import Subjects
 from shared.training import Champion, Manifest
 
@@ -31,22 +33,31 @@ ACTIVE = (JobState.RUNNING, JobState.DISPATCHED, JobState.PENDING)
 class ClusterView:
     """Latest NodeInfo per node and the active jobs, for ClusterStatus."""
 
-    def __init__(self, subjects: Subjects, *, forget_after_s: float = 600.0) -> None:
+    def __init__(
+        self,
+        subjects: Subjects,
+        *,
+        forget_after_s: float = 600.0,
+        rule: LivenessRule = DESIGN_RULE,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._subjects = subjects
         self._forget_after_s = forget_after_s
+        self._rule = rule
+        self._clock = clock
         self._nodes: dict[str, tuple[NodeInfo, float]] = {}
-        self._jobs: dict[str, Any] = {}
+        self._jobs = JobsView()
         self.job_queries = {"answered": 0, "unanswered": 0}
-        self._models: list[dict[str, Any]] = []
+        self._models: list[ModelRow] = []
         self.model_reads = {"ok": 0, "failed": 0}
 
     def observe_node(self, info: NodeInfo) -> None:
         """Keep the node's latest NodeInfo."""
-        self._nodes[info.node_id] = (info, time.monotonic())
+        self._nodes[info.node_id] = (info, self._clock())
 
-    def nodes(self) -> list[dict[str, Any]]:
-        """One row per node: alive while its NodeInfo is fresher than 3.5 intervals."""
-        now = time.monotonic()
+    def nodes(self) -> list[NodeRow]:
+        """One row per node: alive until it is LOST by the shared rule."""
+        now = self._clock()
         rows = []
         for node_id, (info, seen) in sorted(self._nodes.items()):
             age = now - seen
@@ -54,21 +65,21 @@ class ClusterView:
                 del self._nodes[node_id]
                 continue
             rows.append(
-                {
-                    "node": node_id,
-                    "alive": age <= 3.5 * info.interval_s,
-                    "slots": f"{info.free_slots}/{info.slots}",
-                    "gpus": len(info.gpus),
-                    "load": round(info.load_1m, 2),
-                    "busy": round(info.utilization, 3),
-                    "jobs": len(info.running_jobs),
-                    "accepting": "yes" if info.accepting else f"no: {info.reason}",
-                }
+                NodeRow(
+                    node=node_id,
+                    alive=self._rule.alive(seen, now, info.interval_s),
+                    slots=f"{info.free_slots}/{info.slots}",
+                    gpus=len(info.gpus),
+                    load=round(info.load_1m, 2),
+                    busy=round(info.utilization, 3),
+                    jobs=len(info.running_jobs),
+                    accepting="yes" if info.accepting else f"no: {info.reason}",
+                )
             )
         return rows
 
-    def jobs(self) -> dict[str, Any]:
-        """Counts per active state and the active jobs (as dicts), from the last query."""
+    def jobs(self) -> JobsView:
+        """Counts per state and the active jobs, from the last query."""
         return self._jobs
 
     async def refresh_jobs(self, nc: Client, timeout: float = 0.5) -> None:
@@ -79,7 +90,7 @@ class ClusterView:
         cheap however many finished jobs the bucket holds.
         """
         counts: dict[str, int] = {}
-        active: list[dict[str, Any]] = []
+        active: list[JobRow] = []
         try:
             for state in ACTIVE:
                 query = JobQuery(state=state, limit=20)
@@ -100,7 +111,7 @@ class ClusterView:
         for name, n in totals.states.items():
             counts.setdefault(name.lower(), n)
         counts["retired"] = totals.retired
-        self._jobs = {"counts": counts, "active": active}
+        self._jobs = JobsView(counts=counts, active=active)
 
     async def _ask(self, nc: Client, method: str, data: bytes, tp: type[T], timeout: float) -> T:
         reply = await nc.request(self._subjects.api("job_manager", method), data, timeout=timeout)
@@ -108,7 +119,7 @@ class ClusterView:
             raise ValueError(reply.headers["Nats-Service-Error-Code"])
         return decode(tp, reply.data)
 
-    def models(self) -> list[dict[str, Any]]:
+    def models(self) -> list[ModelRow]:
         """Each config's champion, Elo and game count, from the last read."""
         return self._models
 
@@ -128,13 +139,13 @@ class ClusterView:
         for config in configs:
             champion = by_config.get(config)
             rows.append(
-                {
-                    "config": config,
-                    "champion": champion.model_id if champion else "-",
-                    "generation": champion.generation if champion else 0,
-                    "elo": round(champion.elo, 1) if champion else 0.0,
-                    "games": games.get(config, 0),
-                }
+                ModelRow(
+                    config=config,
+                    champion=champion.model_id if champion else "-",
+                    generation=champion.generation if champion else 0,
+                    elo=round(champion.elo, 1) if champion else 0.0,
+                    games=games.get(config, 0),
+                )
             )
         self._models = rows
 
@@ -145,21 +156,16 @@ async def _values(js: JetStreamContext, bucket: str, pattern: str, tp: type[T]) 
         kv = await js.key_value(bucket)
     except BucketNotFoundError:
         return []
-    found = []
-    for key in await keys_matching(kv, pattern):
-        entry = await read(kv, key, tp)
-        if entry is not None:
-            found.append(entry[0])
-    return found
+    return [decode(tp, value) for value, _ in (await read_all(kv, pattern)).values() if value]
 
 
-def _row(job: JobRecord) -> dict[str, Any]:
-    return {
-        "job_id": job.job_id,
-        "type": job.spec.type,
-        "state": job.state.value,
-        "attempt": job.attempt,
-        "node_id": job.node_id,
-        "progress": job.progress,
-        "error": job.error,
-    }
+def _row(job: JobRecord) -> JobRow:
+    return JobRow(
+        job_id=job.job_id,
+        type=job.spec.type,
+        state=job.state.value,
+        attempt=job.attempt,
+        node_id=job.node_id,
+        progress=job.progress,
+        error=job.error,
+    )

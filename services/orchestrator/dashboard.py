@@ -24,7 +24,7 @@ from services.orchestrator.config import OrchestratorConfig
 from services.orchestrator.elo import EloHistory
 from services.orchestrator.http import Page
 from services.orchestrator.sse import SseHub, frame
-from shared.contracts import ClusterStatus, Event, InstanceView
+from shared.contracts import ClusterStatus, Event, InstanceView, ModelRow
 from shared.subjects import Subjects
 
 #: Event subjects (``<noun>.<phase>`` at their end) counted but not tailed.
@@ -203,14 +203,12 @@ class Dashboard:
             "clients": self.hub.clients,
         }
 
-    def _models(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    def _models(self, rows: list[ModelRow]) -> list[dict[str, Any]]:
         """Each config's champion row (from the status view) with its Elo curve."""
-        by_config = {r["config"]: r for r in rows if isinstance(r, dict) and "config" in r}
-        blank = {"champion": "-", "generation": 0, "elo": 0.0, "games": 0}
+        by_config = {r.config: r for r in rows}
         return [
             {
-                **blank,
-                **by_config.get(config, {}),
+                **msgspec.structs.asdict(by_config.get(config) or ModelRow(config=config)),
                 "config": config,
                 "curve": self.elo.curve(config),
                 "trimmed": config in self.elo.trimmed,

@@ -6,7 +6,7 @@ what it recovered from). The registry feeds three kinds of input through here:
 
 - a beacon arrived (``on_beacon``): the instance is ALIVE again;
 - time passed without one (``on_silence``): ALIVE -> SUSPECT past 2 intervals, and
-  SUSPECT -> LOST past 3 intervals of silence;
+  SUSPECT -> LOST past 3 intervals of silence (the shared rule, ``shared.liveness``);
 - a direct probe finished (``on_probe``). The probe is sent at the SUSPECT mark; an
   unanswered one makes the instance LOST at once, so a dead instance (no responder)
   is LOST a moment after 2 intervals and a hung one a probe timeout later. A probe
@@ -27,16 +27,13 @@ from typing import NamedTuple
 import msgspec
 
 from shared.contracts import Liveness, ServiceStatus
+from shared.liveness import DESIGN_RULE
 from shared.subjects import Subjects
-
-#: Silent intervals after which an instance is SUSPECT.
-SUSPECT_AFTER = 2.0
-#: Silent intervals after which a SUSPECT instance is LOST, probe answered or not yet.
-LOST_AFTER = 3.0
 
 #: Intervals without a beacon from anyone (the observer's own included) after which
 #: the observer is deaf: the silence is the bus's, not the instances'. Below
-#: SUSPECT_AFTER, so a stalled server makes the observer deaf before anyone SUSPECT.
+#: ``shared.liveness.SUSPECT_AFTER``, so a stalled server makes the observer deaf before
+#: anyone is SUSPECT.
 DEAF_AFTER = 1.5
 
 #: Statuses that announce SERVICE_DEGRADED when an instance moves into them.
@@ -101,9 +98,10 @@ def on_silence(prev: State, silent_s: float, interval_s: float) -> tuple[State, 
     One step per call: an ALIVE instance becomes SUSPECT first, however long the
     silence, so LOST always follows an earlier SUSPECT (and its probe).
     """
-    if prev.liveness is Liveness.ALIVE and silent_s > SUSPECT_AFTER * interval_s:
+    judged = DESIGN_RULE.state(0.0, silent_s, interval_s)
+    if prev.liveness is Liveness.ALIVE and judged is not Liveness.ALIVE:
         return State(Liveness.SUSPECT, prev.status, Liveness.SUSPECT.value), (Change.SUSPECT,)
-    if prev.liveness is Liveness.SUSPECT and silent_s > LOST_AFTER * interval_s:
+    if prev.liveness is Liveness.SUSPECT and judged is Liveness.LOST:
         return _lost(prev)
     return prev, NO_CHANGES
 
@@ -114,7 +112,10 @@ def _lost(prev: State) -> tuple[State, tuple[Change, ...]]:
 
 def needs_probe(state: State, silent_s: float, interval_s: float) -> bool:
     """Whether to ask an instance directly: at the SUSPECT mark (2 silent intervals)."""
-    return state.liveness is Liveness.SUSPECT and silent_s > SUSPECT_AFTER * interval_s
+    return (
+        state.liveness is Liveness.SUSPECT
+        and DESIGN_RULE.state(0.0, silent_s, interval_s) is not Liveness.ALIVE
+    )
 
 
 def on_probe(prev: State, answered: bool) -> tuple[State, tuple[Change, ...]]:

@@ -8,6 +8,7 @@ import msgspec
 
 from services.selfplay_scheduler.policy import PriorityWeights
 from shared.config import BaseConfig, Positive, PositiveInt
+from shared.liveness import LOST_AFTER
 from shared.training import MNK_CONFIGS, ConfigName
 
 #: Games per selfplay job by config: bigger boards take longer per game.
@@ -36,8 +37,8 @@ class SelfplaySchedulerConfig(BaseConfig, kw_only=True, forbid_unknown_fields=Tr
     max_submit_per_round: PositiveInt = 64
     #: The node capability (and capability pool) of selfplay work.
     capability: str = "selfplay"
-    #: A node is alive while its NodeInfo is younger than this many of its intervals.
-    lost_after_intervals: Positive = 3.5
+    #: A node is alive until silent for this many of its intervals (``shared.liveness``).
+    lost_after_intervals: Positive = LOST_AFTER
     #: Games of a config's first jobs, before any duration was observed.
     games_per_job: dict[str, PositiveInt] = msgspec.field(
         default_factory=lambda: dict(DEFAULT_GAMES_PER_JOB)

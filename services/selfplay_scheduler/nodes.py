@@ -1,8 +1,8 @@
 """The selfplay nodes the scheduler knows: latest NodeInfo per node and its liveness.
 
 Driven by the caller's clock (monotonic seconds), so its rules are tested without a
-bus. A node is alive while its latest NodeInfo is younger than ``lost_after_intervals``
-times the interval the node announces.
+bus. A node is alive until its latest NodeInfo is LOST by the shared rule
+(``shared.liveness``).
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from shared.jobs import NodeInfo
+from shared.liveness import LivenessRule
 
 
 @dataclass
@@ -21,9 +22,9 @@ class _Entry:
 class SelfplayNodes:
     """Nodes serving ``capability``, by id."""
 
-    def __init__(self, capability: str, lost_after_intervals: float) -> None:
+    def __init__(self, capability: str, rule: LivenessRule) -> None:
         self.capability = capability
-        self.lost_after_intervals = lost_after_intervals
+        self.rule = rule
         self.entries: dict[str, _Entry] = {}
         self.stale_dropped = 0
 
@@ -44,7 +45,7 @@ class SelfplayNodes:
         return [
             e.info
             for _, e in sorted(self.entries.items())
-            if now - e.seen_at <= self.lost_after_intervals * e.info.interval_s
+            if self.rule.alive(e.seen_at, now, e.info.interval_s)
         ]
 
     def forget_silent(self, now: float, after_s: float) -> int:

@@ -45,6 +45,7 @@ from shared.consume import EventConsumer
 from shared.contracts import Empty, Event, HealthCheckResult
 from shared.events import JobCompleted, decode_data
 from shared.jobs import NodeInfo
+from shared.liveness import LivenessRule
 from shared.loops import Loop
 from shared.service import Service
 
@@ -73,7 +74,7 @@ class SelfplaySchedulerService(Service[SelfplaySchedulerConfig]):
         reload_config: Callable[[], SelfplaySchedulerConfig] | None = None,
     ) -> None:
         super().__init__(config, reload_config=reload_config)
-        self.nodes = SelfplayNodes(config.capability, config.lost_after_intervals)
+        self.nodes = SelfplayNodes(config.capability, LivenessRule(config.lost_after_intervals))
         self.breaker = self.add_breaker(
             CircuitBreaker(
                 "job_manager",

@@ -23,7 +23,6 @@ from nats.js.errors import (
     KeyDeletedError,
     KeyNotFoundError,
     KeyWrongLastSequenceError,
-    NoKeysError,
 )
 from nats.js.kv import KeyValue
 
@@ -39,6 +38,7 @@ from shared.codec import decode, encode
 from shared.contracts import Empty, HealthCheckResult
 from shared.errors import BadRequest, ConfigError, NotFound, Unavailable
 from shared.events import StateValidated
+from shared.kv import keys_matching, read_all
 from shared.loops import Loop
 from shared.provision import BUCKET_SPECS, provision_all
 from shared.service import Service
@@ -52,7 +52,6 @@ from shared.snapshot import (
     StateKeys,
     StateQuery,
     StateValue,
-    read_all,
 )
 
 log = logging.getLogger("ringmaster.state_manager")
@@ -217,12 +216,8 @@ class StateManagerService(Service[StateManagerConfig]):
         )
 
     async def _list(self, request: StateQuery) -> StateKeys:
-        kv = self._bucket(request.bucket)
-        try:
-            keys = await kv.keys()
-        except NoKeysError:
-            keys = []
-        matched = sorted(k for k in keys if k.startswith(request.prefix))
+        keys = await keys_matching(self._bucket(request.bucket))
+        matched = [k for k in keys if k.startswith(request.prefix)]
         return StateKeys(bucket=request.bucket, keys=matched[: request.limit], total=len(matched))
 
     async def _epoch(self, _: Empty) -> EpochRecord:

@@ -20,7 +20,7 @@ from services.sync_planner.references import values
 from shared.codec import decode, encode
 from shared.errors import Conflict
 from shared.kv import cas_update, read
-from shared.training import Manifest, ManifestEntry
+from shared.training import Manifest, ManifestEntry, games_held
 
 
 class ManifestStore:
@@ -34,7 +34,7 @@ class ManifestStore:
     def _seen(self, manifest: Manifest) -> Manifest:
         self.summary[manifest.config] = {
             "entries": len(manifest.entries),
-            "games": policy.games_held(manifest.entries),
+            "games": games_held(manifest.entries),
             "games_total": manifest.games_total,
         }
         return manifest

@@ -14,13 +14,13 @@ can appear twice). Referenced old entries stay listed, to be deleted once free.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping, Sequence, Set
+from collections.abc import Mapping, Sequence, Set
 from typing import Any, NamedTuple
 
 import msgspec
 
 from shared.events import JobCompleted
-from shared.jobs import TERMINAL, DataRef, JobRecord
+from shared.jobs import TERMINAL, JobRecord
 from shared.training import GAMES_FILE, Manifest, ManifestEntry
 
 _CONFIG = re.compile(r"^[A-Za-z0-9_-]+$")
@@ -54,13 +54,9 @@ def selfplay_entry(done: JobCompleted, now: float) -> Selfplay | str:
     config = done.labels.get("config") or str(done.result.get("config", ""))
     if not is_config_name(config):
         return f"config {config!r} is not a config name"
-    output = next((o for o in done.outputs if o.get("name") == GAMES_FILE), None)
-    if output is None:
+    ref = next((o for o in done.outputs if o.name == GAMES_FILE), None)
+    if ref is None:
         return f"no {GAMES_FILE} among the outputs"
-    try:
-        ref = msgspec.convert(output, DataRef)
-    except msgspec.ValidationError as exc:
-        return f"{GAMES_FILE}: {exc}"
     games = done.result.get("games")
     # bool is an int to Python; a "true" game count is still a bad result.
     if not isinstance(games, int) or isinstance(games, bool) or games < 0:
@@ -90,38 +86,6 @@ def without(manifest: Manifest, job_ids: Set[str], now: float) -> Manifest | Non
     if len(kept) == len(manifest.entries):
         return None
     return msgspec.structs.replace(manifest, entries=kept, updated_at=now)
-
-
-def games_held(entries: Iterable[ManifestEntry]) -> int:
-    """Games in the listed entries."""
-    return sum(e.games for e in entries)
-
-
-# -- the training window -------------------------------------------------------------
-
-
-def training_window(entries: Sequence[ManifestEntry], max_games: int) -> list[ManifestEntry]:
-    """The newest entries adding up to at most ``max_games`` games, oldest first.
-
-    The window is contiguous: it stops at the first entry that does not fit. The
-    newest entry is always in it, however many games it holds: jobs are sized by
-    their run time, so one job of a fast game can hold more games than the window,
-    and an empty window would starve training for good (the trainer subsamples).
-    A blob listed twice is handed out (and counted) once.
-    """
-    chosen: list[ManifestEntry] = []
-    seen: set[str] = set()
-    total = 0
-    for entry in reversed(entries):
-        if entry.ref.sha256 in seen:
-            continue
-        if chosen and total + entry.games > max_games:
-            break
-        seen.add(entry.ref.sha256)
-        chosen.append(entry)
-        total += entry.games
-    chosen.reverse()
-    return chosen
 
 
 # -- retention -------------------------------------------------------------------------

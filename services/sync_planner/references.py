@@ -18,7 +18,7 @@ from nats.js.kv import KeyValue
 from services.sync_planner import policy
 from shared.codec import decode
 from shared.jobs import JobRecord
-from shared.snapshot import read_all
+from shared.kv import read_all
 
 #: Keys of the jobs bucket that map an idempotency key to a job_id, not a record.
 IDEM_PREFIX = "idem-"

@@ -38,7 +38,15 @@ from shared.errors import BadRequest
 from shared.jobs import JobRecord
 from shared.loops import Loop
 from shared.service import Service
-from shared.training import ConfigRef, Manifest, PrefetchRequest, TrainingData, TrainingDataRequest
+from shared.training import (
+    ConfigRef,
+    Manifest,
+    PrefetchRequest,
+    TrainingData,
+    TrainingDataRequest,
+    games_held,
+    training_window,
+)
 
 DURABLE = "sync_planner"
 
@@ -157,12 +165,12 @@ class SyncPlannerService(Service[SyncPlannerConfig]):
     async def training_data(self, request: TrainingDataRequest) -> TrainingData:
         """``training_data``: the recent window of a config's games."""
         manifest = await self.parts[0].get(request.config)
-        window = policy.training_window(manifest.entries, request.max_games)
+        window = training_window(manifest.entries, request.max_games)
         self.handouts.protect(e.ref.sha256 for e in window)
         return TrainingData(
             config=request.config,
             refs=[e.ref for e in window],
-            games=policy.games_held(window),
+            games=games_held(window),
             games_total=manifest.games_total,
         )
 

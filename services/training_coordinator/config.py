@@ -63,7 +63,8 @@ class TrainingCoordinatorConfig(BaseConfig, kw_only=True, forbid_unknown_fields=
     train_epochs: Annotated[int, msgspec.Meta(ge=0)] = 0
     #: Newest games a training run reads.
     train_window_games: PositiveInt = 20_000
-    #: A node whose NodeInfo stopped this long ago does not count as alive.
+    #: A node whose NodeInfo stopped this long ago is LOST (``shared.liveness``) and no
+    #: longer counts.
     node_alive_s: Positive = 5.0
     #: Requests to the job manager, sync planner and node selector wait this long.
     request_timeout_s: Positive = 2.0

@@ -111,7 +111,7 @@ class Coordinator:
                     type=rec.spec.type,
                     attempt=rec.attempt,
                     node_id=rec.node_id,
-                    outputs=[msgspec.to_builtins(o) for o in result.outputs] if result else [],
+                    outputs=list(result.outputs) if result else [],
                     result=result.result if result else {},
                     labels=rec.spec.labels,
                 )

@@ -11,12 +11,17 @@ from __future__ import annotations
 
 import logging
 
-from services.training_coordinator import policy
 from services.training_coordinator.context import Context
 from shared.errors import Unavailable
 from shared.jobs import DataRef, Requirements
 from shared.kv import read
-from shared.training import Manifest, PrefetchRequest, TrainingDataRequest
+from shared.training import (
+    Manifest,
+    PrefetchRequest,
+    TrainingDataRequest,
+    games_held,
+    training_window,
+)
 
 log = logging.getLogger("ringmaster.training_coordinator.placement")
 
@@ -56,7 +61,8 @@ class Placement:
         manifest = await self.manifest(config)
         if manifest is None:
             return [], 0
-        return policy.window_from_manifest(manifest, request.max_games)
+        window = training_window(manifest.entries, request.max_games)
+        return [e.ref for e in window], games_held(window)
 
     async def pick_node(self) -> tuple[str | None, bool]:
         """The best GPU node, else the best CPU node, for training (None: bind late),

@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from shared.jobs import DataRef
-from shared.training import Manifest
 
 #: A floor under the per-game score variance: all wins (or all draws) have variance 0,
 #: which would make the LLR infinite after a single game.
@@ -216,18 +215,6 @@ def eval_key(config: str, run_id: str, generation: int, candidate: str, batch: i
     name the old, finished job, whose end was announced long ago.
     """
     return f"eval-{config}-{run_id}-{generation}-{candidate}-{batch}"
-
-
-def window_from_manifest(manifest: Manifest, max_games: int) -> tuple[list[DataRef], int]:
-    """The newest blobs adding up to at most ``max_games`` (at least one blob if any)."""
-    refs: list[DataRef] = []
-    games = 0
-    for entry in sorted(manifest.entries, key=lambda e: e.created_at, reverse=True):
-        if refs and games + entry.games > max_games:
-            break
-        refs.append(entry.ref)
-        games += entry.games
-    return refs, games
 
 
 def renamed(ref: DataRef, name: str) -> DataRef:

@@ -39,6 +39,7 @@ from shared.contracts import Event, HealthCheckResult
 from shared.errors import RingmasterError, Unavailable
 from shared.events import JobCancelled, JobCompleted, JobFailed
 from shared.jobs import NodeInfo
+from shared.liveness import LivenessRule
 from shared.loops import Loop
 from shared.service import Service
 from shared.training import ConfigRef
@@ -69,7 +70,7 @@ class TrainingCoordinatorService(Service[TrainingCoordinatorConfig]):
         self._lock = anyio.Lock()
         self._stopping = False
         self._consumer_scope = anyio.CancelScope()
-        self.nodes = AliveNodes(config.node_alive_s, Counter())
+        self.nodes = AliveNodes(LivenessRule(lost_after_s=config.node_alive_s), Counter())
         self._errors: dict[str, str] = {}
         self._coordinator: Coordinator | None = None
         self.consumer: EventConsumer | None = None
@@ -146,7 +147,7 @@ class TrainingCoordinatorService(Service[TrainingCoordinatorConfig]):
         self._consumer_scope.cancel()
 
     async def _on_node(self, info: NodeInfo, _: Msg) -> None:
-        self.nodes.saw(info.node_id)
+        self.nodes.saw(info)
 
     # -- the cycle -------------------------------------------------------------------
     async def _consume(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:

@@ -29,8 +29,7 @@ from services.training_coordinator.records import (
 from shared import otel
 from shared.codec import decode, encode
 from shared.errors import Conflict
-from shared.kv import cas_update, read
-from shared.snapshot import read_all
+from shared.kv import cas_update, read, read_all
 from shared.training import Champion, ModelRecord
 
 #: Compare-and-set rounds before a contended write gives up (and is retried later).

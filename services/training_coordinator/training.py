@@ -20,7 +20,7 @@ from services.training_coordinator.placement import Placement
 from services.training_coordinator.records import CoordinatorState
 from shared import tracing
 from shared.events import JobCompleted, TrainingCompleted, TrainingFailed, TrainingStarted
-from shared.jobs import DataRef, JobSpec, JobState, Requirements
+from shared.jobs import JobSpec, JobState, Requirements
 from shared.training import MODEL_FILE, ModelRecord
 
 log = logging.getLogger("ringmaster.training_coordinator.training")
@@ -152,14 +152,9 @@ class Trainer:
     async def completed(self, state: CoordinatorState, event: JobCompleted) -> None:
         """Record the candidate of a finished training and move on to evaluating it."""
         config = state.config
-        output = next((o for o in event.outputs if o.get("name") == MODEL_FILE), None)
-        if output is None:
+        ref = next((o for o in event.outputs if o.name == MODEL_FILE), None)
+        if ref is None:
             await self.failed(state, event.job_id, f"no {MODEL_FILE} among the outputs")
-            return
-        try:
-            ref = msgspec.convert(output, DataRef)
-        except msgspec.ValidationError as exc:
-            await self.failed(state, event.job_id, f"unreadable {MODEL_FILE} output: {exc}")
             return
         champion = await self.ctx.store.champion(config)
         model_id = policy.model_id_for(ref)

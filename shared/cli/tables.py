@@ -129,8 +129,7 @@ def services_table(status: ClusterStatus) -> Table:
 
 
 def _records_table(title: str, records: list[dict[str, Any]], max_columns: int = 8) -> Table:
-    # Nodes and models are typed by the managers that add them later; until then a
-    # generic table of their fields shows them without this module knowing the schema.
+    # One column per field of the rows (NodeRow, ModelRow as builtins), in their order.
     columns: list[str] = []
     for record in records:
         columns += [key for key in record if key not in columns]
@@ -155,12 +154,12 @@ def render(status: ClusterStatus) -> RenderableType:
     """Every table the status has: services always; nodes, jobs and models when present."""
     parts: list[RenderableType] = [services_table(status)]
     if status.nodes:
-        parts.append(_records_table("nodes", status.nodes))
-    if status.jobs:
-        counts = status.jobs.get("counts", {})
-        parts.append(jobs_table(status.jobs.get("active", []), title=f"jobs {short(counts, 100)}"))
+        parts.append(_records_table("nodes", msgspec.to_builtins(status.nodes)))
+    if status.jobs.counts or status.jobs.active:
+        counts = status.jobs.counts
+        parts.append(jobs_table(status.jobs.active, title=f"jobs {short(counts, 100)}"))
     if status.models:
-        parts.append(_records_table("models", status.models))
+        parts.append(_records_table("models", msgspec.to_builtins(status.models)))
     age = max(0.0, time.time() - status.generated_at)
     parts.append(
         Text(f"prefix {status.prefix}, from {status.orchestrator}, {age:.1f}s ago", style="dim")

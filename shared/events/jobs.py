@@ -7,6 +7,7 @@ from typing import Any, ClassVar
 import msgspec
 
 from shared.events.base import EventData
+from shared.jobs import DataRef
 
 # -- jobs (job manager; JOB_PROGRESS also from node agents) ---------------------
 
@@ -48,7 +49,7 @@ class JobCompleted(EventData, frozen=True, kw_only=True):
     type: str
     attempt: int
     node_id: str
-    outputs: list[dict[str, Any]] = msgspec.field(default_factory=list)
+    outputs: list[DataRef] = msgspec.field(default_factory=list)
     result: dict[str, Any] = msgspec.field(default_factory=dict)
     labels: dict[str, str] = msgspec.field(default_factory=dict)
     #: Seconds from the attempt's start to its completion (what job sizing learns from).

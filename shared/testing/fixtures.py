@@ -1,7 +1,8 @@
 """Fixtures that build services and clients on the real nats-server of the test run.
 
 Every fixture owns its cleanup: services are stopped in order and clients closed at
-teardown. Each test has its own cluster prefix, so tests never see each other.
+teardown. Each test has its own cluster prefix, so tests never see each other; the
+``prefix`` fixture (shared/testing/server.py) deletes its streams last.
 """
 
 from __future__ import annotations
@@ -47,9 +48,7 @@ def service_config(cls: type[Service[Any]], nats_url: str, prefix: str, **overri
 
 
 @pytest.fixture
-async def start_service(
-    nats_url: str, prefix: str, prefix_cleanup: None
-) -> AsyncIterator[ServiceFactory]:
+async def start_service(nats_url: str, prefix: str) -> AsyncIterator[ServiceFactory]:
     """``await start_service(Cls, **config)``: a running service, stopped at teardown."""
     async with AsyncExitStack() as stack:
 
@@ -62,35 +61,13 @@ async def start_service(
 
 
 @pytest.fixture
-async def nc(nats_url: str, prefix_cleanup: None) -> AsyncIterator[Client]:
-    """A plain NATS client for the test to observe and poke with."""
-    client = await nats.connect(nats_url, connect_timeout=5)
-    try:
-        yield client
-    finally:
-        await client.close()
+async def nc(nats_url: str, prefix: str) -> AsyncIterator[Client]:
+    """A plain NATS client for the test to observe and poke with.
 
-
-@pytest.fixture
-async def prefix_cleanup(nats_url: str, prefix: str) -> AsyncIterator[None]:
-    """Removes the test's streams after everything else using them has stopped."""
-    yield
-    await remove_prefix_streams(nats_url, prefix)
-
-
-async def remove_prefix_streams(nats_url: str, prefix: str) -> None:
-    """Delete every stream, bucket and object store of one test's prefix.
-
-    The session server is shared by every test; each leaves what it made behind
-    otherwise, and JetStream's storage reservations would fill up.
+    It takes ``prefix`` so that it is closed before the prefix's streams are deleted.
     """
     client = await nats.connect(nats_url, connect_timeout=5)
     try:
-        js = client.jetstream()
-        names = await js.streams_info()
-        for info in names:
-            name = info.config.name or ""
-            if name.startswith((f"{prefix}_", f"KV_{prefix}_", f"OBJ_{prefix}_")):
-                await js.delete_stream(name)
+        yield client
     finally:
         await client.close()

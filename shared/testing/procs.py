@@ -7,17 +7,21 @@ import os
 import re
 import signal
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import anyio
 from anyio.abc import ByteReceiveStream, Process
 
+from shared.procutil import die_with_parent_argv
+from shared.testing.bounds import WAIT
+
+__all__ = ["CLI", "REPO", "WAIT", "Lines", "open_child", "spawn"]
+
 REPO = Path(__file__).resolve().parents[2]
 CLI = [sys.executable, "-m", "shared.cli"]
-#: A generous bound that catches a hang; it measures nothing.
-WAIT = 30.0
 
 
 class Lines:
@@ -60,14 +64,21 @@ class Lines:
         return lines
 
 
+async def open_child(argv: Sequence[str], **options: Any) -> Process:
+    """``anyio.open_process`` of a child that dies with the test run, even by ``kill -9``.
+
+    A cluster or server a test starts must not outlive pytest (Linux: the kernel's
+    parent-death signal, see :func:`shared.procutil.die_with_parent_argv`).
+    """
+    return await anyio.open_process(die_with_parent_argv(argv), **options)
+
+
 @asynccontextmanager
 async def spawn(
     *argv: str, env: dict[str, str] | None = None, cwd: Path = REPO
 ) -> AsyncIterator[Process]:
-    """A CLI subprocess, killed at the end if the test left it running."""
-    async with await anyio.open_process(
-        [*CLI, *argv], env=env, cwd=cwd, start_new_session=True
-    ) as proc:
+    """A CLI subprocess, killed at the end if the test left it running (or pytest died)."""
+    async with await open_child([*CLI, *argv], env=env, cwd=cwd, start_new_session=True) as proc:
         try:
             yield proc
         finally:

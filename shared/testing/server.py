@@ -9,7 +9,14 @@ Loaded as a pytest plugin (``pytest_plugins`` in ``tests/conftest.py``). Fixture
 - ``nats_server`` (function): a private :class:`~shared.embedded.EmbeddedServer`
   for tests that restart or kill the server.
 - ``prefix`` (function): a fresh cluster prefix, so tests sharing ``nats_url``
-  never see each other's subjects, streams or buckets.
+  never see each other's subjects, streams or buckets. At teardown, after every
+  fixture that used it has stopped, its streams, buckets, object stores and
+  consumers are deleted from the shared server, whatever the test did.
+
+At the end of the session the shared server is checked: a stream there that was
+not there when the session began is a prefix some test left behind, and fails the
+run with its name (see :mod:`shared.testing.cleanup`). A server given by
+``RINGMASTER_TEST_NATS_URL`` must therefore serve this run alone while it lasts.
 """
 
 from __future__ import annotations
@@ -17,14 +24,23 @@ from __future__ import annotations
 import importlib.metadata
 import logging
 import os
+import re
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
 
 from shared.embedded import EmbeddedServer, PortInUseError, free_port
+from shared.testing.cleanup import (
+    left_behind,
+    remove_prefix_streams,
+    remove_streams,
+    run_sync,
+    stream_names,
+)
 
 if TYPE_CHECKING:
     from testcontainers.community.nats import NatsContainer
@@ -114,7 +130,31 @@ def new_prefix() -> str:
 
 @pytest.fixture(scope="session")
 def nats_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """The NATS URL every integration test of this run shares; see the module docstring."""
+    """The NATS URL every integration test of this run shares; see the module docstring.
+
+    Fails the run at the end if a test left streams of its own on the server.
+    """
+    with _session_server(tmp_path_factory) as url:
+        before = run_sync(lambda: stream_names(url))
+        yield url
+        check_nothing_left(url, before)
+
+
+def check_nothing_left(url: str, before: dict[str, int]) -> None:
+    """Raise, naming them, if streams not in ``before`` are on the server; delete them."""
+    left = run_sync(lambda: left_behind(url, before))
+    if not left:
+        return
+    named = ", ".join(f"{name} ({n} consumers)" for name, n in sorted(left.items()))
+    # Reported first, then removed: a shared server outlives this run.
+    exact = re.compile("^(?:" + "|".join(re.escape(name) for name in left) + ")$")
+    run_sync(lambda: remove_streams(url, exact))
+    raise AssertionError(f"test prefixes left on the shared test server: {named}")
+
+
+@contextmanager
+def _session_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The session's server URL; whatever was started for it is stopped on exit."""
     from_env = os.environ.get(TEST_NATS_URL_ENV)
     if from_env:
         logger.info("integration tests use %s from %s", from_env, TEST_NATS_URL_ENV)
@@ -170,6 +210,16 @@ def nats_server(tmp_path: Path) -> Iterator[EmbeddedServer]:
 
 
 @pytest.fixture
-def prefix() -> str:
-    """A cluster prefix unique to this test."""
-    return new_prefix()
+def prefix(request: pytest.FixtureRequest) -> Iterator[str]:
+    """A cluster prefix unique to this test; its streams are deleted at teardown.
+
+    Only tests on the shared server (``nats_url``) leave anything there to delete;
+    a private ``nats_server`` goes away with its directory.
+    """
+    value = new_prefix()
+    if "nats_url" not in request.fixturenames:
+        yield value
+        return
+    url: str = request.getfixturevalue("nats_url")
+    yield value
+    run_sync(lambda: remove_prefix_streams(url, value))

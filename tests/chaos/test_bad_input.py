@@ -13,6 +13,7 @@ from chaos.badinput import check_service, run_suite
 from shared.config import BaseConfig
 from shared.jobs import JobRef
 from shared.service import Service
+from shared.testing.cleanup import prefix_pattern, remove_streams
 
 pytestmark = [pytest.mark.anyio]
 
@@ -24,7 +25,12 @@ PER_SUBJECT = 24
 @pytest.mark.timeout(300)
 async def test_every_service_holds_under_bad_input_on_every_subject(nats_url: str) -> None:
     print(f"bad-input seed {SEED}")
-    reports = await run_suite(nats_url, PER_SUBJECT, SEED)
+    try:
+        reports = await run_suite(nats_url, PER_SUBJECT, SEED)
+    finally:
+        # run_suite names a prefix per service, bad<seed % 10000>x<n>; each reserves
+        # a full-size event stream, so none may stay on the shared server.
+        await remove_streams(nats_url, prefix_pattern(rf"bad{SEED % 10000}x\d+"))
     assert len(reports) >= 10  # every service package
     for report in reports:
         kinds = {listener.kind for listener in report.listeners}

@@ -16,10 +16,12 @@ from shared.codec import decode, encode
 from shared.contracts import ClusterStatus, Empty, Liveness, ServiceStatus
 from shared.embedded import free_port
 from shared.srv import decode_ping, discover
+from shared.testing.bounds import COLD_START, WAIT, timeout_for
 from shared.testing.helpers import eventually, stream_events
-from shared.testing.procs import WAIT, Lines, spawn
+from shared.testing.procs import Lines, spawn
 
-pytestmark = [pytest.mark.anyio, pytest.mark.e2e]
+# NATS up, cold start, the killed child back, the stop.
+pytestmark = [pytest.mark.anyio, pytest.mark.e2e, timeout_for(WAIT, COLD_START, WAIT, WAIT)]
 
 SERVICES = ("loop_manager", "status_metrics_collector")
 
@@ -66,7 +68,7 @@ async def test_up_runs_every_service_restarts_a_killed_child_and_stops_clean(
                 }
                 return current if running >= {"orchestrator", *SERVICES} else None
 
-            first = await eventually(all_running, timeout=WAIT, what="every service RUNNING")
+            first = await eventually(all_running, timeout=COLD_START, what="every service RUNNING")
             pings = [decode_ping(p) for p in await discover(nc, "PING", timeout=0.5)]
             assert {p.name for p in pings if p.metadata and p.metadata["prefix"] == prefix} >= {
                 "orchestrator",

@@ -25,15 +25,21 @@ from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.support.ui import WebDriverWait
 
 from shared.embedded import free_port
+from shared.procutil import set_parent_death_signal
+from shared.testing.bounds import COLD_START, timeout_for
 from shared.testing.procs import REPO
-
-pytestmark = [pytest.mark.e2e, pytest.mark.timeout(420)]
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
 #: Generous bounds on a loaded 2-core machine: they catch a hang and time nothing.
-START_BOUND = 180.0
 LOST_BOUND = 60.0
+STOP_BOUND = 90.0
+
+# The page served, every service ALIVE, the victim LOST, its failure listed, the stop.
+pytestmark = [
+    pytest.mark.e2e,
+    timeout_for(COLD_START, COLD_START, LOST_BOUND, LOST_BOUND, STOP_BOUND),
+]
 
 CLUSTER = """
 [cluster]
@@ -117,11 +123,12 @@ def cluster(tmp_path: Path, prefix: str) -> Iterator[str]:
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            preexec_fn=set_parent_death_signal,  # the cluster dies with pytest
         )
         try:
             yield f"http://127.0.0.1:{http_port}/"
             up.send_signal(signal.SIGINT)
-            assert up.wait(timeout=90) == 0, (tmp_path / "up.log").read_text()[-3000:]
+            assert up.wait(timeout=STOP_BOUND) == 0, (tmp_path / "up.log").read_text()[-3000:]
         finally:
             if up.poll() is None:
                 os.killpg(up.pid, signal.SIGKILL)
@@ -156,14 +163,14 @@ def wait_http(url: str, bound: float) -> None:
 def test_the_page_shows_every_service_and_a_killed_one_lost(
     browser: webdriver.Chrome, cluster: str, tmp_path: Path
 ) -> None:
-    wait_http(cluster, START_BOUND)
+    wait_http(cluster, COLD_START)
     browser.get(cluster)
 
     def every_service_alive(driver: webdriver.Chrome) -> bool:
         alive = {service for service, _, liveness in rows(driver) if liveness == "ALIVE"}
         return alive >= SERVICES
 
-    WebDriverWait(browser, START_BOUND, poll_frequency=0.5).until(every_service_alive)
+    WebDriverWait(browser, COLD_START, poll_frequency=0.5).until(every_service_alive)
     assert browser.find_element("id", "link").text == "live"
 
     victim = next(v for v in status(cluster)["services"] if v["service"] == "loop_manager")

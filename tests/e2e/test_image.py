@@ -28,6 +28,7 @@ import pytest
 
 from shared.embedded import EmbeddedServer
 from shared.permissions import KINDS
+from shared.procutil import set_parent_death_signal
 from shared.testing.cluster import generate_auth, single_server
 from shared.testing.server import new_prefix
 
@@ -149,6 +150,7 @@ def test_entrypoint_runs_every_service_from_the_image_venv(
                 stdout=(work / "out.log").open("wb"),
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
+                preexec_fn=set_parent_death_signal,  # the services die with pytest
             )
         waiting = set(KINDS)
         deadline = time.monotonic() + 120  # a generous bound for a loaded 2-core machine

@@ -15,10 +15,19 @@ from shared.codec import decode, encode
 from shared.contracts import ClusterStatus, Empty, Liveness, ServiceStatus
 from shared.embedded import free_port
 from shared.jobs import JobRecord, JobRef, JobSpec, JobState, Requirements
+from shared.testing.bounds import COLD_START, WAIT, timeout_for
 from shared.testing.helpers import eventually, stream_events
-from shared.testing.procs import WAIT, Lines, spawn
+from shared.testing.procs import Lines, spawn
 
-pytestmark = [pytest.mark.anyio, pytest.mark.e2e]
+#: A bound on the job finishing after its agent was killed (lease and retry included).
+RERUN_BOUND = 60.0
+
+pytestmark = [
+    pytest.mark.anyio,
+    pytest.mark.e2e,
+    # NATS up, cold start, RUNNING, its process, the rerun, the stop.
+    timeout_for(WAIT, COLD_START, WAIT, WAIT, RERUN_BOUND, WAIT),
+]
 
 SERVICES = ("state_manager", "node_selector", "job_manager", "node_agent")
 
@@ -69,12 +78,12 @@ async def test_agent_killed_mid_job_reruns_elsewhere_and_completes_once(
                 ]
                 kinds = {v.service for v in up_now}
                 agents = [v for v in up_now if v.service == "node_agent"]
-                alive_nodes = [n for n in status.nodes if n["alive"]]
+                alive_nodes = [n for n in status.nodes if n.alive]
                 if kinds >= set(SERVICES) and len(agents) == 2 and len(alive_nodes) == 2:
                     return status
                 return None
 
-            status = await eventually(ready, timeout=WAIT, what="the cluster RUNNING")
+            status = await eventually(ready, timeout=COLD_START, what="the cluster RUNNING")
             marker = tmp_path / "attempts.txt"
             script = (
                 f'echo "$RINGMASTER_JOB_ATTEMPT" >> {marker}; '
@@ -116,7 +125,7 @@ async def test_agent_killed_mid_job_reruns_elsewhere_and_completes_once(
 
             done = await eventually(
                 lambda: _when(state(), lambda r: r.state in (JobState.COMPLETED, JobState.FAILED)),
-                timeout=60,
+                timeout=RERUN_BOUND,
                 what="the job to finish after its agent was killed",
             )
             assert done.state is JobState.COMPLETED, done.error

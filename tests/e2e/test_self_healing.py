@@ -27,8 +27,9 @@ from shared.codec import decode, encode
 from shared.contracts import ClusterStatus, Empty, Liveness, ServiceStatus
 from shared.embedded import EmbeddedServer, free_port
 from shared.jobs import JobRecord, JobRef, JobSpec, JobState, Requirements
+from shared.testing.bounds import COLD_START, WAIT, timeout_for
 from shared.testing.helpers import eventually
-from shared.testing.procs import WAIT, Lines, spawn
+from shared.testing.procs import Lines, spawn
 
 pytestmark = [pytest.mark.anyio, pytest.mark.e2e]
 
@@ -79,7 +80,7 @@ class Api:
             if v.status is ServiceStatus.RUNNING and v.liveness is Liveness.ALIVE
         ]
         agents = [v for v in up if v.service == "node_agent"]
-        alive_nodes = [n for n in status.nodes if n["alive"]]
+        alive_nodes = [n for n in status.nodes if n.alive]
         every = {v.service for v in up} >= {"orchestrator", *SERVICES} and len(agents) == 2
         # Nothing else may be listed as troubled (a LOST or DEGRADED leftover).
         if every and len(up) == len(status.services) and len(alive_nodes) == 2:
@@ -124,13 +125,15 @@ async def until(check: Callable[[], Awaitable[Any]], timeout: float, what: str) 
     return await eventually(check, timeout=timeout, interval=0.1, what=what)
 
 
+# NATS up, cold start, RUNNING, run 1, the rerun, finished, the stop.
+@timeout_for(WAIT, COLD_START, WAIT, WAIT, 10.0, WAIT, WAIT)
 async def test_kill_9_of_the_agent_running_a_job_runs_it_again_within_10s(
     tmp_path: Path, prefix: str
 ) -> None:
     port = free_port()
     env = {k: v for k, v in os.environ.items() if k != "NATS_URL"}
     async with cluster_up(tmp_path, prefix, port, env) as api:
-        status = await until(api.ready, WAIT, "the cluster RUNNING")
+        status = await until(api.ready, COLD_START, "the cluster RUNNING")
         marker = tmp_path / "attempts.txt"
         # The first attempt would run for a minute; later ones finish at once.
         script = (
@@ -167,6 +170,8 @@ async def test_kill_9_of_the_agent_running_a_job_runs_it_again_within_10s(
         assert done.attempt == 2, took
 
 
+# NATS up, cold start, a job RUNNING, the stall, healed, finished, the stop.
+@timeout_for(WAIT, COLD_START, WAIT, 8.0, 5.0, 60.0, WAIT)
 async def test_an_8s_nats_stall_heals_within_5s_and_no_job_fails_for_good(
     tmp_path: Path, prefix: str
 ) -> None:
@@ -177,7 +182,7 @@ async def test_an_8s_nats_stall_heals_within_5s_and_no_job_fails_for_good(
     try:
         env = {**os.environ, "NATS_URL": server.url}
         async with cluster_up(tmp_path, prefix, server.port, env) as api:
-            before = await until(api.ready, WAIT, "the cluster RUNNING")
+            before = await until(api.ready, COLD_START, "the cluster RUNNING")
             script = 'sleep 6; echo ok > "$RINGMASTER_OUTPUTS_DIR/out"'
             jobs = [await api.submit(shell_job(script, f"heal-stall-{i}")) for i in range(3)]
 

@@ -25,6 +25,7 @@ from shared.jobs import JobRecord, JobRef, JobResult, JobSpec, JobState
 from shared.outbox import Outbox
 from shared.testing.fixtures import service_config
 from shared.testing.helpers import eventually
+from shared.testing.procs import open_child
 from tests.integration.test_job_manager import FAST, StandIn, call, events, ok
 
 pytestmark = pytest.mark.anyio
@@ -140,7 +141,7 @@ async def test_a_manager_killed_at_its_failpoint_still_announces_the_completion(
         "RINGMASTER_FAILPOINTS_DIR": str(tmp_path),
     }
     log = (tmp_path / "jm.log").open("ab")
-    first = await anyio.open_process(
+    first = await open_child(
         cmd, env=_env(nats_url, prefix, "jm-a", **armed), stdout=log, stderr=log
     )
     try:
@@ -162,7 +163,7 @@ async def test_a_manager_killed_at_its_failpoint_still_announces_the_completion(
     finally:
         await _stop(first)
     assert (await _record(nc, prefix, rec.job_id)).state is S.COMPLETED
-    second = await anyio.open_process(
+    second = await open_child(
         cmd, env=_env(nats_url, prefix, "jm-b", **armed), stdout=log, stderr=log
     )
     try:

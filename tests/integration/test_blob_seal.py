@@ -27,7 +27,7 @@ from services.node_agent.workspace import node_blobs, seals_uploads, upload_outp
 from services.sync_planner.service import SyncPlannerService
 from shared.blob_seal import SealClient, SealRefused, SealRequest
 from shared.blob_wire import STORE_CHUNK, digest_of, meta_subject, publish_chunks
-from shared.blobs import BlobStore, ensure_store
+from shared.blobs import BlobStore, DataStore, ensure_store
 from shared.codec import decode, encode
 from shared.jobs import DataRef, JobRecord, JobSpec, Requirements
 from shared.subjects import Subjects
@@ -98,7 +98,7 @@ async def test_a_node_upload_is_sealed_end_to_end(
     client, errors = node_a
     cfg = agent_config(auth, tmp_path)
     assert seals_uploads(cfg.blob_upload, cfg.credentials_file, S, "a")  # its own user
-    store = await client.jetstream().object_store(S.data_store)
+    store = DataStore(client.jetstream(), S.data_store)
     blobs = node_blobs(client, store, cfg, S)
     outputs = Path(cfg.work_dir) / "outputs"
     outputs.mkdir(parents=True)

@@ -30,7 +30,7 @@ from shared.service import Service
 from shared.srv import decode_ping, discover
 from shared.testing.fixtures import ServiceFactory, service_config
 from shared.testing.helpers import eventually
-from shared.testing.procs import CLI, REPO, WAIT, Lines, spawn
+from shared.testing.procs import CLI, REPO, WAIT, Lines, open_child, spawn
 
 pytestmark = pytest.mark.anyio
 
@@ -109,7 +109,7 @@ async def test_status_against_an_orchestrator(
                     return captured.out, captured.err
                 await anyio.sleep(0.2)
 
-    async with await anyio.open_process(
+    async with await open_child(
         [sys.executable, "-m", "services.orchestrator"], env=env, cwd=REPO
     ) as orch:
         try:

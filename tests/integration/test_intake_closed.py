@@ -56,7 +56,7 @@ async def test_error_replies_on_a_closed_connection_are_counted_not_raised(
     # Every one of these answers with an error over the closed connection. A raise
     # would end this task group and fail the test.
     async with anyio.create_task_group() as tg:
-        intake.bind(tg)
+        intake.bind(tg, client)
         for handler, body in zip(handlers, bodies, strict=True):
             await handler(Msg(_client=client, subject="x", reply="_INBOX.gone", data=body))
     assert intake.inflight == 0

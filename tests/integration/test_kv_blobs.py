@@ -16,9 +16,8 @@ from shared.blob_wire import STORE_CHUNK, digest_of
 from shared.blobs import BlobError, BlobStore, ensure_store
 from shared.config import BaseConfig, convert_config
 from shared.jobs import DataRef
-from shared.kv import Lease, bucket_config, cas_update, ensure_bucket, read
+from shared.kv import Lease, bucket_config, cas_update, ensure_bucket, read, read_all
 from shared.provision import BUCKET_SPECS, ensure_stream, jobs_stream_config, provision_all
-from shared.snapshot import read_all
 from shared.subjects import Subjects
 
 pytestmark = pytest.mark.anyio

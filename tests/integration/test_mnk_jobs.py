@@ -13,8 +13,14 @@ from typing import Any
 
 import pytest
 
+from shared.testing.bounds import timeout_for
 from workloads.mnk.data import Games
 from workloads.mnk.models import load_model
+
+#: A generous bound on one job command run on a loaded machine; it times nothing.
+JOB_BOUND = 120.0
+#: The most job commands one test waits on, its module fixture's included.
+pytestmark = timeout_for(4 * JOB_BOUND)
 
 
 def run(
@@ -40,7 +46,7 @@ def run(
         env=env,
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=JOB_BOUND,
         check=False,
     )
     return proc, out_dir

@@ -33,12 +33,23 @@ from shared.credentials import credential_options
 from shared.jobs import JobRecord, JobSpec, JobState, Requirements
 from shared.service import Service
 from shared.subjects import Subjects
+from shared.testing.bounds import WAIT, timeout_for
 from shared.testing.cluster import NatsCluster, generate_auth
 from shared.testing.fixtures import service_config
 from shared.testing.helpers import eventually, stream_events
 from shared.testing.server import new_prefix
 
-pytestmark = pytest.mark.anyio
+#: Every job completed after the kill (leader elections and retries included).
+COMPLETE_BOUND = 90.0
+#: One JetStream read asked again until the restarted cluster answers it.
+ANSWER_BOUND = 60.0
+
+# The three servers healthy and routed, every job completed, every service RUNNING,
+# and the reads afterwards (each bounded alone; two of them slow at most).
+pytestmark = [
+    pytest.mark.anyio,
+    timeout_for(2 * WAIT, COMPLETE_BOUND, WAIT, ANSWER_BOUND, ANSWER_BOUND),
+]
 
 PREFIX = new_prefix()
 S = Subjects(PREFIX)
@@ -150,10 +161,12 @@ async def test_one_server_dies_and_nothing_is_lost(cluster: NatsCluster, tmp_pat
                     return False
                 return True
 
-            await eventually(all_completed, timeout=90, interval=0.5, what="every job completed")
+            await eventually(
+                all_completed, timeout=COMPLETE_BOUND, interval=0.5, what="every job completed"
+            )
             await eventually(
                 lambda: all(s.effective_status() == ServiceStatus.RUNNING for s in services),
-                timeout=30,
+                timeout=WAIT,
                 what="every service RUNNING",
             )
             tg.cancel_scope.cancel()
@@ -177,7 +190,7 @@ async def test_one_server_dies_and_nothing_is_lost(cluster: NatsCluster, tmp_pat
                 except nats.errors.Error:
                     return None
 
-            return (await eventually(once, timeout=60, interval=0.5, what="an answer"))[0]
+            return (await eventually(once, timeout=ANSWER_BOUND, interval=0.5, what="an answer"))[0]
 
         # No KV record lost, and the bucket is replicated three times.
         for i in range(RECORDS):

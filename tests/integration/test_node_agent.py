@@ -16,7 +16,6 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import anyio
 import psutil
 import pytest
 from nats.aio.client import Client
@@ -36,6 +35,7 @@ from shared.provision import ensure_stream, jobs_stream_config
 from shared.subjects import Subjects
 from shared.testing.fixtures import ServiceFactory, service_config
 from shared.testing.helpers import eventually, stream_events
+from shared.testing.procs import open_child
 
 pytestmark = pytest.mark.anyio
 
@@ -504,7 +504,7 @@ async def test_no_job_process_outlives_a_killed_agent(
     argv += ["--prefix", prefix]
     pidfile = tmp_path / "pids"
     with (tmp_path / "agent.log").open("wb") as log:
-        proc = await anyio.open_process(argv, stdout=log, stderr=subprocess.STDOUT)
+        proc = await open_child(argv, stdout=log, stderr=subprocess.STDOUT)
     leader = child = 0
     try:
         await manager.dispatch(shell(LONG_JOB, str(pidfile)), f"node.{config['node_id']}")

@@ -259,6 +259,4 @@ async def test_elo_curves_and_champions_from_the_models_bucket(nc: Client, prefi
     # The status view (what the dashboard's snapshot starts from) lists the champion.
     view = ClusterView(subjects)
     await view.refresh_models(js)
-    assert [(m["config"], m["champion"], m["elo"]) for m in view.models()] == [
-        ("3x3k3", "a", 120.0)
-    ]
+    assert [(m.config, m.champion, m.elo) for m in view.models()] == [("3x3k3", "a", 120.0)]

@@ -23,7 +23,7 @@ from nats.js.api import ConsumerConfig
 
 from services.job_manager.service import JobManagerService
 from shared.blob_wire import publish_chunks
-from shared.blobs import BlobStore, ensure_store
+from shared.blobs import BlobStore, DataStore, ensure_store
 from shared.codec import decode, encode
 from shared.config import BaseConfig
 from shared.credentials import credential_options
@@ -154,7 +154,7 @@ async def test_node_a_cannot_wipe_a_blob(auth: AuthServer, operator: Client) -> 
         # them: test_blob_seal.py), and read existing blobs (job inputs).
         sent = await publish_chunks(a_js, S.data_store, "a.outputNUID", io.BytesIO(b"games"))
         assert sent.chunks == 1
-        a_store = BlobStore(await a_js.object_store(S.data_store))
+        a_store = BlobStore(DataStore(a_js, S.data_store))
         assert await a_store.get_bytes(ref) == b"champion weights"
     finally:
         await a.close()

@@ -94,6 +94,29 @@ async def test_control_commands(
         assert answer.health is not None and answer.health.healthy
 
 
+async def test_reload_applies_a_new_config_and_refuses_a_new_prefix(
+    nats_url: str, nc: Client, prefix: str
+) -> None:
+    import msgspec
+
+    from shared.testing.fixtures import service_config
+
+    first = service_config(Demo, nats_url, prefix)
+    source = [msgspec.structs.replace(first, beacon_interval=0.2)]
+    svc = Demo(first, reload_config=lambda: source[0])
+    subject = f"{prefix}.ctl.demo.{svc.instance}"
+    async with anyio.create_task_group() as tg:
+        await tg.start(svc.run)
+        reply = await nc.request(subject, encode(ControlCommand(command="reload")), timeout=2)
+        assert decode(ControlReply, reply.data).ok
+        assert svc.config.beacon_interval == 0.2
+        source[0] = msgspec.structs.replace(first, prefix=f"{prefix}x", beacon_interval=0.3)
+        reply = await nc.request(subject, encode(ControlCommand(command="reload")), timeout=2)
+        assert json.loads(reply.data)["error"]["code"] == 409
+        assert svc.config.beacon_interval == 0.2  # the refused config never took effect
+        svc.request_stop("test")
+
+
 async def test_stop_and_drain_commands_stop_the_service(
     nats_url: str, nc: Client, prefix: str
 ) -> None:

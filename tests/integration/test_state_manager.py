@@ -19,7 +19,7 @@ from shared.codec import encode
 from shared.config import convert_config
 from shared.events import StateValidated, decode_data
 from shared.jobs import JobRecord, JobSpec, JobState, NodeInfo
-from shared.kv import bucket_config, ensure_bucket
+from shared.kv import bucket_config, ensure_bucket, read_all
 from shared.provision import BUCKET_SPECS, provision_all
 from shared.snapshot import (
     EPOCH_KEY,
@@ -32,13 +32,11 @@ from shared.snapshot import (
     encode_snapshot,
     export_state,
     import_state,
-    read_all,
 )
 from shared.subjects import Subjects
 from shared.testing.builders import node_info as build_node
 from shared.testing.fixtures import ServiceFactory
 from shared.testing.helpers import eventually, stream_events
-from shared.testing.server import new_prefix
 
 pytestmark = pytest.mark.anyio
 
@@ -116,7 +114,7 @@ async def test_export_then_import_into_a_fresh_prefix_round_trips(
     assert snapshot.prefix == prefix and set(snapshot.buckets) == set(BUCKET_SPECS)
     assert "gone" not in snapshot.buckets["jobs"]
 
-    target = Subjects(new_prefix())
+    target = Subjects(prefix + "b")  # deleted with the test's own prefix at teardown
     result = await import_state(js, target, snapshot)
     assert result.kept == 0 and result.written["jobs"] == 2
     for short in BUCKET_SPECS:

@@ -90,7 +90,7 @@ async def selfplay_done(
         type="selfplay",
         attempt=1,
         node_id="n1",
-        outputs=[msgspec.to_builtins(ref)],
+        outputs=[ref],
         result={"config": CONFIG, "games": games, "x_wins": 1, "o_wins": 1, "draws": 8},
         labels={"kind": "selfplay", "config": CONFIG, "model_id": "m0"},
     )
@@ -325,7 +325,7 @@ async def test_handed_out_training_data_survives_retention(
 
 
 async def test_restart_resumes_from_the_durable_consumer(
-    nats_url: str, nc: Client, prefix: str, prefix_cleanup: None
+    nats_url: str, nc: Client, prefix: str
 ) -> None:
     blobs: BlobStore | None = None
     first = SyncPlannerService(service_config(SyncPlannerService, nats_url, prefix, **QUIET))
@@ -349,3 +349,27 @@ async def test_restart_resumes_from_the_durable_consumer(
         assert consumer.stats()["handled"] == 2
         assert second.parts[1].counts["duplicates"] == 1
     assert len(await events(nc, prefix, "DATA_AVAILABLE")) == 3
+
+
+async def test_two_planners_at_once_record_every_completion_once(
+    start_service: ServiceFactory, nc: Client, prefix: str
+) -> None:
+    planners = [await start_service(SyncPlannerService, **QUIET) for _ in "ab"]
+    blobs = await blob_store(nc, prefix)
+    published = 0
+    for i in range(12):
+        # A third of the completions come twice (the job manager publishing one again).
+        for _ in range(2 if i % 3 == 0 else 1):
+            await selfplay_done(nc, prefix, blobs, f"sp-{i}", games=10 + i)
+            published += 1
+
+    def handled() -> bool:
+        return sum(p.consumer.stats().get("handled", 0) for p in planners) >= published
+
+    await eventually(handled, what="every event handled by one planner or the other")
+    m = await ok(nc, prefix, "manifest", ConfigRef(config=CONFIG), Manifest)
+    assert sorted(e.job_id for e in m.entries) == sorted(f"sp-{i}" for i in range(12))
+    assert m.games_total == sum(10 + i for i in range(12))
+    announced = await events(nc, prefix, "DATA_AVAILABLE")
+    assert sorted(a["sha256"] for a in announced) == sorted(e.ref.sha256 for e in m.entries)
+    assert sum(p.parts[1].counts["duplicates"] for p in planners) == published - 12

@@ -260,7 +260,7 @@ async def test_data_available_continues_the_selfplay_jobs_trace(
         type="selfplay",
         attempt=1,
         node_id="n1",
-        outputs=[msgspec.to_builtins(ref)],
+        outputs=[ref],
         result={"config": "3x3k3", "games": 10, "x_wins": 1, "o_wins": 1, "draws": 8},
         labels={"kind": "selfplay", "config": "3x3k3", "model_id": "m0"},
     )

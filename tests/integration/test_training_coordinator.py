@@ -14,6 +14,8 @@ import json
 import sys
 import time
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -192,29 +194,11 @@ async def test_full_cycle_promotes_the_candidate_by_one_champion_switch(
     model = b"a better model"
     (cluster.control / "model").write_bytes(model)
     cluster.outcome(38, 1, 1)
-    asked: list[TrainingDataRequest] = []
-    prefetched: list[PrefetchRequest] = []
-
-    # A sync planner stand-in: its window is what the train job must get.
-    async def training_data(msg: Msg) -> None:
-        asked.append(decode(TrainingDataRequest, msg.data))
-        reply = TrainingData(config=CONFIG, refs=[games], games=500, games_total=500)
-        await msg.respond(encode(reply))
-
-    async def prefetch(msg: Msg) -> None:
-        prefetched.append(decode(PrefetchRequest, msg.data))
-        await msg.respond(b"{}")
-
-    subs = [
-        await cluster.nc.subscribe(cluster.subjects.api("sync_planner", m), cb=cb)
-        for m, cb in (("training_data", training_data), ("prefetch", prefetch))
-    ]
-    try:
+    planner = PlannerStandIn(cluster, games)
+    async with planner.serving():
         svc = await start_service(TrainingCoordinatorService, **COORDINATOR)
         promoted = await cluster.one("MODEL_PROMOTED")
-    finally:
-        for sub in subs:
-            await sub.unsubscribe()
+    asked, prefetched = planner.asked, planner.prefetched
     model_id = hashlib.sha256(model).hexdigest()[:16]
     elo = promoted_elo(0.0, 38.5 / 40, 400.0)
     assert promoted == {
@@ -276,6 +260,37 @@ async def test_full_cycle_promotes_the_candidate_by_one_champion_switch(
     details = await eventually(health, what="the champion in health details")
     assert details["configs"][CONFIG]["phase"] == "idle"
     assert details["consumer"]["handled"] >= 2 and details["alive_nodes"] == 1
+
+
+class PlannerStandIn:
+    """The sync planner's two endpoints the coordinator calls; its window is ``games``."""
+
+    def __init__(self, cluster: Cluster, games: DataRef) -> None:
+        self.cluster, self.games = cluster, games
+        self.asked: list[TrainingDataRequest] = []
+        self.prefetched: list[PrefetchRequest] = []
+
+    async def training_data(self, msg: Msg) -> None:
+        self.asked.append(decode(TrainingDataRequest, msg.data))
+        reply = TrainingData(config=CONFIG, refs=[self.games], games=500, games_total=500)
+        await msg.respond(encode(reply))
+
+    async def prefetch(self, msg: Msg) -> None:
+        self.prefetched.append(decode(PrefetchRequest, msg.data))
+        await msg.respond(b"{}")
+
+    @asynccontextmanager
+    async def serving(self) -> AsyncIterator[None]:
+        nc, subjects = self.cluster.nc, self.cluster.subjects
+        subs = [
+            await nc.subscribe(subjects.api("sync_planner", m), cb=cb)
+            for m, cb in (("training_data", self.training_data), ("prefetch", self.prefetch))
+        ]
+        try:
+            yield
+        finally:
+            for sub in subs:
+                await sub.unsubscribe()
 
 
 async def _idle(cluster: Cluster) -> CoordinatorState | None:

@@ -153,9 +153,8 @@ def test_queued_pool_work_is_not_failed_as_not_started(
     action = jm_policy.reap_action(
         dispatched(pool, node),
         T0 + age,
-        T0 + age if node else None,
+        False,
         dispatch_timeout_s=60.0,
-        node_lost_after_s=5.0,
         lease_s=30.0,
         pooled_dispatch_timeout_s=3600.0,
     )

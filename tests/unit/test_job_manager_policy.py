@@ -14,6 +14,7 @@ from services.job_manager.index import count_states, select_jobs
 from services.job_manager.reports import Refusal, apply_report, refusal
 from shared.jobs import TERMINAL, JobQuery, JobRecord, JobReport, JobResult, JobSpec, JobState
 from shared.jobs import Requirements as Req
+from shared.liveness import LivenessRule
 
 S = JobState
 T0 = 1_000.0
@@ -277,14 +278,12 @@ def test_backoff_never_shrinks_with_more_attempts_at_the_same_jitter(
 
 def test_a_fresh_submit_is_left_to_its_instance_for_the_grace() -> None:
     fresh = record(S.PENDING, attempt=0, fencing=0, node_id="", retry_at=None)
-    act = functools.partial(
-        policy.reap_action, dispatch_timeout_s=60, node_lost_after_s=5, lease_s=30
-    )
-    assert act(fresh, T0 + 1.0, None, submit_grace_s=2.0) is None
-    assert act(fresh, T0 + 2.5, None, submit_grace_s=2.0) == policy.Reap("dispatch")
+    act = functools.partial(policy.reap_action, dispatch_timeout_s=60, lease_s=30)
+    assert act(fresh, T0 + 1.0, False, submit_grace_s=2.0) is None
+    assert act(fresh, T0 + 2.5, False, submit_grace_s=2.0) == policy.Reap("dispatch")
     # A retry (attempt 1, retry time come) is not a fresh submit: dispatched at once.
     retry = record(S.PENDING, retry_at=T0)
-    assert act(retry, T0, None, submit_grace_s=2.0) == policy.Reap("dispatch")
+    assert act(retry, T0, False, submit_grace_s=2.0) == policy.Reap("dispatch")
 
 
 @pytest.mark.parametrize(
@@ -340,9 +339,9 @@ def test_idempotency_keys_map_to_stable_bucket_keys() -> None:
 
 
 def reap(rec: JobRecord, now: float, seen: float | None) -> policy.Reap | None:
-    return policy.reap_action(
-        rec, now, seen, dispatch_timeout_s=60.0, node_lost_after_s=5.0, lease_s=LEASE
-    )
+    """The reaper's decision for a node last heard at ``seen`` (5 s to LOST)."""
+    lost = seen is not None and not LivenessRule(lost_after_s=5.0).alive(seen, now, 1.0)
+    return policy.reap_action(rec, now, lost, dispatch_timeout_s=60.0, lease_s=LEASE)
 
 
 @pytest.mark.parametrize(
@@ -434,9 +433,8 @@ def _reap_with(
     return policy.reap_action(
         rec,
         now,
-        now,
+        False,
         dispatch_timeout_s=60.0,
-        node_lost_after_s=5.0,
         lease_s=LEASE,
         agent=agent,
         published=published,
@@ -491,9 +489,8 @@ def test_a_dispatch_first_queued_by_a_republish_times_out_from_then() -> None:
         return policy.reap_action(
             cut,
             now,
-            now,
+            False,
             dispatch_timeout_s=60.0,
-            node_lost_after_s=5.0,
             lease_s=LEASE,
             queued_at=T0 + 70,
         )

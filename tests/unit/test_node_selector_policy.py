@@ -24,6 +24,7 @@ from services.node_selector.policy import (
 )
 from services.node_selector.view import LiveView, UnhealthyOverlay
 from shared.jobs import GpuInfo, NodeInfo, Requirements, SelectRequest
+from shared.liveness import LivenessRule
 from shared.testing.builders import node_info
 
 
@@ -246,13 +247,13 @@ def test_rank_returns_matching_nodes_sorted_by_the_key(
 
 
 def test_liveness_follows_the_announced_interval() -> None:
-    view = LiveView(lost_after_s=None, lost_after_intervals=3.5)
+    view = LiveView(LivenessRule(lost_after=3.5))
     assert view.observe(node("a", interval_s=1.0, sent_at=10.0), now=100.0)
     assert view.is_alive("a", 103.5) and not view.is_alive("a", 103.6)
     assert not view.observe(node("a", interval_s=1.0, sent_at=9.0), now=103.0)  # stale
     assert view.stale_dropped == 1 and not view.is_alive("a", 103.6)
     assert view.observe(node("a", interval_s=1.0, sent_at=14.0), now=104.0)  # back
-    fixed = LiveView(lost_after_s=2.0, lost_after_intervals=3.5)
+    fixed = LiveView(LivenessRule(lost_after_s=2.0))
     fixed.observe(node("b", interval_s=10.0), now=0.0, age_s=1.5)
     assert fixed.is_alive("b", 0.5) and not fixed.is_alive("b", 0.6)
     assert fixed.forget(100.0, after_s=50.0) == ["b"] and not fixed.entries

@@ -12,6 +12,7 @@ from services.orchestrator.policy import BeaconHead, Change, State
 from services.orchestrator.registry import Registry
 from shared.contracts import Beacon, Liveness, ServiceStatus
 from shared.events import ServiceLost, ServiceRecovered, ServiceRegistered, ServiceSuspect
+from shared.liveness import LOST_AFTER, SUSPECT_AFTER
 from shared.subjects import Subjects
 
 A, S, L = Liveness.ALIVE, Liveness.SUSPECT, Liveness.LOST
@@ -147,7 +148,7 @@ def test_any_sequence_keeps_the_promises(
             assert isinstance(arg, float)
             new, changes = policy.on_silence(prev, arg, 1.0)
             if Change.LOST in changes:  # SUSPECT first, then 3 silent intervals
-                assert prev.liveness is S and arg > policy.LOST_AFTER
+                assert prev.liveness is S and arg > LOST_AFTER
         else:
             new, changes = policy.on_probe(prev, bool(arg))
             if changes:
@@ -281,10 +282,10 @@ def test_beacon_reader_rejects_with_a_kind(subject: str, data: bytes, kind: str)
 
 
 def test_an_observer_that_hears_nobody_is_deaf_before_anyone_is_suspect() -> None:
-    assert policy.DEAF_AFTER < policy.SUSPECT_AFTER
+    assert policy.DEAF_AFTER < SUSPECT_AFTER
     assert not policy.deaf(1.0, 1.0) and policy.deaf(1.6, 1.0)
     # A full stall: by the time any instance could be SUSPECT, the observer is deaf.
-    assert policy.deaf(policy.SUSPECT_AFTER * 0.25, 0.25)
+    assert policy.deaf(SUSPECT_AFTER * 0.25, 0.25)
 
 
 def test_registry_lists_the_lost_silent_long_enough_to_be_hung() -> None:

@@ -34,6 +34,7 @@ from shared.events import (
     TrainingStarted,
 )
 from shared.jobs import NodeInfo
+from shared.liveness import LivenessRule
 from shared.testing.builders import node_info
 
 W = PriorityWeights()
@@ -163,7 +164,7 @@ def test_free_slots_take_off_running_jobs_the_node_has_not_reported_yet() -> Non
 
 
 def test_nodes_alive_within_three_and_a_half_intervals_and_serving_selfplay() -> None:
-    view = SelfplayNodes("selfplay", 3.5)
+    view = SelfplayNodes("selfplay", LivenessRule(lost_after=3.5))
     view.observe(node("n1", 2, sent_at=10.0), now=100.0)
     view.observe(node("n2", 2, capabilities=["cpu"]), now=100.0)
     view.observe(node("n1", 1, sent_at=9.0), now=101.0)  # older: dropped

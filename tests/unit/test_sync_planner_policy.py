@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from services.sync_planner import policy
 from shared.events import JobCompleted
 from shared.jobs import DataRef, JobRecord, JobSpec, JobState
-from shared.training import Manifest, ManifestEntry
+from shared.training import Manifest, ManifestEntry, games_held, training_window
 
 
 def sha(tag: object) -> str:
@@ -93,7 +93,7 @@ def test_retention_never_deletes_referenced_or_in_window(
         assert gone.ref.sha256 not in referenced
         assert gone.ref.sha256 not in in_window
     # the window holds the newest retain games (all of them when there are fewer)
-    assert policy.games_held(window) >= min(retain, policy.games_held(entries))
+    assert games_held(window) >= min(retain, games_held(entries))
     # and nothing older is kept without a reason
     for kept in keep:
         if kept not in window:
@@ -117,16 +117,16 @@ def test_retention_never_deletes_referenced_or_in_window(
     ],
 )
 def test_training_window(entries: list[ManifestEntry], max_games: int, chosen: list[str]) -> None:
-    assert [e.job_id for e in policy.training_window(entries, max_games)] == chosen
+    assert [e.job_id for e in training_window(entries, max_games)] == chosen
 
 
 @given(entries_st, st.integers(1, 500))
 def test_training_window_is_newest_and_bounded(
     entries: list[ManifestEntry], max_games: int
 ) -> None:
-    window = policy.training_window(entries, max_games)
+    window = training_window(entries, max_games)
     # At most max_games, unless the window is the newest blob alone (never empty).
-    assert policy.games_held(window) <= max_games or len(window) == 1
+    assert games_held(window) <= max_games or len(window) == 1
     assert bool(window) == bool(entries)
     assert len({e.ref.sha256 for e in window}) == len(window)
     positions = [entries.index(e) for e in window]
@@ -143,8 +143,8 @@ def completed(**changes: object) -> JobCompleted:
         attempt=1,
         node_id="n1",
         outputs=[
-            {"name": "result.json", "sha256": sha("r"), "size": 5},
-            {"name": "games.npz", "sha256": sha("g"), "size": 99},
+            DataRef(name="result.json", sha256=sha("r"), size=5),
+            DataRef(name="games.npz", sha256=sha("g"), size=99),
         ],
         result={"config": "3x3k3", "games": 64, "model_id": "m0"},
         labels={"kind": "selfplay", "config": "3x3k3", "model_id": "m1"},
@@ -169,7 +169,7 @@ def test_selfplay_entry_from_a_completed_job() -> None:
     "changes",
     [
         {"outputs": []},
-        {"outputs": [{"name": "games.npz", "sha256": "not-a-sha", "size": 1}]},
+        {"outputs": [DataRef(name="model.npz", sha256=sha("m"), size=1)]},
         {"result": {"games": "many"}},
         {"result": {"games": True}},
         {"result": {"games": -1}},
@@ -180,6 +180,15 @@ def test_selfplay_entry_from_a_completed_job() -> None:
 )
 def test_unusable_selfplay_results_are_named(changes: dict[str, object]) -> None:
     assert isinstance(policy.selfplay_entry(completed(**changes), 0.0), str)
+
+
+def test_a_completion_with_an_unreadable_output_does_not_decode() -> None:
+    # Outputs are typed: a bad reference is an invalid event, counted by the consumer,
+    # never a completion that reaches the policy.
+    event = msgspec.to_builtins(completed())
+    event["outputs"][1]["sha256"] = "not-a-sha"
+    with pytest.raises(msgspec.ValidationError):
+        msgspec.convert(event, JobCompleted)
 
 
 def test_append_is_idempotent_by_job_and_totals_only_grow() -> None:

@@ -23,12 +23,11 @@ from services.training_coordinator.policy import (
     sprt,
     threshold,
     train_inputs,
-    window_from_manifest,
 )
 from shared.config import convert_config
 from shared.errors import ConfigError
 from shared.jobs import DataRef
-from shared.training import Manifest, ManifestEntry
+from shared.training import Manifest, ManifestEntry, games_held, training_window
 
 P = SprtParams()  # elo0 0, elo1 35, alpha = beta = 0.05
 
@@ -228,9 +227,10 @@ def test_window_takes_the_newest_blobs_up_to_the_budget() -> None:
         for i in (1, 2, 3, 4)
     ]
     manifest = Manifest(config="3x3k3", games_total=1000, entries=entries)
-    assert window_from_manifest(manifest, 700) == ([ref(4), ref(3)], 700)
-    assert window_from_manifest(manifest, 10) == ([ref(4)], 400)  # one blob at least
-    assert window_from_manifest(Manifest(config="3x3k3"), 10) == ([], 0)
+    assert training_window(manifest.entries, 700) == entries[2:]
+    assert games_held(training_window(manifest.entries, 700)) == 700
+    assert training_window(manifest.entries, 10) == entries[3:]  # one blob at least
+    assert training_window(Manifest(config="3x3k3").entries, 10) == []
 
 
 def test_train_inputs_are_renamed_for_the_workload() -> None:
