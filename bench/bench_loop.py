@@ -1,7 +1,7 @@
 """Loop efficiency: selfplay games per second through the whole cluster beside bare play.
 
 The cluster is ``ringmaster up`` on a cluster file of its own (fresh ports and data):
-every manager but the training coordinator (so every slot plays the one game config
+every manager but the training coordinator (so every slot plays the one game
 measured, and nothing but selfplay competes for the cores) and one node agent per core,
 each with one slot, running the reference workload. After a warm-up (the scheduler
 learns the job size from its first jobs) the games of every selfplay job are counted
@@ -60,7 +60,7 @@ prometheus_port = 0
 [services.sync_planner]
 [services.selfplay_scheduler]
 [services.selfplay_scheduler.config]
-configs = ["{GAME}"]
+games = ["{GAME}"]
 target_job_s = {TARGET_JOB_S}
 
 [services.node_agent]
@@ -120,7 +120,7 @@ def _bare(ctx: Ctx, workers: int, games: int) -> float:
         (job / "in").mkdir(parents=True)
         (job / "out").mkdir()
         env = {
-            "RINGMASTER_JOB_ARGS": json.dumps({"config": GAME, "games": games, "seed": 7 + i}),
+            "RINGMASTER_JOB_ARGS": json.dumps({"game": GAME, "games": games, "seed": 7 + i}),
             "RINGMASTER_INPUTS_DIR": str(job / "in"),
             "RINGMASTER_OUTPUTS_DIR": str(job / "out"),
             "RINGMASTER_JOB_ID": f"bare-{i}",

@@ -2,7 +2,7 @@
 
 Runs the mnk job functions in this process, one core's worth of single-threaded numpy
 (the job process's BLAS threads are pinned to 1 by workloads.mnk): self-play of the
-initial network (a plain Monte Carlo tree search on the rules) per config, a training
+initial network (a plain Monte Carlo tree search on the rules) per game, a training
 run on those games and an evaluation of the candidate against the random player.
 Figures are CPU seconds of this process, so other work on the machine does not
 inflate them. Then, when a champion can be found (``RINGMASTER_MNK_MODELS``: model
@@ -24,7 +24,7 @@ from typing import Any
 from bench.harness import ROOT, Ctx, Row
 from bench.mnk_strength import VERSUS_GAMES, against_goal, measure, table
 
-#: Self-play games per config for the throughput figures.
+#: Self-play games per game for the throughput figures.
 SELFPLAY_GAMES = {"4x4k3": 256, "5x5k4": 128}
 EVAL_GAMES = 40
 
@@ -35,30 +35,30 @@ def _job(kind: str, args: dict[str, Any], inputs: dict[str, Path], root: Path) -
     return run_job_quietly(kind, args, inputs, root)
 
 
-def throughput(ctx: Ctx, config: str) -> list[str]:
-    """Self-play, train and evaluate of one config; their CPU seconds as context."""
+def throughput(ctx: Ctx, game: str) -> list[str]:
+    """Self-play, train and evaluate of one game; their CPU seconds as context."""
     from shared.training import CANDIDATE_FILE, GAMES_FILE
 
-    games = SELFPLAY_GAMES[config]
-    work = ctx.path(config)
+    games = SELFPLAY_GAMES[game]
+    work = ctx.path(game)
     started = time.process_time()
-    played = _job("selfplay", {"config": config, "games": games, "seed": 1}, {}, work / "s")
+    played = _job("selfplay", {"game": game, "games": games, "seed": 1}, {}, work / "s")
     selfplay_cpu = time.process_time() - started
     rate = games / selfplay_cpu
-    ctx.context("mnk", f"{config} self-play games per CPU second", rate, "/s")
+    ctx.context("mnk", f"{game} self-play games per CPU second", rate, "/s")
     data = {"data-0.npz": work / "s" / "out" / GAMES_FILE}
     started = time.process_time()
-    trained = _job("train", {"config": config, "seed": 1}, data, work / "t")
+    trained = _job("train", {"game": game, "seed": 1}, data, work / "t")
     train_cpu = time.process_time() - started
-    ctx.context("mnk", f"{config} train CPU ({trained['samples']} samples)", train_cpu, "s")
+    ctx.context("mnk", f"{game} train CPU ({trained['samples']} samples)", train_cpu, "s")
     duel = {CANDIDATE_FILE: work / "t" / "out" / "model.npz"}
     started = time.process_time()
-    args = {"config": config, "games": EVAL_GAMES, "seed": 1, "early_stop": False}
+    args = {"game": game, "games": EVAL_GAMES, "seed": 1, "early_stop": False}
     judged = _job("evaluate", args, duel, work / "e")
     eval_cpu = time.process_time() - started
-    ctx.context("mnk", f"{config} evaluate CPU ({EVAL_GAMES} games vs random)", eval_cpu, "s")
+    ctx.context("mnk", f"{game} evaluate CPU ({EVAL_GAMES} games vs random)", eval_cpu, "s")
     return [
-        f"- {config}: self-play {games} games in {selfplay_cpu:.2f} CPU s ({rate:.1f} games/s,"
+        f"- {game}: self-play {games} games in {selfplay_cpu:.2f} CPU s ({rate:.1f} games/s,"
         f" {played['positions']} positions, {played['simulations']} simulations per move);"
         f" train {train_cpu:.2f} CPU s on {trained['samples']} samples;"
         f" evaluate {EVAL_GAMES} games against random in {eval_cpu:.2f} CPU s"
@@ -88,9 +88,9 @@ def run(ctx: Ctx) -> list[Row]:
         "config, in one process (CPU seconds):",
         "",
     ]
-    for config in SELFPLAY_GAMES:
+    for game in SELFPLAY_GAMES:
         with contextlib.redirect_stdout(io.StringIO()):
-            lines += throughput(ctx, config)
+            lines += throughput(ctx, game)
     rows: list[Row] = []
     found = champions(ctx)
     if not found:
@@ -100,7 +100,7 @@ def run(ctx: Ctx) -> list[Row]:
         lines += ["", table(measured), "", *(f"- {against_goal(row)}" for row in measured)]
         for row in measured:
             vs = row.get("versus_minimax2")
-            if row["config"] == "5x5k4" and vs is not None:
+            if row["game"] == "5x5k4" and vs is not None:
                 rows.append(
                     Row(
                         key="mnk",

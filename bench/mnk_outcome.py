@@ -25,7 +25,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from shared.training import MNK_CONFIGS
+from shared.training import MNK_GAMES
 
 #: Games against the random player per model.
 RANDOM_GAMES = 1000
@@ -37,16 +37,16 @@ def measure(path: Path, games: int) -> dict[str, Any]:
     from workloads.mnk.models import load_model
 
     model = load_model(path)
-    config = model.game.name
-    row: dict[str, Any] = {"config": config, "model_id": model.model_id, "kind": model.kind}
-    if config == "3x3k3":
-        solved = solve(path, config)
+    game = model.game.name
+    row: dict[str, Any] = {"game": game, "model_id": model.model_id, "kind": model.kind}
+    if game == "3x3k3":
+        solved = solve(path, game)
         row["minimax"] = (
             f"{solved['as_x']['losses']} / {solved['as_o']['losses']} losses "
             f"in {solved['as_x']['games']} / {solved['as_o']['games']} games"
         )
         row["never_loses"] = solved["never_loses"]
-    rates = vs_random(path, config, games, seed=2024)
+    rates = vs_random(path, game, games, seed=2024)
     row["vs_random"] = (
         f"{rates['win_rate']:.3f} / {rates['draw_rate']:.3f} / {rates['loss_rate']:.3f}"
     )
@@ -55,7 +55,7 @@ def measure(path: Path, games: int) -> dict[str, Any]:
 
 
 async def fetch_champions(url: str, prefix: str, out: Path) -> list[dict[str, Any]]:
-    """Download each config's champion into ``out``; returns their records and history."""
+    """Download each game's champion into ``out``; returns their records and history."""
     from shared.blobs import BlobStore, DataStore
     from shared.bus import connect
     from shared.kv import keys_matching, read
@@ -70,23 +70,23 @@ async def fetch_champions(url: str, prefix: str, out: Path) -> list[dict[str, An
         blobs = BlobStore(DataStore(js, subjects.data_store))
         keys = await keys_matching(kv)
         found = []
-        for config in sorted(MNK_CONFIGS):
-            entry = await read(kv, f"champion.{config}", Champion)
+        for game in sorted(MNK_GAMES):
+            entry = await read(kv, f"champion.{game}", Champion)
             if entry is None:
                 continue
             champion = entry[0]
-            path = out / f"{config}-{champion.model_id}.npz"
+            path = out / f"{game}-{champion.model_id}.npz"
             path.write_bytes(await blobs.get_bytes(champion.ref))
             history = []
             for key in keys:
-                if key.startswith(f"model.{config}."):
+                if key.startswith(f"model.{game}."):
                     record = await read(kv, key, ModelRecord)
                     if record is not None and record[0].status in ("champion", "archived"):
                         history.append(record[0])
             history.sort(key=lambda r: r.generation)
             found.append(
                 {
-                    "config": config,
+                    "game": game,
                     "path": path,
                     "generation": champion.generation,
                     "elo": champion.elo,
@@ -111,27 +111,27 @@ def from_data_dir(data_dir: Path, prefix: str, out: Path) -> list[dict[str, Any]
 
 
 def from_loop(generations: int, out: Path) -> list[dict[str, Any]]:
-    """Run the in-process loop per config; its champions."""
+    """Run the in-process loop per game; its champions."""
     from workloads.mnk.loop import run_loop
 
     found = []
-    for config, games in (("3x3k3", 1000), ("4x4k3", 1000), ("5x5k4", 1000)):
+    for game, games in (("3x3k3", 1000), ("4x4k3", 1000), ("5x5k4", 1000)):
         opts = argparse.Namespace(
-            config=config,
+            game=game,
             generations=generations,
             games=games,
             eval_games=200,
             window=8,
             exploration=0.1,
             seed=1,
-            workdir=out / config,
+            workdir=out / game,
         )
         records, champion = run_loop(opts)
         if champion is not None:
             last = records[-1]
             found.append(
                 {
-                    "config": config,
+                    "game": game,
                     "path": champion,
                     "generation": sum(r["promoted"] for r in records),
                     "elo": None,
@@ -145,13 +145,13 @@ def from_loop(generations: int, out: Path) -> list[dict[str, Any]]:
 def table(rows: list[dict[str, Any]]) -> str:
     """The Markdown table of the measured rows."""
     lines = [
-        "| config | model | generation | Elo | vs minimax (X / O) | vs random (W / D / L) |",
+        "| game | model | generation | Elo | vs minimax (X / O) | vs random (W / D / L) |",
         "|---|---|---|---|---|---|",
     ]
     for row in rows:
         elo = "" if row.get("elo") is None else f"{row['elo']:.1f}"
         lines.append(
-            f"| {row['config']} | {row['model_id']} ({row['kind']}) | {row.get('generation', '')}"
+            f"| {row['game']} | {row['model_id']} ({row['kind']}) | {row.get('generation', '')}"
             f" | {elo} | {row.get('minimax', 'n/a')} | {row['vs_random']} |"
         )
     return "\n".join(lines)
@@ -187,9 +187,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             row = {**item, **measure(Path(item["path"]), args.games)}
             rows.append(row)
             if item.get("history"):
-                print(f"{row['config']} champions (generation, Elo): {item['history']}")
+                print(f"{row['game']} champions (generation, Elo): {item['history']}")
             if item.get("loop_seconds"):
-                print(f"{row['config']} loop: {item['loop_seconds']}")
+                print(f"{row['game']} loop: {item['loop_seconds']}")
     print(table(rows))
     print(f"\nmeasured in {time.monotonic() - started:.1f} s")
     return 0

@@ -147,16 +147,16 @@ def measure(path: Path, games: int, simulations: int = VERSUS_SIMULATIONS) -> di
     from workloads.mnk.models import load_model
 
     model = load_model(path)
-    config = model.game.name
-    row: dict[str, Any] = {"config": config, "model_id": model.model_id, "kind": model.kind}
-    if config == "3x3k3":
-        solved = solve(path, config)
+    game = model.game.name
+    row: dict[str, Any] = {"game": game, "model_id": model.model_id, "kind": model.kind}
+    if game == "3x3k3":
+        solved = solve(path, game)
         row["exact"] = (
             f"vs perfect play: {solved['as_x']['losses']} / {solved['as_o']['losses']} losses "
             f"in {solved['as_x']['games']} / {solved['as_o']['games']} lines (X / O)"
         )
         return row
-    if config == "4x4k3":
+    if game == "4x4k3":
         found = every_defense(path)
         row["every_defense"] = found
         row["exact"] = (
@@ -170,7 +170,7 @@ def measure(path: Path, games: int, simulations: int = VERSUS_SIMULATIONS) -> di
 def table(rows: list[dict[str, Any]]) -> str:
     """The Markdown table of the measured rows."""
     lines = [
-        "| config | model | vs depth-2 minimax (W / D / L, score) | as X / as O (W-D-L) "
+        "| game | model | vs depth-2 minimax (W / D / L, score) | as X / as O (W-D-L) "
         "| losses from openings lost by force / not / unsettled | exact |",
         "|---|---|---|---|---|---|",
     ]
@@ -189,7 +189,7 @@ def table(rows: list[dict[str, Any]]) -> str:
                 f"{vs[c]['wins']}-{vs[c]['draws']}-{vs[c]['losses']}" for c in ("as_x", "as_o")
             )
         lines.append(
-            f"| {row['config']} | {row['model_id']} ({row['kind']}) | {duel_text} | {colours} "
+            f"| {row['game']} | {row['model_id']} ({row['kind']}) | {duel_text} | {colours} "
             f"| {forced} | {row.get('exact', 'n/a')} |"
         )
     return "\n".join(lines)
@@ -197,11 +197,11 @@ def table(rows: list[dict[str, Any]]) -> str:
 
 def against_goal(row: dict[str, Any]) -> str:
     """Issue 18's goal for this row, and whether it is met."""
-    config = row["config"]
-    if config == "3x3k3":
+    game = row["game"]
+    if game == "3x3k3":
         lost = "0 / 0 losses" in row.get("exact", "")
         return f"3x3k3 never loses to perfect play: {'met' if lost else 'NOT met'}"
-    if config == "4x4k3":
+    if game == "4x4k3":
         found = row["every_defense"]
         won = found["wins"] == found["lines"]
         return f"4x4k3 as X wins every line against every defense: {'met' if won else 'NOT met'}"
@@ -209,7 +209,7 @@ def against_goal(row: dict[str, Any]) -> str:
     split = vs["losses_from_lost_openings"]
     verdict = "met" if vs["losses"] == 0 else "NOT met"
     return (
-        f"{config} loses no game of {vs['games']} to the depth-2 searcher: {verdict} "
+        f"{game} loses no game of {vs['games']} to the depth-2 searcher: {verdict} "
         f"({vs['losses']} losses; {split['forced']} of them from openings already lost by "
         f"force for the model's side, {split['not_forced']} from openings that were not, "
         f"{split['unsettled']} unsettled by the solver's budget)"

@@ -6,7 +6,7 @@ a fresh data directory, then:
 
 - reads /proc over ``--measure`` seconds after ``--warmup`` (``bench.busy``): cores
   busy and the control plane's share of the busy CPU;
-- at ``--seconds``, reads the job records (``bench.gaps``: games per config, record
+- at ``--seconds``, reads the job records (``bench.gaps``: games per game, record
   gaps), every node agent's own slot gaps and utilization, and the champions with
   their Elo per generation (the models bucket);
 - stops the cluster (SIGINT, as Ctrl-C) and leaves its data directory for
@@ -56,7 +56,7 @@ async def _champions() -> list[dict[str, Any]]:
         record = json.loads(value)
         if key.startswith("model.") and record.get("status") in ("champion", "archived"):
             rows.append(record)
-    return sorted(rows, key=lambda r: (r.get("config", ""), r.get("generation", 0)))
+    return sorted(rows, key=lambda r: (r.get("game", ""), r.get("generation", 0)))
 
 
 def _agent_count() -> int:
@@ -70,7 +70,7 @@ def _games(records: list[Any]) -> Counter[str]:
     for rec in records:
         if rec.spec.type == "selfplay" and rec.state is JobState.COMPLETED and rec.result:
             value = rec.result.result.get("games", 0)
-            games[rec.spec.args.get("config", "?")] += int(value)
+            games[rec.spec.args.get("game", "?")] += int(value)
     return games
 
 
@@ -109,12 +109,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"- {line}")
     print(f"- jobs finished: {summary.jobs} ({summary.selfplay_jobs} selfplay)")
     print(f"- selfplay job run p50: {summary.selfplay_run_s_p50:.1f} s")
-    print(f"- games per config: {dict(_games(records))}")
+    print(f"- games per game: {dict(_games(records))}")
     for i, view in enumerate(agents):
         print(f"- node_agent-{i}: slot gaps {view['slot_gaps']}, busy {view['utilization']}")
-    print("\n| config | generation | model | Elo |\n|---|---|---|---|")
+    print("\n| game | generation | model | Elo |\n|---|---|---|---|")
     for c in champions:
-        print(f"| {c.get('config')} | {c.get('generation')} | {c.get('model_id', '')[:12]} "
+        print(f"| {c.get('game')} | {c.get('generation')} | {c.get('model_id', '')[:12]} "
               f"| {c.get('elo', 0):.0f} |")  # fmt: skip
     sys.stdout.flush()
     strength = [sys.executable, "-m", "bench.mnk_strength", "--data-dir", str(args.data_dir)]

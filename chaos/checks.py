@@ -25,7 +25,7 @@ class After:
 
     #: The stream's events from the end of the faults on (those after the settled read).
     events: list[Event]
-    #: config -> the champion key's history then, as in :class:`Independent`.
+    #: game -> the champion key's history then, as in :class:`Independent`.
     champions: dict[str, list[tuple[str, str]]]
 
 
@@ -41,7 +41,7 @@ class Independent:
     stream_read: int
     #: Every live instance's metrics (outbox counters among them).
     metrics: list[ServiceMetrics]
-    #: config -> the champion key's history, oldest first: (model_id, previous model_id).
+    #: game -> the champion key's history, oldest first: (model_id, previous model_id).
     champions: dict[str, list[tuple[str, str]]]
     #: Failpoints armed for the run, and how often each fired.
     armed: list[str] = field(default_factory=list)
@@ -101,19 +101,19 @@ def champions_announced(
     for event in events:
         if event.type == "MODEL_PROMOTED":
             data = event.data
-            told[data["config"]].add((data["model_id"], data.get("previous", "")))
+            told[data["game"]].add((data["model_id"], data.get("previous", "")))
     bad: list[str] = []
     switches = 0
-    for config in sorted(set(champions) | set(told)):
-        moved = champions.get(config, [])
+    for game in sorted(set(champions) | set(told)):
+        moved = champions.get(game, [])
         switches += len(moved)
         if len(set(moved)) != len(moved):
-            bad.append(f"{config}: a model took the title twice: {moved}")
+            bad.append(f"{game}: a model took the title twice: {moved}")
         for model_id, previous in moved:
-            if (model_id, previous) not in told[config]:
-                bad.append(f"{config}: {model_id} over {previous or 'none'} never announced")
-        for model_id, previous in sorted(told[config] - set(moved)):
-            bad.append(f"{config}: {model_id} over {previous or 'none'} announced, key never moved")
+            if (model_id, previous) not in told[game]:
+                bad.append(f"{game}: {model_id} over {previous or 'none'} never announced")
+        for model_id, previous in sorted(told[game] - set(moved)):
+            bad.append(f"{game}: {model_id} over {previous or 'none'} announced, key never moved")
     return _verdict("every champion switch announced, none extra", switches, bad)
 
 
@@ -139,24 +139,24 @@ def promoted_after(after: After | None, before: Sequence[Event]) -> Verdict:
     name = "a model promoted after the faults"
     if after is None:
         return Verdict(name, True, 0, [], "not waited for")
-    earlier = {(e.data["config"], e.data["model_id"]) for e in before if e.type == "MODEL_PROMOTED"}
+    earlier = {(e.data["game"], e.data["model_id"]) for e in before if e.type == "MODEL_PROMOTED"}
     accepted: set[tuple[str, str, str]] = set()
     good: list[str] = []
     bad: list[str] = []
     for event in after.events:
         data = event.data
         if event.type == "EVALUATION_COMPLETED" and data.get("decision") == "accept":
-            accepted.add((data["config"], data["candidate"], data.get("champion", "")))
+            accepted.add((data["game"], data["candidate"], data.get("champion", "")))
         elif event.type == "MODEL_PROMOTED":
-            config, model, previous = data["config"], data["model_id"], data.get("previous", "")
-            if (config, model) in earlier:
+            game, model, previous = data["game"], data["model_id"], data.get("previous", "")
+            if (game, model) in earlier:
                 continue  # an earlier promotion announced again: not a new one
-            if (config, model, previous) not in accepted:
-                bad.append(f"{config} {model}: promoted with no accepting evaluation before it")
-            elif (model, previous) not in after.champions.get(config, []):
-                bad.append(f"{config} {model}: announced, the champion key never moved to it")
+            if (game, model, previous) not in accepted:
+                bad.append(f"{game} {model}: promoted with no accepting evaluation before it")
+            elif (model, previous) not in after.champions.get(game, []):
+                bad.append(f"{game} {model}: announced, the champion key never moved to it")
             else:
-                good.append(f"{config} {model} over {previous or 'none'}")
+                good.append(f"{game} {model} over {previous or 'none'}")
     if not good and not bad:
         bad.append("no model was promoted after the faults")
     return Verdict(name, not bad, len(good) + len(bad), bad, "; ".join(good))

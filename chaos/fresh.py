@@ -48,9 +48,9 @@ def fresh_spec(number: int, seed: int) -> JobSpec:
     """The ``number``-th selfplay job of the fresh game, as the scheduler would make it."""
     return JobSpec(
         type="selfplay",
-        args={"config": FRESH, "games": FRESH_GAMES, "seed": seed + number, "exploration": 0.2},
+        args={"game": FRESH, "games": FRESH_GAMES, "seed": seed + number, "exploration": 0.2},
         requirements=Requirements(capability="selfplay", pooled=True),
-        labels={"kind": "selfplay", "config": FRESH, "model_id": ""},
+        labels={"kind": "selfplay", "game": FRESH, "model_id": ""},
         timeout_s=600.0,
         max_attempts=3,
         idempotency_key=f"chaos-fresh-{seed}-{number}",

@@ -138,11 +138,11 @@ def promotions_sound(events: Iterable[Event]) -> Verdict:
     for event in events:
         data = event.data
         if event.type == "EVALUATION_COMPLETED":
-            duel = (data["config"], data["candidate"], data.get("champion", ""))
+            duel = (data["game"], data["candidate"], data.get("champion", ""))
             (accepted if data["decision"] == "accept" else rejected).add(duel)
         elif event.type == "MODEL_PROMOTED":
             promotions += 1
-            key = (data["config"], data["model_id"])
+            key = (data["game"], data["model_id"])
             duel = (*key, data.get("previous", ""))
             if duel not in accepted:
                 bad.append(f"{key[1]}: promoted without an accepting evaluation before it")
@@ -150,7 +150,7 @@ def promotions_sound(events: Iterable[Event]) -> Verdict:
                 bad.append(f"{key[1]}: promoted and rejected")
             previous[key].add(data.get("previous", ""))
             if data.get("previous"):
-                replaced[(data["config"], data["previous"])].add(data["model_id"])
+                replaced[(data["game"], data["previous"])].add(data["model_id"])
     bad += [f"{k[1]}: promoted over {sorted(v)}" for k, v in previous.items() if len(v) > 1]
     bad += [f"{k[1]}: replaced by {sorted(v)}" for k, v in replaced.items() if len(v) > 1]
     return _verdict("no model promoted twice or without a passing evaluation", promotions, bad)

@@ -21,7 +21,7 @@ from shared.jobs import JobRecord, JobRef, JobSpec, Requirements
 from shared.subjects import Subjects
 
 #: Labels that keep the harness's jobs out of the sync planner's and coordinator's way.
-LABELS = {"kind": "chaos", "config": "chaos"}
+LABELS = {"kind": "chaos", "game": "chaos"}
 
 
 @dataclass
@@ -36,7 +36,7 @@ class Ledger:
         """A small selfplay job the node agents can run."""
         return JobSpec(
             type="selfplay",
-            args={"config": "3x3k3", "games": 8, "seed": seed, "exploration": 1.0},
+            args={"game": "3x3k3", "games": 8, "seed": seed, "exploration": 1.0},
             requirements=Requirements(capability="selfplay", pooled=True),
             labels=LABELS,
             timeout_s=120.0,

@@ -105,7 +105,7 @@ async def stream_size(nc: Client, subjects: Subjects) -> int:
 
 
 async def champion_history(nc: Client, subjects: Subjects) -> dict[str, list[tuple[str, str]]]:
-    """Per config, every model that took the champion key, with the one it replaced.
+    """Per game, every model that took the champion key, with the one it replaced.
 
     Read from the key's history in the models bucket (its revisions), not from events.
     When the history is full its oldest entry's predecessor is unknown and it is left

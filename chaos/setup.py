@@ -56,14 +56,14 @@ retry_max_s = 2.0
 [services.sync_planner]
 [services.selfplay_scheduler]
 [services.selfplay_scheduler.config]
-configs = ["3x3k3"]
+games = ["3x3k3"]
 interval_s = 0.5
 target_job_s = 2.0
 [services.selfplay_scheduler.config.games_per_job]
 3x3k3 = 100
 [services.training_coordinator]
 [services.training_coordinator.config]
-configs = [{trained}]
+games = [{trained}]
 cooldown_s = 1.0
 interval_s = 0.5
 takeover_after_s = 5.0

@@ -283,9 +283,9 @@ class JobsView(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class ModelRow(msgspec.Struct, frozen=True, kw_only=True):
-    """One config's champion, its Elo and the games recorded for the config."""
+    """One game's champion, its Elo and the games recorded for the game."""
 
-    config: str
+    game: str
     champion: str = "-"
     generation: int = 0
     elo: float = 0.0

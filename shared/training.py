@@ -1,10 +1,10 @@
-"""Contracts of the self-play loop: game configs, models, champions, data manifests.
+"""Contracts of the self-play loop: games, models, champions, data manifests.
 
 The selfplay scheduler, sync planner and training coordinator share these records
 through the bus and the KV buckets (``models`` written only by the training
 coordinator, ``manifests`` only by the sync planner, ``scheduler`` only by the
 selfplay scheduler). Job kinds travel in ``JobSpec.labels``: ``kind`` is one of
-``selfplay``, ``train``, ``evaluate``, ``prefetch`` and ``config`` names the game.
+``selfplay``, ``train``, ``evaluate``, ``prefetch`` and ``game`` names the game.
 """
 
 from __future__ import annotations
@@ -17,13 +17,13 @@ import msgspec
 from shared.jobs import DataRef
 
 #: m,n,k-games the reference workload plays: board m x n, k in a row wins.
-MNK_CONFIGS: dict[str, tuple[int, int, int]] = {
+MNK_GAMES: dict[str, tuple[int, int, int]] = {
     "3x3k3": (3, 3, 3),
     "4x4k3": (4, 4, 3),
     "5x5k4": (5, 5, 4),
 }
 
-ConfigName = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_-]+$")]
+GameName = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_-]+$")]
 JobKind = Literal["selfplay", "train", "evaluate", "prefetch"]
 ModelStatus = Literal["champion", "candidate", "rejected", "archived"]
 
@@ -35,9 +35,9 @@ GAMES_FILE = "games.npz"
 
 
 class ModelRecord(msgspec.Struct, frozen=True, kw_only=True):
-    """One model in the models bucket (key ``model.<config>.<model_id>``)."""
+    """One model in the models bucket (key ``model.<game>.<model_id>``)."""
 
-    config: ConfigName
+    game: GameName
     model_id: str
     ref: DataRef
     generation: int
@@ -51,9 +51,9 @@ class ModelRecord(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class Champion(msgspec.Struct, frozen=True, kw_only=True):
-    """The current best model of a config (key ``champion.<config>``), switched by CAS."""
+    """The current best model of a game (key ``champion.<game>``), switched by CAS."""
 
-    config: ConfigName
+    game: GameName
     model_id: str
     ref: DataRef
     generation: int
@@ -72,9 +72,9 @@ class ManifestEntry(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class Manifest(msgspec.Struct, frozen=True, kw_only=True):
-    """The game data of one config (key ``<config>`` in the manifests bucket)."""
+    """The game data of one game (key ``<game>`` in the manifests bucket)."""
 
-    config: ConfigName
+    game: GameName
     games_total: int = 0
     entries: list[ManifestEntry] = msgspec.field(default_factory=list)
     updated_at: float = 0.0
@@ -112,16 +112,16 @@ def training_window(entries: Sequence[ManifestEntry], max_games: int) -> list[Ma
 
 
 class TrainingDataRequest(msgspec.Struct, frozen=True, kw_only=True):
-    """Ask the sync planner for the recent window of a config's data."""
+    """Ask the sync planner for the recent window of a game's data."""
 
-    config: ConfigName
+    game: GameName
     max_games: Annotated[int, msgspec.Meta(ge=1)] = 20_000
 
 
 class TrainingData(msgspec.Struct, frozen=True, kw_only=True):
-    """The newest blobs of a config adding up to at most ``max_games`` games."""
+    """The newest blobs of a game adding up to at most ``max_games`` games."""
 
-    config: ConfigName
+    game: GameName
     refs: list[DataRef]
     games: int
     games_total: int
@@ -130,12 +130,12 @@ class TrainingData(msgspec.Struct, frozen=True, kw_only=True):
 class PrefetchRequest(msgspec.Struct, frozen=True, kw_only=True):
     """Ask the sync planner to put blobs in a node's cache before a job needs them."""
 
-    config: ConfigName
+    game: GameName
     node_id: str
     refs: list[DataRef]
 
 
-class ConfigRef(msgspec.Struct, frozen=True, kw_only=True):
-    """Names one config in a request (empty: every config)."""
+class GameRef(msgspec.Struct, frozen=True, kw_only=True):
+    """Names one game in a request (empty: every game)."""
 
-    config: str = ""
+    game: str = ""

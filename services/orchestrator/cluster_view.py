@@ -120,7 +120,7 @@ class ClusterView:
         return decode(tp, reply.data)
 
     def models(self) -> list[ModelRow]:
-        """Each config's champion, Elo and game count, from the last read."""
+        """Each game's champion, Elo and game count, from the last read."""
         return self._models
 
     async def refresh_models(self, js: JetStreamContext) -> None:
@@ -132,19 +132,19 @@ class ClusterView:
             self.model_reads["failed"] += 1
             return
         self.model_reads["ok"] += 1
-        games = {m.config: m.games_total for m in manifests}
-        configs = sorted({c.config for c in champions} | set(games))
-        by_config = {c.config: c for c in champions}
+        games = {m.game: m.games_total for m in manifests}
+        game_names = sorted({c.game for c in champions} | set(games))
+        by_game = {c.game: c for c in champions}
         rows = []
-        for config in configs:
-            champion = by_config.get(config)
+        for game in game_names:
+            champion = by_game.get(game)
             rows.append(
                 ModelRow(
-                    config=config,
+                    game=game,
                     champion=champion.model_id if champion else "-",
                     generation=champion.generation if champion else 0,
                     elo=round(champion.elo, 1) if champion else 0.0,
-                    games=games.get(config, 0),
+                    games=games.get(game, 0),
                 )
             )
         self._models = rows

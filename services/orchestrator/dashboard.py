@@ -204,16 +204,16 @@ class Dashboard:
         }
 
     def _models(self, rows: list[ModelRow]) -> list[dict[str, Any]]:
-        """Each config's champion row (from the status view) with its Elo curve."""
-        by_config = {r.config: r for r in rows}
+        """Each game's champion row (from the status view) with its Elo curve."""
+        by_game = {r.game: r for r in rows}
         return [
             {
-                **msgspec.structs.asdict(by_config.get(config) or ModelRow(config=config)),
-                "config": config,
-                "curve": self.elo.curve(config),
-                "trimmed": config in self.elo.trimmed,
+                **msgspec.structs.asdict(by_game.get(game) or ModelRow(game=game)),
+                "game": game,
+                "curve": self.elo.curve(game),
+                "trimmed": game in self.elo.trimmed,
             }
-            for config in sorted({*by_config, *self.elo.configs()})
+            for game in sorted({*by_game, *self.elo.games()})
         ]
 
     def health(self) -> dict[str, Any]:

@@ -1,10 +1,10 @@
-"""Each config's Elo curve, from the ModelRecords of the models bucket.
+"""Each game's Elo curve, from the ModelRecords of the models bucket.
 
 Every model that was ever a champion (status ``champion`` or ``archived``) is one point
 (generation, Elo). A record is read once its status is final for the curve (champion,
 archived or rejected: a champion only becomes archived, which moves no point), so a
 refresh lists the keys and reads only the new or still-undecided models. The curves
-keep at most ``max_points`` per config, the newest generations.
+keep at most ``max_points`` per game, the newest generations.
 """
 
 from __future__ import annotations
@@ -26,24 +26,24 @@ _CROWNED = ("champion", "archived")
 
 
 class EloHistory:
-    """Champions' (generation, Elo) per config, refreshed incrementally."""
+    """Champions' (generation, Elo) per game, refreshed incrementally."""
 
     def __init__(self, subjects: Subjects, *, max_points: int = 200) -> None:
         self._bucket = subjects.bucket("models")
         self.max_points = max_points
-        #: config -> generation -> Elo of the champion of that generation.
+        #: game -> generation -> Elo of the champion of that generation.
         self._points: dict[str, dict[int, float]] = {}
         self._settled: set[str] = set()
-        #: Configs whose oldest champions were dropped for ``max_points``.
+        #: Games whose oldest champions were dropped for ``max_points``.
         self.trimmed: set[str] = set()
         self.reads: Counter[str] = Counter()
 
-    def curve(self, config: str) -> list[tuple[int, float]]:
-        """The config's champions, oldest generation first."""
-        return sorted(self._points.get(config, {}).items())
+    def curve(self, game: str) -> list[tuple[int, float]]:
+        """The game's champions, oldest generation first."""
+        return sorted(self._points.get(game, {}).items())
 
-    def configs(self) -> list[str]:
-        """Configs with at least one champion."""
+    def games(self) -> list[str]:
+        """Games with at least one champion."""
         return sorted(self._points)
 
     async def refresh(self, js: JetStreamContext) -> None:
@@ -80,8 +80,8 @@ class EloHistory:
             self._settled.add(key)
         if record.status not in _CROWNED:
             return
-        points = self._points.setdefault(record.config, {})
+        points = self._points.setdefault(record.game, {})
         points[record.generation] = round(record.elo, 1)
         while len(points) > self.max_points:
             del points[min(points)]
-            self.trimmed.add(record.config)
+            self.trimmed.add(record.game)

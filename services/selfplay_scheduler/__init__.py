@@ -1,1 +1,1 @@
-"""The selfplay scheduler: keeps selfplay work queued to the free slots, by config priority."""
+"""The selfplay scheduler: keeps selfplay work queued to the free slots, by game priority."""

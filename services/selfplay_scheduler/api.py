@@ -2,7 +2,7 @@
 
 ``P.api.selfplay_scheduler.priorities`` (Empty -> Priorities) shows the last round;
 ``P.api.selfplay_scheduler.override`` (OverrideRequest -> Overrides) sets or clears
-an operator's weight for one config. The scheduler bucket (written only by this
+an operator's weight for one game. The scheduler bucket (written only by this
 service) holds ``overrides`` (Overrides), ``allocation`` (Priorities of the last
 change), ``counters`` (Counters) and ``signals`` (signals.Signals).
 """
@@ -21,14 +21,14 @@ SIGNALS_KEY = "signals"
 
 
 class OverrideRequest(msgspec.Struct, frozen=True, kw_only=True):
-    """Set ``config``'s operator weight (multiplies its priority); None clears it."""
+    """Set ``game``'s operator weight (multiplies its priority); None clears it."""
 
-    config: str
+    game: str
     weight: Annotated[float, msgspec.Meta(ge=0)] | None = None
 
 
 class Overrides(msgspec.Struct, frozen=True, kw_only=True):
-    """The operator weights in force, by config."""
+    """The operator weights in force, by game."""
 
     weights: dict[str, float] = msgspec.field(default_factory=dict)
 
@@ -36,7 +36,7 @@ class Overrides(msgspec.Struct, frozen=True, kw_only=True):
 class Counters(msgspec.Struct, frozen=True, kw_only=True):
     """Numbers that must never repeat across restarts: the submit round and job seeds.
 
-    The round names the idempotency keys (``selfplay-<config>-<round>-<i>``); reusing
+    The round names the idempotency keys (``selfplay-<game>-<round>-<i>``); reusing
     one after a restart would make the job manager answer with an old job.
     """
 
@@ -48,7 +48,7 @@ class Priorities(msgspec.Struct, frozen=True, kw_only=True):
     """The scheduler's view after its last round."""
 
     priorities: dict[str, float] = msgspec.field(default_factory=dict)
-    #: Each config's boosts and penalties (see the policy module).
+    #: Each game's boosts and penalties (see the policy module).
     terms: dict[str, dict[str, float]] = msgspec.field(default_factory=dict)
     shares: dict[str, float] = msgspec.field(default_factory=dict)
     #: The split of ``target`` queued jobs by the shares.
@@ -56,7 +56,7 @@ class Priorities(msgspec.Struct, frozen=True, kw_only=True):
     target: int = 0
     #: Queued selfplay jobs (PENDING or DISPATCHED); None when the job manager did not answer.
     queued: int | None = None
-    queued_by_config: dict[str, int] = msgspec.field(default_factory=dict)
+    queued_by_game: dict[str, int] = msgspec.field(default_factory=dict)
     free_slots: int = 0
     #: Selfplay slots of the alive nodes (the backlog is sized to them).
     slots: int = 0
@@ -64,6 +64,6 @@ class Priorities(msgspec.Struct, frozen=True, kw_only=True):
     overrides: dict[str, float] = msgspec.field(default_factory=dict)
     in_training: list[str] = msgspec.field(default_factory=list)
     plateau: dict[str, int] = msgspec.field(default_factory=dict)
-    #: Per config: seconds per game observed, games of the last job, the run aimed at.
+    #: Per game: seconds per game observed, games of the last job, the run aimed at.
     sizing: dict[str, dict[str, float]] = msgspec.field(default_factory=dict)
     updated_at: float = 0.0

@@ -9,9 +9,9 @@ import msgspec
 from services.selfplay_scheduler.policy import PriorityWeights
 from shared.config import BaseConfig, Positive, PositiveInt
 from shared.liveness import LOST_AFTER
-from shared.training import MNK_CONFIGS, ConfigName
+from shared.training import MNK_GAMES, GameName
 
-#: Games per selfplay job by config: bigger boards take longer per game.
+#: Games per selfplay job by game: bigger boards take longer per game.
 DEFAULT_GAMES_PER_JOB: dict[str, int] = {"3x3k3": 200, "4x4k3": 100, "5x5k4": 50}
 
 
@@ -20,8 +20,8 @@ class SelfplaySchedulerConfig(BaseConfig, kw_only=True, forbid_unknown_fields=Tr
 
     #: How often a round sizes the queue and submits jobs.
     interval_s: Positive = 2.0
-    #: The game configs to schedule.
-    configs: list[ConfigName] = msgspec.field(default_factory=lambda: sorted(MNK_CONFIGS))
+    #: The games to schedule.
+    games: list[GameName] = msgspec.field(default_factory=lambda: sorted(MNK_GAMES))
     #: Queued jobs wanted per selfplay slot of the alive nodes (the backlog), so a
     #: freed slot finds work at once instead of waiting for a round.
     backlog_per_slot: Annotated[int, msgspec.Meta(ge=0)] = 1
@@ -39,18 +39,18 @@ class SelfplaySchedulerConfig(BaseConfig, kw_only=True, forbid_unknown_fields=Tr
     capability: str = "selfplay"
     #: A node is alive until silent for this many of its intervals (``shared.liveness``).
     lost_after_intervals: Positive = LOST_AFTER
-    #: Games of a config's first jobs, before any duration was observed.
+    #: Games of a game's first jobs, before any duration was observed.
     games_per_job: dict[str, PositiveInt] = msgspec.field(
         default_factory=lambda: dict(DEFAULT_GAMES_PER_JOB)
     )
-    #: Games per job of a config missing from ``games_per_job``.
+    #: Games per job of a game missing from ``games_per_job``.
     default_games_per_job: PositiveInt = 100
     exploration: Annotated[float, msgspec.Meta(ge=0, le=1)] = 0.2
     job_timeout_s: Positive = 1800.0
     max_attempts: Annotated[int, msgspec.Meta(ge=1, le=100)] = 2
     #: The Elo a champion should reach; the gap below it raises the priority.
     elo_target: float = 1000.0
-    #: No config with a priority gets less than this share (capped at 1 / configs).
+    #: No game with a priority gets less than this share (capped at 1 / games).
     min_share: Annotated[float, msgspec.Meta(ge=0, le=1)] = 0.1
     weights: PriorityWeights = msgspec.field(default_factory=PriorityWeights)
     #: A TRAINING_STARTED with no finish for this long no longer counts as training.
@@ -62,7 +62,7 @@ class SelfplaySchedulerConfig(BaseConfig, kw_only=True, forbid_unknown_fields=Tr
     breaker_recovery_s: Positive = 10.0
 
     def __post_init__(self) -> None:
-        if not self.configs:
-            raise ValueError("configs must name at least one config")
-        if len(set(self.configs)) != len(self.configs):
-            raise ValueError("configs must not repeat a config")
+        if not self.games:
+            raise ValueError("games must name at least one game")
+        if len(set(self.games)) != len(self.games):
+            raise ValueError("games must not repeat a game")

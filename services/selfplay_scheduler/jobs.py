@@ -36,13 +36,13 @@ class QueueView(msgspec.Struct, frozen=True, kw_only=True):
     """The selfplay jobs the job manager holds that are not finished."""
 
     queued: int
-    queued_by_config: dict[str, int]
+    queued_by_game: dict[str, int]
     #: Job ids RUNNING per node.
     running: dict[str, list[str]]
 
 
-def _config_of(rec: JobRecord) -> str:
-    return rec.spec.labels.get("config", str(rec.spec.args.get("config", "")))
+def _game_of(rec: JobRecord) -> str:
+    return rec.spec.labels.get("game", str(rec.spec.args.get("game", "")))
 
 
 class JobManagerClient:
@@ -104,8 +104,8 @@ class JobManagerClient:
         for rec in latest.values():
             if rec.state is JobState.RUNNING:
                 running.setdefault(rec.node_id, []).append(rec.job_id)
-        by_config: Counter[str] = Counter(_config_of(rec) for rec in queued)
-        return QueueView(queued=len(queued), queued_by_config=dict(by_config), running=running)
+        by_game: Counter[str] = Counter(_game_of(rec) for rec in queued)
+        return QueueView(queued=len(queued), queued_by_game=dict(by_game), running=running)
 
     async def submit(self, spec: JobSpec, *, attempts: int = 2) -> JobRecord:
         """Submit ``spec``; a timed-out submit is sent again under the same idempotency key.

@@ -8,35 +8,35 @@ selfplay nodes (0 with none alive), and a round submits ``target - queued`` jobs
 node that dies strands none of it.
 
 **Sizing.** A job's fixed cost (process start, imports, model load, upload, reports)
-is paid per job, so each config's games per job are sized to make a job last
+is paid per job, so each game's games per job are sized to make a job last
 ``target_job_s``: the scheduler keeps a moving average of the seconds per game its
 jobs took (``run_s / games``, fixed cost included) and asks for
 ``target_job_s / seconds_per_game`` games. With a run of ``f + n p`` seconds for
 ``n`` games, that step converges to ``n = (target - f) / p``, the size whose whole
 run is the target.
 
-**Priority.** Each config's priority is a sum of boosts times penalties::
+**Priority.** Each game's priority is a sum of boosts times penalties::
 
     priority = (base + bootstrap + staleness + elo_gap) * training * plateau * override
 
 with, for the default :class:`PriorityWeights`,
 
-- ``base`` 1.0: every config gets some work;
+- ``base`` 1.0: every game gets some work;
 - ``bootstrap`` up to 2.0, falling linearly to 0 as ``games_total`` reaches
-  ``bootstrap_games`` (2000): a new config first needs games at all;
+  ``bootstrap_games`` (2000): a new game first needs games at all;
 - ``staleness`` up to 1.0, growing linearly over ``staleness_horizon_s`` (30 min) since
-  the config was last trained or got a new champion (full when it never was);
+  the game was last trained or got a new champion (full when it never was);
 - ``elo_gap`` up to 1.0: the champion's distance below ``elo_target`` over
   ``elo_scale`` (500 Elo; full with no champion, 0 at or above the target);
-- ``training`` 0.3 while a training job of the config runs (its next data will be
+- ``training`` 0.3 while a training job of the game runs (its next data will be
   judged by a model that is about to change);
 - ``plateau`` 0.7 per candidate rejected in a row, never below 0.25;
-- ``override`` the operator's weight (1.0 unless set; 0 stops the config).
+- ``override`` the operator's weight (1.0 unless set; 0 stops the game).
 
 **Split.** Priorities become shares (:func:`shares`): proportional, but a starved
 config (share below ``min_share``) is lifted to ``min_share`` and the others scaled
-down. :func:`allocate` hands out N jobs one at a time to the config with the most
-credit, where each config earns ``N x share`` per round and spends 1 per job; the
+down. :func:`allocate` hands out N jobs one at a time to the game with the most
+credit, where each game earns ``N x share`` per round and spends 1 per job; the
 credit carried between rounds keeps the long-run split at the shares even when every
 round submits only one job.
 """
@@ -54,7 +54,7 @@ NonNegative = Annotated[float, msgspec.Meta(ge=0)]
 Positive = Annotated[float, msgspec.Meta(gt=0)]
 Factor = Annotated[float, msgspec.Meta(gt=0, le=1)]
 
-#: Credit a config may carry between rounds, either way: old rounds fade out.
+#: Credit a game may carry between rounds, either way: old rounds fade out.
 CREDIT_CAP = 2.0
 #: Priorities below this count as zero (an override of 0, or a vanishing product).
 EPSILON = 1e-12
@@ -75,8 +75,8 @@ class PriorityWeights(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_
     plateau_floor: Factor = 0.25
 
 
-class ConfigInputs(msgspec.Struct, frozen=True, kw_only=True):
-    """What the scheduler knows of one config when it computes priorities."""
+class GameInputs(msgspec.Struct, frozen=True, kw_only=True):
+    """What the scheduler knows of one game when it computes priorities."""
 
     games_total: int = 0
     #: Seconds since the last training or new champion; None: never trained.
@@ -94,8 +94,8 @@ def _clamp01(x: float) -> float:
     return min(1.0, max(0.0, x))
 
 
-def terms(inputs: ConfigInputs, weights: PriorityWeights, elo_target: float) -> dict[str, float]:
-    """Each boost and penalty of one config's priority, by name."""
+def terms(inputs: GameInputs, weights: PriorityWeights, elo_target: float) -> dict[str, float]:
+    """Each boost and penalty of one game's priority, by name."""
     w = weights
     stale = 1.0 if inputs.staleness_s is None else inputs.staleness_s / w.staleness_horizon_s
     gap = 1.0 if inputs.elo is None else (elo_target - inputs.elo) / w.elo_scale
@@ -110,26 +110,26 @@ def terms(inputs: ConfigInputs, weights: PriorityWeights, elo_target: float) -> 
     }
 
 
-def priority(inputs: ConfigInputs, weights: PriorityWeights, elo_target: float) -> float:
-    """One config's priority (0 or more) from its :func:`terms`."""
+def priority(inputs: GameInputs, weights: PriorityWeights, elo_target: float) -> float:
+    """One game's priority (0 or more) from its :func:`terms`."""
     t = terms(inputs, weights, elo_target)
     boosts = t["base"] + t["bootstrap"] + t["staleness"] + t["elo_gap"]
     return boosts * t["training"] * t["plateau"] * t["override"]
 
 
 def priorities(
-    inputs: Mapping[str, ConfigInputs], weights: PriorityWeights, elo_target: float
+    inputs: Mapping[str, GameInputs], weights: PriorityWeights, elo_target: float
 ) -> dict[str, float]:
-    """The priority of every config."""
+    """The priority of every game."""
     return {name: priority(i, weights, elo_target) for name, i in inputs.items()}
 
 
 def shares(prios: Mapping[str, float], min_share: float) -> dict[str, float]:
-    """Fractions of the work per config, summing to 1 over configs with a priority.
+    """Fractions of the work per game, summing to 1 over games with a priority.
 
-    Proportional to priority, except that no config with a priority gets less than
+    Proportional to priority, except that no game with a priority gets less than
     ``min_share`` (at most ``1 / eligible``): starved ones are lifted to it and the
-    rest is split among the others by priority (water-filling). Configs of priority
+    rest is split among the others by priority (water-filling). Games of priority
     0 get 0; with none eligible every share is 0.
     """
     eligible = {c: p for c, p in prios.items() if p > EPSILON}
@@ -159,9 +159,9 @@ def allocate(
 ) -> tuple[dict[str, int], dict[str, float]]:
     """Split ``n`` jobs by ``share``; returns the split and the credits to carry.
 
-    Each config with a share earns ``n x share`` credit and every job given costs its
+    Each game with a share earns ``n x share`` credit and every job given costs its
     config 1; the next job goes to the most credit (ties: by name). With fresh
-    credits every config gets at least ``floor(n x share)`` jobs.
+    credits every game gets at least ``floor(n x share)`` jobs.
     """
     eligible = sorted(c for c, s in share.items() if s > 0)
     split = dict.fromkeys(share, 0)
@@ -179,8 +179,8 @@ def allocate(
 def interleave(split: Mapping[str, int]) -> list[str]:
     """The jobs of ``split`` in submission order: round-robin, biggest share first.
 
-    Agents take queued jobs in order, so mixing the configs starts every config's
-    games early instead of one config's batch after another's.
+    Agents take queued jobs in order, so mixing the games starts every game's
+    games early instead of one game's batch after another's.
     """
     left = dict(split)
     order: list[str] = []
@@ -222,7 +222,7 @@ def total_slots(nodes: Iterable[NodeInfo]) -> int:
 
 #: Weight of the newest observation in the seconds-per-game average.
 PACE_WEIGHT = 0.3
-#: At most this factor between two successive sizes of one config: one odd job (a
+#: At most this factor between two successive sizes of one game: one odd job (a
 #: cold cache, a loaded host) must not swing the next job's length by much more.
 MAX_SIZE_STEP = 4.0
 

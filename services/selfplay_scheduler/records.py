@@ -1,7 +1,7 @@
 """What the scheduler reads from other services' buckets, and the jobs it builds from it.
 
-Game counts come from the manifests bucket (key ``<config>``, written by the sync
-planner) and champions from the models bucket (key ``champion.<config>``, written by
+Game counts come from the manifests bucket (key ``<game>``, written by the sync
+planner) and champions from the models bucket (key ``champion.<game>``, written by
 the training coordinator); the scheduler only reads them. A read that fails keeps the
 last value seen, counted; a record that does not decode is counted and ignored.
 """
@@ -16,8 +16,8 @@ import nats.errors
 from nats.js.kv import KeyValue
 
 from services.selfplay_scheduler.config import SelfplaySchedulerConfig
-from services.selfplay_scheduler.policy import ConfigInputs
-from services.selfplay_scheduler.signals import ConfigSignals, Signals
+from services.selfplay_scheduler.policy import GameInputs
+from services.selfplay_scheduler.signals import GameSignals, Signals
 from shared.jobs import JobSpec, Requirements
 from shared.kv import read
 from shared.training import MODEL_FILE, Champion, Manifest
@@ -25,13 +25,13 @@ from shared.training import MODEL_FILE, Champion, Manifest
 log = logging.getLogger("ringmaster.selfplay_scheduler.records")
 
 
-def champion_key(config: str) -> str:
-    """The models bucket key of a config's champion."""
-    return f"champion.{config}"
+def champion_key(game: str) -> str:
+    """The models bucket key of a game's champion."""
+    return f"champion.{game}"
 
 
 class Records:
-    """Games per config and champions, refreshed from the buckets each round."""
+    """Games per game and champions, refreshed from the buckets each round."""
 
     def __init__(self, models: KeyValue, manifests: KeyValue, counts: Counter[str]) -> None:
         self.models = models
@@ -40,41 +40,41 @@ class Records:
         self.games: dict[str, int] = {}
         self.champions: dict[str, Champion] = {}
 
-    async def refresh(self, configs: list[str]) -> None:
-        """Read every config's manifest and champion."""
-        for config in configs:
+    async def refresh(self, games: list[str]) -> None:
+        """Read every game's manifest and champion."""
+        for game in games:
             try:
-                manifest = await read(self.manifests, config, Manifest)
-                champion = await read(self.models, champion_key(config), Champion)
+                manifest = await read(self.manifests, game, Manifest)
+                champion = await read(self.models, champion_key(game), Champion)
             except (nats.errors.Error, TimeoutError) as exc:
                 self.counts["record_reads_failed"] += 1
-                log.debug("reading the records of %s failed: %r", config, exc)
+                log.debug("reading the records of %s failed: %r", game, exc)
                 continue
             except (msgspec.DecodeError, msgspec.ValidationError) as exc:
                 self.counts["records_invalid"] += 1
-                log.warning("a record of %s does not decode: %s", config, exc)
+                log.warning("a record of %s does not decode: %s", game, exc)
                 continue
-            self.games[config] = manifest[0].games_total if manifest else 0
+            self.games[game] = manifest[0].games_total if manifest else 0
             if champion is None:
-                self.champions.pop(config, None)
+                self.champions.pop(game, None)
             else:
-                self.champions[config] = champion[0]
+                self.champions[game] = champion[0]
 
     def inputs(
         self,
-        config: str,
-        signals: ConfigSignals | None,
+        game: str,
+        signals: GameSignals | None,
         *,
         now: float,
         override: float | None,
         training_stale_s: float,
-    ) -> ConfigInputs:
-        """The priority inputs of ``config`` from its records and signals."""
-        sig = signals or ConfigSignals()
-        champion = self.champions.get(config)
+    ) -> GameInputs:
+        """The priority inputs of ``game`` from its records and signals."""
+        sig = signals or GameSignals()
+        champion = self.champions.get(game)
         moments = [t for t in (sig.refreshed_at, champion.since if champion else None) if t]
-        return ConfigInputs(
-            games_total=self.games.get(config, 0),
+        return GameInputs(
+            games_total=self.games.get(game, 0),
             staleness_s=max(0.0, now - max(moments)) if moments else None,
             elo=champion.elo if champion else None,
             in_training=sig.in_training(now, training_stale_s),
@@ -84,40 +84,40 @@ class Records:
 
     def all_inputs(
         self,
-        configs: list[str],
+        games: list[str],
         signals: Signals,
         overrides: dict[str, float],
         now: float,
         training_stale_s: float,
-    ) -> dict[str, ConfigInputs]:
-        """The priority inputs of every config."""
+    ) -> dict[str, GameInputs]:
+        """The priority inputs of every game."""
         return {
-            config: self.inputs(
-                config,
-                signals.configs.get(config),
+            game: self.inputs(
+                game,
+                signals.games.get(game),
                 now=now,
-                override=overrides.get(config),
+                override=overrides.get(game),
                 training_stale_s=training_stale_s,
             )
-            for config in configs
+            for game in games
         }
 
     def spec(
         self,
-        config: str,
+        game: str,
         cfg: SelfplaySchedulerConfig,
         round_no: int,
         index: int,
         seed: int,
         games: int,
     ) -> JobSpec:
-        """The selfplay job ``index`` of submit round ``round_no`` for ``config``."""
-        champion = self.champions.get(config)
+        """The selfplay job ``index`` of submit round ``round_no`` for ``game``."""
+        champion = self.champions.get(game)
         inputs = [msgspec.structs.replace(champion.ref, name=MODEL_FILE)] if champion else []
         return JobSpec(
             type="selfplay",
             args={
-                "config": config,
+                "game": game,
                 "games": games,
                 "seed": seed,
                 "exploration": cfg.exploration,
@@ -126,10 +126,10 @@ class Records:
             requirements=Requirements(capability=cfg.capability, pooled=True),
             labels={
                 "kind": "selfplay",
-                "config": config,
+                "game": game,
                 "model_id": champion.model_id if champion else "",
             },
             timeout_s=cfg.job_timeout_s,
             max_attempts=cfg.max_attempts,
-            idempotency_key=f"selfplay-{config}-{round_no}-{index}",
+            idempotency_key=f"selfplay-{game}-{round_no}-{index}",
         )

@@ -57,7 +57,7 @@ class Rounds:
         self.sizer = sizer
         #: The last round's view (what the ``priorities`` endpoint answers).
         self.view = Priorities()
-        #: Credit each config carries between rounds (see policy.allocate).
+        #: Credit each game carries between rounds (see policy.allocate).
         self.credits: dict[str, float] = {}
         #: Logs the first failed submit of a streak only; counts tell the rest.
         self._submit_failing = False
@@ -74,9 +74,9 @@ class Rounds:
         """One round: read, compute, announce changes, submit the shortfall."""
         cfg, now, mono = self.config, time.time(), time.monotonic()
         self.nodes.forget_silent(mono, FORGET_NODES_AFTER_S)
-        await self.records.refresh(cfg.configs)
+        await self.records.refresh(cfg.games)
         inputs = self.records.all_inputs(
-            cfg.configs, self.store.signals, self.store.overrides, now, cfg.training_stale_s
+            cfg.games, self.store.signals, self.store.overrides, now, cfg.training_stale_s
         )
         prios = policy.priorities(inputs, cfg.weights, cfg.elo_target)
         shares = policy.shares(prios, cfg.min_share)
@@ -93,7 +93,7 @@ class Rounds:
             allocation=allocation,
             target=target,
             queued=queue.queued if queue else None,
-            queued_by_config=queue.queued_by_config if queue else {},
+            queued_by_game=queue.queued_by_game if queue else {},
             free_slots=free,
             slots=slots,
             nodes_alive=len(nodes),
@@ -131,9 +131,9 @@ class Rounds:
             log.warning("cannot reserve a submit round: %r", exc)
             return
         split, self.credits = policy.allocate(n, self.view.shares, self.credits)
-        for i, config in enumerate(policy.interleave(split)):
-            games = self.sizer.games(config, self.config)
-            spec = self.records.spec(config, self.config, round_no, i, first_seed + i, games)
+        for i, game in enumerate(policy.interleave(split)):
+            games = self.sizer.games(game, self.config)
+            spec = self.records.spec(game, self.config, round_no, i, first_seed + i, games)
             try:
                 await self.jobs.submit(spec)
             except CallError as exc:
@@ -145,4 +145,4 @@ class Rounds:
                 return
             self._submit_failing = False
             self.counts["submitted"] += 1
-            self.counts[f"submitted.{config}"] += 1
+            self.counts[f"submitted.{game}"] += 1

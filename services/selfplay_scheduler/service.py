@@ -8,15 +8,15 @@ the target with the pure functions of ``policy``, and submits the shortfall:
 - queued: the job manager's selfplay jobs PENDING or DISPATCHED (``list``), and the
   RUNNING ones a node's NodeInfo does not show yet (they already took a slot);
 - job sizes: JOB_COMPLETED of selfplay jobs (``P.event.job_manager.job.completed``,
-  a plain subscription: a missed one only delays learning) teach each config's
+  a plain subscription: a missed one only delays learning) teach each game's
   seconds per game, and jobs are sized to run ``target_job_s`` (``sizing.py``);
-- games per config from the manifests bucket, champions from the models bucket
+- games per game from the manifests bucket, champions from the models bucket
   (both read-only, read every round, so a new champion is used at once);
 - training, evaluation and promotion signals from a durable consumer on P_EVENTS,
   kept in the scheduler bucket (key ``signals``) so a restart loses none.
 
 It emits SELFPLAY_TARGET_UPDATED when the target changes and SELFPLAY_ALLOCATION_UPDATED
-when the split of the target across configs changes. API: ``priorities`` and
+when the split of the target across games changes. API: ``priorities`` and
 ``override`` (see ``api.py``). Health is DEGRADED while the job manager's breaker is open.
 """
 
@@ -55,10 +55,10 @@ DURABLE = "selfplay_scheduler"
 
 
 class SelfplaySchedulerService(Service[SelfplaySchedulerConfig]):
-    """Sizes the selfplay queue to the free slots and splits it by config priority."""
+    """Sizes the selfplay queue to the free slots and splits it by game priority."""
 
     name = "selfplay_scheduler"
-    description = "keeps selfplay work queued to the free selfplay slots, by config priority"
+    description = "keeps selfplay work queued to the free selfplay slots, by game priority"
     config_type = SelfplaySchedulerConfig
     store: Store
     records: Records
@@ -87,7 +87,7 @@ class SelfplaySchedulerService(Service[SelfplaySchedulerConfig]):
 
     async def setup(self) -> None:
         """Open the buckets, restore state, then listen to nodes and events; add the API."""
-        self.store = Store(await self.bucket("scheduler"), self.config.configs)
+        self.store = Store(await self.bucket("scheduler"), self.config.games)
         await self.store.restore()
         self.records = Records(
             await self.bucket("models"), await self.bucket("manifests"), self.counts
@@ -135,7 +135,7 @@ class SelfplaySchedulerService(Service[SelfplaySchedulerConfig]):
         )
 
     async def on_reload(self, old: SelfplaySchedulerConfig) -> None:
-        """Weights, shares, buffer and job settings apply from the next round; the configs,
+        """Weights, shares, buffer and job settings apply from the next round; the games,
         capability, breaker and consumer settings at restart."""
         self.rounds.config = self.config
         self.round_loop.trigger()
@@ -165,8 +165,8 @@ class SelfplaySchedulerService(Service[SelfplaySchedulerConfig]):
         return self.rounds.view
 
     async def _override(self, request: OverrideRequest) -> Overrides:
-        weights = await self.store.set_override(request.config, request.weight)
-        log.info("override %s -> %s", request.config, request.weight)
+        weights = await self.store.set_override(request.game, request.weight)
+        log.info("override %s -> %s", request.game, request.weight)
         self.round_loop.trigger()
         return Overrides(weights=weights)
 

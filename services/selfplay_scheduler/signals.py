@@ -1,4 +1,4 @@
-"""What training, evaluation and promotion events tell the scheduler, per config.
+"""What training, evaluation and promotion events tell the scheduler, per game.
 
 The events arrive at least once and not always in order (a failed handler's event
 comes back behind later ones), so :func:`apply` is idempotent and order-tolerant:
@@ -20,7 +20,7 @@ from shared.events import (
     TrainingStarted,
 )
 
-#: Rejected candidates remembered per config (the plateau count saturates here).
+#: Rejected candidates remembered per game (the plateau count saturates here).
 MAX_REJECTED = 64
 
 #: The event types the scheduler consumes.
@@ -33,8 +33,8 @@ CONSUMED: tuple[type[EventData], ...] = (
 )
 
 
-class ConfigSignals(msgspec.Struct, frozen=True, kw_only=True):
-    """One config's training state as the events describe it (times: wall clock)."""
+class GameSignals(msgspec.Struct, frozen=True, kw_only=True):
+    """One game's training state as the events describe it (times: wall clock)."""
 
     training_job: str = ""
     training_since: float | None = None
@@ -58,16 +58,16 @@ class ConfigSignals(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class Signals(msgspec.Struct, frozen=True, kw_only=True):
-    """Every config's signals (key ``signals`` in the scheduler bucket)."""
+    """Every game's signals (key ``signals`` in the scheduler bucket)."""
 
-    configs: dict[str, ConfigSignals] = msgspec.field(default_factory=dict)
+    games: dict[str, GameSignals] = msgspec.field(default_factory=dict)
 
 
 def _later(a: float | None, b: float) -> float:
     return b if a is None else max(a, b)
 
 
-def apply_one(s: ConfigSignals, data: EventData, at: float) -> ConfigSignals:
+def apply_one(s: GameSignals, data: EventData, at: float) -> GameSignals:
     """``s`` after the event ``data`` that happened at ``at`` (``s`` itself if no change)."""
     replace = msgspec.structs.replace
     if isinstance(data, TrainingStarted):
@@ -108,20 +108,20 @@ def apply_one(s: ConfigSignals, data: EventData, at: float) -> ConfigSignals:
     return s
 
 
-def apply(signals: Signals, config: str, data: EventData, at: float) -> Signals | None:
-    """``signals`` after one event of ``config``; None when nothing changed."""
-    current = signals.configs.get(config, ConfigSignals())
+def apply(signals: Signals, game: str, data: EventData, at: float) -> Signals | None:
+    """``signals`` after one event of ``game``; None when nothing changed."""
+    current = signals.games.get(game, GameSignals())
     new = apply_one(current, data, at)
     if new == current:
         return None
-    return Signals(configs={**signals.configs, config: new})
+    return Signals(games={**signals.games, game: new})
 
 
-def event_config(data: EventData) -> str | None:
-    """The config a consumed event is about; None for other events."""
+def event_game(data: EventData) -> str | None:
+    """The game a consumed event is about; None for other events."""
     if isinstance(
         data,
         TrainingStarted | TrainingCompleted | TrainingFailed | EvaluationCompleted | ModelPromoted,
     ):
-        return data.config
+        return data.game
     return None

@@ -1,4 +1,4 @@
-"""Games per selfplay job, per config, learned from the durations of finished jobs.
+"""Games per selfplay job, per game, learned from the durations of finished jobs.
 
 Every JOB_COMPLETED of a selfplay job says how long the attempt ran (``run_s``) and,
 in its result, how many games it played; :func:`policy.observe_pace` folds that into
@@ -23,7 +23,7 @@ def _games(result: dict[str, Any]) -> int:
 
 
 class Sizer:
-    """Seconds per game and the last size, by config."""
+    """Seconds per game and the last size, by game."""
 
     def __init__(self, counts: Counter[str]) -> None:
         self.pace: dict[str, float] = {}
@@ -32,38 +32,38 @@ class Sizer:
 
     def observe(self, done: JobCompleted) -> bool:
         """Learn from a finished job; whether it was a selfplay job that taught something."""
-        config = done.labels.get("config", "")
-        if done.labels.get("kind") != "selfplay" or not config:
+        game = done.labels.get("game", "")
+        if done.labels.get("kind") != "selfplay" or not game:
             return False
         games = _games(done.result)
-        pace = policy.observe_pace(self.pace.get(config), games, done.run_s)
-        if pace is None or pace == self.pace.get(config):
+        pace = policy.observe_pace(self.pace.get(game), games, done.run_s)
+        if pace is None or pace == self.pace.get(game):
             self.counts["durations_unusable"] += 1
             return False
-        self.pace[config] = pace
+        self.pace[game] = pace
         self.counts["durations_observed"] += 1
         return True
 
-    def games(self, config: str, cfg: SelfplaySchedulerConfig) -> int:
-        """The size of ``config``'s next job (remembered as its last size)."""
-        default = cfg.games_per_job.get(config, cfg.default_games_per_job)
+    def games(self, game: str, cfg: SelfplaySchedulerConfig) -> int:
+        """The size of ``game``'s next job (remembered as its last size)."""
+        default = cfg.games_per_job.get(game, cfg.default_games_per_job)
         size = policy.games_per_job(
-            self.pace.get(config),
+            self.pace.get(game),
             cfg.target_job_s,
             default,
-            self.last.get(config),
+            self.last.get(game),
             cfg.max_games_per_job,
         )
-        self.last[config] = size
+        self.last[game] = size
         return size
 
     def view(self, cfg: SelfplaySchedulerConfig) -> dict[str, dict[str, float]]:
-        """Per config: seconds per game, the last size and the run it aims at."""
+        """Per game: seconds per game, the last size and the run it aims at."""
         return {
-            config: {
+            game: {
                 "seconds_per_game": round(pace, 6),
-                "games_per_job": float(self.last.get(config, 0)),
+                "games_per_job": float(self.last.get(game, 0)),
                 "target_job_s": cfg.target_job_s,
             }
-            for config, pace in sorted(self.pace.items())
+            for game, pace in sorted(self.pace.items())
         }

@@ -1,7 +1,7 @@
 """The scheduler bucket, written only by the selfplay scheduler, and what it holds.
 
 Keys: ``overrides`` (operator weights), ``signals`` (what training, evaluation and
-promotion events said, per config), ``counters`` (the submit round and job seeds,
+promotion events said, per game), ``counters`` (the submit round and job seeds,
 never reused) and ``allocation`` (the view of the last allocation change). Each is
 read once at start, so a restarted scheduler carries on where it stopped, and written
 before it is relied on: an event is acked only after its signals are stored, a round
@@ -27,7 +27,7 @@ from services.selfplay_scheduler.api import (
     Overrides,
     Priorities,
 )
-from services.selfplay_scheduler.signals import Signals, apply, event_config
+from services.selfplay_scheduler.signals import Signals, apply, event_game
 from shared.codec import encode
 from shared.contracts import Event
 from shared.errors import BadRequest, Unavailable
@@ -48,9 +48,9 @@ def event_time(event: Event, default: float) -> float:
 class Store:
     """The scheduler's durable state, mirrored in memory."""
 
-    def __init__(self, kv: KeyValue, configs: list[str]) -> None:
+    def __init__(self, kv: KeyValue, games: list[str]) -> None:
         self.kv = kv
-        self.configs = configs
+        self.games = games
         self.overrides: dict[str, float] = {}
         self.signals = Signals()
         self.counters = Counters()
@@ -61,7 +61,7 @@ class Store:
         """Read every key (missing ones keep their defaults)."""
         overrides = await read(self.kv, OVERRIDES_KEY, Overrides)
         if overrides is not None:
-            known = set(self.configs)
+            known = set(self.games)
             self.overrides = {c: w for c, w in overrides[0].weights.items() if c in known}
         signals = await read(self.kv, SIGNALS_KEY, Signals)
         self.signals = signals[0] if signals is not None else Signals()
@@ -70,10 +70,10 @@ class Store:
         last = await read(self.kv, ALLOCATION_KEY, Priorities)
         self.last_allocation = last[0] if last is not None else None
         log.info(
-            "restored: overrides %s, round %d, signals of %d configs",
+            "restored: overrides %s, round %d, signals of %d games",
             self.overrides,
             self.counters.round,
-            len(self.signals.configs),
+            len(self.signals.games),
         )
 
     async def apply_event(self, event: Event, now: float) -> str:
@@ -86,26 +86,26 @@ class Store:
         except msgspec.ValidationError as exc:
             log.warning("%s %s does not decode: %s", event.type, event.id, exc)
             return "invalid"
-        config = event_config(data) if data is not None else None
-        if data is None or config is None or config not in self.configs:
+        game = event_game(data) if data is not None else None
+        if data is None or game is None or game not in self.games:
             return "ignored"
-        new = apply(self.signals, config, data, event_time(event, now))
+        new = apply(self.signals, game, data, event_time(event, now))
         if new is None:
             return "unchanged"
         await self.kv.put(SIGNALS_KEY, encode(new))
         self.signals = new
         return "applied"
 
-    async def set_override(self, config: str, weight: float | None) -> dict[str, float]:
-        """Set (or with None clear) a config's operator weight; the weights in force."""
-        if config not in self.configs:
-            raise BadRequest(f"unknown config {config!r}; known: {self.configs}")
+    async def set_override(self, game: str, weight: float | None) -> dict[str, float]:
+        """Set (or with None clear) a game's operator weight; the weights in force."""
+        if game not in self.games:
+            raise BadRequest(f"unknown game {game!r}; known: {self.games}")
         async with self._lock:  # two overrides at once must not lose one
             weights = dict(self.overrides)
             if weight is None:
-                weights.pop(config, None)
+                weights.pop(game, None)
             else:
-                weights[config] = weight
+                weights[game] = weight
             try:
                 await self.kv.put(OVERRIDES_KEY, encode(Overrides(weights=weights)))
             except (nats.errors.Error, TimeoutError) as exc:

@@ -1,1 +1,1 @@
-"""The sync planner: manifests of selfplay data per config, prefetch and safe retention."""
+"""The sync planner: manifests of selfplay data per game, prefetch and safe retention."""

@@ -18,7 +18,7 @@ from shared.config import BaseConfig, Positive, PositiveInt
 class SyncPlannerConfig(BaseConfig, kw_only=True, forbid_unknown_fields=True):
     """Sync planner settings (seconds unless named otherwise)."""
 
-    #: Per config, the newest entries holding this many games are never deleted.
+    #: Per game, the newest entries holding this many games are never deleted.
     retain_games: PositiveInt = 50_000
     #: How often retention looks at the manifests.
     retention_interval_s: Positive = 30.0

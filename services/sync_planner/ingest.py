@@ -66,8 +66,8 @@ class Ingest:
             if kind == SELFPLAY:
                 await self.selfplay(data)
             elif kind == PREFETCH:
-                config = data.labels.get("config", "")
-                await self.prefetcher.completed(data.job_id, data.node_id, config)
+                game = data.labels.get("game", "")
+                await self.prefetcher.completed(data.job_id, data.node_id, game)
             else:
                 self.counts["other_jobs"] += 1
         elif isinstance(data, JobFailed):
@@ -79,19 +79,19 @@ class Ingest:
             self.counts["other_events"] += 1
 
     async def selfplay(self, done: JobCompleted) -> None:
-        """Record a selfplay job's games in its config's manifest."""
+        """Record a selfplay job's games in its game's manifest."""
         found = policy.selfplay_entry(done, time.time())
         if isinstance(found, str):
             self._skip("bad_selfplay", done.job_id, found)
             return
-        config, entry = found
+        game, entry = found
         # A replay of old events (a consumer created afresh) must not list a blob
         # that retention has deleted since; the agent uploads before reporting, so
         # a first delivery always finds its blob.
         if not await self.blobs.exists(entry.ref.sha256):
             self._skip("missing_blobs", done.job_id, f"blob {entry.ref.sha256[:12]} not stored")
             return
-        manifest = await self.manifests.append(config, entry)
+        manifest = await self.manifests.append(game, entry)
         if manifest is None:
             self.counts["duplicates"] += 1
             return
@@ -103,7 +103,7 @@ class Ingest:
         with tracing.use(selfplay.child() if selfplay is not None else None):
             await self.emit(
                 DataAvailable(
-                    config=config,
+                    game=game,
                     sha256=entry.ref.sha256,
                     games=entry.games,
                     games_total=manifest.games_total,

@@ -1,6 +1,6 @@
 """The sync planner's pure rules: recording games, the training window, retention.
 
-A manifest lists a config's blobs oldest first. ``games_total`` counts every game
+A manifest lists a game's blobs oldest first. ``games_total`` counts every game
 ever recorded and never goes down (retention removes entries, not history), so
 "new games since the last training" is a plain difference of two totals.
 
@@ -30,7 +30,7 @@ _SHA = re.compile(rb"[0-9a-f]{64}")
 class Selfplay(NamedTuple):
     """What a completed selfplay job adds to a manifest."""
 
-    config: str
+    game: str
     entry: ManifestEntry
 
 
@@ -41,8 +41,8 @@ class RetentionPlan(NamedTuple):
     delete: list[ManifestEntry]
 
 
-def is_config_name(name: str) -> bool:
-    """Whether ``name`` can be a config (one subject token, also a KV key)."""
+def is_game_name(name: str) -> bool:
+    """Whether ``name`` can be a game (one subject token, also a KV key)."""
     return bool(_CONFIG.match(name))
 
 
@@ -51,9 +51,9 @@ def is_config_name(name: str) -> bool:
 
 def selfplay_entry(done: JobCompleted, now: float) -> Selfplay | str:
     """The manifest entry of a completed selfplay job, or why there is none."""
-    config = done.labels.get("config") or str(done.result.get("config", ""))
-    if not is_config_name(config):
-        return f"config {config!r} is not a config name"
+    game = done.labels.get("game") or str(done.result.get("game", ""))
+    if not is_game_name(game):
+        return f"game {game!r} is not a game name"
     ref = next((o for o in done.outputs if o.name == GAMES_FILE), None)
     if ref is None:
         return f"no {GAMES_FILE} among the outputs"
@@ -65,7 +65,7 @@ def selfplay_entry(done: JobCompleted, now: float) -> Selfplay | str:
     entry = ManifestEntry(
         ref=ref, games=games, job_id=done.job_id, model_id=model_id, created_at=now
     )
-    return Selfplay(config, entry)
+    return Selfplay(game, entry)
 
 
 def appended(manifest: Manifest, entry: ManifestEntry, now: float) -> Manifest | None:
@@ -120,7 +120,7 @@ def plan_retention(
 
 
 def blobs_to_delete(plans: Mapping[str, RetentionPlan]) -> set[str]:
-    """The sha256s of deleted entries that no config keeps an entry of."""
+    """The sha256s of deleted entries that no game keeps an entry of."""
     kept = {e.ref.sha256 for plan in plans.values() for e in plan.keep}
     return {e.ref.sha256 for plan in plans.values() for e in plan.delete} - kept
 

@@ -75,7 +75,7 @@ class Prefetcher:
             requirements=Requirements(capability=KIND, node_id=request.node_id),
             timeout_s=self.config.prefetch_timeout_s,
             max_attempts=self.config.prefetch_max_attempts,
-            labels={"kind": KIND, "config": request.config},
+            labels={"kind": KIND, "game": request.game},
         )
 
     async def submit(self, request: PrefetchRequest) -> JobRecord:
@@ -104,7 +104,7 @@ class Prefetcher:
         self.counts["submitted"] += 1
         await self.emit(
             DataSyncStarted(
-                config=request.config,
+                game=request.game,
                 node_id=request.node_id,
                 blobs=len(request.refs),
                 bytes=sum(ref.size for ref in request.refs),
@@ -141,7 +141,7 @@ class Prefetcher:
             return None
         return found[0] if found else None
 
-    async def completed(self, job_id: str, node_id: str, config: str) -> None:
+    async def completed(self, job_id: str, node_id: str, game: str) -> None:
         """A prefetch job finished: its blobs are in the node's cache."""
         if not self._first_time(job_id):
             return
@@ -150,7 +150,7 @@ class Prefetcher:
         self.counts["completed"] += 1
         await self.emit(
             DataSyncCompleted(
-                config=config,
+                game=game,
                 node_id=node_id,
                 blobs=len(inputs),
                 bytes=sum(ref.size for ref in inputs),
@@ -162,11 +162,11 @@ class Prefetcher:
         if not self._first_time(job_id):
             return
         record = await self._record(job_id)
-        config = record.spec.labels.get("config", "") if record else ""
+        game = record.spec.labels.get("game", "") if record else ""
         if record is not None:
             node_id = record.spec.requirements.node_id or node_id
         self.counts["failed"] += 1
-        await self.emit(DataSyncFailed(config=config, node_id=node_id, error=error))
+        await self.emit(DataSyncFailed(game=game, node_id=node_id, error=error))
 
 
 def _message(reply: Msg) -> str:

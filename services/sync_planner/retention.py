@@ -4,7 +4,7 @@ Each pass, under the lease ``sync_planner-retention`` (one instance deletes at a
 
 1. scan what is referenced: inputs of every job that may still run, every model
    record, blobs handed out to clients within the grace period;
-2. plan per config with ``policy.plan_retention`` (the newest ``retain_games`` games
+2. plan per game with ``policy.plan_retention`` (the newest ``retain_games`` games
    and everything referenced stay);
 3. remove the planned entries from the manifest (compare-and-set), THEN delete their
    blobs. In that order a crash in between leaves an unlisted blob (space, counted as
@@ -68,21 +68,21 @@ class Retention:
             return
         referenced = await self.references.scan()
         plans = {
-            m.config: policy.plan_retention(m.entries, self.retain_games, referenced)
+            m.game: policy.plan_retention(m.entries, self.retain_games, referenced)
             for m in manifests
         }
         deletable = policy.blobs_to_delete(plans)
-        for config, plan in plans.items():
+        for game, plan in plans.items():
             if plan.delete:
-                await self._apply(config, plan, deletable)
+                await self._apply(game, plan, deletable)
         self.totals["passes"] += 1
 
-    async def _apply(self, config: str, plan: policy.RetentionPlan, deletable: set[str]) -> None:
+    async def _apply(self, game: str, plan: policy.RetentionPlan, deletable: set[str]) -> None:
         size = {e.ref.sha256: e.ref.size for e in plan.delete}
         shas = sorted(sha for sha in size if sha in deletable)
         nbytes = sum(size[sha] for sha in shas)
-        await self.emit(DataSyncStarted(config=config, blobs=len(shas), bytes=nbytes))
-        await self.manifests.remove(config, {e.job_id for e in plan.delete})
+        await self.emit(DataSyncStarted(game=game, blobs=len(shas), bytes=nbytes))
+        await self.manifests.remove(game, {e.job_id for e in plan.delete})
         self.totals["entries_removed"] += len(plan.delete)
         deleted = [sha for sha in shas if await self._delete(sha)]
         freed = sum(size[sha] for sha in deleted)
@@ -90,12 +90,12 @@ class Retention:
         self.totals["bytes_deleted"] += freed
         log.info(
             "retention %s: %d entries removed, %d blobs deleted",
-            config,
+            game,
             len(plan.delete),
             len(deleted),
         )
         await self.emit(
-            DataSyncCompleted(config=config, blobs=len(shas), bytes=freed, deleted=len(deleted))
+            DataSyncCompleted(game=game, blobs=len(shas), bytes=freed, deleted=len(deleted))
         )
 
     async def _delete(self, sha: str) -> bool:

@@ -4,10 +4,10 @@ Consumes the job manager's JOB_COMPLETED and JOB_FAILED through the durable cons
 ``sync_planner`` (nothing is missed across restarts; see ``ingest.py``). Endpoints on
 ``P.api.sync_planner.<method>``:
 
-- ``training_data`` (TrainingDataRequest -> TrainingData): the newest blobs of a config
+- ``training_data`` (TrainingDataRequest -> TrainingData): the newest blobs of a game
   adding up to at most ``max_games`` games;
-- ``manifest`` (ConfigRef -> Manifest for one config, or a list of every Manifest when
-  the config is empty);
+- ``manifest`` (GameRef -> Manifest for one game, or a list of every Manifest when
+  the game is empty);
 - ``prefetch`` (PrefetchRequest -> JobRecord): a ``prefetch`` job pinned to the node;
 - ``seal`` (SealRequest -> SealReply): name a node's uploaded chunks as a blob, after
   checking them (``sealing.py``); node users cannot write the object store's meta.
@@ -39,7 +39,7 @@ from shared.jobs import JobRecord
 from shared.loops import Loop
 from shared.service import Service
 from shared.training import (
-    ConfigRef,
+    GameRef,
     Manifest,
     PrefetchRequest,
     TrainingData,
@@ -107,7 +107,7 @@ class SyncPlannerService(Service[SyncPlannerConfig]):
             emit=self.emit,
         )
         self._parts = (manifests, ingest, prefetcher, retention)
-        await manifests.all()  # health shows every config from the start
+        await manifests.all()  # health shows every game from the start
         self.consumer = EventConsumer(
             self.js,
             stream=self.subjects.events_stream,
@@ -120,7 +120,7 @@ class SyncPlannerService(Service[SyncPlannerConfig]):
         )
         await self.tg.start(self.consumer.run)
         await self.add_endpoint("training_data", TrainingDataRequest, self.training_data)
-        await self.add_endpoint("manifest", ConfigRef, self.manifest)
+        await self.add_endpoint("manifest", GameRef, self.manifest)
         await self.add_endpoint("prefetch", PrefetchRequest, self.prefetch)
         self.sealer = Sealer(self.js, self.subjects.data_store, cfg.seal_read_timeout_s)
         await self.add_endpoint("seal", SealRequest, self.seal)
@@ -163,23 +163,23 @@ class SyncPlannerService(Service[SyncPlannerConfig]):
 
     # -- endpoints ----------------------------------------------------------------------
     async def training_data(self, request: TrainingDataRequest) -> TrainingData:
-        """``training_data``: the recent window of a config's games."""
-        manifest = await self.parts[0].get(request.config)
+        """``training_data``: the recent window of a game's games."""
+        manifest = await self.parts[0].get(request.game)
         window = training_window(manifest.entries, request.max_games)
         self.handouts.protect(e.ref.sha256 for e in window)
         return TrainingData(
-            config=request.config,
+            game=request.game,
             refs=[e.ref for e in window],
             games=games_held(window),
             games_total=manifest.games_total,
         )
 
-    async def manifest(self, request: ConfigRef) -> Manifest | list[Manifest]:
-        """``manifest``: one config's manifest, or every manifest for an empty config."""
-        if request.config:
-            if not policy.is_config_name(request.config):
-                raise BadRequest(f"config {request.config!r} is not a config name")
-            return await self.parts[0].get(request.config)
+    async def manifest(self, request: GameRef) -> Manifest | list[Manifest]:
+        """``manifest``: one game's manifest, or every manifest for an empty config."""
+        if request.game:
+            if not policy.is_game_name(request.game):
+                raise BadRequest(f"game {request.game!r} is not a game name")
+            return await self.parts[0].get(request.game)
         return await self.parts[0].all()
 
     async def prefetch(self, request: PrefetchRequest) -> JobRecord:
@@ -213,18 +213,18 @@ class SyncPlannerService(Service[SyncPlannerConfig]):
         }
         games = sum(s["games"] for s in manifests.summary.values())
         return HealthCheckResult.ok(
-            f"{len(manifests.summary)} configs, {games} games held", **details
+            f"{len(manifests.summary)} games, {games} games held", **details
         )
 
     def custom_metrics(self) -> dict[str, float]:
-        """Games held and recorded per config, and lifetime totals of this instance."""
+        """Games held and recorded per game, and lifetime totals of this instance."""
         metrics: dict[str, float] = {}
         if self._parts is None:
             return metrics
         manifests, ingest, prefetcher, retention = self._parts
-        for config, summary in manifests.summary.items():
-            metrics[f"games_held_{config}"] = summary["games"]
-            metrics[f"games_total_{config}"] = summary["games_total"]
+        for game, summary in manifests.summary.items():
+            metrics[f"games_held_{game}"] = summary["games"]
+            metrics[f"games_total_{game}"] = summary["games_total"]
         metrics["entries_recorded_total"] = ingest.counts["recorded"]
         metrics["blobs_deleted_total"] = retention.totals["blobs_deleted"]
         metrics["prefetches_submitted_total"] = prefetcher.counts["submitted"]

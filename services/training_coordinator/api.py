@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from services.training_coordinator.coordinator import Coordinator
-from services.training_coordinator.records import ConfigModels, EloReply, ModelsReply
+from services.training_coordinator.records import EloReply, GameModels, ModelsReply
 from shared.errors import NotFound
-from shared.training import ConfigRef
+from shared.training import GameRef
 
 
 class ModelsApi:
@@ -16,40 +16,40 @@ class ModelsApi:
     def __init__(self, coordinator: Coordinator) -> None:
         self.coordinator = coordinator
 
-    def _configs(self, ref: ConfigRef) -> list[str]:
-        configs = self.coordinator.ctx.config.configs
-        if not ref.config:
-            return list(configs)
-        if ref.config not in configs:
-            raise NotFound(f"config {ref.config!r} is not trained here")
-        return [ref.config]
+    def _games(self, ref: GameRef) -> list[str]:
+        games = self.coordinator.ctx.config.games
+        if not ref.game:
+            return list(games)
+        if ref.game not in games:
+            raise NotFound(f"game {ref.game!r} is not trained here")
+        return [ref.game]
 
-    async def models(self, ref: ConfigRef) -> ModelsReply:
-        """Champion, models and cycle state of one config (or all, for an empty ref)."""
+    async def models(self, ref: GameRef) -> ModelsReply:
+        """Champion, models and cycle state of one game (or all, for an empty ref)."""
         store = self.coordinator.ctx.store
         return ModelsReply(
-            configs=[
-                ConfigModels(
-                    config=config,
-                    champion=await store.champion(config),
-                    models=await store.models(config),
-                    state=await store.peek_state(config),
+            games=[
+                GameModels(
+                    game=game,
+                    champion=await store.champion(game),
+                    models=await store.models(game),
+                    state=await store.peek_state(game),
                 )
-                for config in self._configs(ref)
+                for game in self._games(ref)
             ]
         )
 
-    async def elo(self, ref: ConfigRef) -> EloReply:
-        """The Elo history of one config (or all, for an empty ref)."""
+    async def elo(self, ref: GameRef) -> EloReply:
+        """The Elo history of one game (or all, for an empty ref)."""
         store = self.coordinator.ctx.store
-        return EloReply(tables=[await store.elo(config) for config in self._configs(ref)])
+        return EloReply(tables=[await store.elo(game) for game in self._games(ref)])
 
 
-def config_details(coordinator: Coordinator, config: str, error: str) -> dict[str, Any]:
-    """One config's line in health details, from what the last tick saw."""
-    state = coordinator.states.get(config)
-    champion = coordinator.champions.get(config)
-    ready = coordinator.trainer.readiness.get(config)
+def game_details(coordinator: Coordinator, game: str, error: str) -> dict[str, Any]:
+    """One game's line in health details, from what the last tick saw."""
+    state = coordinator.states.get(game)
+    champion = coordinator.champions.get(game)
+    ready = coordinator.trainer.readiness.get(game)
     return {
         "phase": state.phase if state else "unknown",
         "generation": state.generation if state else 0,

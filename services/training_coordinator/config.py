@@ -8,7 +8,7 @@ import msgspec
 
 from shared.config import BaseConfig, Positive, PositiveInt
 from shared.subjects import check_token
-from shared.training import MNK_CONFIGS
+from shared.training import MNK_GAMES
 
 Probability = Annotated[float, msgspec.Meta(gt=0, lt=1)]
 NonNegative = Annotated[float, msgspec.Meta(ge=0)]
@@ -22,14 +22,14 @@ def _default_min_new_games() -> dict[str, int]:
 class TrainingCoordinatorConfig(BaseConfig, kw_only=True, forbid_unknown_fields=True):
     """Training coordinator settings (seconds unless named otherwise)."""
 
-    #: The game configs this coordinator trains (default: every m,n,k config).
-    configs: list[str] = msgspec.field(default_factory=lambda: sorted(MNK_CONFIGS))
-    #: Least new games since the last training, per config (others: ``default_min_new_games``).
+    #: The games this coordinator trains (default: every m,n,k-game).
+    games: list[str] = msgspec.field(default_factory=lambda: sorted(MNK_GAMES))
+    #: Least new games since the last training, per game (others: ``default_min_new_games``).
     min_new_games: dict[str, PositiveInt] = msgspec.field(default_factory=_default_min_new_games)
     default_min_new_games: PositiveInt = 1_000
     #: The threshold grows with the cluster: at least this many new games per alive node.
     games_per_node: Annotated[int, msgspec.Meta(ge=0)] = 100
-    #: Least time between two trainings of one config.
+    #: Least time between two trainings of one game.
     cooldown_s: NonNegative = 60.0
     #: How often readiness (and recovery of interrupted steps) is checked.
     interval_s: Positive = 1.0
@@ -84,17 +84,17 @@ class TrainingCoordinatorConfig(BaseConfig, kw_only=True, forbid_unknown_fields=
     takeover_after_s: Positive = 30.0
     #: Ack wait of the durable event consumer (an unacked event comes back after it).
     consumer_ack_wait_s: Positive = 30.0
-    #: The longest one step (a config's tick, or one event) may take; a step cut
+    #: The longest one step (a game's tick, or one event) may take; a step cut
     #: short leaves a consistent state (every change is a CAS) and is redone later.
     step_timeout_s: Positive = 25.0
 
     def __post_init__(self) -> None:
-        if not self.configs:
-            raise ValueError("configs: at least one game config")
-        for name in self.configs:
-            check_token(name, "config field 'configs'")
-        if len(set(self.configs)) != len(self.configs):
-            raise ValueError("configs: a config is listed twice")
+        if not self.games:
+            raise ValueError("games: at least one game")
+        for name in self.games:
+            check_token(name, "config field 'games'")
+        if len(set(self.games)) != len(self.games):
+            raise ValueError("games: a game is listed twice")
         check_token(self.train_capability, "config field 'train_capability'")
         check_token(self.eval_capability, "config field 'eval_capability'")
         if self.elo1 <= self.elo0:
@@ -105,6 +105,6 @@ class TrainingCoordinatorConfig(BaseConfig, kw_only=True, forbid_unknown_fields=
             # Else an event still being handled would be handed out a second time.
             raise ValueError("step_timeout_s must be < consumer_ack_wait_s")
 
-    def threshold_base(self, config: str) -> int:
-        """The least new games for ``config`` before the cluster scaling applies."""
-        return self.min_new_games.get(config, self.default_min_new_games)
+    def threshold_base(self, game: str) -> int:
+        """The least new games for ``game`` before the cluster scaling applies."""
+        return self.min_new_games.get(game, self.default_min_new_games)

@@ -1,11 +1,11 @@
-"""The per-config cycle, driven by two inputs: a periodic tick and job events.
+"""The per-game cycle, driven by two inputs: a periodic tick and job events.
 
 ``advance`` redoes whatever step the state says is pending (a training or an
 evaluation batch submitted but not recorded, a decision not yet applied), so a crash
 anywhere is repaired by the next tick of this or another instance. ``handle`` routes
 the job manager's events (JOB_COMPLETED, JOB_FAILED, JOB_CANCELLED) to the training
 or the evaluation they belong to; anything else is ignored and counted.
-``reconcile`` reads the record of the job a config waits on and, when it is over,
+``reconcile`` reads the record of the job a game waits on and, when it is over,
 acts on it exactly as on its event: an event is a wake-up, the record the truth.
 Both go through the same state checks and compare-and-sets, so whichever comes
 second finds the state moved on and does nothing (counted as stale).
@@ -33,20 +33,20 @@ log = logging.getLogger("ringmaster.training_coordinator")
 
 
 class Coordinator:
-    """Training and evaluation of every configured game config."""
+    """Training and evaluation of every configured game."""
 
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
         self.trainer = Trainer(ctx)
         self.evaluator = Evaluator(ctx)
-        #: The latest state and champion seen per config, for health details.
+        #: The latest state and champion seen per game, for health details.
         self.states: dict[str, CoordinatorState] = {}
         self.champions: dict[str, Champion | None] = {}
 
-    async def advance(self, config: str) -> CoordinatorState:
-        """Redo the pending step of ``config``'s state, if any; the state seen."""
-        state = await self.ctx.store.state(config)
-        self.states[config] = state
+    async def advance(self, game: str) -> CoordinatorState:
+        """Redo the pending step of ``game``'s state, if any; the state seen."""
+        state = await self.ctx.store.state(game)
+        self.states[game] = state
         with tracing.use(state.span):
             await self._pending_step(state)
         return state
@@ -62,17 +62,17 @@ class Coordinator:
         elif state.phase == "evaluating" and not state.eval_job:
             await self.evaluator.submit_batch(state)
 
-    async def tick(self, config: str) -> None:
-        """Repair, then start a training run when the config is ready for one."""
-        state = await self.advance(config)
+    async def tick(self, game: str) -> None:
+        """Repair, then start a training run when the game is ready for one."""
+        state = await self.advance(game)
         if state.phase == "idle":
             await self.trainer.maybe_train(state)
-        await self.refresh(config)
+        await self.refresh(game)
 
-    async def refresh(self, config: str) -> None:
-        """Note the config's state and champion for health details."""
-        self.states[config] = await self.ctx.store.state(config)
-        self.champions[config] = await self.ctx.store.champion(config)
+    async def refresh(self, game: str) -> None:
+        """Note the game's state and champion for health details."""
+        self.states[game] = await self.ctx.store.state(game)
+        self.champions[game] = await self.ctx.store.champion(game)
 
     async def handle(self, event: Event) -> None:
         """Route one job event; raises only for errors worth a redelivery."""
@@ -90,12 +90,12 @@ class Coordinator:
         elif isinstance(data, JobCancelled):
             await self._ended(data.job_id, f"cancelled: {data.reason or 'no reason given'}")
 
-    async def reconcile(self, config: str) -> None:
-        """Act on the end of the job ``config`` waits on, read from its record.
+    async def reconcile(self, game: str) -> None:
+        """Act on the end of the job ``game`` waits on, read from its record.
 
         Raises ``Unavailable`` when the job manager cannot answer (its breaker open).
         """
-        state = await self.ctx.store.state(config)
+        state = await self.ctx.store.state(game)
         if state.phase == "training" and state.training_job:
             kind, job_id = "train", state.training_job
         elif state.phase == "evaluating" and state.eval_job and not state.decision:
@@ -123,13 +123,13 @@ class Coordinator:
         else:
             return
         self.ctx.counts[f"reconciled_{kind}"] += 1
-        log.info("%s: %s job %s found %s by reconciling", config, kind, job_id, rec.state)
+        log.info("%s: %s job %s found %s by reconciling", game, kind, job_id, rec.state)
 
     async def _completed(self, event: JobCompleted) -> None:
-        kind, config = event.labels.get("kind"), event.labels.get("config", "")
-        if kind not in ("train", "evaluate") or config not in self.ctx.config.configs:
-            return  # selfplay and other configs' jobs: not ours
-        state = await self.ctx.store.state(config)
+        kind, game = event.labels.get("kind"), event.labels.get("game", "")
+        if kind not in ("train", "evaluate") or game not in self.ctx.config.games:
+            return  # selfplay and other games' jobs: not ours
+        state = await self.ctx.store.state(game)
         with tracing.use(state.span):
             if kind == "train" and self.trainer.matches(state, event.job_id, event.labels):
                 await self.trainer.completed(state, event)
@@ -138,12 +138,12 @@ class Coordinator:
             else:
                 self.ctx.counts[f"{kind}_events_stale"] += 1
                 return
-        await self._advance_quietly(config)
+        await self._advance_quietly(game)
 
     async def _ended(self, job_id: str, error: str) -> None:
         # JOB_FAILED and JOB_CANCELLED carry no labels: find the state waiting on the job.
-        for config in self.ctx.config.configs:
-            state = await self.ctx.store.state(config)
+        for game in self.ctx.config.games:
+            state = await self.ctx.store.state(game)
             with tracing.use(state.span):
                 if state.phase == "training" and state.training_job == job_id:
                     await self.trainer.failed(state, job_id, error)
@@ -151,15 +151,15 @@ class Coordinator:
                     await self.evaluator.fail_closed(state, job_id, error)
                 else:
                     continue
-            await self._advance_quietly(config)
+            await self._advance_quietly(game)
             return
 
-    async def _advance_quietly(self, config: str) -> None:
+    async def _advance_quietly(self, game: str) -> None:
         # The event's own effect is recorded; a next step that cannot be taken now
         # (a dependency down) is left to the tick, so the event is not redelivered.
         try:
-            await self.advance(config)
-            await self.refresh(config)
+            await self.advance(game)
+            await self.refresh(game)
         except RequestError as exc:
             self.ctx.counts["next_step_deferred"] += 1
-            log.info("%s: next step deferred to the tick: %s", config, exc)
+            log.info("%s: next step deferred to the tick: %s", game, exc)

@@ -13,7 +13,7 @@ The events go out before the state returns to idle, and the state returns to idl
 only once the stream acknowledged them: the decided state is the durable obligation
 to announce. A crash or a failed publish leaves it decided, and the next tick (of
 this or another instance) finishes again. The announcements carry deterministic ids
-(``<config>.<generation>.<candidate>.<phase>``), so the stream keeps one copy of a repeat.
+(``<game>.<generation>.<candidate>.<phase>``), so the stream keeps one copy of a repeat.
 """
 
 from __future__ import annotations
@@ -66,11 +66,11 @@ class Decider:
             return replace(s, decision="reject", reason=reason)
 
         self.ctx.counts["accepts_overruled"] += 1
-        log.warning("%s: candidate %s not promoted: %s", state.config, state.candidate, reason)
-        return await self.ctx.store.update(state.config, reject)
+        log.warning("%s: candidate %s not promoted: %s", state.game, state.candidate, reason)
+        return await self.ctx.store.update(state.game, reject)
 
     async def finish(self, state: CoordinatorState) -> None:
-        """Apply a decided state's verdict, announce it, and return the config to idle."""
+        """Apply a decided state's verdict, announce it, and return the game to idle."""
         if state.decision == "accept":
             problem = await self._promote(state)
             if problem:
@@ -82,10 +82,10 @@ class Decider:
             await self._reject(state)
         tally = tally_of(state)
         # The generation too: a later training can reproduce a rejected candidate's bytes.
-        ids = f"{state.config}.{state.generation}.{state.candidate}"
+        ids = f"{state.game}.{state.generation}.{state.candidate}"
         evaluated = await self.ctx.emit(
             EvaluationCompleted(
-                config=state.config,
+                game=state.game,
                 candidate=state.candidate,
                 champion=state.opponent,
                 wins=tally.wins,
@@ -100,7 +100,7 @@ class Decider:
         if state.decision == "accept":
             told = await self.ctx.emit(
                 ModelPromoted(
-                    config=state.config,
+                    game=state.game,
                     model_id=state.candidate,
                     generation=state.generation,
                     elo=self._elo(state),
@@ -110,13 +110,13 @@ class Decider:
             )
         else:
             told = await self.ctx.emit(
-                ModelRejected(config=state.config, model_id=state.candidate, reason=state.reason),
+                ModelRejected(game=state.game, model_id=state.candidate, reason=state.reason),
                 msg_id=f"{ids}.rejected",
             )
         if not (evaluated and told):
             # Not idle yet: the decided state is what still owes the announcement.
             self.ctx.counts["announcements_unacked"] += 1
-            log.warning("%s: decision on %s not yet announced; kept", state.config, ids)
+            log.warning("%s: decision on %s not yet announced; kept", state.game, ids)
             return
         await self._to_idle(state)
 
@@ -138,9 +138,9 @@ class Decider:
 
     async def _promote(self, state: CoordinatorState) -> str:
         """Switch the champion to the candidate; what went wrong, or "" on success."""
-        config, store = state.config, self.ctx.store
+        game, store = state.game, self.ctx.store
         assert state.candidate_ref is not None, "an evaluating state names its candidate"
-        current = await store.champion(config)
+        current = await store.champion(game)
         if current is None or current.model_id != state.candidate:
             # Checked before the switch only: a switch already made (by a run of this
             # step that died later) is never taken back.
@@ -150,14 +150,14 @@ class Decider:
                 return f"candidate blob unusable: {exc}"
         elo = self._elo(state)
         champion = Champion(
-            config=config,
+            game=game,
             model_id=state.candidate,
             ref=policy.renamed(state.candidate_ref, MODEL_FILE),
             generation=state.generation,
             elo=elo,
             since=state.decided_at,
         )
-        if not await store.switch_champion(config, state.opponent, champion):
+        if not await store.switch_champion(game, state.opponent, champion):
             return f"the champion is no longer {state.opponent or 'none'}"
         failpoint("training_coordinator.promote.after_cas")
 
@@ -172,10 +172,10 @@ class Decider:
                 evaluation=self._evaluation(state),
             )
 
-        await store.change_model(config, state.candidate, crowned)
+        await store.change_model(game, state.candidate, crowned)
         if state.opponent:
             await store.change_model(
-                config,
+                game,
                 state.opponent,
                 lambda r: replace(r, status="archived") if r.status == "champion" else None,
             )
@@ -189,7 +189,7 @@ class Decider:
             games=tally_of(state).games,
             score=score,
         )
-        await store.add_elo(config, entry)
+        await store.add_elo(game, entry)
         return ""
 
     async def _reject(self, state: CoordinatorState) -> None:
@@ -203,7 +203,7 @@ class Decider:
                 evaluation=self._evaluation(state),
             )
 
-        await self.ctx.store.change_model(state.config, state.candidate, rejected)
+        await self.ctx.store.change_model(state.game, state.candidate, rejected)
 
     async def _to_idle(self, state: CoordinatorState) -> None:
         accepted = state.decision == "accept"
@@ -225,6 +225,6 @@ class Decider:
                 rejections=s.rejections + (not accepted),
             )
 
-        if await self.ctx.store.update(state.config, idle) is not None:
+        if await self.ctx.store.update(state.game, idle) is not None:
             self.ctx.counts["promotions" if accepted else "rejections"] += 1
-            log.info("%s: %s", state.config, summary)
+            log.info("%s: %s", state.game, summary)

@@ -39,7 +39,7 @@ class Evaluator:
 
     async def submit_batch(self, state: CoordinatorState) -> None:
         """Submit (or submit again: same key, same job) the state's current batch."""
-        cfg, config = self.ctx.config, state.config
+        cfg, game = self.ctx.config, state.game
         assert state.candidate_ref is not None, "an evaluating state names its candidate"
         games = policy.next_batch_games(
             tally_of(state).games, cfg.eval_batch_games, cfg.max_eval_games
@@ -50,7 +50,7 @@ class Evaluator:
         spec = JobSpec(
             type="evaluate",
             args={
-                "config": config,
+                "game": game,
                 "games": games,
                 "seed": state.generation * 1000 + state.batch,
                 # The workload may stop a batch early on its own SPRT: same hypotheses.
@@ -65,11 +65,11 @@ class Evaluator:
             timeout_s=cfg.eval_timeout_s,
             max_attempts=cfg.job_max_attempts,
             idempotency_key=policy.eval_key(
-                config, state.run_id, state.generation, state.candidate, state.batch
+                game, state.run_id, state.generation, state.candidate, state.batch
             ),
             labels={
                 "kind": "evaluate",
-                "config": config,
+                "game": game,
                 "candidate": state.candidate,
                 "batch": str(state.batch),
                 "run": state.run_id,
@@ -82,12 +82,12 @@ class Evaluator:
                 return None
             return replace(s, eval_job=record.job_id)
 
-        if await self.ctx.store.update(config, recorded) is not None:
+        if await self.ctx.store.update(game, recorded) is not None:
             self.ctx.counts["eval_batches"] += 1
             if state.batch == 1:
                 await self.ctx.emit(
                     EvaluationStarted(
-                        config=config,
+                        game=game,
                         candidate=state.candidate,
                         champion=state.opponent,
                         job_id=record.job_id,
@@ -150,7 +150,7 @@ class Evaluator:
                 decided_at=now,
             )
 
-        new = await self.ctx.store.update(state.config, count)
+        new = await self.ctx.store.update(state.game, count)
         if new is None:
             self.ctx.counts["eval_results_ignored"] += 1
             return
@@ -172,9 +172,9 @@ class Evaluator:
                 s, decision="reject", reason=reason, decided_by=self.ctx.instance, decided_at=now
             )
 
-        new = await self.ctx.store.update(state.config, reject)
+        new = await self.ctx.store.update(state.game, reject)
         if new is None:
             return
         self.ctx.counts["evaluations_failed"] += 1
-        log.warning("%s: candidate %s rejected: %s", state.config, state.candidate, reason)
+        log.warning("%s: candidate %s rejected: %s", state.game, state.candidate, reason)
         await self.decider.finish(new)

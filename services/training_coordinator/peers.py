@@ -101,7 +101,7 @@ class Peers:
         return await self._call(JOB_MANAGER, "get", JobRef(job_id=job_id), JobRecord)
 
     async def training_data(self, request: TrainingDataRequest) -> TrainingData:
-        """The sync planner's window of a config's newest data."""
+        """The sync planner's window of a game's newest data."""
         return await self._call(SYNC_PLANNER, "training_data", request, TrainingData)
 
     async def prefetch(self, request: PrefetchRequest) -> None:

@@ -27,7 +27,7 @@ __all__ = [
 
 @dataclass(frozen=True)
 class Readiness:
-    """Whether a config should train now, and why (or why not)."""
+    """Whether a game should train now, and why (or why not)."""
 
     ready: bool
     reason: str
@@ -36,7 +36,7 @@ class Readiness:
 
 
 def threshold(min_new_games: int, games_per_node: int, alive_nodes: int) -> int:
-    """New games needed before training: the config's floor, or more on a big cluster."""
+    """New games needed before training: the game's floor, or more on a big cluster."""
     return max(min_new_games, games_per_node * max(0, alive_nodes))
 
 
@@ -132,19 +132,19 @@ def promoted_elo(previous_elo: float, score: float, max_step: float) -> float:
 # -- jobs ----------------------------------------------------------------------------
 
 
-def train_key(config: str, run_id: str, generation: int) -> str:
-    """Idempotency key of a config's training ``generation``."""
-    return f"train-{config}-{run_id}-{generation}"
+def train_key(game: str, run_id: str, generation: int) -> str:
+    """Idempotency key of a game's training ``generation``."""
+    return f"train-{game}-{run_id}-{generation}"
 
 
-def eval_key(config: str, run_id: str, generation: int, candidate: str, batch: int) -> str:
+def eval_key(game: str, run_id: str, generation: int, candidate: str, batch: int) -> str:
     """Idempotency key of one evaluation batch of a candidate of one training.
 
     The generation is part of it: a training can produce the very bytes (so the very
     model id) of an earlier, rejected candidate, and that candidate's old key would
     name the old, finished job, whose end was announced long ago.
     """
-    return f"eval-{config}-{run_id}-{generation}-{candidate}-{batch}"
+    return f"eval-{game}-{run_id}-{generation}-{candidate}-{batch}"
 
 
 def renamed(ref: DataRef, name: str) -> DataRef:

@@ -3,10 +3,10 @@
 Keys of the models bucket (this service is its only writer):
 
 ==========================  ==================================================
-``state.<config>``          CoordinatorState: where the config's cycle is
-``champion.<config>``       Champion (shared.training), switched by one CAS
-``model.<config>.<id>``     ModelRecord (shared.training), one per model
-``elo.<config>``            EloTable: every champion in promotion order
+``state.<game>``          CoordinatorState: where the game's cycle is
+``champion.<game>``       Champion (shared.training), switched by one CAS
+``model.<game>.<id>``     ModelRecord (shared.training), one per model
+``elo.<game>``            EloTable: every champion in promotion order
 ==========================  ==================================================
 """
 
@@ -26,29 +26,29 @@ Phase = Literal["idle", "training", "evaluating"]
 Decision = Literal["", "accept", "reject"]
 
 
-def state_key(config: str) -> str:
-    """Key of a config's CoordinatorState."""
-    return f"state.{config}"
+def state_key(game: str) -> str:
+    """Key of a game's CoordinatorState."""
+    return f"state.{game}"
 
 
-def champion_key(config: str) -> str:
-    """Key of a config's Champion."""
-    return f"champion.{config}"
+def champion_key(game: str) -> str:
+    """Key of a game's Champion."""
+    return f"champion.{game}"
 
 
-def model_key(config: str, model_id: str) -> str:
+def model_key(game: str, model_id: str) -> str:
     """Key of one ModelRecord."""
-    return f"model.{config}.{model_id}"
+    return f"model.{game}.{model_id}"
 
 
-def model_prefix(config: str) -> str:
-    """Prefix of every ModelRecord key of a config."""
-    return f"model.{config}."
+def model_prefix(game: str) -> str:
+    """Prefix of every ModelRecord key of a game."""
+    return f"model.{game}."
 
 
-def elo_key(config: str) -> str:
-    """Key of a config's EloTable."""
-    return f"elo.{config}"
+def elo_key(game: str) -> str:
+    """Key of a game's EloTable."""
+    return f"elo.{game}"
 
 
 def new_run_id() -> str:
@@ -57,7 +57,7 @@ def new_run_id() -> str:
 
 
 class CoordinatorState(msgspec.Struct, frozen=True, kw_only=True):
-    """One config's cycle: idle -> training -> evaluating -> idle, every change a CAS.
+    """One game's cycle: idle -> training -> evaluating -> idle, every change a CAS.
 
     ``generation`` counts trainings started; the job keys derive from it and from the
     candidate and batch, so a step redone after a crash submits the same job again.
@@ -65,7 +65,7 @@ class CoordinatorState(msgspec.Struct, frozen=True, kw_only=True):
     effects (champion switch, records, events) are being applied by ``decided_by``.
     """
 
-    config: str
+    game: str
     run_id: str
     phase: Phase = "idle"
     phase_since: float = 0.0
@@ -110,7 +110,7 @@ class CoordinatorState(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class EloEntry(msgspec.Struct, frozen=True, kw_only=True):
-    """One champion of a config in the Elo table."""
+    """One champion of a game in the Elo table."""
 
     generation: int
     model_id: str
@@ -122,16 +122,16 @@ class EloEntry(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class EloTable(msgspec.Struct, frozen=True, kw_only=True):
-    """Every champion of a config, oldest first (the random player is Elo 0)."""
+    """Every champion of a game, oldest first (the random player is Elo 0)."""
 
-    config: str
+    game: str
     entries: list[EloEntry] = msgspec.field(default_factory=list)
 
 
-class ConfigModels(msgspec.Struct, frozen=True, kw_only=True):
-    """A config's champion, its models (oldest first) and where its cycle is."""
+class GameModels(msgspec.Struct, frozen=True, kw_only=True):
+    """A game's champion, its models (oldest first) and where its cycle is."""
 
-    config: str
+    game: str
     champion: Champion | None
     models: list[ModelRecord]
     state: CoordinatorState | None
@@ -140,7 +140,7 @@ class ConfigModels(msgspec.Struct, frozen=True, kw_only=True):
 class ModelsReply(msgspec.Struct, frozen=True, kw_only=True):
     """Reply of ``P.api.training_coordinator.models``."""
 
-    configs: list[ConfigModels]
+    games: list[GameModels]
 
 
 class EloReply(msgspec.Struct, frozen=True, kw_only=True):

@@ -1,12 +1,12 @@
 """The training coordinator service: the models bucket's one writer.
 
-Per config: readiness (new games since the last training against a threshold scaled
+Per game: readiness (new games since the last training against a threshold scaled
 to the alive nodes, a cooldown, nothing in flight) -> a train job on the node the
 selector picks -> evaluation batches gated by SPRT -> promotion by one CAS of the
 champion, or rejection. Job events come through a durable consumer of ``P_EVENTS``;
-every step is a CAS on ``state.<config>``, so restarts and second instances never act
+every step is a CAS on ``state.<game>``, so restarts and second instances never act
 twice. API on ``P.api.training_coordinator.<method>``: ``models`` and ``elo``
-(ConfigRef -> ModelsReply / EloReply).
+(GameRef -> ModelsReply / EloReply).
 
 One lock serializes the steps of this instance (ticks and events), and stopping takes
 it, so an instance never stops halfway through a step: what it did not start, the
@@ -25,7 +25,7 @@ import nats.errors
 from anyio.abc import TaskStatus
 from nats.aio.msg import Msg
 
-from services.training_coordinator.api import ModelsApi, config_details
+from services.training_coordinator.api import ModelsApi, game_details
 from services.training_coordinator.config import TrainingCoordinatorConfig
 from services.training_coordinator.context import Context
 from services.training_coordinator.coordinator import Coordinator
@@ -42,7 +42,7 @@ from shared.jobs import NodeInfo
 from shared.liveness import LivenessRule
 from shared.loops import Loop
 from shared.service import Service
-from shared.training import ConfigRef
+from shared.training import GameRef
 
 log = logging.getLogger("ringmaster.training_coordinator")
 
@@ -54,10 +54,10 @@ class Stopping(Unavailable):
 
 
 class TrainingCoordinatorService(Service[TrainingCoordinatorConfig]):
-    """Readiness, training, SPRT evaluation, promotion and the Elo table per config."""
+    """Readiness, training, SPRT evaluation, promotion and the Elo table per game."""
 
     name = "training_coordinator"
-    description = "trains, evaluates (SPRT) and promotes models per game config"
+    description = "trains, evaluates (SPRT) and promotes models per game"
     config_type = TrainingCoordinatorConfig
 
     def __init__(
@@ -77,7 +77,7 @@ class TrainingCoordinatorService(Service[TrainingCoordinatorConfig]):
 
     @property
     def coordinator(self) -> Coordinator:
-        """The cycle of every config (once set up)."""
+        """The cycle of every game (once set up)."""
         if self._coordinator is None:
             raise RuntimeError("the training coordinator is not set up")
         return self._coordinator
@@ -109,8 +109,8 @@ class TrainingCoordinatorService(Service[TrainingCoordinatorConfig]):
             counts=self.nodes.counts,
         )
         self._coordinator = Coordinator(ctx)
-        for config in cfg.configs:
-            await store.state(config)
+        for game in cfg.games:
+            await store.state(game)
         await self.nodes.seed(await self.bucket("nodes"))
         await self.subscribe(self.subjects.nodes, NodeInfo, self._on_node, kind="node")
         event = self.subjects.event
@@ -128,8 +128,8 @@ class TrainingCoordinatorService(Service[TrainingCoordinatorConfig]):
         )
         await self.tg.start(self._consume)
         api = ModelsApi(self._coordinator)
-        await self.add_endpoint("models", ConfigRef, api.models)
-        await self.add_endpoint("elo", ConfigRef, api.elo)
+        await self.add_endpoint("models", GameRef, api.models)
+        await self.add_endpoint("elo", GameRef, api.elo)
         self.add_loop(
             Loop("readiness", self._tick, interval=cfg.interval_s, max_backoff=cfg.interval_s * 10)
         )
@@ -166,23 +166,23 @@ class TrainingCoordinatorService(Service[TrainingCoordinatorConfig]):
                 await self.coordinator.handle(event)
 
     async def _tick(self) -> None:
-        await self._each_config(self.coordinator.tick, "tick", shown=True)
+        await self._each_game(self.coordinator.tick, "tick", shown=True)
 
     async def _reconcile(self) -> None:
         # Through the job manager's breaker: while it is open, each try fails at once.
-        # Its failures are counted, not shown as the config's: the tick says the same.
-        await self._each_config(self.coordinator.reconcile, "reconcile", shown=False)
+        # Its failures are counted, not shown as the game's: the tick says the same.
+        await self._each_game(self.coordinator.reconcile, "reconcile", shown=False)
 
-    async def _each_config(
+    async def _each_game(
         self, step: Callable[[str], Awaitable[None]], name: str, *, shown: bool
     ) -> None:
-        for config in self.config.configs:
+        for game in self.config.games:
             async with self._lock:
                 if self._stopping:
                     return
                 try:
                     with anyio.fail_after(self.config.step_timeout_s):
-                        await step(config)
+                        await step(game)
                 except (
                     RingmasterError,
                     nats.errors.Error,
@@ -190,28 +190,27 @@ class TrainingCoordinatorService(Service[TrainingCoordinatorConfig]):
                     OSError,
                     TimeoutError,
                 ) as exc:
-                    # One config's trouble must not starve the others: counted, shown.
+                    # One game's trouble must not starve the others: counted, shown.
                     self.coordinator.ctx.counts[f"{name}_errors"] += 1
                     error = f"{type(exc).__name__}: {exc}"
-                    log.info("%s: %s failed: %s", config, name, error)
+                    log.info("%s: %s failed: %s", game, name, error)
                     if shown:
-                        self._errors[config] = error
+                        self._errors[game] = error
                 else:
                     if shown:
-                        self._errors.pop(config, None)
+                        self._errors.pop(game, None)
 
     # -- health ----------------------------------------------------------------------
     def health(self) -> HealthCheckResult:
-        """DEGRADED while a config's tick keeps failing; breakers are the framework's."""
+        """DEGRADED while a game's tick keeps failing; breakers are the framework's."""
         if self._coordinator is None:
             return HealthCheckResult.ok("starting")
         ctx = self.coordinator.ctx
-        configs = {
-            c: config_details(self.coordinator, c, self._errors.get(c, ""))
-            for c in self.config.configs
+        games = {
+            c: game_details(self.coordinator, c, self._errors.get(c, "")) for c in self.config.games
         }
         details = {
-            "configs": configs,
+            "games": games,
             "consumer": self.consumer.stats() if self.consumer else {},
             "counts": dict(ctx.counts),
             "requests": dict(ctx.peers.counts),
@@ -220,21 +219,21 @@ class TrainingCoordinatorService(Service[TrainingCoordinatorConfig]):
         }
         if self._errors:
             failing = ", ".join(sorted(self._errors))
-            return HealthCheckResult.degraded(f"failing configs: {failing}", **details)
-        phases = [d["phase"] for d in configs.values()]
+            return HealthCheckResult.degraded(f"failing games: {failing}", **details)
+        phases = [d["phase"] for d in games.values()]
         busy = sum(p != "idle" for p in phases)
-        return HealthCheckResult.ok(f"{busy}/{len(phases)} configs in a cycle", **details)
+        return HealthCheckResult.ok(f"{busy}/{len(phases)} games in a cycle", **details)
 
     def custom_metrics(self) -> dict[str, float]:
-        """Per config generation and champion Elo; promotions and rejections of this instance."""
+        """Per game generation and champion Elo; promotions and rejections of this instance."""
         metrics: dict[str, float] = {}
         if self._coordinator is None:
             return metrics
-        for config in self.config.configs:
-            state = self.coordinator.states.get(config)
-            champion = self.coordinator.champions.get(config)
-            metrics[f"generation_{config}"] = float(state.generation if state else 0)
-            metrics[f"champion_elo_{config}"] = champion.elo if champion else 0.0
+        for game in self.config.games:
+            state = self.coordinator.states.get(game)
+            champion = self.coordinator.champions.get(game)
+            metrics[f"generation_{game}"] = float(state.generation if state else 0)
+            metrics[f"champion_elo_{game}"] = champion.elo if champion else 0.0
         counts = self.coordinator.ctx.counts
         for name in ("promotions", "rejections", "trainings_failed", "evaluations_failed"):
             metrics[f"{name}_total"] = float(counts[name])

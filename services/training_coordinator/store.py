@@ -43,27 +43,27 @@ class ModelStore:
         self.kv = kv
 
     # -- state -----------------------------------------------------------------------
-    async def state(self, config: str) -> CoordinatorState:
-        """The config's state, created idle when there is none yet."""
+    async def state(self, game: str) -> CoordinatorState:
+        """The game's state, created idle when there is none yet."""
         for _ in range(ATTEMPTS):
-            found = await read(self.kv, state_key(config), CoordinatorState)
+            found = await read(self.kv, state_key(game), CoordinatorState)
             if found is not None:
                 return found[0]
-            fresh = CoordinatorState(config=config, run_id=new_run_id(), updated_at=time.time())
+            fresh = CoordinatorState(game=game, run_id=new_run_id(), updated_at=time.time())
             try:
-                await self.kv.create(state_key(config), encode(fresh))
+                await self.kv.create(state_key(game), encode(fresh))
             except KeyWrongLastSequenceError:
                 continue  # another instance created it first: read theirs
             return fresh
-        raise Conflict(f"{state_key(config)}: cannot create")
+        raise Conflict(f"{state_key(game)}: cannot create")
 
-    async def peek_state(self, config: str) -> CoordinatorState | None:
-        """The config's state, or None when it was never written."""
-        found = await read(self.kv, state_key(config), CoordinatorState)
+    async def peek_state(self, game: str) -> CoordinatorState | None:
+        """The game's state, or None when it was never written."""
+        found = await read(self.kv, state_key(game), CoordinatorState)
         return found[0] if found is not None else None
 
     async def update(
-        self, config: str, change: Callable[[CoordinatorState], CoordinatorState | None]
+        self, game: str, change: Callable[[CoordinatorState], CoordinatorState | None]
     ) -> CoordinatorState | None:
         """CAS ``change`` onto the state (stamped); None when ``change`` declined."""
 
@@ -76,7 +76,7 @@ class ModelStore:
             ended[0] = current.phase != "idle" and new.phase == "idle"
             return msgspec.structs.replace(new, updated_at=time.time())
 
-        written = await cas_update(self.kv, state_key(config), CoordinatorState, stamped)
+        written = await cas_update(self.kv, state_key(game), CoordinatorState, stamped)
         if written is None:
             return None
         if ended[0]:  # the write that ends a generation exports its span, once
@@ -84,18 +84,18 @@ class ModelStore:
         return written[0]
 
     # -- champion --------------------------------------------------------------------
-    async def champion(self, config: str) -> Champion | None:
-        """The config's champion, if it has one."""
-        found = await read(self.kv, champion_key(config), Champion)
+    async def champion(self, game: str) -> Champion | None:
+        """The game's champion, if it has one."""
+        found = await read(self.kv, champion_key(game), Champion)
         return found[0] if found is not None else None
 
-    async def switch_champion(self, config: str, expected: str, new: Champion) -> bool:
+    async def switch_champion(self, game: str, expected: str, new: Champion) -> bool:
         """One CAS from champion ``expected`` ("" for none) to ``new``.
 
         True when ``new`` is the champion afterwards (also when it already was: a
         repeated step); False when some other model holds the title.
         """
-        key = champion_key(config)
+        key = champion_key(game)
         for _ in range(ATTEMPTS):
             found = await read(self.kv, key, Champion)
             try:
@@ -118,23 +118,23 @@ class ModelStore:
     # -- models ----------------------------------------------------------------------
     async def put_model(self, record: ModelRecord) -> None:
         """Write a model record (this service is the bucket's only writer)."""
-        await self.kv.put(model_key(record.config, record.model_id), encode(record))
+        await self.kv.put(model_key(record.game, record.model_id), encode(record))
 
-    async def model(self, config: str, model_id: str) -> ModelRecord | None:
+    async def model(self, game: str, model_id: str) -> ModelRecord | None:
         """One model record."""
-        found = await read(self.kv, model_key(config, model_id), ModelRecord)
+        found = await read(self.kv, model_key(game, model_id), ModelRecord)
         return found[0] if found is not None else None
 
     async def change_model(
-        self, config: str, model_id: str, change: Callable[[ModelRecord], ModelRecord | None]
+        self, game: str, model_id: str, change: Callable[[ModelRecord], ModelRecord | None]
     ) -> ModelRecord | None:
         """CAS ``change`` onto a model record; None when missing or unchanged."""
-        written = await cas_update(self.kv, model_key(config, model_id), ModelRecord, change)
+        written = await cas_update(self.kv, model_key(game, model_id), ModelRecord, change)
         return written[0] if written is not None else None
 
-    async def models(self, config: str) -> list[ModelRecord]:
-        """Every model record of a config, oldest first."""
-        prefix = model_prefix(config)
+    async def models(self, game: str) -> list[ModelRecord]:
+        """Every model record of a game, oldest first."""
+        prefix = model_prefix(game)
         records = [
             decode(ModelRecord, value)
             for key, (value, _) in (await read_all(self.kv)).items()
@@ -143,20 +143,20 @@ class ModelStore:
         return sorted(records, key=lambda r: (r.created_at, r.model_id))
 
     # -- Elo -------------------------------------------------------------------------
-    async def elo(self, config: str) -> EloTable:
-        """The config's Elo table (empty before the first promotion)."""
-        found = await read(self.kv, elo_key(config), EloTable)
-        return found[0] if found is not None else EloTable(config=config)
+    async def elo(self, game: str) -> EloTable:
+        """The game's Elo table (empty before the first promotion)."""
+        found = await read(self.kv, elo_key(game), EloTable)
+        return found[0] if found is not None else EloTable(game=game)
 
-    async def add_elo(self, config: str, entry: EloEntry) -> None:
+    async def add_elo(self, game: str, entry: EloEntry) -> None:
         """Append ``entry`` unless its model is already in the table (a repeated step)."""
-        key = elo_key(config)
+        key = elo_key(game)
         for _ in range(ATTEMPTS):
             found = await read(self.kv, key, EloTable)
-            table = found[0] if found is not None else EloTable(config=config)
+            table = found[0] if found is not None else EloTable(game=game)
             if any(e.model_id == entry.model_id for e in table.entries):
                 return
-            new = EloTable(config=config, entries=[*table.entries, entry])
+            new = EloTable(game=game, entries=[*table.entries, entry])
             try:
                 if found is None:
                     await self.kv.create(key, encode(new))
@@ -175,11 +175,11 @@ def _export_generation(state: CoordinatorState) -> None:
         return
     sink.record(
         span,
-        f"generation {state.config} {state.generation}",
+        f"generation {state.game} {state.generation}",
         start=state.last_training_at or None,
         end=state.updated_at,
         attributes={
-            "config": state.config,
+            "game": state.game,
             "generation": state.generation,
             "result": state.last_result,
         },

@@ -1,6 +1,6 @@
 """Readiness and training: idle -> training (one CAS) -> a train job -> a candidate.
 
-The CAS that moves a config to ``training`` comes first; the job is submitted after
+The CAS that moves a game to ``training`` comes first; the job is submitted after
 it with a key derived from the state, so a crash in between only means the next
 tick (of this or another instance) submits the same job again, and the job manager
 answers with the one already there.
@@ -29,20 +29,20 @@ replace = msgspec.structs.replace
 
 
 class Trainer:
-    """Decides when a config trains, submits the job and records its candidate."""
+    """Decides when a game trains, submits the job and records its candidate."""
 
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
-        #: The last readiness verdict per config, for health details.
+        #: The last readiness verdict per game, for health details.
         self.readiness: dict[str, policy.Readiness] = {}
         self.placement = Placement(ctx)
 
     async def maybe_train(self, state: CoordinatorState) -> None:
-        """Start a training run of an idle config if it is ready."""
-        cfg, config = self.ctx.config, state.config
-        games = await self.placement.games_total(config)
+        """Start a training run of an idle game if it is ready."""
+        cfg, game = self.ctx.config, state.game
+        games = await self.placement.games_total(game)
         needed = policy.threshold(
-            cfg.threshold_base(config), cfg.games_per_node, self.ctx.alive_nodes()
+            cfg.threshold_base(game), cfg.games_per_node, self.ctx.alive_nodes()
         )
         now = time.time()
         verdict = policy.readiness(
@@ -54,7 +54,7 @@ class Trainer:
             cooldown_s=cfg.cooldown_s,
             now=now,
         )
-        self.readiness[config] = verdict
+        self.readiness[game] = verdict
         if not verdict.ready:
             return
 
@@ -74,28 +74,28 @@ class Trainer:
                 traceparent=tracing.new_trace().traceparent,
             )
 
-        new = await self.ctx.store.update(config, start)
+        new = await self.ctx.store.update(game, start)
         if new is None:
             return
         self.ctx.counts["trainings_triggered"] += 1
-        log.info("%s: training generation %d (%s)", config, new.generation, verdict.reason)
+        log.info("%s: training generation %d (%s)", game, new.generation, verdict.reason)
         with tracing.use(new.span):
             await self.submit(new)
 
     async def submit(self, state: CoordinatorState) -> None:
         """Submit (or submit again: same key, same job) the training of ``state``."""
-        cfg, config = self.ctx.config, state.config
-        champion = await self.ctx.store.champion(config)
-        refs, games = await self.placement.window(config)
+        cfg, game = self.ctx.config, state.game
+        champion = await self.ctx.store.champion(game)
+        refs, games = await self.placement.window(game)
         if not refs:
             await self.failed(state, "", "no training data in the window")
             return
-        key = policy.train_key(config, state.run_id, state.generation)
+        key = policy.train_key(game, state.run_id, state.generation)
         node, on_gpu = await self.placement.pick_node()
         if node is not None:
             blobs = refs + ([champion.ref] if champion else [])
-            await self.placement.prefetch(key, config, node, blobs)
-        args: dict[str, Any] = {"config": config, "seed": state.generation}
+            await self.placement.prefetch(key, game, node, blobs)
+        args: dict[str, Any] = {"game": game, "seed": state.generation}
         if cfg.train_epochs:
             args["epochs"] = cfg.train_epochs
         requirement = Requirements(
@@ -119,10 +119,10 @@ class Trainer:
                 return None
             return replace(s, training_job=record.job_id, train_node=node or "")
 
-        if await self.ctx.store.update(config, recorded) is not None:
+        if await self.ctx.store.update(game, recorded) is not None:
             parent = champion.model_id if champion else ""
             await self.ctx.emit(
-                TrainingStarted(config=config, job_id=record.job_id, games=games, parent=parent)
+                TrainingStarted(game=game, job_id=record.job_id, games=games, parent=parent)
             )
         if record.state in (JobState.FAILED, JobState.CANCELLED):
             # Its failure event may be long gone by the time this key was submitted again.
@@ -132,7 +132,7 @@ class Trainer:
     def _labels(state: CoordinatorState) -> dict[str, str]:
         return {
             "kind": "train",
-            "config": state.config,
+            "game": state.game,
             "generation": str(state.generation),
             "run": state.run_id,
         }
@@ -151,22 +151,22 @@ class Trainer:
 
     async def completed(self, state: CoordinatorState, event: JobCompleted) -> None:
         """Record the candidate of a finished training and move on to evaluating it."""
-        config = state.config
+        game = state.game
         ref = next((o for o in event.outputs if o.name == MODEL_FILE), None)
         if ref is None:
             await self.failed(state, event.job_id, f"no {MODEL_FILE} among the outputs")
             return
-        champion = await self.ctx.store.champion(config)
+        champion = await self.ctx.store.champion(game)
         model_id = policy.model_id_for(ref)
         if champion is not None and champion.model_id == model_id:
             await self.failed(state, event.job_id, "training returned the champion unchanged")
             return
         now = time.time()
-        existing = await self.ctx.store.model(config, model_id)
+        existing = await self.ctx.store.model(game, model_id)
         if existing is None or existing.status == "candidate":
             await self.ctx.store.put_model(
                 ModelRecord(
-                    config=config,
+                    game=game,
                     model_id=model_id,
                     ref=ref,
                     generation=state.generation,
@@ -203,12 +203,12 @@ class Trainer:
                 reason="",
             )
 
-        if await self.ctx.store.update(config, evaluating) is None:
+        if await self.ctx.store.update(game, evaluating) is None:
             return
         self.ctx.counts["trainings_completed"] += 1
         await self.ctx.emit(
             TrainingCompleted(
-                config=config,
+                game=game,
                 job_id=event.job_id,
                 model_id=model_id,
                 losses=_losses(event.result),
@@ -233,11 +233,11 @@ class Trainer:
                 last_result=f"training failed: {error}",
             )
 
-        if await self.ctx.store.update(state.config, back) is None:
+        if await self.ctx.store.update(state.game, back) is None:
             return
         self.ctx.counts["trainings_failed"] += 1
-        log.warning("%s: training generation %d failed: %s", state.config, state.generation, error)
-        await self.ctx.emit(TrainingFailed(config=state.config, job_id=job_id, error=error))
+        log.warning("%s: training generation %d failed: %s", state.game, state.generation, error)
+        await self.ctx.emit(TrainingFailed(game=state.game, job_id=job_id, error=error))
 
 
 def _losses(result: dict[str, Any]) -> list[float]:

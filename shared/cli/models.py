@@ -1,4 +1,4 @@
-"""``ringmaster models``: each config's champions and their Elo, oldest first.
+"""``ringmaster models``: each game's champions and their Elo, oldest first.
 
 Reads ``P.api.training_coordinator.elo``. The reply is decoded with lenient Structs of
 our own (unknown fields ignored), so the command keeps working as the coordinator's
@@ -16,11 +16,11 @@ import msgspec
 from rich.table import Table
 
 from shared.cli.client import connected, request, subjects
-from shared.training import ConfigRef
+from shared.training import GameRef
 
 
 class EloRow(msgspec.Struct, frozen=True):
-    """One champion of a config."""
+    """One champion of a game."""
 
     generation: int
     model_id: str
@@ -31,9 +31,9 @@ class EloRow(msgspec.Struct, frozen=True):
 
 
 class EloTable(msgspec.Struct, frozen=True):
-    """The champions of one config."""
+    """The champions of one game."""
 
-    config: str
+    game: str
     entries: list[EloRow] = []
 
 
@@ -44,8 +44,10 @@ class EloReply(msgspec.Struct, frozen=True):
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """``--config`` and ``--json``."""
-    parser.add_argument("--config", default="", help="one config (default: all)")
+    """``--game`` and ``--json``."""
+    parser.add_argument(
+        "--game", "--config", dest="game", default="", help="one game (default: all)"
+    )
     parser.add_argument("--json", action="store_true", help="print the reply as JSON")
 
 
@@ -55,23 +57,23 @@ async def _fetch(args: argparse.Namespace) -> EloReply:
         return await request(
             nc,
             subs.api("training_coordinator", "elo"),
-            ConfigRef(config=args.config),
+            GameRef(game=args.game),
             EloReply,
             timeout=5,
         )
 
 
 def table(reply: EloReply) -> Table:
-    """The Elo table: config, generation, model, Elo, its gain, evaluation games, when."""
+    """The Elo table: game, generation, model, Elo, its gain, evaluation games, when."""
     out = Table(title="champions (Elo against the random player = 0)", title_justify="left")
-    for column in ("config", "generation", "model", "elo", "gain", "eval games", "promoted"):
+    for column in ("game", "generation", "model", "elo", "gain", "eval games", "promoted"):
         out.add_column(column)
     for elo_table in reply.tables:
         previous = 0.0
         for row in elo_table.entries:
             when = time.strftime("%H:%M:%S", time.localtime(row.promoted_at))
             out.add_row(
-                elo_table.config,
+                elo_table.game,
                 str(row.generation),
                 row.model_id[:12],
                 f"{row.elo:.0f}",
@@ -81,7 +83,7 @@ def table(reply: EloReply) -> Table:
             )
             previous = row.elo
         if not elo_table.entries:
-            out.add_row(elo_table.config, "-", "no champion yet", "", "", "", "")
+            out.add_row(elo_table.game, "-", "no champion yet", "", "", "", "")
     return out
 
 

@@ -1,8 +1,8 @@
 """``ringmaster scheduler priorities|override``: the selfplay scheduler's weights.
 
-``priorities`` shows the scheduler's last round (each config's priority, share,
-queued jobs and operator weight); ``override CONFIG WEIGHT`` multiplies a config's
-priority by WEIGHT (0 starves it), ``override CONFIG --clear`` removes the weight.
+``priorities`` shows the scheduler's last round (each game's priority, share,
+queued jobs and operator weight); ``override GAME WEIGHT`` multiplies a game's
+priority by WEIGHT (0 starves it), ``override GAME --clear`` removes the weight.
 The reply types live in the scheduler's package, which ``shared`` never imports:
 they are read here with lenient Structs of the fields shown.
 """
@@ -32,7 +32,7 @@ class PrioritiesView(msgspec.Struct, kw_only=True):
     priorities: dict[str, float] = msgspec.field(default_factory=dict)
     shares: dict[str, float] = msgspec.field(default_factory=dict)
     allocation: dict[str, int] = msgspec.field(default_factory=dict)
-    queued_by_config: dict[str, int] = msgspec.field(default_factory=dict)
+    queued_by_game: dict[str, int] = msgspec.field(default_factory=dict)
     overrides: dict[str, float] = msgspec.field(default_factory=dict)
     in_training: list[str] = msgspec.field(default_factory=list)
     target: int = 0
@@ -44,7 +44,7 @@ class PrioritiesView(msgspec.Struct, kw_only=True):
 class OverrideRequest(msgspec.Struct, kw_only=True):
     """What ``P.api.selfplay_scheduler.override`` takes: a weight, or None to clear."""
 
-    config: str
+    game: str
     weight: float | None = None
 
 
@@ -64,29 +64,29 @@ def _add_priorities(parser: argparse.ArgumentParser) -> None:
 
 
 def _add_override(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("config", metavar="CONFIG", help="a config, such as tictactoe")
+    parser.add_argument("game", metavar="GAME", help="a game, such as tictactoe")
     parser.add_argument("weight", metavar="WEIGHT", nargs="?", type=float, help="0 or more")
-    parser.add_argument("--clear", action="store_true", help="remove CONFIG's weight")
+    parser.add_argument("--clear", action="store_true", help="remove GAME's weight")
     add_timeout(parser)
 
 
 def priorities_table(view: PrioritiesView) -> Table:
-    """One row per config."""
+    """One row per game."""
     queued = "?" if view.queued is None else str(view.queued)
     title = f"selfplay priorities: target {view.target}, queued {queued}, {view.nodes_alive} nodes"
     table = Table(title=title, title_justify="left")
-    for column in ("config", "priority", "share", "allocated", "queued", "override", "training"):
+    for column in ("game", "priority", "share", "allocated", "queued", "override", "training"):
         table.add_column(column)
-    for config in sorted(view.priorities, key=lambda c: -view.priorities[c]):
-        override = view.overrides.get(config)
+    for game in sorted(view.priorities, key=lambda c: -view.priorities[c]):
+        override = view.overrides.get(game)
         table.add_row(
-            config,
-            f"{view.priorities[config]:.3g}",
-            f"{view.shares.get(config, 0.0):.1%}",
-            str(view.allocation.get(config, 0)),
-            str(view.queued_by_config.get(config, 0)),
+            game,
+            f"{view.priorities[game]:.3g}",
+            f"{view.shares.get(game, 0.0):.1%}",
+            str(view.allocation.get(game, 0)),
+            str(view.queued_by_game.get(game, 0)),
             "-" if override is None else f"x{override:g}",
-            "yes" if config in view.in_training else "",
+            "yes" if game in view.in_training else "",
         )
     return table
 
@@ -109,18 +109,14 @@ def run_priorities(args: argparse.Namespace) -> int:
 
 
 def run_override(args: argparse.Namespace) -> int:
-    """Set or clear one config's weight; print the weights in force."""
+    """Set or clear one game's weight; print the weights in force."""
     if args.clear == (args.weight is not None):
         raise CliError("give either WEIGHT or --clear", 2)
     if args.weight is not None and not args.weight >= 0:
         raise CliError(f"WEIGHT {args.weight:g} must be 0 or more", 2)
-    view = anyio.run(
-        _call, args, "override", OverrideRequest(config=args.config, weight=args.weight)
-    )
+    view = anyio.run(_call, args, "override", OverrideRequest(game=args.game, weight=args.weight))
     weights = ", ".join(f"{k}x{v:g}" for k, v in sorted(view.weights.items())) or "none"
-    print(
-        f"{args.config}: {'cleared' if args.clear else f'x{args.weight:g}'}; overrides: {weights}"
-    )
+    print(f"{args.game}: {'cleared' if args.clear else f'x{args.weight:g}'}; overrides: {weights}")
     return 0
 
 
@@ -130,6 +126,6 @@ def run(args: argparse.Namespace) -> int:
 
 
 VERB_PARSERS = {
-    "priorities": ("each config's priority, share and queue", _add_priorities, run_priorities),
-    "override": ("set (or --clear) a config's operator weight", _add_override, run_override),
+    "priorities": ("each game's priority, share and queue", _add_priorities, run_priorities),
+    "override": ("set (or --clear) a game's operator weight", _add_override, run_override),
 }

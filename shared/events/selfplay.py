@@ -12,10 +12,10 @@ from shared.events.base import EventData
 
 
 class DataAvailable(EventData, frozen=True, kw_only=True):
-    """New selfplay games were recorded in a config's manifest."""
+    """New selfplay games were recorded in a game's manifest."""
 
     TYPE: ClassVar[str] = "DATA_AVAILABLE"
-    config: str
+    game: str
     sha256: str
     games: int
     games_total: int
@@ -25,7 +25,7 @@ class DataSyncStarted(EventData, frozen=True, kw_only=True):
     """The sync planner began moving data (a prefetch to a node, or retention)."""
 
     TYPE: ClassVar[str] = "DATA_SYNC_STARTED"
-    config: str
+    game: str
     node_id: str = ""
     blobs: int
     bytes: int = 0
@@ -35,7 +35,7 @@ class DataSyncCompleted(EventData, frozen=True, kw_only=True):
     """A data movement finished."""
 
     TYPE: ClassVar[str] = "DATA_SYNC_COMPLETED"
-    config: str
+    game: str
     node_id: str = ""
     blobs: int
     bytes: int = 0
@@ -46,7 +46,7 @@ class DataSyncFailed(EventData, frozen=True, kw_only=True):
     """A data movement failed."""
 
     TYPE: ClassVar[str] = "DATA_SYNC_FAILED"
-    config: str
+    game: str
     node_id: str = ""
     error: str
 
@@ -60,7 +60,7 @@ class SelfplayTargetUpdated(EventData, frozen=True, kw_only=True):
 
 
 class SelfplayAllocationUpdated(EventData, frozen=True, kw_only=True):
-    """The scheduler's split of selfplay work across configs changed."""
+    """The scheduler's split of selfplay work across games changed."""
 
     TYPE: ClassVar[str] = "SELFPLAY_ALLOCATION_UPDATED"
     priorities: dict[str, float]
@@ -68,10 +68,10 @@ class SelfplayAllocationUpdated(EventData, frozen=True, kw_only=True):
 
 
 class TrainingStarted(EventData, frozen=True, kw_only=True):
-    """A training job was submitted for a config."""
+    """A training job was submitted for a game."""
 
     TYPE: ClassVar[str] = "TRAINING_STARTED"
-    config: str
+    game: str
     job_id: str
     games: int
     parent: str = ""
@@ -81,7 +81,7 @@ class TrainingCompleted(EventData, frozen=True, kw_only=True):
     """A training job produced a candidate model."""
 
     TYPE: ClassVar[str] = "TRAINING_COMPLETED"
-    config: str
+    game: str
     job_id: str
     model_id: str
     losses: list[float] = msgspec.field(default_factory=list)
@@ -91,7 +91,7 @@ class TrainingFailed(EventData, frozen=True, kw_only=True):
     """A training job failed (or its output was unusable)."""
 
     TYPE: ClassVar[str] = "TRAINING_FAILED"
-    config: str
+    game: str
     job_id: str
     error: str
 
@@ -100,7 +100,7 @@ class EvaluationStarted(EventData, frozen=True, kw_only=True):
     """Evaluation games of a candidate against the champion began."""
 
     TYPE: ClassVar[str] = "EVALUATION_STARTED"
-    config: str
+    game: str
     candidate: str
     champion: str
     job_id: str
@@ -110,7 +110,7 @@ class EvaluationCompleted(EventData, frozen=True, kw_only=True):
     """An evaluation reached a decision (accept or reject), or failed (closed: reject)."""
 
     TYPE: ClassVar[str] = "EVALUATION_COMPLETED"
-    config: str
+    game: str
     candidate: str
     champion: str
     wins: int
@@ -122,10 +122,10 @@ class EvaluationCompleted(EventData, frozen=True, kw_only=True):
 
 
 class ModelPromoted(EventData, frozen=True, kw_only=True):
-    """A candidate became its config's champion."""
+    """A candidate became its game's champion."""
 
     TYPE: ClassVar[str] = "MODEL_PROMOTED"
-    config: str
+    game: str
     model_id: str
     generation: int
     elo: float
@@ -136,6 +136,6 @@ class ModelRejected(EventData, frozen=True, kw_only=True):
     """A candidate was not promoted; it is archived."""
 
     TYPE: ClassVar[str] = "MODEL_REJECTED"
-    config: str
+    game: str
     model_id: str
     reason: str

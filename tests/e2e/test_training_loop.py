@@ -35,14 +35,14 @@ http_port = -1
 [services.sync_planner]
 [services.selfplay_scheduler]
 [services.selfplay_scheduler.config]
-configs = ["3x3k3"]
+games = ["3x3k3"]
 interval_s = 0.5
 target_job_s = 2.0
 [services.selfplay_scheduler.config.games_per_job]
 3x3k3 = 150
 [services.training_coordinator]
 [services.training_coordinator.config]
-configs = ["3x3k3"]
+games = ["3x3k3"]
 cooldown_s = 1.0
 interval_s = 0.5
 [services.training_coordinator.config.min_new_games]

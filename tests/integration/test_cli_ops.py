@@ -74,7 +74,7 @@ async def test_scheduler_priorities_and_override(
     assert "selfplay priorities" in capsys.readouterr().out
     assert await cli("scheduler", "override", "5x5k4", "--clear", *common) == 0
     assert "overrides: none" in capsys.readouterr().out
-    assert await cli("scheduler", "override", "no_such_config", "2", *common) == 1
+    assert await cli("scheduler", "override", "no_such_game", "2", *common) == 1
     assert len(capsys.readouterr().err.strip().splitlines()) == 1
 
 

@@ -22,8 +22,8 @@ from shared.testing.helpers import eventually
 from shared.training import TrainingData
 from tests.integration.test_traces import Receiver, receiver
 from tests.integration.test_training_coordinator import (
-    CONFIG,
     COORDINATOR,
+    GAME,
     Cluster,
     _idle,
     cluster,
@@ -64,7 +64,7 @@ async def test_a_generations_jobs_events_and_promotion_share_one_trace(
     cluster.outcome(38, 1, 1)
 
     async def training_data(msg: Msg) -> None:
-        reply = TrainingData(config=CONFIG, refs=[games], games=500, games_total=500)
+        reply = TrainingData(game=GAME, refs=[games], games=500, games_total=500)
         await msg.respond(encode(reply))
 
     async def prefetch(msg: Msg) -> None:
@@ -121,6 +121,6 @@ async def test_a_generations_jobs_events_and_promotion_share_one_trace(
 
     spans = await eventually(exported, timeout=30, what="the generation's span exported")
     (root,) = [s for s in spans if s.span_id.hex() == generation.span_id]
-    assert root.name == f"generation {CONFIG} 1" and not root.parent_span_id
+    assert root.name == f"generation {GAME} 1" and not root.parent_span_id
     names = {s.name for s in spans}
     assert {"TRAINING_STARTED", "MODEL_PROMOTED"} <= names

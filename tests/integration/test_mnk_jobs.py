@@ -67,9 +67,9 @@ def result_of(out_dir: Path) -> dict[str, Any]:
     return result
 
 
-@pytest.mark.parametrize(("config", "games"), [("3x3k3", 100), ("4x4k3", 30)])
-def test_selfplay_train_evaluate(tmp_path: Path, config: str, games: int) -> None:
-    args = {"config": config, "games": games, "seed": 5, "exploration": 0.2}
+@pytest.mark.parametrize(("game", "games"), [("3x3k3", 100), ("4x4k3", 30)])
+def test_selfplay_train_evaluate(tmp_path: Path, game: str, games: int) -> None:
+    args = {"game": game, "games": games, "seed": 5, "exploration": 0.2}
     proc, played = run("selfplay", args, tmp_path / "selfplay")
     assert proc.returncode == 0, proc.stderr
     assert len(progress_of(proc.stdout)) >= 10
@@ -77,32 +77,32 @@ def test_selfplay_train_evaluate(tmp_path: Path, config: str, games: int) -> Non
     assert result["games"] == games
     assert result["x_wins"] + result["o_wins"] + result["draws"] == games
     assert result["model_id"] == ""  # no champion yet: the initial model
-    data = Games.load(played / "games.npz", config)
+    data = Games.load(played / "games.npz", game)
     assert len(data) == games and data.counts()["x_wins"] == result["x_wins"]
     # What the scheduler sizes jobs by: games and the positions (samples) they gave.
     assert result["positions"] == result["samples"] == int(data.lengths.sum())
     # Networks search: a visit distribution per position; the table has none.
-    assert (data.visits is not None) == (config != "3x3k3")
+    assert (data.visits is not None) == (game != "3x3k3")
 
     inputs = {"data-0.npz": played / "games.npz"}
-    proc, trained = run("train", {"config": config, "seed": 1}, tmp_path / "train", inputs)
+    proc, trained = run("train", {"game": game, "seed": 1}, tmp_path / "train", inputs)
     assert proc.returncode == 0, proc.stderr
     progress_of(proc.stdout)
     result = result_of(trained)
     assert result["games"] == games and result["samples"] > games
     assert result["losses"] and all(loss >= 0 for loss in result["losses"])
     assert result["parent"] == ""
-    candidate = load_model(trained / "model.npz", config)
+    candidate = load_model(trained / "model.npz", game)
     assert candidate.model_id == result["model_id"]
 
     # The candidate as the champion of a second training: parent recorded.
     inputs = {**inputs, "model.npz": trained / "model.npz"}
-    proc, again = run("train", {"config": config, "seed": 2}, tmp_path / "train2", inputs)
+    proc, again = run("train", {"game": game, "seed": 2}, tmp_path / "train2", inputs)
     assert proc.returncode == 0, proc.stderr
     assert result_of(again)["parent"] == candidate.model_id
 
     duel = {"candidate.npz": again / "model.npz", "champion.npz": trained / "model.npz"}
-    args = {"config": config, "games": 20, "seed": 3, "early_stop": False}
+    args = {"game": game, "games": 20, "seed": 3, "early_stop": False}
     proc, judged = run("evaluate", args, tmp_path / "evaluate", duel)
     assert proc.returncode == 0, proc.stderr
     progress_of(proc.stdout)
@@ -116,10 +116,10 @@ def test_selfplay_train_evaluate(tmp_path: Path, config: str, games: int) -> Non
 def trained_3x3(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A 3x3 table trained on 300 games of the initial model's self-play."""
     root = tmp_path_factory.mktemp("trained")
-    proc, played = run("selfplay", {"config": "3x3k3", "games": 300, "seed": 1}, root / "s")
+    proc, played = run("selfplay", {"game": "3x3k3", "games": 300, "seed": 1}, root / "s")
     assert proc.returncode == 0, proc.stderr
     inputs = {"data-0.npz": played / "games.npz"}
-    proc, trained = run("train", {"config": "3x3k3"}, root / "t", inputs)
+    proc, trained = run("train", {"game": "3x3k3"}, root / "t", inputs)
     assert proc.returncode == 0, proc.stderr
     return trained / "model.npz"
 
@@ -127,7 +127,7 @@ def trained_3x3(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_evaluate_against_random_stops_early_when_decided(
     tmp_path: Path, trained_3x3: Path
 ) -> None:
-    args = {"config": "3x3k3", "games": 400, "seed": 1}
+    args = {"game": "3x3k3", "games": 400, "seed": 1}
     proc, judged = run("evaluate", args, tmp_path / "e", {"candidate.npz": trained_3x3})
     assert proc.returncode == 0, proc.stderr
     result = result_of(judged)
@@ -141,7 +141,7 @@ def test_evaluate_against_random_stops_early_when_decided(
 def test_corrupt_candidate_fails_with_one_clear_line(tmp_path: Path) -> None:
     bad = tmp_path / "bad.npz"
     bad.write_bytes(b"PK\x03\x04 this is not a model")
-    args = {"config": "3x3k3", "games": 10, "seed": 1}
+    args = {"game": "3x3k3", "games": 10, "seed": 1}
     proc, out = run("evaluate", args, tmp_path / "evaluate", {"candidate.npz": bad})
     assert proc.returncode == 1
     lines = proc.stderr.strip().splitlines()
@@ -150,15 +150,15 @@ def test_corrupt_candidate_fails_with_one_clear_line(tmp_path: Path) -> None:
 
 
 def test_missing_candidate_fails(tmp_path: Path) -> None:
-    proc, _ = run("evaluate", {"config": "3x3k3", "games": 10}, tmp_path / "evaluate")
+    proc, _ = run("evaluate", {"game": "3x3k3", "games": 10}, tmp_path / "evaluate")
     assert proc.returncode == 1
     assert "candidate.npz: no such file" in proc.stderr
 
 
 def test_bad_arguments_exit_2(tmp_path: Path) -> None:
-    proc, _ = run("selfplay", {"config": "19x19k5"}, tmp_path / "a")
-    assert proc.returncode == 2 and "args.config" in proc.stderr
-    proc, _ = run("selfplay", {"config": "3x3k3", "games": "many"}, tmp_path / "b")
+    proc, _ = run("selfplay", {"game": "19x19k5"}, tmp_path / "a")
+    assert proc.returncode == 2 and "args.game" in proc.stderr
+    proc, _ = run("selfplay", {"game": "3x3k3", "games": "many"}, tmp_path / "b")
     assert proc.returncode == 2 and "args.games" in proc.stderr
     usage = subprocess.run(
         [sys.executable, "-m", "workloads.mnk", "no-such-command"],
@@ -170,17 +170,17 @@ def test_bad_arguments_exit_2(tmp_path: Path) -> None:
 
 
 def test_train_without_games_fails(tmp_path: Path) -> None:
-    proc, _ = run("train", {"config": "4x4k3"}, tmp_path / "train")
+    proc, _ = run("train", {"game": "4x4k3"}, tmp_path / "train")
     assert proc.returncode == 1 and "no usable 4x4k3 games" in proc.stderr
 
 
 def test_prefetch_is_a_no_op(tmp_path: Path) -> None:
     blob = tmp_path / "blob"
     blob.write_bytes(b"x" * 10)
-    proc, out = run("prefetch", {"config": "5x5k4"}, tmp_path / "p", {"data-0.npz": blob})
+    proc, out = run("prefetch", {"game": "5x5k4"}, tmp_path / "p", {"data-0.npz": blob})
     assert proc.returncode == 0, proc.stderr
     progress_of(proc.stdout)
-    assert result_of(out) == {"config": "5x5k4", "files": 1, "bytes": 10}
+    assert result_of(out) == {"game": "5x5k4", "files": 1, "bytes": 10}
 
 
 def test_measuring_commands_print_json(trained_3x3: Path) -> None:

@@ -195,7 +195,7 @@ async def test_a_client_that_does_not_read_drops_frames_not_memory() -> None:
 
 def test_a_failing_greeting_is_counted_not_fatal() -> None:
     def broken() -> list[bytes]:
-        raise KeyError("config")
+        raise KeyError("game")
 
     hub = SseHub(broken)
     assert hub._greet() == b"" and hub._greet() == b""
@@ -206,7 +206,7 @@ def record(model_id: str, generation: int, status: str, elo: float) -> bytes:
     ref = DataRef(name=f"{model_id}.npz", sha256="0" * 64, size=1)
     return encode(
         ModelRecord(
-            config="3x3k3",
+            game="3x3k3",
             model_id=model_id,
             ref=ref,
             generation=generation,
@@ -222,7 +222,7 @@ async def test_elo_curves_and_champions_from_the_models_bucket(nc: Client, prefi
     js = nc.jetstream()
     history = EloHistory(subjects, max_points=3)
     await history.refresh(js)  # no bucket yet: nothing, counted
-    assert history.configs() == [] and history.reads["no_bucket"] == 1
+    assert history.games() == [] and history.reads["no_bucket"] == 1
     kv = await ensure_bucket(js, bucket_config(subjects.bucket("models")))
     assert await keys_matching(kv, "model.>") == []
     await kv.put("model.3x3k3.a", record("a", 1, "archived", 120.0))
@@ -230,7 +230,7 @@ async def test_elo_curves_and_champions_from_the_models_bucket(nc: Client, prefi
     await kv.put("model.3x3k3.c", record("c", 3, "candidate", 0.0))
     await kv.put("state.3x3k3", b"{}")
     champion = Champion(
-        config="3x3k3",
+        game="3x3k3",
         model_id="a",
         ref=DataRef(name="a", sha256="0" * 64, size=1),
         generation=1,
@@ -259,4 +259,4 @@ async def test_elo_curves_and_champions_from_the_models_bucket(nc: Client, prefi
     # The status view (what the dashboard's snapshot starts from) lists the champion.
     view = ClusterView(subjects)
     await view.refresh_models(js)
-    assert [(m.config, m.champion, m.elo) for m in view.models()] == [("3x3k3", "a", 120.0)]
+    assert [(m.game, m.champion, m.elo) for m in view.models()] == [("3x3k3", "a", 120.0)]

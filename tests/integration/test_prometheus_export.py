@@ -72,7 +72,7 @@ async def test_metrics_export_histograms_counters_and_what_the_rules_name(
 ) -> None:
     await start_service(JobManagerService)
     await start_service(OrchestratorService, http_port=-1, beacon_interval=0.2)
-    await start_service(TrainingCoordinatorService, configs=["tictactoe"], interval_s=0.5)
+    await start_service(TrainingCoordinatorService, games=["tictactoe"], interval_s=0.5)
     collector = await start_service(
         StatusMetricsCollectorService, collect_interval=0.2, prometheus_port=0
     )

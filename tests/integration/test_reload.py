@@ -129,7 +129,7 @@ async def test_sync_planner_reload_changes_the_prefetch_jobs_it_submits(
     ref = await blobs.put_bytes("data.npz", b"games")
 
     async def prefetch(node: str) -> JobSpec:
-        body = PrefetchRequest(config="3x3k3", node_id=node, refs=[ref])
+        body = PrefetchRequest(game="3x3k3", node_id=node, refs=[ref])
         return decode(JobRecord, await request(nc, prefix, "sync_planner", "prefetch", body)).spec
 
     assert (await prefetch("n1")).max_attempts == 3

@@ -148,10 +148,10 @@ async def test_queues_free_slots_plus_buffer_and_never_more(
     assert len({s.args["seed"] for s in specs}) == 10
     games = {"3x3k3": 200, "4x4k3": 100, "5x5k4": 50}
     for s in specs:
-        assert s.labels == {"kind": "selfplay", "config": s.args["config"], "model_id": ""}
-        assert s.args["games"] == games[s.args["config"]] and s.args["exploration"] == 0.2
+        assert s.labels == {"kind": "selfplay", "game": s.args["game"], "model_id": ""}
+        assert s.args["games"] == games[s.args["game"]] and s.args["exploration"] == 0.2
         assert s.inputs == []  # no champion yet
-    assert set(Counter(s.args["config"] for s in specs)) == set(games)  # every config served
+    assert set(Counter(s.args["game"] for s in specs)) == set(games)  # every game served
     view = await priorities(nc, prefix)
     assert (view.target, view.queued, view.free_slots, view.nodes_alive) == (10, 10, 9, 2)
     targets = [e["target"] for e in await event_data(nc, prefix, "SELFPLAY_TARGET_UPDATED")]
@@ -182,11 +182,11 @@ async def test_an_override_makes_its_config_dominate(
     async with fake_nodes(nc, prefix, n1=3, n2=3) as free:
         before = {j.job_id for j in await exactly(nc, prefix, 7)}
         code, body = await call(
-            nc, prefix, "selfplay_scheduler", "override", {"config": "nope", "weight": 2.0}
+            nc, prefix, "selfplay_scheduler", "override", {"game": "nope", "weight": 2.0}
         )
-        assert code == 400 and "unknown config" in body["error"]["message"]
+        assert code == 400 and "unknown game" in body["error"]["message"]
         reply = await ok(
-            nc, prefix, "selfplay_scheduler", "override", {"config": "5x5k4", "weight": 50.0}, dict
+            nc, prefix, "selfplay_scheduler", "override", {"game": "5x5k4", "weight": 50.0}, dict
         )
         assert reply == {"weights": {"5x5k4": 50.0}}
 
@@ -199,10 +199,10 @@ async def test_an_override_makes_its_config_dominate(
         assert view.overrides == {"5x5k4": 50.0} and view.shares["5x5k4"] == pytest.approx(0.8)
         free["n2"] = 9
         jobs = await exactly(nc, prefix, 13)
-    new = Counter(j.spec.args["config"] for j in jobs if j.job_id not in before)
+    new = Counter(j.spec.args["game"] for j in jobs if j.job_id not in before)
     assert new["5x5k4"] >= 4 and new["5x5k4"] > new["3x3k3"] + new["4x4k3"], new
     cleared = await ok(
-        nc, prefix, "selfplay_scheduler", "override", {"config": "5x5k4", "weight": None}, dict
+        nc, prefix, "selfplay_scheduler", "override", {"game": "5x5k4", "weight": None}, dict
     )
     assert cleared == {"weights": {}}
 
@@ -216,7 +216,7 @@ async def test_training_lowers_a_config_and_the_signal_survives_a_restart(
         async with SelfplaySchedulerService(config).running():
             first = await eventually(lambda: _updated(nc, prefix, 0.0), what="a first round")
             await publish_event(
-                nc, prefix, 1, TrainingStarted(config="4x4k3", job_id="t1", games=500)
+                nc, prefix, 1, TrainingStarted(game="4x4k3", job_id="t1", games=500)
             )
 
             async def lowered() -> Priorities | None:
@@ -237,7 +237,7 @@ async def test_training_lowers_a_config_and_the_signal_survives_a_restart(
             assert not {j.job_id for j in again} & {j.job_id for j in jobs}
             view = await priorities(nc, prefix)
             assert view.in_training == ["4x4k3"]
-            done = TrainingCompleted(config="4x4k3", job_id="t1", model_id="m1")
+            done = TrainingCompleted(game="4x4k3", job_id="t1", model_id="m1")
             await publish_event(nc, prefix, 2, done)
 
             async def finished() -> Priorities | None:
@@ -257,7 +257,7 @@ async def test_new_jobs_carry_the_champion_as_model_npz(
     start_service: ServiceFactory, nc: Client, prefix: str
 ) -> None:
     await start_service(JobManagerService, **JM)
-    await start_service(SelfplaySchedulerService, configs=["3x3k3"], **FAST)
+    await start_service(SelfplaySchedulerService, games=["3x3k3"], **FAST)
     async with fake_nodes(nc, prefix, n1=1) as free:
         assert all(j.spec.inputs == [] for j in await exactly(nc, prefix, 2))
         history, ttl = BUCKET_SPECS["models"]
@@ -267,7 +267,7 @@ async def test_new_jobs_carry_the_champion_as_model_npz(
         )
         ref = DataRef(name="models/abc.npz", sha256=SHA, size=1234)
         champion = Champion(
-            config="3x3k3", model_id="m7", ref=ref, generation=7, elo=800.0, since=time.time()
+            game="3x3k3", model_id="m7", ref=ref, generation=7, elo=800.0, since=time.time()
         )
         await models.put("champion.3x3k3", encode(champion))
         await eventually(

@@ -30,7 +30,7 @@ from shared.testing.fixtures import ServiceFactory, service_config
 from shared.testing.helpers import eventually, stream_events
 from shared.training import (
     Champion,
-    ConfigRef,
+    GameRef,
     Manifest,
     ModelRecord,
     PrefetchRequest,
@@ -41,7 +41,7 @@ from shared.training import (
 pytestmark = pytest.mark.anyio
 
 T = TypeVar("T")
-CONFIG = "3x3k3"
+GAME = "3x3k3"
 QUIET = {"retention_interval_s": 3600.0}  # retention runs only when a test says so
 _seq = count(1)
 
@@ -91,18 +91,18 @@ async def selfplay_done(
         attempt=1,
         node_id="n1",
         outputs=[ref],
-        result={"config": CONFIG, "games": games, "x_wins": 1, "o_wins": 1, "draws": 8},
-        labels={"kind": "selfplay", "config": CONFIG, "model_id": "m0"},
+        result={"game": GAME, "games": games, "x_wins": 1, "o_wins": 1, "draws": 8},
+        labels={"kind": "selfplay", "game": GAME, "model_id": "m0"},
     )
     await publish(nc, prefix, done)
     return ref
 
 
 async def manifest_of(nc: Client, prefix: str, entries: int) -> Manifest:
-    """The config's manifest, once it lists ``entries`` entries."""
+    """The game's manifest, once it lists ``entries`` entries."""
 
     async def listed() -> Manifest | None:
-        m = await ok(nc, prefix, "manifest", ConfigRef(config=CONFIG), Manifest)
+        m = await ok(nc, prefix, "manifest", GameRef(game=GAME), Manifest)
         return m if len(m.entries) == entries else None
 
     return await eventually(listed, what=f"{entries} manifest entries")
@@ -128,17 +128,17 @@ async def test_selfplay_games_are_recorded_once_and_announced(
     # The same completion again (a redelivery, or the job manager re-publishing it).
     await selfplay_done(nc, prefix, blobs, "sp-1", games=11)
     await eventually(lambda: svc.consumer.stats().get("handled", 0) >= 4, what="4th event")
-    again = await ok(nc, prefix, "manifest", ConfigRef(config=CONFIG), Manifest)
+    again = await ok(nc, prefix, "manifest", GameRef(game=GAME), Manifest)
     assert again == m
     assert len(await events(nc, prefix, "DATA_AVAILABLE")) == 3
     assert svc.parts[1].counts["duplicates"] == 1
-    # Every config at once: a list.
-    code, every = await call(nc, prefix, "manifest", ConfigRef())
-    assert code == 200 and [x["config"] for x in every] == [CONFIG]
-    code, _ = await call(nc, prefix, "manifest", ConfigRef(config="no.such>"))
+    # Every game at once: a list.
+    code, every = await call(nc, prefix, "manifest", GameRef())
+    assert code == 200 and [x["game"] for x in every] == [GAME]
+    code, _ = await call(nc, prefix, "manifest", GameRef(game="no.such>"))
     assert code == 400
     details = svc.health_check().details
-    assert details["manifests"][CONFIG] == {"entries": 3, "games": 33, "games_total": 33}
+    assert details["manifests"][GAME] == {"entries": 3, "games": 33, "games_total": 33}
 
 
 async def _at_least(found: Any, n: int) -> Any:
@@ -151,7 +151,7 @@ async def test_unusable_events_are_counted_and_skipped(
 ) -> None:
     svc = await start_service(SyncPlannerService, **QUIET)
     no_games = JobCompleted(
-        job_id="bad-1", type="selfplay", attempt=1, node_id="n1", labels={"config": CONFIG}
+        job_id="bad-1", type="selfplay", attempt=1, node_id="n1", labels={"game": GAME}
     )
     await publish(nc, prefix, no_games)
     blobs = await blob_store(nc, prefix)
@@ -169,14 +169,14 @@ async def test_training_data_is_the_newest_window(
     refs = [await selfplay_done(nc, prefix, blobs, f"sp-{i}", games=10) for i in range(5)]
     await manifest_of(nc, prefix, 5)
     data = await ok(
-        nc, prefix, "training_data", TrainingDataRequest(config=CONFIG, max_games=35), TrainingData
+        nc, prefix, "training_data", TrainingDataRequest(game=GAME, max_games=35), TrainingData
     )
-    assert data == TrainingData(config=CONFIG, refs=refs[2:], games=30, games_total=50)
+    assert data == TrainingData(game=GAME, refs=refs[2:], games=30, games_total=50)
     for ref in data.refs:  # what it hands out is really there
         assert await blobs.get_bytes(ref)
-    empty = await ok(nc, prefix, "training_data", TrainingDataRequest(config="4x4k3"), TrainingData)
+    empty = await ok(nc, prefix, "training_data", TrainingDataRequest(game="4x4k3"), TrainingData)
     assert (empty.refs, empty.games, empty.games_total) == ([], 0, 0)
-    code, _ = await call(nc, prefix, "training_data", {"config": CONFIG, "max_games": 0})
+    code, _ = await call(nc, prefix, "training_data", {"game": GAME, "max_games": 0})
     assert code == 400
 
 
@@ -187,19 +187,19 @@ async def test_prefetch_submits_a_pinned_job_and_reports_its_end(
     svc = await start_service(SyncPlannerService, **QUIET)
     blobs = await blob_store(nc, prefix)
     refs = [await blobs.put_bytes(f"data-{i}.npz", b"x" * (i + 1)) for i in range(2)]
-    request = PrefetchRequest(config=CONFIG, node_id="gpu-1", refs=refs)
+    request = PrefetchRequest(game=GAME, node_id="gpu-1", refs=refs)
     record = await ok(nc, prefix, "prefetch", request, JobRecord)
     spec = record.spec
     assert (spec.type, spec.inputs, spec.labels) == (
         "prefetch",
         refs,
-        {"kind": "prefetch", "config": CONFIG},
+        {"kind": "prefetch", "game": GAME},
     )
     assert (spec.requirements.capability, spec.requirements.node_id) == ("prefetch", "gpu-1")
     assert record.pool == "node.gpu-1"  # the real job manager pinned it to the node
     (started,) = await eventually(lambda: events(nc, prefix, "DATA_SYNC_STARTED"))
-    assert (started["config"], started["node_id"], started["blobs"], started["bytes"]) == (
-        CONFIG,
+    assert (started["game"], started["node_id"], started["blobs"], started["bytes"]) == (
+        GAME,
         "gpu-1",
         2,
         3,
@@ -214,7 +214,7 @@ async def test_prefetch_submits_a_pinned_job_and_reports_its_end(
     await publish(nc, prefix, done)
     await publish(nc, prefix, done)  # redelivered: still one DATA_SYNC_COMPLETED
     (completed,) = await eventually(lambda: events(nc, prefix, "DATA_SYNC_COMPLETED"))
-    assert (completed["config"], completed["node_id"], completed["blobs"]) == (CONFIG, "gpu-1", 2)
+    assert (completed["game"], completed["node_id"], completed["blobs"]) == (GAME, "gpu-1", 2)
     await eventually(lambda: svc.consumer.stats().get("handled", 0) >= 2, what="both events")
     assert len(await events(nc, prefix, "DATA_SYNC_COMPLETED")) == 1
 
@@ -230,8 +230,8 @@ async def test_prefetch_submits_a_pinned_job_and_reports_its_end(
         )
         await publish(nc, prefix, failed)
     (sync_failed,) = await eventually(lambda: events(nc, prefix, "DATA_SYNC_FAILED"))
-    assert (sync_failed["config"], sync_failed["node_id"], sync_failed["error"]) == (
-        CONFIG,
+    assert (sync_failed["game"], sync_failed["node_id"], sync_failed["error"]) == (
+        GAME,
         "gpu-1",
         "disk full",
     )
@@ -244,18 +244,18 @@ async def test_prefetch_without_a_job_manager_is_unavailable(
     await start_service(SyncPlannerService, **QUIET, submit_timeout_s=0.5)
     ref = DataRef(name="d.npz", sha256="a" * 64, size=1)
     code, body = await call(
-        nc, prefix, "prefetch", PrefetchRequest(config=CONFIG, node_id="n", refs=[ref])
+        nc, prefix, "prefetch", PrefetchRequest(game=GAME, node_id="n", refs=[ref])
     )
     assert code == 503, body
     code, body = await call(
-        nc, prefix, "prefetch", PrefetchRequest(config=CONFIG, node_id="n", refs=[])
+        nc, prefix, "prefetch", PrefetchRequest(game=GAME, node_id="n", refs=[])
     )
     assert code == 400, body
     assert await events(nc, prefix, "DATA_SYNC_STARTED") == []
 
 
 def job_record(job_id: str, state: JobState, inputs: list[DataRef]) -> JobRecord:
-    spec = JobSpec(type="train", inputs=inputs, labels={"kind": "train", "config": CONFIG})
+    spec = JobSpec(type="train", inputs=inputs, labels={"kind": "train", "game": GAME})
     now = time.time()
     return JobRecord(job_id=job_id, spec=spec, state=state, submitted_at=now, updated_at=now)
 
@@ -274,29 +274,29 @@ async def test_retention_never_deletes_referenced_data(
     await jobs.put("done-1", encode(job_record("done-1", JobState.COMPLETED, [refs[3]])))
     await jobs.put("idem-" + "0" * 40, b"pending-1")
     model = ModelRecord(
-        config=CONFIG, model_id="m1", ref=refs[1], generation=1, status="candidate", created_at=0
+        game=GAME, model_id="m1", ref=refs[1], generation=1, status="candidate", created_at=0
     )
-    await models.put(f"model.{CONFIG}.m1", encode(model))
-    champion = Champion(config=CONFIG, model_id="m2", ref=refs[2], generation=2, elo=0, since=0)
-    await models.put(f"champion.{CONFIG}", encode(champion))
+    await models.put(f"model.{GAME}.m1", encode(model))
+    champion = Champion(game=GAME, model_id="m2", ref=refs[2], generation=2, elo=0, since=0)
+    await models.put(f"champion.{GAME}", encode(champion))
     await models.put("elo.table", b'["not a record", 1]')
 
     retention = svc.loops[0]
     assert await retention.run_once()
-    m = await ok(nc, prefix, "manifest", ConfigRef(config=CONFIG), Manifest)
+    m = await ok(nc, prefix, "manifest", GameRef(game=GAME), Manifest)
     # The window (the newest 20 games: sp-4, sp-5) and every referenced blob stay.
     assert [e.job_id for e in m.entries] == ["sp-0", "sp-1", "sp-2", "sp-4", "sp-5"]
     assert m.games_total == 60
     for i, ref in enumerate(refs):
         assert await blobs.exists(ref.sha256) == (i != 3), f"sp-{i}"
     (completed,) = await eventually(lambda: events(nc, prefix, "DATA_SYNC_COMPLETED"))
-    assert (completed["config"], completed["blobs"], completed["deleted"]) == (CONFIG, 1, 1)
+    assert (completed["game"], completed["blobs"], completed["deleted"]) == (GAME, 1, 1)
     assert completed["bytes"] == refs[3].size
 
     # The training job finished: its input is free; the model records still hold theirs.
     await jobs.put("pending-1", encode(job_record("pending-1", JobState.COMPLETED, [refs[0]])))
     assert await retention.run_once()
-    m = await ok(nc, prefix, "manifest", ConfigRef(config=CONFIG), Manifest)
+    m = await ok(nc, prefix, "manifest", GameRef(game=GAME), Manifest)
     assert [e.job_id for e in m.entries] == ["sp-1", "sp-2", "sp-4", "sp-5"]
     assert [await blobs.exists(r.sha256) for r in refs] == [False, True, True, False, True, True]
     assert svc.parts[3].totals["blobs_deleted"] == 2
@@ -315,7 +315,7 @@ async def test_handed_out_training_data_survives_retention(
     blobs = await blob_store(nc, prefix)
     refs = [await selfplay_done(nc, prefix, blobs, f"sp-{i}") for i in range(3)]
     await manifest_of(nc, prefix, 3)
-    request = TrainingDataRequest(config=CONFIG, max_games=30)
+    request = TrainingDataRequest(game=GAME, max_games=30)
     data = await ok(nc, prefix, "training_data", request, TrainingData)
     assert data.refs == refs
     # The training job is not submitted yet: only the handout protects the old blobs.
@@ -367,7 +367,7 @@ async def test_two_planners_at_once_record_every_completion_once(
         return sum(p.consumer.stats().get("handled", 0) for p in planners) >= published
 
     await eventually(handled, what="every event handled by one planner or the other")
-    m = await ok(nc, prefix, "manifest", ConfigRef(config=CONFIG), Manifest)
+    m = await ok(nc, prefix, "manifest", GameRef(game=GAME), Manifest)
     assert sorted(e.job_id for e in m.entries) == sorted(f"sp-{i}" for i in range(12))
     assert m.games_total == sum(10 + i for i in range(12))
     announced = await events(nc, prefix, "DATA_AVAILABLE")

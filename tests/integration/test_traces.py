@@ -261,8 +261,8 @@ async def test_data_available_continues_the_selfplay_jobs_trace(
         attempt=1,
         node_id="n1",
         outputs=[ref],
-        result={"config": "3x3k3", "games": 10, "x_wins": 1, "o_wins": 1, "draws": 8},
-        labels={"kind": "selfplay", "config": "3x3k3", "model_id": "m0"},
+        result={"game": "3x3k3", "games": 10, "x_wins": 1, "o_wins": 1, "draws": 8},
+        labels={"kind": "selfplay", "game": "3x3k3", "model_id": "m0"},
     )
     attempt = tracing.new_trace().child()  # the selfplay attempt's span
     event = build_event(prefix, "job_manager", "jm-test", 1, done)

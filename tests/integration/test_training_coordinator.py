@@ -42,7 +42,7 @@ from shared.testing.fixtures import ServiceFactory, service_config
 from shared.testing.helpers import eventually, stream_events
 from shared.training import (
     Champion,
-    ConfigRef,
+    GameRef,
     Manifest,
     ManifestEntry,
     ModelRecord,
@@ -54,7 +54,7 @@ from shared.training import (
 pytestmark = pytest.mark.anyio
 
 T = TypeVar("T")
-CONFIG = "3x3k3"
+GAME = "3x3k3"
 WAIT = 30.0
 
 #: Plays the workload: ``train`` writes model.npz, ``evaluate`` reports a tally.
@@ -74,17 +74,17 @@ if kind == "train":
     model = control / "model"
     data = model.read_bytes() if model.exists() else os.environ["RINGMASTER_JOB_ID"].encode()
     (out / "model.npz").write_bytes(data)
-    result = {"config": args["config"], "samples": 9, "losses": [0.9, 0.5], "inputs": names}
+    result = {"game": args["game"], "samples": 9, "losses": [0.9, 0.5], "inputs": names}
 else:
     tally = json.loads((control / "outcome").read_text())
-    result = {"config": args["config"], "games": args["games"], "inputs": names, **tally}
+    result = {"game": args["game"], "games": args["games"], "inputs": names, **tally}
 (out / "result.json").write_text(json.dumps(result))
 """
 
 FAST_JM = {"reaper_interval": 0.1, "retry_base_s": 0.05, "retry_max_s": 0.2}
 COORDINATOR = {
-    "configs": [CONFIG],
-    "min_new_games": {CONFIG: 100},
+    "games": [GAME],
+    "min_new_games": {GAME: 100},
     "games_per_node": 10,
     "cooldown_s": 0.0,
     "interval_s": 0.2,
@@ -135,8 +135,8 @@ class Cluster:
         """A games blob and a manifest that counts ``total`` games."""
         ref = await self.blobs.put_bytes("games.npz", b"selfplay games " * 64)
         entry = ManifestEntry(ref=ref, games=total, job_id="sp-1", created_at=time.time())
-        manifest = Manifest(config=CONFIG, games_total=total, entries=[entry])
-        await (await self.bucket("manifests")).put(CONFIG, encode(manifest))
+        manifest = Manifest(game=GAME, games_total=total, entries=[entry])
+        await (await self.bucket("manifests")).put(GAME, encode(manifest))
         return ref
 
     def outcome(self, wins: int, losses: int, draws: int) -> None:
@@ -168,10 +168,10 @@ class Cluster:
         ]
 
     async def champion(self) -> tuple[Champion, int] | None:
-        return await read(self.models, f"champion.{CONFIG}", Champion)
+        return await read(self.models, f"champion.{GAME}", Champion)
 
     async def state(self) -> CoordinatorState:
-        found = await read(self.models, f"state.{CONFIG}", CoordinatorState)
+        found = await read(self.models, f"state.{GAME}", CoordinatorState)
         assert found is not None
         return found[0]
 
@@ -202,7 +202,7 @@ async def test_full_cycle_promotes_the_candidate_by_one_champion_switch(
     model_id = hashlib.sha256(model).hexdigest()[:16]
     elo = promoted_elo(0.0, 38.5 / 40, 400.0)
     assert promoted == {
-        "config": CONFIG,
+        "game": GAME,
         "model_id": model_id,
         "generation": 1,
         "elo": pytest.approx(elo),
@@ -219,7 +219,7 @@ async def test_full_cycle_promotes_the_candidate_by_one_champion_switch(
         node,
     )
     assert train.result is not None and train.result.result["inputs"] == ["data-0.npz"]
-    assert asked == [TrainingDataRequest(config=CONFIG)]
+    assert asked == [TrainingDataRequest(game=GAME)]
     assert [(p.node_id, p.refs) for p in prefetched] == [(node, [games])]
     (trained,) = await cluster.events("TRAINING_COMPLETED")
     assert (trained["model_id"], trained["losses"]) == (model_id, [0.9, 0.5])
@@ -237,17 +237,17 @@ async def test_full_cycle_promotes_the_candidate_by_one_champion_switch(
     champion, _ = found
     assert (champion.model_id, champion.generation, champion.ref.name) == (model_id, 1, "model.npz")
     assert champion.ref.sha256 == hashlib.sha256(model).hexdigest()
-    models = await cluster.api("training_coordinator", "models", ConfigRef(), ModelsReply)
-    (entry,) = models.configs
+    models = await cluster.api("training_coordinator", "models", GameRef(), ModelsReply)
+    (entry,) = models.games
     assert entry.champion == champion and [m.status for m in entry.models] == ["champion"]
     assert entry.models[0].evaluation["games"] == 40
-    elo_reply = await cluster.api("training_coordinator", "elo", ConfigRef(config=CONFIG), EloReply)
+    elo_reply = await cluster.api("training_coordinator", "elo", GameRef(game=GAME), EloReply)
     (table,) = elo_reply.tables
     assert [(e.model_id, e.generation, e.elo) for e in table.entries] == [
         (model_id, 1, pytest.approx(elo))
     ]
     msg = await cluster.nc.request(
-        cluster.subjects.api("training_coordinator", "elo"), encode(ConfigRef(config="9x9k5"))
+        cluster.subjects.api("training_coordinator", "elo"), encode(GameRef(game="9x9k5"))
     )
     assert (msg.headers or {}).get("Nats-Service-Error-Code") == "404"
     state = await eventually(lambda: _idle(cluster), what="idle")
@@ -255,10 +255,10 @@ async def test_full_cycle_promotes_the_candidate_by_one_champion_switch(
 
     def health() -> dict[str, Any] | None:
         details: dict[str, Any] = svc.health_check().details
-        return details if details["configs"][CONFIG]["champion"] == model_id else None
+        return details if details["games"][GAME]["champion"] == model_id else None
 
     details = await eventually(health, what="the champion in health details")
-    assert details["configs"][CONFIG]["phase"] == "idle"
+    assert details["games"][GAME]["phase"] == "idle"
     assert details["consumer"]["handled"] >= 2 and details["alive_nodes"] == 1
 
 
@@ -272,7 +272,7 @@ class PlannerStandIn:
 
     async def training_data(self, msg: Msg) -> None:
         self.asked.append(decode(TrainingDataRequest, msg.data))
-        reply = TrainingData(config=CONFIG, refs=[self.games], games=500, games_total=500)
+        reply = TrainingData(game=GAME, refs=[self.games], games=500, games_total=500)
         await msg.respond(encode(reply))
 
     async def prefetch(self, msg: Msg) -> None:
@@ -302,11 +302,9 @@ async def seed_champion(cluster: Cluster) -> Champion:
     ref = await cluster.blobs.put_bytes("model.npz", b"the reigning champion")
     model_id = ref.sha256[:16]
     now = time.time()
-    champion = Champion(
-        config=CONFIG, model_id=model_id, ref=ref, generation=3, elo=120.0, since=now
-    )
+    champion = Champion(game=GAME, model_id=model_id, ref=ref, generation=3, elo=120.0, since=now)
     record = ModelRecord(
-        config=CONFIG,
+        game=GAME,
         model_id=model_id,
         ref=ref,
         generation=3,
@@ -314,8 +312,8 @@ async def seed_champion(cluster: Cluster) -> Champion:
         elo=120.0,
         created_at=now,
     )
-    await cluster.models.put(f"champion.{CONFIG}", encode(champion))
-    await cluster.models.put(f"model.{CONFIG}.{model_id}", encode(record))
+    await cluster.models.put(f"champion.{GAME}", encode(champion))
+    await cluster.models.put(f"model.{GAME}.{model_id}", encode(record))
     return champion
 
 
@@ -345,12 +343,10 @@ async def test_a_losing_candidate_is_rejected_after_the_cap_and_the_champion_sta
     for batch in batches:
         assert batch.result is not None
         assert batch.result.result["inputs"] == ["candidate.npz", "champion.npz"]
-    models = await cluster.api(
-        "training_coordinator", "models", ConfigRef(config=CONFIG), ModelsReply
-    )
-    statuses = {m.model_id: m.status for m in models.configs[0].models}
+    models = await cluster.api("training_coordinator", "models", GameRef(game=GAME), ModelsReply)
+    statuses = {m.model_id: m.status for m in models.games[0].models}
     assert statuses == {champion.model_id: "champion", rejected["model_id"]: "rejected"}
-    elo = await cluster.api("training_coordinator", "elo", ConfigRef(), EloReply)
+    elo = await cluster.api("training_coordinator", "elo", GameRef(), EloReply)
     assert elo.tables[0].entries == []
     # No sync planner runs: the window came from the manifest.
     assert svc.health_check().details["counts"]["window_from_manifest"] >= 1
@@ -378,7 +374,7 @@ async def test_a_corrupted_candidate_is_never_promoted(
     assert await cluster.events("MODEL_PROMOTED") == []
     assert await cluster.champion() is None
     assert (cluster.control / "ran").read_text().split() == ["train"]  # never evaluated
-    record = await read(cluster.models, f"model.{CONFIG}.{sha[:16]}", ModelRecord)
+    record = await read(cluster.models, f"model.{GAME}.{sha[:16]}", ModelRecord)
     assert record is not None and record[0].status == "rejected"
 
 
@@ -427,7 +423,7 @@ async def test_a_crash_between_the_trigger_and_the_submit_gives_one_training(
     # before it recorded the job: a training state without a job id, and the job.
     now = time.time()
     state = CoordinatorState(
-        config=CONFIG,
+        game=GAME,
         run_id="r1",
         phase="training",
         phase_since=now,
@@ -435,14 +431,14 @@ async def test_a_crash_between_the_trigger_and_the_submit_gives_one_training(
         training_games=500,
         last_training_at=now,
     )
-    await cluster.models.put(f"state.{CONFIG}", encode(state))
+    await cluster.models.put(f"state.{GAME}", encode(state))
     spec = JobSpec(
         type="train",
-        args={"config": CONFIG, "seed": 1},
+        args={"game": GAME, "seed": 1},
         inputs=train_inputs([games], None, "model.npz"),
         requirements=Requirements(capability="train", pooled=True),
-        idempotency_key=train_key(CONFIG, "r1", 1),
-        labels={"kind": "train", "config": CONFIG, "generation": "1", "run": "r1"},
+        idempotency_key=train_key(GAME, "r1", 1),
+        labels={"kind": "train", "game": GAME, "generation": "1", "run": "r1"},
     )
     orphan = await cluster.api("job_manager", "submit", spec, JobRecord)
     await start_service(TrainingCoordinatorService, **COORDINATOR)
@@ -492,7 +488,7 @@ async def test_a_training_whose_completion_event_was_lost_is_reconciled_from_its
     cluster.outcome(40, 0, 0)
     now = time.time()
     state = CoordinatorState(
-        config=CONFIG,
+        game=GAME,
         run_id="r1",
         phase="training",
         phase_since=now,
@@ -500,14 +496,14 @@ async def test_a_training_whose_completion_event_was_lost_is_reconciled_from_its
         training_games=500,
         last_training_at=now,
     )
-    await cluster.models.put(f"state.{CONFIG}", encode(state))
+    await cluster.models.put(f"state.{GAME}", encode(state))
     spec = JobSpec(
         type="train",
-        args={"config": CONFIG, "seed": 1},
+        args={"game": GAME, "seed": 1},
         inputs=train_inputs([games], None, "model.npz"),
         requirements=Requirements(capability="train", pooled=True),
-        idempotency_key=train_key(CONFIG, "r1", 1),
-        labels={"kind": "train", "config": CONFIG, "generation": "1", "run": "r1"},
+        idempotency_key=train_key(GAME, "r1", 1),
+        labels={"kind": "train", "game": GAME, "generation": "1", "run": "r1"},
     )
     job = await cluster.api("job_manager", "submit", spec, JobRecord)
 
@@ -535,7 +531,7 @@ async def test_a_promotion_whose_event_was_not_acked_stays_decided_until_announc
     cluster: Cluster, start_service: ServiceFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Failed before the fix: the first failed try of MODEL_PROMOTED was taken as done,
-    # the config went idle, and nothing ever announced the promotion.
+    # the game went idle, and nothing ever announced the promotion.
     await cluster.games(500)
     cluster.outcome(38, 1, 1)
     svc = await start_service(TrainingCoordinatorService, **COORDINATOR)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from nats.aio.client import Client
-from test_training_coordinator import CONFIG, COORDINATOR, Cluster, PlannerStandIn, _idle
+from test_training_coordinator import COORDINATOR, GAME, Cluster, PlannerStandIn, _idle
 
 from services.training_coordinator.service import TrainingCoordinatorService
 from shared.testing.fixtures import ServiceFactory
@@ -47,8 +47,8 @@ async def test_two_coordinators_at_once_train_evaluate_and_promote_exactly_once(
         state = await eventually(lambda: _idle(cluster), what="idle after the promotion")
 
         def both_know(svc: TrainingCoordinatorService) -> bool:
-            configs = svc.health_check().details["configs"][CONFIG]
-            return bool(configs["champion"] == promoted["model_id"])
+            games = svc.health_check().details["games"][GAME]
+            return bool(games["champion"] == promoted["model_id"])
 
         await eventually(lambda: all(both_know(svc) for svc in both), what="both saw it")
     assert (state.generation, state.promotions) == (1, 1)

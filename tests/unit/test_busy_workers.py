@@ -92,14 +92,14 @@ def test_sizing_converges_to_the_size_whose_run_is_the_target(
     assert n == pytest.approx(ideal, rel=0.05, abs=1.0) or run == pytest.approx(target_s, rel=0.05)
 
 
-def completed(config: str, games: object, run_s: float, kind: str = "selfplay") -> JobCompleted:
+def completed(game: str, games: object, run_s: float, kind: str = "selfplay") -> JobCompleted:
     return JobCompleted(
         job_id="j",
         type="selfplay",
         attempt=1,
         node_id="n",
         result={"games": games},
-        labels={"kind": kind, "config": config},
+        labels={"kind": kind, "game": game},
         run_s=run_s,
     )
 

@@ -64,7 +64,7 @@ def test_a_dropped_or_pending_event_in_any_outbox_fails() -> None:
 
 
 def promoted(model: str, previous: str = "") -> Event:
-    return ev("MODEL_PROMOTED", config="c", model_id=model, previous=previous)
+    return ev("MODEL_PROMOTED", game="c", model_id=model, previous=previous)
 
 
 def test_champion_switches_against_their_announcements() -> None:
@@ -83,18 +83,18 @@ def test_failpoints_fired_notes_the_points_not_reached() -> None:
     assert checks.failpoints_fired([], {}).held
 
 
-def accept(config: str, candidate: str, champion: str = "") -> Event:
+def accept(game: str, candidate: str, champion: str = "") -> Event:
     return ev(
         "EVALUATION_COMPLETED",
-        config=config,
+        game=game,
         candidate=candidate,
         champion=champion,
         decision="accept",
     )
 
 
-def promoted_in(config: str, model: str, previous: str = "") -> Event:
-    return ev("MODEL_PROMOTED", config=config, model_id=model, previous=previous)
+def promoted_in(game: str, model: str, previous: str = "") -> Event:
+    return ev("MODEL_PROMOTED", game=game, model_id=model, previous=previous)
 
 
 def test_a_promotion_after_the_faults_holds_only_through_the_whole_gate() -> None:
@@ -106,7 +106,7 @@ def test_a_promotion_after_the_faults_holds_only_through_the_whole_gate() -> Non
     verdict = checks.promoted_after(good, before)
     assert verdict.held and verdict.note == "4x4k3 f1 over none"
     # Nothing promoted after the faults: rejections and decisions are not enough.
-    none = checks.After(events=[ev("MODEL_REJECTED", config="3x3k3")], champions={})
+    none = checks.After(events=[ev("MODEL_REJECTED", game="3x3k3")], champions={})
     assert checks.promoted_after(none, before).violations == [
         "no model was promoted after the faults"
     ]

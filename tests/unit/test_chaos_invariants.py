@@ -120,7 +120,7 @@ def evaluated(candidate: str, decision: str = "accept", champion: str = "m0") ->
     return ev(
         "EVALUATION_COMPLETED",
         TC,
-        config="3x3k3",
+        game="3x3k3",
         candidate=candidate,
         champion=champion,
         wins=1,
@@ -132,7 +132,7 @@ def evaluated(candidate: str, decision: str = "accept", champion: str = "m0") ->
 
 
 def promoted(model: str, previous: str = "m0") -> Event:
-    return ev("MODEL_PROMOTED", TC, config="3x3k3", model_id=model, generation=1, previous=previous)
+    return ev("MODEL_PROMOTED", TC, game="3x3k3", model_id=model, generation=1, previous=previous)
 
 
 def test_promotions_after_accepting_evaluations_hold() -> None:
@@ -224,7 +224,7 @@ def test_referenced_blobs_present_hold() -> None:
 
 
 def retired(deleted: int) -> list[Event]:
-    return [ev("DATA_SYNC_COMPLETED", "/p/sync_planner/sp-0", config="c", blobs=1, deleted=deleted)]
+    return [ev("DATA_SYNC_COMPLETED", "/p/sync_planner/sp-0", game="c", blobs=1, deleted=deleted)]
 
 
 JOB_OUTPUT = {"jobs": {"j": {"result": {"outputs": [{"name": "g", "sha256": SHA_A, "size": 1}]}}}}

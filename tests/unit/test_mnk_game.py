@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from shared.training import MNK_CONFIGS
+from shared.training import MNK_GAMES
 from workloads.mnk.game import Game, make_game
 
-CONFIGS = sorted(MNK_CONFIGS)
+GAMES = sorted(MNK_GAMES)
 
 
 def board_with(game: Game, cells: list[tuple[int, int]], player: int) -> np.ndarray:
@@ -18,15 +18,15 @@ def board_with(game: Game, cells: list[tuple[int, int]], player: int) -> np.ndar
     return board
 
 
-@pytest.mark.parametrize("config", CONFIGS)
+@pytest.mark.parametrize("game_name", GAMES)
 @pytest.mark.parametrize(
     "direction", [(0, 1), (1, 0), (1, 1), (1, -1)], ids=["row", "col", "diag", "anti"]
 )
 @pytest.mark.parametrize("player", [1, -1])
 def test_k_in_a_row_wins_in_every_direction(
-    config: str, direction: tuple[int, int], player: int
+    game_name: str, direction: tuple[int, int], player: int
 ) -> None:
-    game = make_game(config)
+    game = make_game(game_name)
     dr, dc = direction
     start_c = game.k - 1 if dc < 0 else 0
     cells = [(i * dr, start_c + i * dc) for i in range(game.k)]
@@ -39,10 +39,10 @@ def test_k_in_a_row_wins_in_every_direction(
     assert game.winner(short) == 0
 
 
-@pytest.mark.parametrize("config", CONFIGS)
-def test_lines_count_matches_the_board(config: str) -> None:
-    game = make_game(config)
-    m, n, k = MNK_CONFIGS[config]
+@pytest.mark.parametrize("game_name", GAMES)
+def test_lines_count_matches_the_board(game_name: str) -> None:
+    game = make_game(game_name)
+    m, n, k = MNK_GAMES[game_name]
     straight = m * (n - k + 1) + n * (m - k + 1)
     diagonal = 2 * (m - k + 1) * (n - k + 1)
     assert len(game.lines) == straight + diagonal
@@ -78,9 +78,9 @@ def test_full_board_without_a_line_is_a_draw() -> None:
     assert game.terminal(game.empty()) == (False, 0)
 
 
-@pytest.mark.parametrize("config", CONFIGS)
-def test_canonical_keys_are_equal_under_symmetry(config: str) -> None:
-    game = make_game(config)
+@pytest.mark.parametrize("game_name", GAMES)
+def test_canonical_keys_are_equal_under_symmetry(game_name: str) -> None:
+    game = make_game(game_name)
     rng = np.random.default_rng(3)
     board = rng.choice(np.array([-1, 0, 1], dtype=np.int8), size=game.cells)
     keys = {game.key(board[perm]) for perm in game.symmetries}
@@ -100,5 +100,5 @@ def test_symmetries_of_square_boards() -> None:
 
 
 def test_unknown_config_is_refused() -> None:
-    with pytest.raises(KeyError, match="unknown config"):
+    with pytest.raises(KeyError, match="unknown game"):
         make_game("9x9k5")

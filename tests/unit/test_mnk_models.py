@@ -18,8 +18,8 @@ from workloads.mnk.table import TableModel, train_table
 from workloads.mnk.train import NetSettings, train, train_net
 
 
-def random_games(config: str, count: int, seed: int) -> Games:
-    game = make_game(config)
+def random_games(game_name: str, count: int, seed: int) -> Games:
+    game = make_game(game_name)
     model = initial_model(game)
     rng = np.random.default_rng(seed)
     records = []
@@ -29,14 +29,14 @@ def random_games(config: str, count: int, seed: int) -> Games:
     return Games.build(game, "", records)
 
 
-@pytest.mark.parametrize("config", ["3x3k3", "4x4k3"])
-def test_save_load_round_trip(tmp_path: Path, config: str) -> None:
-    model, _, _ = train(initial_model(make_game(config)), [random_games(config, 30, 1)], seed=1)
+@pytest.mark.parametrize("game", ["3x3k3", "4x4k3"])
+def test_save_load_round_trip(tmp_path: Path, game: str) -> None:
+    model, _, _ = train(initial_model(make_game(game)), [random_games(game, 30, 1)], seed=1)
     path = tmp_path / "model.npz"
     model_id = model.save(path)
-    loaded = load_model(path, config)
+    loaded = load_model(path, game)
     assert loaded.kind == model.kind and loaded.model_id == model_id
-    boards = replay(random_games(config, 5, 2)).boards
+    boards = replay(random_games(game, 5, 2)).boards
     np.testing.assert_array_equal(loaded.values(boards), model.values(boards))
     # Equal content, equal bytes: a retried job writes the same blob.
     again = tmp_path / "again.npz"
@@ -75,13 +75,13 @@ def test_a_missing_model_is_the_initial_model() -> None:
     assert initial_model(make_game("5x5k4")).model_id == model.model_id
 
 
-@pytest.mark.parametrize("config", ["3x3k3", "4x4k3"])
-def test_training_is_deterministic_for_a_seed(config: str) -> None:
-    first = random_games(config, 40, 7)
-    again = random_games(config, 40, 7)
+@pytest.mark.parametrize("game", ["3x3k3", "4x4k3"])
+def test_training_is_deterministic_for_a_seed(game: str) -> None:
+    first = random_games(game, 40, 7)
+    again = random_games(game, 40, 7)
     np.testing.assert_array_equal(first.moves, again.moves)
-    a, losses_a, _ = train(initial_model(make_game(config)), [first], seed=3)
-    b, losses_b, _ = train(initial_model(make_game(config)), [again], seed=3)
+    a, losses_a, _ = train(initial_model(make_game(game)), [first], seed=3)
+    b, losses_b, _ = train(initial_model(make_game(game)), [again], seed=3)
     assert a.model_id == b.model_id and losses_a == losses_b
 
 

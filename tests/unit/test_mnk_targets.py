@@ -17,9 +17,9 @@ from workloads.mnk.selfplay import SelfplaySettings, play_searched
 from workloads.mnk.train import train
 
 
-def searched_games(config: str, count: int, seed: int, simulations: int = 16) -> Games:
-    game = make_game(config)
-    settings = SelfplaySettings.of(config, 0.25, simulations)
+def searched_games(game_name: str, count: int, seed: int, simulations: int = 16) -> Games:
+    game = make_game(game_name)
+    settings = SelfplaySettings.of(game_name, 0.25, simulations)
     return play_searched(game, initial_model(game), "", count, seed, settings)
 
 

@@ -13,7 +13,7 @@ from msgspec.structs import replace
 from services.selfplay_scheduler.nodes import SelfplayNodes
 from services.selfplay_scheduler.policy import (
     CREDIT_CAP,
-    ConfigInputs,
+    GameInputs,
     PriorityWeights,
     allocate,
     free_slots,
@@ -25,7 +25,7 @@ from services.selfplay_scheduler.policy import (
     terms,
     to_submit,
 )
-from services.selfplay_scheduler.signals import ConfigSignals, Signals, apply, apply_one
+from services.selfplay_scheduler.signals import GameSignals, Signals, apply, apply_one
 from shared.events import (
     EvaluationCompleted,
     ModelPromoted,
@@ -48,8 +48,8 @@ def node(node_id: str, free: int, **fields: Any) -> NodeInfo:
 
 
 # -- priority terms ------------------------------------------------------------------
-# A config fully trained, fresh, at its Elo target: every boost off, every penalty off.
-SETTLED = ConfigInputs(games_total=10**6, staleness_s=0.0, elo=ELO_TARGET)
+# A game fully trained, fresh, at its Elo target: every boost off, every penalty off.
+SETTLED = GameInputs(games_total=10**6, staleness_s=0.0, elo=ELO_TARGET)
 
 
 @pytest.mark.parametrize(
@@ -83,7 +83,7 @@ def test_each_term_follows_its_documented_weight(
     ("change", "expected"),
     [
         ({}, 1.0),  # base only
-        ({"games_total": 0, "staleness_s": None, "elo": None}, 5.0),  # a brand new config
+        ({"games_total": 0, "staleness_s": None, "elo": None}, 5.0),  # a brand new game
         ({"games_total": 0, "in_training": True}, 0.9),  # (1 + 2) * 0.3
         ({"plateau": 1, "override": 2.0}, 1.4),  # 1 * 0.7 * 2
         ({"games_total": 0, "override": 0.0}, 0.0),  # stopped by the operator
@@ -173,9 +173,9 @@ def test_nodes_alive_within_three_and_a_half_intervals_and_serving_selfplay() ->
 
 
 # -- properties ----------------------------------------------------------------------
-CONFIGS = ("3x3k3", "4x4k3", "5x5k4")
+GAMES = ("3x3k3", "4x4k3", "5x5k4")
 inputs_st = st.builds(
-    ConfigInputs,
+    GameInputs,
     games_total=st.integers(0, 10_000),
     staleness_s=st.none() | st.floats(0, 10_000),
     elo=st.none() | st.floats(-500, 2000),
@@ -183,7 +183,7 @@ inputs_st = st.builds(
     plateau=st.integers(0, 20),
     override=st.none() | st.floats(0, 100),
 )
-table_st = st.fixed_dictionaries({c: inputs_st for c in CONFIGS})
+table_st = st.fixed_dictionaries({c: inputs_st for c in GAMES})
 prios_st = st.dictionaries(st.sampled_from("abcdef"), st.floats(0, 1000), min_size=1)
 credits_st = st.dictionaries(st.sampled_from("abcdef"), st.floats(-CREDIT_CAP, CREDIT_CAP))
 
@@ -216,40 +216,40 @@ def test_min_share_is_honoured(prios: dict[str, float], min_share: float, n: int
         assert split[c] >= math.floor(n * floor - 1e-6)
 
 
-@given(table_st, st.sampled_from(CONFIGS), st.integers(1, 200))
-def test_overrides_are_respected(table: dict[str, ConfigInputs], config: str, n: int) -> None:
-    stopped = {**table, config: replace(table[config], override=0.0)}
+@given(table_st, st.sampled_from(GAMES), st.integers(1, 200))
+def test_overrides_are_respected(table: dict[str, GameInputs], game: str, n: int) -> None:
+    stopped = {**table, game: replace(table[game], override=0.0)}
     share = shares(priorities(stopped, W, ELO_TARGET), 0.1)
-    assert share[config] == 0 and allocate(n, share)[0][config] == 0
+    assert share[game] == 0 and allocate(n, share)[0][game] == 0
     others = {c: replace(i, override=1.0) for c, i in table.items()}
-    favoured = {**others, config: replace(table[config], override=1e6)}
+    favoured = {**others, game: replace(table[game], override=1e6)}
     split, _ = allocate(n, shares(priorities(favoured, W, ELO_TARGET), 0.1))
-    assert all(split[config] >= k for k in split.values())
+    assert all(split[game] >= k for k in split.values())
 
 
-@given(table_st, st.sampled_from(CONFIGS), st.floats(0, 0.3), st.integers(0, 200))
+@given(table_st, st.sampled_from(GAMES), st.floats(0, 0.3), st.integers(0, 200))
 def test_a_training_config_gets_less(
-    table: dict[str, ConfigInputs], config: str, min_share: float, n: int
+    table: dict[str, GameInputs], game: str, min_share: float, n: int
 ) -> None:
-    idle = {**table, config: replace(table[config], in_training=False)}
-    busy = {**table, config: replace(table[config], in_training=True)}
+    idle = {**table, game: replace(table[game], in_training=False)}
+    busy = {**table, game: replace(table[game], in_training=True)}
     p_idle, p_busy = priorities(idle, W, ELO_TARGET), priorities(busy, W, ELO_TARGET)
-    assert p_busy[config] <= p_idle[config]
-    if p_idle[config] > 0:
-        assert p_busy[config] < p_idle[config]
+    assert p_busy[game] <= p_idle[game]
+    if p_idle[game] > 0:
+        assert p_busy[game] < p_idle[game]
     a_idle, _ = allocate(n, shares(p_idle, min_share))
     a_busy, _ = allocate(n, shares(p_busy, min_share))
-    assert a_busy[config] <= a_idle[config]
+    assert a_busy[game] <= a_idle[game]
 
 
 # -- signals from events -------------------------------------------------------------
 def started(t: str = "t1") -> TrainingStarted:
-    return TrainingStarted(config="c", job_id=t, games=100)
+    return TrainingStarted(game="c", job_id=t, games=100)
 
 
 def reject(candidate: str) -> EvaluationCompleted:
     return EvaluationCompleted(
-        config="c",
+        game="c",
         candidate=candidate,
         champion="m0",
         wins=1,
@@ -262,7 +262,7 @@ def reject(candidate: str) -> EvaluationCompleted:
 
 def accept(candidate: str) -> EvaluationCompleted:
     return EvaluationCompleted(
-        config="c",
+        game="c",
         candidate=candidate,
         champion="m0",
         wins=9,
@@ -273,8 +273,8 @@ def accept(candidate: str) -> EvaluationCompleted:
     )
 
 
-def replay(events: list[tuple[Any, float]]) -> ConfigSignals:
-    s = ConfigSignals()
+def replay(events: list[tuple[Any, float]]) -> GameSignals:
+    s = GameSignals()
     for data, at in events:
         s = apply_one(s, data, at)
     return s
@@ -284,14 +284,14 @@ def test_training_starts_and_finishes() -> None:
     s = replay([(started(), 10.0)])
     assert s.in_training(now=20.0, stale_after_s=100) and s.training_job == "t1"
     assert not s.in_training(now=200.0, stale_after_s=100)  # silent too long
-    done = apply_one(s, TrainingCompleted(config="c", job_id="t1", model_id="m1"), 30.0)
+    done = apply_one(s, TrainingCompleted(game="c", job_id="t1", model_id="m1"), 30.0)
     assert not done.in_training(now=31.0, stale_after_s=100) and done.refreshed_at == 30.0
-    failed = apply_one(s, TrainingFailed(config="c", job_id="t1", error="x"), 30.0)
+    failed = apply_one(s, TrainingFailed(game="c", job_id="t1", error="x"), 30.0)
     assert not failed.in_training(now=31.0, stale_after_s=100) and failed.refreshed_at is None
 
 
 def test_a_late_redelivered_start_does_not_mark_a_finished_training_again() -> None:
-    done = TrainingCompleted(config="c", job_id="t1", model_id="m1")
+    done = TrainingCompleted(game="c", job_id="t1", model_id="m1")
     s = replay([(done, 30.0), (started(), 10.0)])
     assert not s.in_training(now=31.0, stale_after_s=100)
 
@@ -300,12 +300,12 @@ def test_plateau_counts_distinct_rejections_and_resets_on_accept_or_promotion() 
     assert replay([(reject("a"), 1.0), (reject("a"), 1.0), (reject("b"), 2.0)]).plateau == 2
     assert replay([(reject("a"), 1.0), (accept("b"), 2.0)]).plateau == 0
     assert replay([(accept("b"), 2.0), (reject("a"), 1.0)]).plateau == 0  # late: ignored
-    promoted = ModelPromoted(config="c", model_id="m2", generation=2, elo=100.0)
+    promoted = ModelPromoted(game="c", model_id="m2", generation=2, elo=100.0)
     s = replay([(reject("a"), 1.0), (promoted, 3.0)])
     assert s.plateau == 0 and s.refreshed_at == 3.0
 
 
 def test_apply_reports_no_change_for_a_redelivered_event() -> None:
     first = apply(Signals(), "c", reject("a"), 1.0)
-    assert first is not None and first.configs["c"].plateau == 1
+    assert first is not None and first.games["c"].plateau == 1
     assert apply(first, "c", reject("a"), 1.0) is None

@@ -146,8 +146,8 @@ def completed(**changes: object) -> JobCompleted:
             DataRef(name="result.json", sha256=sha("r"), size=5),
             DataRef(name="games.npz", sha256=sha("g"), size=99),
         ],
-        result={"config": "3x3k3", "games": 64, "model_id": "m0"},
-        labels={"kind": "selfplay", "config": "3x3k3", "model_id": "m1"},
+        result={"game": "3x3k3", "games": 64, "model_id": "m0"},
+        labels={"kind": "selfplay", "game": "3x3k3", "model_id": "m1"},
     )
     return msgspec.structs.replace(done, **changes)
 
@@ -155,7 +155,7 @@ def completed(**changes: object) -> JobCompleted:
 def test_selfplay_entry_from_a_completed_job() -> None:
     found = policy.selfplay_entry(completed(), 5.0)
     assert isinstance(found, policy.Selfplay)
-    assert found.config == "3x3k3"
+    assert found.game == "3x3k3"
     assert found.entry == ManifestEntry(
         ref=DataRef(name="games.npz", sha256=sha("g"), size=99),
         games=64,
@@ -175,7 +175,7 @@ def test_selfplay_entry_from_a_completed_job() -> None:
         {"result": {"games": -1}},
         {"result": {}},
         {"labels": {"kind": "selfplay"}, "result": {"games": 3}},
-        {"labels": {"config": "bad.config"}},
+        {"labels": {"game": "bad.config"}},
     ],
 )
 def test_unusable_selfplay_results_are_named(changes: dict[str, object]) -> None:
@@ -192,7 +192,7 @@ def test_a_completion_with_an_unreadable_output_does_not_decode() -> None:
 
 
 def test_append_is_idempotent_by_job_and_totals_only_grow() -> None:
-    m = policy.appended(Manifest(config="c"), A, 1.0)
+    m = policy.appended(Manifest(game="c"), A, 1.0)
     assert m is not None and (m.games_total, len(m.entries)) == (10, 1)
     assert policy.appended(m, A, 2.0) is None
     m2 = policy.appended(m, B, 3.0)

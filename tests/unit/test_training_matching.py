@@ -1,4 +1,4 @@
-"""Which job events a config's state accepts: the guard behind "never acts twice"."""
+"""Which job events a game's state accepts: the guard behind "never acts twice"."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ from services.training_coordinator.training import Trainer
 from shared.jobs import DataRef
 
 REF = DataRef(name="model.npz", sha256="a" * 64, size=1)
-TRAINING = CoordinatorState(config="3x3k3", run_id="r1", phase="training", generation=4)
+TRAINING = CoordinatorState(game="3x3k3", run_id="r1", phase="training", generation=4)
 EVALUATING = CoordinatorState(
-    config="3x3k3",
+    game="3x3k3",
     run_id="r1",
     phase="evaluating",
     generation=4,
@@ -32,7 +32,7 @@ def test_a_training_event_matches_by_job_id_once_recorded() -> None:
 
 
 def test_before_the_job_is_recorded_the_labels_tell() -> None:
-    labels = {"kind": "train", "config": "3x3k3", "run": "r1", "generation": "4"}
+    labels = {"kind": "train", "game": "3x3k3", "run": "r1", "generation": "4"}
     assert Trainer.matches(TRAINING, "t4", labels)
     assert not Trainer.matches(TRAINING, "t4", {**labels, "generation": "3"})
     # A job of an earlier state record (another run id) never matches.

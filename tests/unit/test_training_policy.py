@@ -42,7 +42,7 @@ def ref(n: int, name: str = "games.npz") -> DataRef:
 @pytest.mark.parametrize(
     ("base", "per_node", "alive", "expected"),
     [
-        (600, 100, 0, 600),  # no node heard of: the config's floor
+        (600, 100, 0, 600),  # no node heard of: the game's floor
         (600, 100, 3, 600),  # a small cluster: still the floor
         (600, 100, 6, 600),  # exactly equal
         (600, 100, 7, 700),  # a bigger cluster needs more new games
@@ -186,7 +186,7 @@ def test_next_batch_respects_the_cap() -> None:
 @pytest.mark.parametrize(
     ("result", "expected"),
     [
-        ({"wins": 3, "losses": 1, "draws": 0, "config": "3x3k3"}, Tally(3, 1, 0)),
+        ({"wins": 3, "losses": 1, "draws": 0, "game": "3x3k3"}, Tally(3, 1, 0)),
         ({"wins": 3, "losses": 1}, "result field 'draws' is None, not a count"),
         ({"wins": -1, "losses": 1, "draws": 0}, "result field 'wins' is -1, not a count"),
         ({"wins": "3", "losses": 1, "draws": 0}, "result field 'wins' is '3', not a count"),
@@ -226,11 +226,11 @@ def test_window_takes_the_newest_blobs_up_to_the_budget() -> None:
         ManifestEntry(ref=ref(i), games=100 * i, job_id=f"j{i}", created_at=float(i))
         for i in (1, 2, 3, 4)
     ]
-    manifest = Manifest(config="3x3k3", games_total=1000, entries=entries)
+    manifest = Manifest(game="3x3k3", games_total=1000, entries=entries)
     assert training_window(manifest.entries, 700) == entries[2:]
     assert games_held(training_window(manifest.entries, 700)) == 700
     assert training_window(manifest.entries, 10) == entries[3:]  # one blob at least
-    assert training_window(Manifest(config="3x3k3").entries, 10) == []
+    assert training_window(Manifest(game="3x3k3").entries, 10) == []
 
 
 def test_train_inputs_are_renamed_for_the_workload() -> None:
@@ -242,7 +242,7 @@ def test_train_inputs_are_renamed_for_the_workload() -> None:
 
 def test_config_defaults_and_checks() -> None:
     cfg = convert_config(TrainingCoordinatorConfig, {})
-    assert cfg.configs == ["3x3k3", "4x4k3", "5x5k4"]
+    assert cfg.games == ["3x3k3", "4x4k3", "5x5k4"]
     assert (cfg.elo0, cfg.elo1, cfg.alpha, cfg.beta) == (0.0, 25.0, 0.05, 0.2)
     assert cfg.threshold_base("3x3k3") == 600 and cfg.threshold_base("other") == 1000
     with pytest.raises(ConfigError):

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from shared.training import MNK_CONFIGS
+from shared.training import MNK_GAMES
 from workloads.mnk.game import make_game
 from workloads.mnk.jobenv import ArgsError, JobEnv
 from workloads.mnk.jobs import JOBS, run_job
@@ -38,11 +38,11 @@ def parser() -> argparse.ArgumentParser:
     solve.add_argument("--config", default="3x3k3", choices=["3x3k3"])
     rand = sub.add_parser("vs-random", help="a model against the uniformly random player")
     rand.add_argument("--model", type=Path, help="model file (default: the initial model)")
-    rand.add_argument("--config", required=True, choices=sorted(MNK_CONFIGS))
+    rand.add_argument("--config", required=True, choices=sorted(MNK_GAMES))
     rand.add_argument("--games", type=int, default=1000)
     rand.add_argument("--seed", type=int, default=0)
     loop = sub.add_parser("loop", help="selfplay -> train -> evaluate -> promote, in-process")
-    loop.add_argument("--config", required=True, choices=sorted(MNK_CONFIGS))
+    loop.add_argument("--config", required=True, choices=sorted(MNK_GAMES))
     loop.add_argument("--generations", type=int, default=6)
     loop.add_argument("--games", type=int, default=500, help="selfplay games per generation")
     loop.add_argument("--eval-games", type=int, default=200)
@@ -66,7 +66,7 @@ def solve(model_path: Path | None, config: str) -> dict[str, Any]:
     good, total = optimal_share(model, solver)
     losses = games["as_x"]["losses"] + games["as_o"]["losses"]
     return {
-        "config": config,
+        "game": config,
         "model_id": model_id,
         **games,
         "losses": losses,
@@ -87,7 +87,7 @@ def vs_random(model_path: Path | None, config: str, games: int, seed: int) -> di
         for side, counts in tally.by_colour.items()
     }
     return {
-        "config": config,
+        "game": config,
         "model_id": model_id,
         **tally.as_dict(),
         "win_rate": round(tally.wins / games, 4),

@@ -15,7 +15,7 @@ from functools import cache
 import numpy as np
 from numpy.typing import NDArray
 
-from shared.training import MNK_CONFIGS
+from shared.training import MNK_GAMES
 
 Board = NDArray[np.int8]
 Boards = NDArray[np.int8]
@@ -136,10 +136,10 @@ def _symmetries(m: int, n: int) -> NDArray[np.intp]:
 
 @cache
 def make_game(name: str) -> Game:
-    """The Game of a config name in ``MNK_CONFIGS`` (KeyError names the known ones)."""
-    if name not in MNK_CONFIGS:
-        raise KeyError(f"unknown config {name!r}; known: {', '.join(sorted(MNK_CONFIGS))}")
-    m, n, k = MNK_CONFIGS[name]
+    """The Game of a config name in ``MNK_GAMES`` (KeyError names the known ones)."""
+    if name not in MNK_GAMES:
+        raise KeyError(f"unknown game {name!r}; known: {', '.join(sorted(MNK_GAMES))}")
+    m, n, k = MNK_GAMES[name]
     return Game(
         name=name,
         m=m,

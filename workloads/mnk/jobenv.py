@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from shared.training import MNK_CONFIGS
+from shared.training import MNK_GAMES
 
 RESULT_FILE = "result.json"
 
@@ -53,9 +53,9 @@ class JobEnv:
 
     def config(self) -> str:
         """The game config named in the args."""
-        name = self.args.get("config")
-        if name not in MNK_CONFIGS:
-            raise ArgsError(f"args.config must be one of {sorted(MNK_CONFIGS)}, not {name!r}")
+        name = self.args.get("game")
+        if name not in MNK_GAMES:
+            raise ArgsError(f"args.game must be one of {sorted(MNK_GAMES)}, not {name!r}")
         return str(name)
 
     def number(self, name: str, default: float, low: float, high: float, kind: type = int) -> Any:

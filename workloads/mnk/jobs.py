@@ -69,7 +69,7 @@ def selfplay(job: JobEnv) -> dict[str, Any]:
         data = play_searched(game, model, model_id, games, seed, settings, at_most_every(0.005))
         extra = {"simulations": settings.simulations}
     data.save(job.outputs / GAMES_FILE)
-    result = {"config": config, **data.counts(), "model_id": model_id, "exploration": epsilon}
+    result = {"game": config, **data.counts(), "model_id": model_id, "exploration": epsilon}
     positions = int(data.lengths.sum())
     result |= {"positions": positions, "samples": positions, **extra}
     return {**result, "seconds": round(time.monotonic() - started, 3)}
@@ -121,7 +121,7 @@ def train_job(job: JobEnv) -> dict[str, Any]:
     )
     model_id = model.save(job.outputs / MODEL_FILE)
     return {
-        "config": config,
+        "game": config,
         "samples": samples,
         "games": games,
         "losses": [round(x, 6) for x in losses],
@@ -196,7 +196,7 @@ def evaluate(job: JobEnv) -> dict[str, Any]:
         )
     verdict, llr = sprt(tally.counts(), params)
     return {
-        "config": config,
+        "game": config,
         **tally.as_dict(),
         "budget": budget,
         "stopped_early": tally.games < budget,
@@ -212,7 +212,7 @@ def prefetch(job: JobEnv) -> dict[str, Any]:
     """Nothing to do: the agent fetched and cached the inputs before starting the job."""
     files = [p for p in job.inputs.rglob("*") if p.is_file()] if job.inputs.is_dir() else []
     return {
-        "config": str(job.args.get("config", "")),
+        "game": str(job.args.get("game", "")),
         "files": len(files),
         "bytes": sum(p.stat().st_size for p in files),
     }

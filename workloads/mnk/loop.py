@@ -90,7 +90,7 @@ def run_loop(opts: argparse.Namespace) -> tuple[list[dict[str, Any]], Path | Non
             play = run_job_quietly(
                 "selfplay",
                 {
-                    "config": config,
+                    "game": config,
                     "games": opts.games,
                     "seed": seed,
                     "exploration": opts.exploration,
@@ -103,7 +103,7 @@ def run_loop(opts: argparse.Namespace) -> tuple[list[dict[str, Any]], Path | Non
             shutil.copyfile(work / "selfplay" / "out" / GAMES_FILE, data[-1])
             window = {f"data-{i}.npz": path for i, path in enumerate(data[-opts.window :])}
             trained = run_job_quietly(
-                "train", {"config": config, "seed": seed}, {**window, **inputs}, work / "train"
+                "train", {"game": config, "seed": seed}, {**window, **inputs}, work / "train"
             )
             candidate = work / f"model-{gen}.npz"
             shutil.copyfile(work / "train" / "out" / MODEL_FILE, candidate)
@@ -111,7 +111,7 @@ def run_loop(opts: argparse.Namespace) -> tuple[list[dict[str, Any]], Path | Non
             evaluated = run_job_quietly(
                 "evaluate",
                 {
-                    "config": config,
+                    "game": config,
                     "games": opts.eval_games,
                     "seed": seed,
                     **({"simulations": opts.simulations} if opts.simulations else {}),

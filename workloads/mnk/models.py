@@ -24,7 +24,7 @@ from workloads.mnk.game import Boards, Game, make_game
 from workloads.mnk.npzio import FormatError, content_id, read_npz, scalar_str, write_npz
 
 #: Which kind of model each config trains (anything not listed: the network).
-TABLE_CONFIGS = frozenset({"3x3k3"})
+TABLE_GAMES = frozenset({"3x3k3"})
 
 
 class Model(ABC):
@@ -83,7 +83,7 @@ class Model(ABC):
 
 def initial_model(game: Game) -> Model:
     """The model of a config before any training."""
-    if game.name in TABLE_CONFIGS:
+    if game.name in TABLE_GAMES:
         from workloads.mnk.table import TableModel
 
         return TableModel(game)

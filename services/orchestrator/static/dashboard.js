@@ -8,7 +8,7 @@ const MAX_POINTS = 200;   // points of one Elo curve
 const NS = "http://www.w3.org/2000/svg";
 
 const tail = [];          // newest first, at most MAX_EVENTS
-const curves = new Map(); // config -> signature of the curve drawn, so unchanged SVGs stay
+const curves = new Map(); // game -> signature of the curve drawn, so unchanged SVGs stay
 let lastSeq = 0;
 
 const $ = (id) => document.getElementById(id);
@@ -131,33 +131,33 @@ function renderModels(models) {
   const box = $("models");
   const seen = new Set();
   for (const m of models.slice(0, MAX_ROWS)) {
-    seen.add(m.config);
-    let card = box.querySelector(`[data-config="${CSS.escape(m.config)}"]`);
+    seen.add(m.game);
+    let card = box.querySelector(`[data-game="${CSS.escape(m.game)}"]`);
     if (!card) {
       card = document.createElement("div");
       card.className = "card";
-      card.dataset.config = m.config;
+      card.dataset.game = m.game;
       card.innerHTML = `<div class="head"></div><div class="plot"></div>`;
       box.appendChild(card);
     }
     card.querySelector(".head").innerHTML =
-      `<strong>${esc(m.config)}</strong> champion <code>${esc(m.champion)}</code> ` +
+      `<strong>${esc(m.game)}</strong> champion <code>${esc(m.champion)}</code> ` +
       `gen ${esc(m.generation)} · Elo ${esc(m.elo)} · ${esc(m.games)} games`;
     const points = (m.curve || []).slice(-MAX_POINTS);
     const fromStart = !m.trimmed && points.length === (m.curve || []).length;
     const signature = JSON.stringify([fromStart, points]);
-    if (curves.get(m.config) !== signature) {
-      curves.set(m.config, signature);
+    if (curves.get(m.game) !== signature) {
+      curves.set(m.game, signature);
       card.querySelector(".plot").replaceChildren(curveSvg(points, fromStart));
     }
   }
   for (const card of [...box.children]) {
-    if (!seen.has(card.dataset.config)) {
-      curves.delete(card.dataset.config);
+    if (!seen.has(card.dataset.game)) {
+      curves.delete(card.dataset.game);
       card.remove();
     }
   }
-  if (!models.length) box.innerHTML = `<p class="muted">no config has data yet</p>`;
+  if (!models.length) box.innerHTML = `<p class="muted">no game has data yet</p>`;
   else box.querySelector("p.muted")?.remove();
 }
 
