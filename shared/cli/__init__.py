@@ -62,6 +62,7 @@ from shared.cli import (
     watch,
 )
 from shared.cli.client import EXIT_CODES, CliError, add_common_options
+from shared.cli.parser import Parser, SubParsers
 
 __all__ = ["build_parser", "main"]
 
@@ -105,18 +106,20 @@ _OPTIONAL_VERBS = {"jobs"}
 RunFn = Callable[[argparse.Namespace], int]
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser() -> Parser:
     """The parser of every subcommand; each sets ``args.run`` to its entry point."""
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog=PROG,
         description="Control plane for self-play training clusters, on NATS.",
         epilog=EXIT_CODES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"{PROG} {shared.__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    sub = parser.add_subparsers(
+        dest="command", metavar="COMMAND", required=True, parser_class=Parser
+    )
     for name, (module, help_text, uses_nats) in COMMANDS.items():
-        child = _add_parser(sub, name, help_text, getattr(module, "EPILOG", None))
+        child = _add_parser(parser, sub, name, help_text, getattr(module, "EPILOG", None))
         add_name, run_name = _ENTRY.get(name, ("add_arguments", "run"))
         getattr(module, add_name)(child)
         if uses_nats:
@@ -128,10 +131,13 @@ def build_parser() -> argparse.ArgumentParser:
         )
         if verbs:
             inner = child.add_subparsers(
-                dest="verb", metavar="VERB", required=name not in _OPTIONAL_VERBS
+                dest="verb",
+                metavar="VERB",
+                required=name not in _OPTIONAL_VERBS,
+                parser_class=Parser,
             )
             for verb, (verb_help, add, verb_run) in verbs.items():
-                leaf = _add_parser(inner, verb, verb_help, getattr(module, "EPILOG", None))
+                leaf = _add_parser(child, inner, verb, verb_help, getattr(module, "EPILOG", None))
                 add(leaf)
                 add_common_options(leaf, inherited=True)
                 leaf.set_defaults(run=verb_run)
@@ -141,12 +147,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_parser(
-    sub: argparse._SubParsersAction[argparse.ArgumentParser],
-    name: str,
-    help_text: str,
-    epilog: str | None,
-) -> argparse.ArgumentParser:
-    return sub.add_parser(
+    parent: Parser, sub: SubParsers, name: str, help_text: str, epilog: str | None
+) -> Parser:
+    return parent.command(
+        sub,
         name,
         help=help_text,
         description=help_text,

@@ -25,6 +25,7 @@ import nats.errors
 from nats.aio.client import Client
 
 from shared.bus import BusStats, connect
+from shared.cli.parser import note_option
 from shared.codec import decode, encode
 from shared.contracts import ErrorReply
 from shared.credentials import TlsFiles
@@ -75,18 +76,21 @@ def add_common_options(parser: argparse.ArgumentParser, *, inherited: bool = Fal
     def default(value: object) -> object:
         return argparse.SUPPRESS if inherited else value
 
-    group.add_argument(
+    def option(*flags: str, **kwargs: Any) -> None:
+        note_option(parser, group.add_argument(*flags, **kwargs))
+
+    option(
         "--nats-url",
         metavar="URL",
         default=default(None),
         help=f"NATS server(s), comma-separated (default: $NATS_URL or {DEFAULT_NATS_URL})",
     )
-    group.add_argument(
+    option(
         "--prefix",
         default=default(None),
         help=f"cluster prefix (default: $RINGMASTER_PREFIX or {DEFAULT_PREFIX})",
     )
-    group.add_argument(
+    option(
         "--credentials-file",
         metavar="FILE",
         default=default(None),
@@ -94,7 +98,7 @@ def add_common_options(parser: argparse.ArgumentParser, *, inherited: bool = Fal
         "$RINGMASTER_CREDENTIALS_FILE); TLS files come from $RINGMASTER_TLS_CA_FILE, "
         "$RINGMASTER_TLS_CERT_FILE and $RINGMASTER_TLS_KEY_FILE",
     )
-    group.add_argument(
+    option(
         "--connect-timeout",
         metavar="S",
         type=positive_float,

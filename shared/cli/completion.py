@@ -13,6 +13,7 @@ import argparse
 import sys
 
 from shared.cli.client import CliError
+from shared.cli.parser import Parser
 from shared.cli.service import known_services
 
 SHELLS = ("bash", "zsh")
@@ -24,25 +25,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("shell", metavar="SHELL", choices=SHELLS, help=" | ".join(SHELLS))
 
 
-def _children(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
-    for action in parser._actions:
-        if isinstance(action, argparse._SubParsersAction):
-            return dict(action.choices)
-    return {}
-
-
-def _options(parser: argparse.ArgumentParser) -> list[str]:
-    return sorted(s for a in parser._actions for s in a.option_strings if s.startswith("--"))
-
-
-def words(root: argparse.ArgumentParser) -> dict[str, list[str]]:
+def words(root: Parser) -> dict[str, list[str]]:
     """What completes after each path of words: ``""`` (top level), ``"jobs"``,
     ``"jobs inspect"``, ... -> subcommands and options."""
     table: dict[str, list[str]] = {}
 
-    def walk(path: str, parser: argparse.ArgumentParser) -> None:
-        children = _children(parser)
-        table[path] = sorted(children) + _options(parser)
+    def walk(path: str, parser: Parser) -> None:
+        children = parser.commands
+        table[path] = sorted(children) + sorted(parser.long_options)
         for name, child in children.items():
             walk(f"{path} {name}".strip(), child)
 
@@ -54,7 +44,7 @@ def words(root: argparse.ArgumentParser) -> dict[str, list[str]]:
     return table
 
 
-def bash_script(root: argparse.ArgumentParser) -> str:
+def bash_script(root: Parser) -> str:
     """A bash completion function: the longest known command path, then its words."""
     cases = "\n".join(
         f'        "{path}") words="{" ".join(found)}" ;;' for path, found in words(root).items()
@@ -78,19 +68,21 @@ complete -o default -F _ringmaster ringmaster
 """
 
 
-def _known(root: argparse.ArgumentParser) -> str:
+def _known(root: Parser) -> str:
     paths = [f'"{p}"' for p in words(root) if p]
     return "            " + "|".join(paths)
 
 
-def zsh_script(root: argparse.ArgumentParser) -> str:
+def zsh_script(root: Parser) -> str:
     """The bash function run by zsh's bashcompinit (one generator, two shells)."""
     return "#compdef ringmaster\nautoload -U +X bashcompinit && bashcompinit\n" + bash_script(root)
 
 
 def run(args: argparse.Namespace) -> int:
     """Print the script for ``args.shell``."""
-    root: argparse.ArgumentParser = args.root_parser  # the whole tree (set by build_parser)
+    root = args.root_parser  # the whole tree (set by build_parser)
+    if not isinstance(root, Parser):
+        raise CliError("completion needs the parser tree of build_parser", 1)
     if args.shell not in SHELLS:
         raise CliError(f"unknown shell {args.shell!r}", 2)
     sys.stdout.write(bash_script(root) if args.shell == "bash" else zsh_script(root))
