@@ -76,6 +76,12 @@ def elo_to_score(elo: float) -> float:
     return 1 / (1 + 10 ** (-elo / 400))
 
 
+#: The promotion gate by default: sized for what a 10-minute run on two cores affords
+#: (the reasoning is in services/training_coordinator/config.py). The coordinator's
+#: settings start from it, and an evaluate job whose arguments name no bounds uses it.
+GATE = SprtParams(elo0=0.0, elo1=25.0, alpha=0.05, beta=0.2)
+
+
 def llr(tally: Tally, elo0: float, elo1: float) -> float:
     """The GSPRT log-likelihood ratio of H1 (elo1) against H0 (elo0) for ``tally``."""
     n = tally.games

@@ -7,6 +7,7 @@ from typing import Annotated
 import msgspec
 
 from shared.config import BaseConfig, Positive, PositiveInt
+from shared.sprt import GATE
 from shared.subjects import check_token
 from shared.training import MNK_GAMES
 
@@ -52,10 +53,10 @@ class TrainingCoordinatorConfig(BaseConfig, kw_only=True, forbid_unknown_fields=
     eval_batch_games: PositiveInt = 40
     max_eval_games: PositiveInt = 240
     fallback_win_rate: Probability = 0.52
-    elo0: float = 0.0
-    elo1: float = 25.0
-    alpha: Probability = 0.05
-    beta: Probability = 0.2
+    elo0: float = GATE.elo0
+    elo1: float = GATE.elo1
+    alpha: Probability = GATE.alpha
+    beta: Probability = GATE.beta
     #: Largest Elo change one promotion can record (a perfect score has no finite Elo).
     max_elo_step: Positive = 400.0
     #: Job timeouts, attempts, and the capabilities their nodes must serve.

@@ -61,3 +61,11 @@ def test_the_gate_lets_a_small_real_gain_through_within_a_short_run() -> None:
     # A slightly worse candidate (score 0.48) is not.
     worse = Tally(wins=50, losses=60, draws=130)
     assert policy.decide(worse, params, cap, rate).verdict == "reject"
+
+
+def test_the_coordinator_and_the_evaluate_job_start_from_one_gate() -> None:
+    from services.training_coordinator.config import TrainingCoordinatorConfig
+    from shared.sprt import GATE
+
+    cfg = TrainingCoordinatorConfig()
+    assert SprtParams(cfg.elo0, cfg.elo1, cfg.alpha, cfg.beta) == GATE

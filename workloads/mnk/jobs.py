@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from shared.sprt import SprtParams, sprt
+from shared.sprt import GATE, SprtParams, sprt
 from shared.training import CANDIDATE_FILE, CHAMPION_FILE, GAMES_FILE, MODEL_FILE
 from workloads.mnk.agents import RandomAgent, SearchAgent
 from workloads.mnk.arena import duel
@@ -147,7 +147,7 @@ def evaluate(job: JobEnv) -> dict[str, Any]:
     budget = job.number("games", 100, 2, 1_000_000)
     seed = job.number("seed", 0, 0, 2**63 - 1)
     opening = job.number("opening", OPENING_PLIES.get(config, 2), 0, 8)
-    default = SprtParams()
+    default = GATE
     params = SprtParams(
         elo0=job.number("elo0", default.elo0, -1000, 1000, float),
         elo1=job.number("elo1", default.elo1, -1000, 1000, float),
