@@ -30,7 +30,8 @@ from services.job_manager import traces
 from services.job_manager.index import JobIndex
 from shared import tracing
 from shared.errors import Conflict
-from shared.events import EventData, JobCancelled, JobCompleted, JobFailed
+from shared.events import EventData, JobCancelled, JobFailed
+from shared.events.jobs import completed_event
 from shared.failpoints import failpoint
 from shared.jobs import TERMINAL, JobRecord, JobState
 from shared.kv import cas_update
@@ -50,17 +51,7 @@ def msg_id(rec: JobRecord) -> str:
 def terminal_event(rec: JobRecord) -> EventData:
     """The event that announces terminal record ``rec``."""
     if rec.state is JobState.COMPLETED:
-        result = rec.result
-        return JobCompleted(
-            job_id=rec.job_id,
-            type=rec.spec.type,
-            attempt=rec.attempt,
-            node_id=rec.node_id,
-            outputs=list(result.outputs) if result else [],
-            result=result.result if result else {},
-            labels=rec.spec.labels,
-            run_s=max(0.0, (rec.finished_at or 0.0) - (rec.started_at or rec.finished_at or 0.0)),
-        )
+        return completed_event(rec)
     if rec.state is JobState.FAILED:
         return JobFailed(
             job_id=rec.job_id,

@@ -26,6 +26,7 @@ from shared import tracing
 from shared.contracts import Event
 from shared.errors import RequestError
 from shared.events import JobCancelled, JobCompleted, JobFailed, decode_data
+from shared.events.jobs import completed_event
 from shared.jobs import JobState
 from shared.training import Champion
 
@@ -104,18 +105,7 @@ class Coordinator:
             return
         rec = await self.ctx.peers.job(job_id)
         if rec.state is JobState.COMPLETED:
-            result = rec.result
-            await self._completed(
-                JobCompleted(
-                    job_id=rec.job_id,
-                    type=rec.spec.type,
-                    attempt=rec.attempt,
-                    node_id=rec.node_id,
-                    outputs=list(result.outputs) if result else [],
-                    result=result.result if result else {},
-                    labels=rec.spec.labels,
-                )
-            )
+            await self._completed(completed_event(rec))
         elif rec.state is JobState.FAILED:
             await self._ended(job_id, rec.error or "failed")
         elif rec.state is JobState.CANCELLED:

@@ -7,7 +7,7 @@ from typing import Any, ClassVar
 import msgspec
 
 from shared.events.base import EventData
-from shared.jobs import DataRef
+from shared.jobs import DataRef, JobRecord
 
 # -- jobs (job manager; JOB_PROGRESS also from node agents) ---------------------
 
@@ -54,6 +54,23 @@ class JobCompleted(EventData, frozen=True, kw_only=True):
     labels: dict[str, str] = msgspec.field(default_factory=dict)
     #: Seconds from the attempt's start to its completion (what job sizing learns from).
     run_s: float = 0.0
+
+
+def completed_event(rec: JobRecord) -> JobCompleted:
+    """The JOB_COMPLETED that announces COMPLETED record ``rec`` (or that a reader who
+    found the record, not the event, acts on)."""
+    result = rec.result
+    started = rec.started_at or rec.finished_at or 0.0
+    return JobCompleted(
+        job_id=rec.job_id,
+        type=rec.spec.type,
+        attempt=rec.attempt,
+        node_id=rec.node_id,
+        outputs=list(result.outputs) if result else [],
+        result=result.result if result else {},
+        labels=rec.spec.labels,
+        run_s=max(0.0, (rec.finished_at or 0.0) - started),
+    )
 
 
 class JobFailed(EventData, frozen=True, kw_only=True):
