@@ -6,9 +6,10 @@ so a new required field in a contract changes this file, not thirty tests.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
-from shared.jobs import GpuInfo, NodeInfo
+from shared.jobs import GpuInfo, JobRecord, JobReport, JobResult, NodeInfo
 
 
 def gpu_list(names: tuple[str, ...], memory_mb: int = 16_000) -> list[GpuInfo]:
@@ -52,3 +53,29 @@ train = ["{python}", "-m", "workloads.mnk", "train"]
 evaluate = ["{python}", "-m", "workloads.mnk", "evaluate"]
 prefetch = ["{python}", "-m", "workloads.mnk", "prefetch"]
 """
+
+
+def report_of(rec: JobRecord, phase: str, node: str, age: int = 0, ghost: int = 0) -> JobReport:
+    """A report on ``rec``'s attempt ``age`` back, with a fencing ``ghost`` further back."""
+    return JobReport(
+        job_id=rec.job_id,
+        attempt=rec.attempt - age,
+        fencing=rec.fencing - age - ghost,
+        node_id=node,
+        phase=phase,
+        progress=0.5,
+        error="boom" if phase == "failed" else "",
+        result=JobResult(exit_code=0) if phase == "completed" else None,
+    )
+
+
+def shell_agent(work_dir: Path, node_id: str, **overrides: Any) -> dict[str, Any]:
+    """The settings of a node agent that runs shell jobs anywhere (no disk or memory floor)."""
+    values: dict[str, Any] = {
+        "node_id": node_id,
+        "work_dir": str(work_dir),
+        "capabilities": ["shell"],
+        "min_free_disk_mb": 1,
+        "min_memory_mb": 1,
+    }
+    return values | overrides

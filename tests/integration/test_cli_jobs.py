@@ -13,6 +13,7 @@ from nats.aio.client import Client
 from services.job_manager.service import JobManagerService
 from services.node_agent.service import NodeAgentService
 from shared.cli import main
+from shared.testing.builders import shell_agent
 from shared.testing.fixtures import ServiceFactory
 from shared.testing.helpers import eventually
 
@@ -33,15 +34,7 @@ async def test_submit_wait_list_cancel_and_state_round_trip(
     nc: Client,
 ) -> None:
     await start_service(JobManagerService)
-    await start_service(
-        NodeAgentService,
-        node_id="cli-node",
-        work_dir=str(tmp_path / "node"),
-        capabilities=["shell"],
-        slots=2,
-        min_free_disk_mb=1,
-        min_memory_mb=1,
-    )
+    await start_service(NodeAgentService, **shell_agent(tmp_path / "node", "cli-node", slots=2))
     common = ["--nats-url", nats_url, "--prefix", prefix]
     source = tmp_path / "in.txt"
     source.write_text("hello")

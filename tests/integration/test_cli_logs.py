@@ -21,6 +21,7 @@ from shared.cli import main
 from shared.config import BaseConfig
 from shared.logstream import LogEntry
 from shared.service import Service
+from shared.testing.builders import shell_agent
 from shared.testing.fixtures import ServiceFactory
 from shared.testing.helpers import eventually
 from shared.testing.procs import Lines, spawn
@@ -145,15 +146,7 @@ async def test_job_logs_of_every_attempt_through_a_real_node_agent(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     await start_service(JobManagerService, retry_base_s=0.1, retry_max_s=0.2)
-    await start_service(
-        NodeAgentService,
-        node_id="logs-node",
-        work_dir=str(tmp_path / "node"),
-        capabilities=["shell"],
-        slots=1,
-        min_free_disk_mb=1,
-        min_memory_mb=1,
-    )
+    await start_service(NodeAgentService, **shell_agent(tmp_path / "node", "logs-node", slots=1))
     common = ["--nats-url", nats_url, "--prefix", prefix]
     script = 'echo "out $RINGMASTER_JOB_ATTEMPT"; echo "err $RINGMASTER_JOB_ATTEMPT" >&2; exit 3'
     submit = ["submit", *common, "--capability", "shell", "--pooled", "--max-attempts", "2"]

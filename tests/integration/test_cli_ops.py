@@ -18,6 +18,7 @@ from shared.cli import main
 from shared.config import BaseConfig
 from shared.contracts import ServiceStatus
 from shared.service import Service
+from shared.testing.builders import shell_agent
 from shared.testing.fixtures import ServiceFactory, service_config
 from shared.testing.helpers import eventually
 from shared.testing.procs import Lines, spawn
@@ -87,14 +88,7 @@ async def test_nodes_list_and_drain(
 ) -> None:
     common = ["--nats-url", nats_url, "--prefix", prefix]
     await start_service(NodeSelectorService)
-    agent = await start_service(
-        NodeAgentService,
-        node_id="ops-node",
-        work_dir=str(tmp_path / "node"),
-        capabilities=["shell"],
-        min_free_disk_mb=1,
-        min_memory_mb=1,
-    )
+    agent = await start_service(NodeAgentService, **shell_agent(tmp_path / "node", "ops-node"))
 
     async def listed() -> bool:
         await cli("nodes", "list", *common, "--json")
@@ -127,14 +121,7 @@ async def test_jobs_inspect_and_retry(
 ) -> None:
     common = ["--nats-url", nats_url, "--prefix", prefix]
     await start_service(JobManagerService)
-    await start_service(
-        NodeAgentService,
-        node_id="retry-node",
-        work_dir=str(tmp_path / "node"),
-        capabilities=["shell"],
-        min_free_disk_mb=1,
-        min_memory_mb=1,
-    )
+    await start_service(NodeAgentService, **shell_agent(tmp_path / "node", "retry-node"))
     submit = ["submit", *common, "--capability", "shell", "--pooled", "--key", "k1"]
     assert await cli(*submit, "--wait", "--json", "--", "sh", "-c", "exit 4") == 1
     old = json.loads(capsys.readouterr().out)

@@ -43,12 +43,12 @@ from shared.jobs import (
     JobRecord,
     JobRef,
     JobReport,
-    JobResult,
     JobSpec,
     JobState,
     Requirements,
 )
 from shared.subjects import Subjects
+from shared.testing.builders import report_of
 from shared.testing.fixtures import service_config
 from shared.testing.helpers import stream_events
 
@@ -90,20 +90,6 @@ class Live:
             return found
 
         return self.portal.call(read)
-
-
-def report_of(rec: JobRecord, phase: str, node: str, age: int = 0, ghost: int = 0) -> JobReport:
-    """A report on ``rec``'s attempt ``age`` back, with a fencing ``ghost`` further back."""
-    return JobReport(
-        job_id=rec.job_id,
-        attempt=rec.attempt - age,
-        fencing=rec.fencing - age - ghost,
-        node_id=node,
-        phase=phase,
-        progress=0.5,
-        error="boom" if phase == "failed" else "",
-        result=JobResult(exit_code=0) if phase == "completed" else None,
-    )
 
 
 class LiveJobLifecycle(RuleBasedStateMachine):

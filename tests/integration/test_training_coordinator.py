@@ -176,15 +176,22 @@ class Cluster:
         return found[0]
 
 
-@pytest.fixture
-async def cluster(
+async def started_cluster(
     start_service: ServiceFactory, nc: Client, prefix: str, tmp_path: Path
 ) -> Cluster:
+    """A Cluster with its control directory under ``tmp_path``, started."""
     control = tmp_path / "control"
     control.mkdir()
     c = Cluster(nc, prefix, control)
     await c.start(start_service, tmp_path)
     return c
+
+
+@pytest.fixture
+async def cluster(
+    start_service: ServiceFactory, nc: Client, prefix: str, tmp_path: Path
+) -> Cluster:
+    return await started_cluster(start_service, nc, prefix, tmp_path)
 
 
 async def test_full_cycle_promotes_the_candidate_by_one_champion_switch(

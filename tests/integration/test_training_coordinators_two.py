@@ -12,7 +12,14 @@ from pathlib import Path
 
 import pytest
 from nats.aio.client import Client
-from test_training_coordinator import COORDINATOR, GAME, Cluster, PlannerStandIn, _idle
+from test_training_coordinator import (
+    COORDINATOR,
+    GAME,
+    Cluster,
+    PlannerStandIn,
+    _idle,
+    started_cluster,
+)
 
 from services.training_coordinator.service import TrainingCoordinatorService
 from shared.testing.fixtures import ServiceFactory
@@ -25,12 +32,8 @@ pytestmark = pytest.mark.anyio
 async def cluster(
     start_service: ServiceFactory, nc: Client, prefix: str, tmp_path: Path
 ) -> Cluster:
-    """The cluster of test_training_coordinator.py (its fixture is not importable)."""
-    control = tmp_path / "control"
-    control.mkdir()
-    c = Cluster(nc, prefix, control)
-    await c.start(start_service, tmp_path)
-    return c
+    """The cluster of test_training_coordinator.py."""
+    return await started_cluster(start_service, nc, prefix, tmp_path)
 
 
 async def test_two_coordinators_at_once_train_evaluate_and_promote_exactly_once(

@@ -26,7 +26,8 @@ from hypothesis.stateful import (
 
 from services.job_manager import policy
 from services.job_manager.reports import Refusal, apply_report
-from shared.jobs import TERMINAL, JobRecord, JobReport, JobResult, JobSpec, JobState, Requirements
+from shared.jobs import TERMINAL, JobRecord, JobReport, JobSpec, JobState, Requirements
+from shared.testing.builders import report_of
 
 S = JobState
 LEASE_S = 5.0
@@ -113,7 +114,7 @@ class JobLifecycle(RuleBasedStateMachine):
         """The agent that holds the live attempt reports on it: started, then ``end``."""
         rec = self.records[job_id]
         phase = "started" if rec.state is S.DISPATCHED else end
-        self.apply(job_id, self.report_of(rec, phase, rec.node_id or NODES[0], 0), 0)
+        self.apply(job_id, report_of(rec, phase, rec.node_id or NODES[0], 0), 0)
 
     @rule(
         job_id=jobs,
@@ -126,20 +127,7 @@ class JobLifecycle(RuleBasedStateMachine):
         """Any node reports on any attempt: late, repeated, from the wrong host, or a
         ghost of a dispatch whose publish failed (its attempt number, an old fencing)."""
         rec = self.records[job_id]
-        self.apply(job_id, self.report_of(rec, phase, node, age, ghost), age + ghost)
-
-    @staticmethod
-    def report_of(rec: JobRecord, phase: str, node: str, age: int, ghost: int = 0) -> JobReport:
-        return JobReport(
-            job_id=rec.job_id,
-            attempt=rec.attempt - age,
-            fencing=rec.fencing - age - ghost,
-            node_id=node,
-            phase=phase,
-            progress=0.5,
-            error="boom" if phase == "failed" else "",
-            result=JobResult(exit_code=0) if phase == "completed" else None,
-        )
+        self.apply(job_id, report_of(rec, phase, node, age, ghost), age + ghost)
 
     @rule(
         job_id=jobs,
@@ -189,7 +177,7 @@ class JobLifecycle(RuleBasedStateMachine):
             assert not policy.allowed(rec.state, "reap")
             for phase in PHASES:
                 for node in NODES:
-                    report = self.report_of(rec, phase, node, 0)
+                    report = report_of(rec, phase, node, 0)
                     outcome = apply_report(rec, report, self.now, lease_s=LEASE_S, retry_delay=1)
                     assert outcome is None or isinstance(outcome, Refusal), (rec.state, phase)
 
