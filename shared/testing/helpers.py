@@ -40,6 +40,13 @@ async def eventually(
 
 async def stream_events(nc: Client, stream: str, subject: str = ">") -> list[Event]:
     """Every event stored in ``stream`` (optionally filtered), in stream order."""
+    return [event for event, _ in await stream_events_with_headers(nc, stream, subject)]
+
+
+async def stream_events_with_headers(
+    nc: Client, stream: str, subject: str = ">"
+) -> list[tuple[Event, dict[str, str]]]:
+    """Every event stored in ``stream`` with its headers (trace context), in stream order."""
     js = nc.jetstream()
     info = await js.stream_info(stream)
     total = info.state.messages
@@ -50,7 +57,7 @@ async def stream_events(nc: Client, stream: str, subject: str = ">") -> list[Eve
         stream=stream,
         config=ConsumerConfig(deliver_policy=DeliverPolicy.ALL, inactive_threshold=10.0),
     )
-    events: list[Event] = []
+    events: list[tuple[Event, dict[str, str]]] = []
     try:
         while len(events) < total:
             try:
@@ -58,7 +65,7 @@ async def stream_events(nc: Client, stream: str, subject: str = ">") -> list[Eve
             except TimeoutError:
                 break
             for msg in msgs:
-                events.append(decode(Event, msg.data))
+                events.append((decode(Event, msg.data), dict(msg.headers or {})))
                 await msg.ack()
     finally:
         await sub.unsubscribe()

@@ -10,15 +10,14 @@ from typing import Any
 import anyio
 import pytest
 from nats.aio.msg import Msg
-from nats.js.api import ConsumerConfig, DeliverPolicy
 
 from services.job_manager import traces
 from services.training_coordinator.service import TrainingCoordinatorService
 from shared import tracing
-from shared.codec import decode, encode
+from shared.codec import encode
 from shared.contracts import Event
 from shared.testing.fixtures import ServiceFactory
-from shared.testing.helpers import eventually
+from shared.testing.helpers import eventually, stream_events_with_headers
 from shared.training import TrainingData
 from tests.integration.test_traces import Receiver, receiver
 from tests.integration.test_training_coordinator import (
@@ -43,18 +42,7 @@ GENERATION_EVENTS = {
 
 async def headed_events(cluster: Cluster) -> list[tuple[Event, dict[str, str]]]:
     """Every event in P_EVENTS with its headers, in stream order."""
-    js = cluster.js
-    stream = cluster.subjects.events_stream
-    total = (await js.stream_info(stream)).state.messages
-    sub = await js.pull_subscribe(
-        "", stream=stream, config=ConsumerConfig(deliver_policy=DeliverPolicy.ALL)
-    )
-    found: list[tuple[Event, dict[str, str]]] = []
-    while len(found) < total:
-        for msg in await sub.fetch(min(500, total - len(found)), timeout=2.0):
-            found.append((decode(Event, msg.data), dict(msg.headers or {})))
-    await sub.unsubscribe()
-    return found
+    return await stream_events_with_headers(cluster.nc, cluster.subjects.events_stream)
 
 
 async def test_a_generations_jobs_events_and_promotion_share_one_trace(

@@ -20,7 +20,6 @@ import msgspec
 import pytest
 from nats.aio.client import Client
 from nats.aio.msg import Msg
-from nats.js.api import ConsumerConfig, DeliverPolicy
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from services.job_manager import traces
@@ -35,7 +34,7 @@ from shared.events import JobCompleted, build_event
 from shared.jobs import JobRecord, JobRef, JobReport, JobSpec, JobState, Requirements
 from shared.subjects import Subjects
 from shared.testing.fixtures import ServiceFactory
-from shared.testing.helpers import eventually
+from shared.testing.helpers import eventually, stream_events_with_headers
 
 pytestmark = pytest.mark.anyio
 
@@ -90,17 +89,7 @@ async def finished(nc: Client, prefix: str, job_id: str) -> JobRecord:
 
 async def stored_events(nc: Client, prefix: str) -> list[tuple[Event, dict[str, str]]]:
     """Every event in P_EVENTS with its headers, in stream order."""
-    js = nc.jetstream()
-    total = (await js.stream_info(f"{prefix}_EVENTS")).state.messages
-    sub = await js.pull_subscribe(
-        "", stream=f"{prefix}_EVENTS", config=ConsumerConfig(deliver_policy=DeliverPolicy.ALL)
-    )
-    found: list[tuple[Event, dict[str, str]]] = []
-    while len(found) < total:
-        for msg in await sub.fetch(min(500, total - len(found)), timeout=2.0):
-            found.append((decode(Event, msg.data), dict(msg.headers or {})))
-    await sub.unsubscribe()
-    return found
+    return await stream_events_with_headers(nc, f"{prefix}_EVENTS")
 
 
 async def job_events(nc: Client, prefix: str, job_id: str) -> list[tuple[Event, dict[str, str]]]:
