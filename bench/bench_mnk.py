@@ -8,8 +8,8 @@ Figures are CPU seconds of this process, so other work on the machine does not
 inflate them. Then, when a champion can be found (``RINGMASTER_MNK_MODELS``: model
 files separated by ``:``; else the champions in ``.ringmaster`` left by ``make run``),
 its strength as bench/mnk_strength.py measures it: 5x5k4 against the depth-2 minimax
-searcher (the goal row: at least an even score), 4x4k3 as X against every defense,
-3x3k3 against perfect play.
+searcher from balanced openings (the goal rows: at least an even score, no loss),
+4x4k3 as X against every defense, 3x3k3 against perfect play.
 """
 
 from __future__ import annotations
@@ -112,7 +112,8 @@ def run(ctx: Ctx) -> list[Row]:
                         goal=0.5,
                         higher_is_better=True,
                         notes=[
-                            f"{vs['games']} games in pairs with 2 random opening moves, the"
+                            f"{vs['games']} games in pairs sharing an opening of 2 random"
+                            " stones proven drawn (balanced: docs/workload.md), the"
                             f" champion searching ({vs['simulations']} simulations per move,"
                             " the exact root check, most visited move), X in one game of"
                             " each pair and O in the other; score = (wins + draws / 2) /"
@@ -121,7 +122,8 @@ def run(ctx: Ctx) -> list[Row]:
                         inclusive=True,
                     )
                 )
-                split = vs["losses_from_lost_openings"]
+                anyway = row["versus_minimax2_random"]
+                split = anyway["losses_from_lost_openings"]
                 rows.append(
                     Row(
                         key="mnk_losses",
@@ -133,10 +135,11 @@ def run(ctx: Ctx) -> list[Row]:
                         goal=0,
                         higher_is_better=False,
                         notes=[
-                            f"of {vs['games']} games; {split['forced']} from openings lost by"
-                            f" force for the champion's side, {split['not_forced']} from"
-                            f" openings that were not, {split['unsettled']} unsettled"
-                            " (workloads/mnk/proof.py)",
+                            f"of {vs['games']} games from balanced openings; from any 2"
+                            f" random stones {anyway['losses']} losses: {split['forced']}"
+                            " from openings lost by force for the champion's side,"
+                            f" {split['not_forced']} from openings that were not,"
+                            f" {split['unsettled']} unsettled (workloads/mnk/proof.py)",
                         ],
                         inclusive=True,
                     )

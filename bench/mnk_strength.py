@@ -6,7 +6,10 @@ Per model file (each says its config):
   (``--simulations`` per move, 800 by default) against the depth-2 minimax searcher
   on the open-lines heuristic
   (workloads.mnk.agents.MinimaxAgent), in pairs sharing two random opening moves, the
-  model X in one game of each pair and O in the other;
+  model X in one game of each pair and O in the other. Twice: from balanced openings
+  (two random stones the exact solver proves drawn, so either side can hold them:
+  the goal's row) and from any two random stones (about half of them are won by force
+  for X, so a loss as O there can be the opening's, not the model's);
 - 4x4k3 (a first-player win): the model as X against every defense: all of O's
   replies at every turn, X moving by its search (ties broken by a fixed generator),
   counted over the distinct lines of play;
@@ -48,10 +51,52 @@ PROOF_BUDGET = 1_000_000
 CHUNK = 2048
 
 
+def balanced_openings(game: Any, pairs: int, seed: int = SEED) -> dict[str, Any]:
+    """``pairs`` random openings of ``OPENING_PLIES`` stones that are draws by force.
+
+    Drawn as the plain duel draws its openings; an opening is kept when the exact
+    solver proves it a draw within ``PROOF_BUDGET`` nodes (one proof per opening up to
+    symmetry). Returns the openings and how many of each value were drawn on the way.
+    """
+    from workloads.mnk.match import random_opening
+    from workloads.mnk.proof import Prover
+
+    prover = Prover(game)
+    values: dict[int, int | None] = {}
+    seen = {"drawn": 0, "won_by_x": 0, "won_by_o": 0, "unsettled": 0}
+    names = {0: "drawn", 1: "won_by_x", -1: "won_by_o", None: "unsettled"}
+    kept: list[list[int]] = []
+    pair = 0
+    while len(kept) < pairs:
+        if pair >= 50 * pairs:
+            raise RuntimeError(f"only {len(kept)} drawn openings in {pair} tries")
+        opening = random_opening(game, OPENING_PLIES, np.random.default_rng([seed, 2 * pair, 1]))
+        pair += 1
+        board = game.empty()
+        for ply, cell in enumerate(opening):
+            board[cell] = 1 if ply % 2 == 0 else -1
+        key = game.key(board)
+        if key not in values:
+            values[key] = prover.value(opening, PROOF_BUDGET)
+        value = values[key]
+        # The value is the player to move's: X after an even opening.
+        mover = 1 if len(opening) % 2 == 0 else -1
+        seen[names[None if value is None else value * mover]] += 1
+        if value == 0:
+            kept.append(opening)
+    return {"openings": kept, "tried": pair, **seen}
+
+
 def versus_minimax(
-    path: Path, games: int, seed: int = SEED, simulations: int = VERSUS_SIMULATIONS
+    path: Path,
+    games: int,
+    seed: int = SEED,
+    simulations: int = VERSUS_SIMULATIONS,
+    *,
+    balanced: bool = False,
 ) -> dict[str, Any]:
-    """The model's search against depth-2 minimax, both colours, random openings."""
+    """The model's search against depth-2 minimax, both colours; openings of two
+    random stones, or only drawn ones when ``balanced``."""
     from workloads.mnk.agents import MinimaxAgent, SearchAgent
     from workloads.mnk.arena import duel
     from workloads.mnk.models import load_model
@@ -59,6 +104,8 @@ def versus_minimax(
     model = load_model(path)
     game = model.game
     started = time.process_time()
+    chosen = balanced_openings(game, (games + 1) // 2, seed) if balanced else None
+    drawn = None if chosen is None else {k: v for k, v in chosen.items() if k != "openings"}
     tally = duel(
         game,
         SearchAgent(model, simulations, lookahead=True),
@@ -66,8 +113,11 @@ def versus_minimax(
         games,
         seed,
         opening_plies=OPENING_PLIES,
+        openings=None if chosen is None else chosen["openings"],
     )
     return {
+        "openings": "balanced" if balanced else "random",
+        "drawn_openings": drawn,
         "simulations": simulations,
         **tally.as_dict(),
         "losses_from_lost_openings": lost_by_force(game, tally.lost),
@@ -163,22 +213,29 @@ def measure(path: Path, games: int, simulations: int = VERSUS_SIMULATIONS) -> di
             f"as X vs every defense: {found['wins']} wins, {found['draws']} draws, "
             f"{found['losses']} losses in {found['lines']} lines"
         )
-    row["versus_minimax2"] = versus_minimax(path, games, simulations=simulations)
+        # A first-player win has no drawn openings: its duel is the random one alone.
+        row["versus_minimax2"] = versus_minimax(path, games, simulations=simulations)
+        return row
+    row["versus_minimax2"] = versus_minimax(path, games, simulations=simulations, balanced=True)
+    row["versus_minimax2_random"] = versus_minimax(path, games, simulations=simulations)
     return row
 
 
 def table(rows: list[dict[str, Any]]) -> str:
-    """The Markdown table of the measured rows."""
+    """The Markdown table of the measured rows: one line per model and openings."""
     lines = [
-        "| game | model | vs depth-2 minimax (W / D / L, score) | as X / as O (W-D-L) "
+        "| game | model | openings | vs depth-2 minimax (W / D / L, score) | as X / as O (W-D-L) "
         "| losses from openings lost by force / not / unsettled | exact |",
-        "|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|",
     ]
     for row in rows:
-        vs = row.get("versus_minimax2")
-        if vs is None:
-            duel_text = colours = forced = "n/a"
-        else:
+        model = f"{row['model_id']} ({row['kind']})"
+        duels = [row[k] for k in ("versus_minimax2", "versus_minimax2_random") if k in row]
+        if not duels:
+            lines.append(
+                f"| {row['game']} | {model} | n/a | n/a | n/a | n/a | {row.get('exact', 'n/a')} |"
+            )
+        for vs in duels:
             split = vs["losses_from_lost_openings"]
             forced = f"{split['forced']} / {split['not_forced']} / {split['unsettled']}"
             duel_text = (
@@ -188,11 +245,22 @@ def table(rows: list[dict[str, Any]]) -> str:
             colours = " / ".join(
                 f"{vs[c]['wins']}-{vs[c]['draws']}-{vs[c]['losses']}" for c in ("as_x", "as_o")
             )
-        lines.append(
-            f"| {row['game']} | {row['model_id']} ({row['kind']}) | {duel_text} | {colours} "
-            f"| {forced} | {row.get('exact', 'n/a')} |"
-        )
+            lines.append(
+                f"| {row['game']} | {model} | {_openings_text(vs)} | {duel_text} | {colours} "
+                f"| {forced} | {row.get('exact', 'n/a')} |"
+            )
     return "\n".join(lines)
+
+
+def _openings_text(vs: dict[str, Any]) -> str:
+    drawn = vs["drawn_openings"]
+    if drawn is None:
+        return "two random stones"
+    return (
+        f"two random stones proven drawn ({drawn['drawn']} of {drawn['tried']} tried; "
+        f"{drawn['won_by_x']} won by X, {drawn['won_by_o']} by O, {drawn['unsettled']} "
+        "unsettled, left out)"
+    )
 
 
 def against_goal(row: dict[str, Any]) -> str:
@@ -206,14 +274,21 @@ def against_goal(row: dict[str, Any]) -> str:
         won = found["wins"] == found["lines"]
         return f"4x4k3 as X wins every line against every defense: {'met' if won else 'NOT met'}"
     vs = row["versus_minimax2"]
-    split = vs["losses_from_lost_openings"]
     verdict = "met" if vs["losses"] == 0 else "NOT met"
-    return (
-        f"{game} loses no game of {vs['games']} to the depth-2 searcher: {verdict} "
-        f"({vs['losses']} losses; {split['forced']} of them from openings already lost by "
-        f"force for the model's side, {split['not_forced']} from openings that were not, "
-        f"{split['unsettled']} unsettled by the solver's budget)"
+    text = (
+        f"{game} loses no game of {vs['games']} to the depth-2 searcher from balanced "
+        f"openings: {verdict} ({vs['losses']} losses)"
     )
+    anyway = row.get("versus_minimax2_random")
+    if anyway is not None:
+        split = anyway["losses_from_lost_openings"]
+        text += (
+            f"; from any two random stones {anyway['losses']} losses, {split['forced']} of "
+            f"them from openings already lost by force for the model's side, "
+            f"{split['not_forced']} from openings that were not, {split['unsettled']} "
+            "unsettled by the solver's budget"
+        )
+    return text
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -10,7 +10,7 @@ reproducible.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import numpy as np
 from numpy.typing import NDArray
@@ -70,30 +70,37 @@ def duel(
     seed: int,
     *,
     opening_plies: int,
+    openings: Sequence[list[int]] | None = None,
     stop: Callable[[Tally, int], bool] | None = None,
     progress: Callable[[int], None] | None = None,
 ) -> Tally:
     """``player`` against ``opponent``, counted from ``player``'s side.
 
-    Pairs of games (player as X, then as O) share an opening of ``opening_plies``
-    random moves. Games are played ``CHUNK`` at a time; after each chunk
-    ``stop(tally, games_left)`` may end the match.
+    Pairs of games (player as X, then as O) share an opening: ``openings[pair]``
+    when given (one per pair, at least ``games / 2`` of them), else
+    ``opening_plies`` random moves. Games are played ``CHUNK`` at a time; after
+    each chunk ``stop(tally, games_left)`` may end the match.
     """
+    if openings is not None and len(openings) < (games + 1) // 2:
+        raise ValueError(f"{len(openings)} openings for {games} games; one per pair is needed")
     tally = Tally()
     done = 0
     while done < games:
         count = min(CHUNK, games - done)
         index = range(done, done + count)
-        openings = []
+        chosen: list[list[int]] = []
         for i in index:
+            if openings is not None:
+                chosen.append(list(openings[i // 2]))
+                continue
             pick = np.random.default_rng([seed, i - i % 2, 1])
-            openings.append(random_opening(game, opening_plies, pick))
+            chosen.append(random_opening(game, opening_plies, pick))
         sides = [1 if i % 2 == 0 else -1 for i in index]
         x: list[Agent] = [player if s == 1 else opponent for s in sides]
         o: list[Agent] = [opponent if s == 1 else player for s in sides]
         rngs = [np.random.default_rng([seed, i]) for i in index]
-        winners = play_games(game, x, o, openings, rngs)
-        for winner, side, opening in zip(winners, sides, openings, strict=True):
+        winners = play_games(game, x, o, chosen, rngs)
+        for winner, side, opening in zip(winners, sides, chosen, strict=True):
             tally.add(int(winner), side)
             if winner == -side:
                 tally.lost.append((side, opening))
