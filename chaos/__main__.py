@@ -3,7 +3,7 @@
 ::
 
     python -m chaos [--kills N] [--seed S] [--interval SECONDS] [--cluster]
-                    [--bad-input N] [--workdir DIR]
+                    [--job-managers N] [--bad-input N] [--workdir DIR] [--aimed ...]
 
 The seed is printed at the start; the same seed replays the same choices of victims.
 Exit 0 only when every invariant held (and every bad-input check passed).
@@ -74,6 +74,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--supervisors", action="store_true", help="kill -9 the orchestrator, then ringmaster up"
     )
     parser.add_argument(
+        "--job-managers",
+        type=int,
+        default=1,
+        metavar="N",
+        help="job manager instances sharing the jobs (default: 1)",
+    )
+    parser.add_argument(
         "--startup-every",
         type=int,
         default=0,
@@ -88,6 +95,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.kills < 0 or args.bad_input < 0:
         print("python -m chaos: error: --kills and --bad-input must be >= 0", file=sys.stderr)
+        return 2
+    if not 1 <= args.job_managers <= 64:
+        print("python -m chaos: error: --job-managers must be 1 to 64", file=sys.stderr)
         return 2
     seed = args.seed if args.seed is not None else random.SystemRandom().randrange(1 << 31)
     options = runner.Options(
@@ -104,6 +114,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         supervisors=args.supervisors or args.aimed,
         startup_every=args.startup_every or (7 if args.aimed else 0),
         after_s=args.after if args.after is not None else (300.0 if args.aimed else 0.0),
+        job_managers=args.job_managers,
     )
     code = runner.main(options)
     if args.bad_input:

@@ -40,7 +40,7 @@ from chaos.partition import stop_agent
 from chaos.record import cluster_status
 from chaos.report import print_summary, print_table, replay_flags
 from chaos.settle import settle
-from chaos.setup import SERVICES, spawn_up, stop_up, write_cluster_file
+from chaos.setup import instance_counts, spawn_up, stop_up, write_cluster_file
 from shared.codec import encode
 from shared.contracts import ClusterStatus, ControlCommand
 from shared.embedded import EmbeddedServer, free_port
@@ -76,6 +76,8 @@ class Options:
     startup_every: int = 0
     #: After the faults, start a fresh game and wait this long for a promotion (0: don't).
     after_s: float = 0.0
+    #: Job manager instances sharing the requests and the jobs.
+    job_managers: int = 1
 
 
 class Run:
@@ -182,7 +184,7 @@ class Run:
 
     async def wait_ready(self, nc: Client, bound: float = READY_S) -> ClusterStatus | None:
         """Wait until every supervised instance is RUNNING and ALIVE; None on timeout."""
-        expected = sum(SERVICES.values())
+        expected = sum(instance_counts(self.options.job_managers).values())
         with anyio.move_on_after(bound):
             while True:
                 status = await self.status(nc)
@@ -252,7 +254,9 @@ def _all_running(status: ClusterStatus, expected: int) -> bool:
 async def execute(run: Run) -> DurableRecord:
     """The whole run against started NATS servers; the durable record at its end."""
     fresh = FRESH if run.options.after_s else None
-    run.cluster_file = write_cluster_file(run.workdir, run.prefix, fresh, FRESH_MIN_GAMES)
+    run.cluster_file = write_cluster_file(
+        run.workdir, run.prefix, fresh, FRESH_MIN_GAMES, run.options.job_managers
+    )
     await run.spawn()
     try:
         nc = await nats.connect(

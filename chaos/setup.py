@@ -47,6 +47,7 @@ max_restart_delay_s = 2.0
 prometheus_port = 0
 [services.node_selector]
 [services.job_manager]
+instances = {job_managers}
 [services.job_manager.config]
 lease_s = 5.0
 dispatch_timeout_s = 20.0
@@ -72,17 +73,29 @@ takeover_after_s = 5.0
 """
 
 
+def instance_counts(job_managers: int = 1) -> dict[str, int]:
+    """Every supervised service's instance count, with ``job_managers`` job managers."""
+    return {**SERVICES, "job_manager": job_managers}
+
+
 def write_cluster_file(
-    directory: Path, prefix: str, fresh: str | None = None, fresh_min_games: int = 0
+    directory: Path,
+    prefix: str,
+    fresh: str | None = None,
+    fresh_min_games: int = 0,
+    job_managers: int = 1,
 ) -> Path:
     """Write the run's ``ringmaster.toml`` into ``directory``; its path.
 
     ``fresh``: a second game the training coordinator trains but the selfplay scheduler
-    does not schedule (``chaos.fresh`` starts it after the faults).
+    does not schedule (``chaos.fresh`` starts it after the faults). ``job_managers``:
+    instances of the job manager sharing the requests (a queue group) and the jobs.
     """
     trained = ", ".join(f'"{c}"' for c in ["3x3k3", *([fresh] if fresh else [])])
     fresh_min = f"\n{fresh} = {fresh_min_games}" if fresh else ""
-    text = CLUSTER.format(prefix=prefix, trained=trained, fresh_min=fresh_min)
+    text = CLUSTER.format(
+        prefix=prefix, trained=trained, fresh_min=fresh_min, job_managers=job_managers
+    )
     path = directory / "ringmaster.toml"
     path.write_text(text + MNK_AGENTS)
     return path
