@@ -137,7 +137,7 @@ async def measure(ctx: Ctx) -> list[Row]:
     while True:  # the orchestrator's jobs view is fed (its counts include the bucket's)
         try:
             status = decode(ClusterStatus, await _ask(nc, status_subject, encode(Empty())))
-            if status.jobs.get("counts", {}).get("completed") == TERMINAL_JOBS:
+            if status.jobs.counts.get("completed") == TERMINAL_JOBS:
                 break
         except (TimeoutError, nats.errors.Error):
             pass

@@ -157,9 +157,9 @@ async def rounds(
     idle = per_job_ms(before, cpu_seconds(probe.pids), 1)
     idle = {k: v / IDLE_S / 10 for k, v in idle.items()}  # ms per s -> % of a core
     await throughput(nc, subjects, watch, POOLED, WARMUP_JOBS, probe)  # warm every path up
-    before = await rereads(nc, subjects, managers)
+    rereads_before = await rereads(nc, subjects, managers)
     pooled = await throughput(nc, subjects, watch, POOLED, POOLED_JOBS, probe)
-    reread = sum(await rereads(nc, subjects, managers)) - sum(before)
+    reread = sum(await rereads(nc, subjects, managers)) - sum(rereads_before)
     ctx.log(f"    pooled: {pooled.rate:,.0f} jobs/s; {cpu_text(pooled.cpu)}; {spread(pooled)}")
     ctx.log(f"    pooled: reports decided on a fresh read: {reread} of {2 * POOLED_JOBS}")
     targeted = await throughput(nc, subjects, watch, TARGETED, TARGETED_JOBS, probe)

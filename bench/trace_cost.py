@@ -13,13 +13,13 @@ from __future__ import annotations
 import sys
 import timeit
 from collections.abc import Callable
-from types import SimpleNamespace
 from typing import Any
 
 from shared import tracing
 from shared.codec import encode
+from shared.emitter import EventEmitter
 from shared.events import JobStarted, build_event
-from shared.service import Service
+from shared.subjects import Subjects
 
 N = 200_000
 
@@ -31,18 +31,20 @@ def per_call_ns(func: Callable[[], Any], n: int = N) -> float:
 
 def main() -> None:
     """Print one line per measurement."""
+    import shared.service  # noqa: F401  (the service layer, for the SDK check below)
+
     sdk_loaded = any(name.startswith("opentelemetry") for name in sys.modules)
     data = JobStarted(job_id="j" * 32, type="shell", attempt=1, node_id="n1")
-    svc: Any = SimpleNamespace(spans=None)
+    emitter = EventEmitter(Subjects("ringmaster"), "job_manager", "jm-1")
     span = tracing.new_trace().child()
     stored = span.traceparent
 
     def headers_off() -> None:
-        Service._trace_headers(svc, data)
+        emitter.headers(data)
 
     def headers_on() -> None:
         with tracing.use(span):
-            Service._trace_headers(svc, data)
+            emitter.headers(data)
 
     def use_alone() -> None:
         with tracing.use(span):
