@@ -13,7 +13,8 @@ first:
    weakest first, so CPU jobs fill the nodes without GPUs and leave GPUs to GPU work;
 2. for GPU work, free fitting GPUs, most first (jobs spread over GPU nodes as they do
    over slots), then the largest free fitting GPU's memory, most first;
-3. free slot ratio, highest first;
+3. free slot ratio after the picks since the last NodeInfo, highest first (below
+   zero when more were picked than were free);
 4. load per CPU (``load_1m / cpu_count``), lowest first;
 5. node id, so that equal nodes rank the same way every time.
 """
@@ -122,10 +123,14 @@ def rank_key(
     """The sort key of a candidate (smaller is better); see the module docstring.
 
     ``pending`` picks count against the node's free slots until its next NodeInfo, so
-    a burst of selections between two reports spreads over equal nodes. ``fitting``:
-    the free GPUs that fit a GPU requirement (:func:`fitting_gpus`).
+    a burst of selections between two reports spreads over equal nodes. The count may
+    go below zero: picks beyond a node's free slots wait in its pool, and the node with
+    the fewest waiting per slot ranks first. Clamped at zero, every node would tie once
+    its free slots were picked, and the whole rest of a burst would queue on the node
+    whose id sorts first. ``fitting``: the free GPUs that fit a GPU requirement
+    (:func:`fitting_gpus`).
     """
-    free = max(info.free_slots - pending, 0)
+    free = info.free_slots - pending
     free_ratio = free / info.slots if info.slots > 0 else 0.0
     load_per_cpu = info.load_1m / max(info.cpu_count, 1)
     if requirement.gpu_count == 0:

@@ -286,3 +286,16 @@ def test_pending_picks_spread_a_burst_over_equal_nodes() -> None:
     assert rank(fresh, request) == ["a"]
     after_two_picks = [Candidate(info=node("a"), pending=2), Candidate(info=node("b"))]
     assert rank(after_two_picks, request) == ["b"]
+
+
+def test_a_burst_beyond_the_free_slots_spreads_over_the_nodes() -> None:
+    def node(node_id: str) -> NodeInfo:
+        return node_info(node_id, memory_total_mb=1000, memory_available_mb=1000)
+
+    # Both nodes' four free slots are picked and more: the next pick goes to the node
+    # with fewer waiting, not always to the one whose id sorts first.
+    request = SelectRequest()
+    a_ahead = [Candidate(info=node("a"), pending=6), Candidate(info=node("b"), pending=5)]
+    assert rank(a_ahead, request) == ["b"]
+    b_ahead = [Candidate(info=node("a"), pending=5), Candidate(info=node("b"), pending=6)]
+    assert rank(b_ahead, request) == ["a"]
