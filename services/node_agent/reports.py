@@ -79,6 +79,8 @@ class AgentStats:
     job_errors: int = 0
     progress_events: int = 0
     fetch_errors: int = 0
+    #: Input fetches tried again after a transient bus error (workspace.fetch_inputs).
+    input_retries: int = 0
     rebinds: int = 0
     #: Pulled while the node still wanted work, then nak'd when it stopped wanting it.
     given_back: int = 0

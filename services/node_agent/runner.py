@@ -143,7 +143,7 @@ class JobRunner:
             argv = policy.build_argv(
                 d.spec.type, d.spec.args, cfg.commands, values, shell=cfg.runs_shell
             )
-            await fetch_inputs(self.blobs, d.spec.inputs, ws.inputs)
+            await fetch_inputs(self.blobs, d.spec.inputs, ws.inputs, self._input_retry)
         except (policy.CommandError, InputError) as exc:
             return self._failed(job, str(exc))
         if job.killed is not None:
@@ -193,6 +193,11 @@ class JobRunner:
         job.progress = 1.0
         done = JobResult(outputs=outputs, result=result, exit_code=0, logs=logs)
         return self.report(job, "completed", progress=1.0, result=done)
+
+    def _input_retry(self, why: str) -> None:
+        self.stats.input_retries += 1
+        self.stats.last_error = why
+        log.warning("%s", why)
 
     def _failed(
         self,

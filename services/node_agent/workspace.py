@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from typing import Any
 import anyio.to_thread
 import nats.errors
 from nats.aio.client import Client
+from nats.js.errors import ServiceUnavailableError
 
 from services.node_agent.config import NodeAgentConfig
 from services.node_agent.policy import safe_relative_name
@@ -87,17 +89,41 @@ def node_blobs(nc: Client, store: DataStore, cfg: NodeAgentConfig, subjects: Sub
     return BlobStore(store, cache, sealer=sealer, namespace=cfg.node_id)
 
 
-async def fetch_inputs(blobs: BlobStore, refs: list[DataRef], inputs: Path) -> None:
-    """Fetch every input, verified; raises InputError naming the first that fails."""
+#: Waits between tries of an input whose fetch met a transient bus error: a JetStream
+#: leader moving or a server's host cut off for seconds should not spend an attempt.
+FETCH_RETRY_DELAYS_S = (0.5, 1.0, 2.0, 4.0, 8.0)
+#: Bus errors worth another try: the server answered "unavailable" or did not answer.
+TRANSIENT = (ServiceUnavailableError, nats.errors.TimeoutError, nats.errors.NoRespondersError)
+
+
+async def fetch_inputs(
+    blobs: BlobStore,
+    refs: list[DataRef],
+    inputs: Path,
+    on_retry: Callable[[str], None] = lambda _: None,
+    delays: Sequence[float] = FETCH_RETRY_DELAYS_S,
+) -> None:
+    """Fetch every input, verified; raises InputError naming the first that fails.
+
+    A transient bus error is tried again after each of ``delays`` (``on_retry`` is
+    told each time, for the agent's counts); a bad blob or a missing one is not.
+    """
     for ref in refs:
         if not safe_relative_name(ref.name):
             raise InputError(f"input name {ref.name!r} is not a relative path inside inputs/")
-        try:
-            await blobs.fetch(ref, inputs / ref.name)
-        except BlobError as exc:
-            raise InputError(f"input {ref.name}: {exc}") from exc
-        except (nats.errors.Error, OSError) as exc:
-            raise InputError(f"input {ref.name}: cannot fetch: {exc!r}") from exc
+        for delay in (*delays, None):
+            try:
+                await blobs.fetch(ref, inputs / ref.name)
+                break
+            except BlobError as exc:
+                raise InputError(f"input {ref.name}: {exc}") from exc
+            except TRANSIENT as exc:
+                if delay is None:
+                    raise InputError(f"input {ref.name}: cannot fetch: {exc!r}") from exc
+                on_retry(f"input {ref.name}: {exc!r}; again in {delay:g} s")
+                await anyio.sleep(delay)
+            except (nats.errors.Error, OSError) as exc:
+                raise InputError(f"input {ref.name}: cannot fetch: {exc!r}") from exc
 
 
 def output_files(outputs: Path) -> list[tuple[Path, str]]:
