@@ -27,7 +27,8 @@ from shared.provision import BUCKET_SPECS
 from shared.subjects import Subjects
 
 #: Version of the layout of the cluster's KV state; a different stored one is refused.
-SCHEMA_VERSION = 1
+#: 2: records and events name the game (``game``, was ``config``); 1 is not read.
+SCHEMA_VERSION = 2
 #: Version of the snapshot file format.
 SNAPSHOT_FORMAT = 1
 SCHEMA_KEY = "schema"

@@ -165,8 +165,9 @@ async def test_an_incompatible_schema_stops_the_start(
     start_service: ServiceFactory, nc: Client, prefix: str, nats_url: str
 ) -> None:
     state = await ensure_bucket(nc.jetstream(), bucket_config(Subjects(prefix).bucket("state")))
-    await state.put("schema", b'{"version": 2}')
-    with pytest.raises(SchemaError, match=r"schema version 2 is not compatible.*version 1"):
+    # A cluster written before the game rename (schema 1) is refused, not misread.
+    await state.put("schema", b'{"version": 1}')
+    with pytest.raises(SchemaError, match=r"schema version 1 is not compatible.*version 2"):
         await start_service(StateManagerService)
     # As a process: a non-zero exit naming both versions (2 once the runner unwraps the
     # task group's exception group; until then the line comes inside a traceback).
@@ -175,8 +176,8 @@ async def test_an_incompatible_schema_stops_the_start(
         check=False,
     )
     assert result.returncode != 0
-    assert b"schema version 2 is not compatible with this release's version 1" in result.stderr
-    assert SCHEMA_VERSION == 1
+    assert b"schema version 1 is not compatible with this release's version 2" in result.stderr
+    assert SCHEMA_VERSION == 2
 
 
 async def test_validation_reports_unknown_nodes_and_undecodable_records(
