@@ -43,7 +43,8 @@ def job(state: JobState, node_id: str = "", pool: str = "") -> JobRecord:
 
 def test_the_current_schema_is_compatible() -> None:
     check_schema(SCHEMA_VERSION)
-    assert stored_schema_version(b'{"version": 1}') == 1
+    current = f'{{"version": {SCHEMA_VERSION}}}'.encode()
+    assert stored_schema_version(current) == SCHEMA_VERSION
 
 
 @pytest.mark.parametrize("stored", [0, 2, 10])
