@@ -95,8 +95,8 @@ async def promote_fresh(run: Run, nc: Client, before: int) -> After:
                 except msgspec.DecodeError:
                     run.log("after the faults: an undecodable MODEL_PROMOTED, ignored")
                     continue
-                run.log(f"after the faults: {data.get('config')} {data.get('model_id')} promoted")
-                if data.get("config") == FRESH:
+                run.log(f"after the faults: {data.get('game')} {data.get('model_id')} promoted")
+                if data.get("game") == FRESH:
                     break  # another game's promotion counts too, but the fresh one is sure
     except TimeoutError:
         run.log("after the faults: no promotion")
