@@ -85,5 +85,6 @@ def replay_flags(options: Options) -> str:
         (f"--startup-every {options.startup_every}", options.startup_every),
         (f"--interval {options.interval_s:g}", options.interval_s != 6.0),
         (f"--after {options.after_s:g}", options.after_s),
+        (f"--job-managers {options.job_managers}", options.job_managers != 1),
     ]
     return "".join(f" {flag}" for flag, on in flags if on)
