@@ -85,7 +85,7 @@ def run(ctx: Ctx) -> list[Row]:
     """The throughput context figures, and the strength row when there is a champion."""
     lines = [
         "Searched self-play of the initial network, one training and one evaluation per",
-        "config, in one process (CPU seconds):",
+        "game, in one process (CPU seconds):",
         "",
     ]
     for game in SELFPLAY_GAMES:
