@@ -36,7 +36,9 @@ def test_balanced_openings_are_draws_by_force_and_counted() -> None:
 def test_a_duel_plays_the_openings_it_is_given() -> None:
     game = make_game("3x3k3")
     opening = [4, 1]  # X in the centre, O on an edge: X wins by force
-    tally = duel(game, RandomAgent(), RandomAgent(), 40, 3, opening_plies=2, openings=[opening] * 20)
+    tally = duel(
+        game, RandomAgent(), RandomAgent(), 40, 3, opening_plies=2, openings=[opening] * 20
+    )
     assert tally.games == 40
     assert tally.lost and all(lost == opening for _, lost in tally.lost)
 
