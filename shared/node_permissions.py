@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from shared.permission_rules import Rule, js_rules, unique_rules
 from shared.permissions import base_rules
-from shared.subjects import Subjects, check_token
+from shared.subjects import Subjects, check_token, pool_durable
 
 #: The service kind whose base rules every node user gets (beacons, events, control).
 AGENT_KIND = "node_agent"
@@ -80,9 +80,8 @@ def node_rules(s: Subjects, node: NodeSpec) -> list[Rule]:
     rules += js_rules(s.jobs_stream, "provision")
     rules += js_rules(s.kv_stream("nodes"), "provision")
     rules += js_rules(s.data_stream, "read")
-    rules += _consumer_rules(s, f"node-{node.node_id}", s.jobs(f"node.{node.node_id}"))
-    for capability in node.capabilities:
-        rules += _consumer_rules(s, f"cap-{capability}", s.jobs(f"cap.{capability}"))
+    for pool in [f"node.{node.node_id}", *(f"cap.{c}" for c in node.capabilities)]:
+        rules += _consumer_rules(s, pool_durable(pool), s.jobs(pool))
     store = s.data_store
     rules += [
         Rule("publish", s.node(node.node_id), "its own NodeInfo"),

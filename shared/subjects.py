@@ -54,6 +54,14 @@ def check_token(value: str, what: str) -> str:
 
 
 @functools.cache  # a handful of types, split on every emit: the hot path of events
+def pool_durable(pool: str) -> str:
+    """The agents' durable consumer of the dispatch pool ``pool`` in ``P_JOBS``
+    (``node.<id>`` -> ``node-<id>``, ``cap.train`` -> ``cap-train``): one name for the
+    agent that binds it, the permission that lets it, and the reaper that reads it."""
+    kind, _, rest = pool.partition(".")
+    return f"{kind}-{rest}"
+
+
 def split_event_type(event_type: str) -> tuple[str, str]:
     """Split ``NOUN_PHASE`` into its noun and phase: ``DATA_SYNC_STARTED`` -> data_sync, started."""
     for phase in MULTI_WORD_PHASES:

@@ -28,17 +28,12 @@ from nats.js.client import JetStreamContext
 from nats.js.errors import NotFoundError
 
 from shared.jobs import JobRecord, JobState
+from shared.subjects import pool_durable
 
 log = logging.getLogger("ringmaster.job_manager.orphans")
 
 #: The reason the reaper gives for an attempt whose message was lost.
 DISPATCH_LOST = "dispatch lost"
-
-
-def pool_durable(pool: str) -> str:
-    """The agents' durable consumer of ``pool`` (``cap.train`` -> ``cap-train``)."""
-    kind, _, rest = pool.partition(".")
-    return f"{kind}-{rest}"
 
 
 def suspects(records: Iterable[JobRecord], now: float, after_s: float) -> dict[str, list[str]]:

@@ -25,7 +25,7 @@ from nats.js.client import JetStreamContext
 
 from services.node_agent.job import settle
 from services.node_agent.reports import AgentStats
-from shared.subjects import Subjects
+from shared.subjects import Subjects, pool_durable
 
 log = logging.getLogger("ringmaster.node_agent.pools")
 
@@ -115,9 +115,8 @@ class Pools:
         self.ack_wait_s = ack_wait_s
         self.max_deliver = max_deliver
         self.pull_s = pull_s
-        names = [(f"node.{node_id}", f"node-{node_id}")]
-        names += [(f"cap.{c}", f"cap-{c}") for c in capabilities]
-        self.pools = [Pool(name, durable, subjects.jobs(name)) for name, durable in names]
+        names = [f"node.{node_id}", *(f"cap.{c}" for c in capabilities)]
+        self.pools = [Pool(name, pool_durable(name), subjects.jobs(name)) for name in names]
         self._spawn = spawn
         self._turn = 0
         self._waiting = 0

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from services.job_manager import policy
-from services.job_manager.orphans import lost, pool_durable, suspects
+from services.job_manager.orphans import lost, suspects
 from shared.jobs import JobSpec, Requirements
+from shared.subjects import pool_durable
 
 
 def dispatched(job_id: str, at: float, pool: str = "cap.cpu") -> policy.JobRecord:
