@@ -72,16 +72,11 @@ def balanced_openings(game: Any, pairs: int, seed: int = SEED) -> dict[str, Any]
             raise RuntimeError(f"only {len(kept)} drawn openings in {pair} tries")
         opening = random_opening(game, OPENING_PLIES, np.random.default_rng([seed, 2 * pair, 1]))
         pair += 1
-        board = game.empty()
-        for ply, cell in enumerate(opening):
-            board[cell] = 1 if ply % 2 == 0 else -1
-        key = game.key(board)
+        key = game.key(game.after(opening))
         if key not in values:
-            values[key] = prover.value(opening, PROOF_BUDGET)
+            values[key] = x_value(prover, opening)
         value = values[key]
-        # The value is the player to move's: X after an even opening.
-        mover = 1 if len(opening) % 2 == 0 else -1
-        seen[names[None if value is None else value * mover]] += 1
+        seen[names[value]] += 1
         if value == 0:
             kept.append(opening)
     return {"openings": kept, "tried": pair, **seen}
@@ -137,14 +132,22 @@ def lost_by_force(game: Any, lost: list[tuple[int, list[int]]]) -> dict[str, int
     prover = Prover(game)
     counts = {"forced": 0, "not_forced": 0, "unsettled": 0}
     for side, opening in lost:
-        value = prover.value(opening, PROOF_BUDGET)
+        value = x_value(prover, opening)
         if value is None:
             counts["unsettled"] += 1
             continue
-        # The value is the player to move's; after an even opening that is X.
-        mover = 1 if len(opening) % 2 == 0 else -1
-        counts["forced" if value * mover * side == -1 else "not_forced"] += 1
+        counts["forced" if value * side == -1 else "not_forced"] += 1
     return counts
+
+
+def x_value(prover: Any, opening: list[int]) -> int | None:
+    """The exact value of ``opening`` for X (1: X wins by force, 0: a draw, -1: O
+    wins), or None when ``PROOF_BUDGET`` nodes did not settle it."""
+    value = prover.value(opening, PROOF_BUDGET)
+    if value is None:
+        return None
+    # The solver gives the player to move's value: X's after an even opening.
+    return int(value) if len(opening) % 2 == 0 else -int(value)
 
 
 def every_defense(path: Path) -> dict[str, int]:

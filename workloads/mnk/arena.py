@@ -33,12 +33,9 @@ def play_games(
 ) -> NDArray[np.int8]:
     """Winners (1, -1, 0) of games ``x[i]`` against ``o[i]`` after ``openings[i]``."""
     count = len(x)
-    boards = np.zeros((count, game.cells), dtype=np.int8)
+    boards = np.stack([game.after(opening) for opening in openings])
     winners = np.zeros(count, dtype=np.int8)
     alive = np.ones(count, dtype=np.bool_)
-    for i, opening in enumerate(openings):
-        for ply, cell in enumerate(opening):
-            boards[i, cell] = 1 if ply % 2 == 0 else -1
     agents = {id(a): a for a in (*x, *o)}
     while alive.any():
         live = np.flatnonzero(alive)

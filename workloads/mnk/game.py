@@ -9,6 +9,7 @@ afterstates at once.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cache
 
@@ -46,6 +47,13 @@ class Game:
     def empty(self) -> Board:
         """The starting position."""
         return np.zeros(self.cells, dtype=np.int8)
+
+    def after(self, moves: Sequence[int]) -> Board:
+        """The position after ``moves`` from the empty board, X first."""
+        board = self.empty()
+        for ply, cell in enumerate(moves):
+            board[cell] = FIRST if ply % 2 == 0 else SECOND
+        return board
 
     @staticmethod
     def to_move(board: Board) -> int:
